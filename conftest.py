@@ -1,0 +1,16 @@
+"""Root pytest configuration. eventlet must patch the standard library before anything imports
+sockets or threads (nameko's test helpers and our services run on eventlet); without it pytest
+hangs on the first RPC."""
+import os
+
+# hypothesis loads third-party entry points at import; trio's (a selenium dependency) breaks
+# under eventlet's green sockets, and the tests need none of them.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -1,0 +1,41 @@
+"""Files one test complaint over RPC as a Messenger conversation on the development Page, then
+prints its tracking code and, a moment later, what the Graph API sandbox received.
+Usage: .venv/bin/python -m scripts.file_test_complaint "complaint text" """
+import eventlet
+
+eventlet.monkey_patch()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+import requests  # noqa: E402
+from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
+
+from shared import config  # noqa: E402
+
+
+def main() -> int:
+    text = " ".join(sys.argv[1:]) or "Jalan di Praya Lombok Tengah rusak parah, mohon segera diperbaiki."
+    psid = f"test-psid-{uuid.uuid4().hex[:8]}"
+    with ClusterRpcProxy({"AMQP_URI": config.amqp_uri(), "serializer": "json"}, timeout=30) as rpc:
+        result = rpc.intake.file_complaint({"text": text, "channel": "api",
+                                            "reply_to": {"page_id": "100000000000001", "psid": psid}})
+    print(json.dumps(result, indent=2))
+    sandbox = f"http://{config.graph_sandbox_address()}/_sandbox/calls"
+    for _ in range(20):
+        time.sleep(0.5)
+        try:
+            calls = [c for c in requests.get(sandbox, timeout=5).json()["calls"]
+                     if (c.get("recipient") or {}).get("id") == psid]
+        except requests.RequestException:
+            break
+        if calls:
+            print("Graph API sandbox received:", calls[-1]["text"])
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Intake's persistence: the service store and the complaint repository used by its entrypoints."""
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from shared.db import Transaction
+from shared.eventstore import PendingEvent
+from shared.nameko_support import ServiceStore
+from services.intake import tables
+from services.intake.filing import NewComplaint
+
+
+def build_store(url: str | None = None) -> ServiceStore:
+    return ServiceStore("intake", tables.metadata, emits_events=True, url=url)
+
+
+def find_by_external_ref(connection, external_ref: str):
+    return connection.execute(select(tables.complaints.c.complaint_id, tables.complaints.c.tracking_code)
+                              .where(tables.complaints.c.external_ref == external_ref)).first()
+
+
+def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = None) -> None:
+    """The complaint row, the reporter row and ``ComplaintFiled`` — one transaction."""
+    data = new.data
+    tx.execute(tables.complaints.insert().values(
+        complaint_id=new.complaint_id, tracking_code=new.tracking_code, channel=data["channel"],
+        filed_at=data["filed_at"], text=data["text"], category=data["category"],
+        region_code=data["region_code"], priority=data["priority"], confidential=data["confidential"],
+        reply_to=json.dumps(data["reply_to"]) if data["reply_to"] else None,
+        external_ref=data["external_ref"], last_citizen_message_at=data["last_citizen_message_at"],
+        open=True))
+    reporter = new.reporter
+    if any(reporter.get(k) for k in ("name", "phone", "email")) or psid:
+        tx.execute(tables.reporters.insert().values(
+            complaint_id=new.complaint_id, name=reporter.get("name"), phone=reporter.get("phone"),
+            email=reporter.get("email"), psid=psid))
+    tx.append([PendingEvent("ComplaintFiled", new.complaint_id, data, expected_version=0)])
+
+
+def public_complaint(row) -> dict:
+    """A complaint without personal data (no reporter, no PSID or comment id)."""
+    reply_to = json.loads(row["reply_to"]) if row["reply_to"] else None
+    return {
+        "complaint_id": row["complaint_id"], "tracking_code": row["tracking_code"],
+        "channel": row["channel"], "filed_at": row["filed_at"], "text": row["text"],
+        "category": row["category"], "region_code": row["region_code"],
+        "priority": row["priority"], "confidential": bool(row["confidential"]),
+        "has_reply_to": reply_to is not None, "external_ref": row["external_ref"],
+    }

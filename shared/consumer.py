@@ -1,0 +1,264 @@
+"""The consuming side of every service: idempotent event handling and catch-up by pulling.
+
+``EventConsumer.handle`` runs a handler and records the event as processed *in the same
+transaction*, so a redelivered or replayed event changes nothing. Per source it keeps a
+contiguous checkpoint — every position up to it is handled — plus the handled positions above
+it (events arrive per type on separate queues, so they come out of order). ``CatchUp`` pulls
+``<source>.events_since(checkpoint, limit)`` to fill whatever push did not deliver.
+
+An event that fails validation is quarantined and counted as handled (the checkpoint moves on);
+one whose handler keeps raising is retried on the next pulls and quarantined after
+``MAX_HANDLER_FAILURES`` so nothing loops forever.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shared.db import Database, Transaction
+from shared.events import Envelope, InvalidEvent, isoformat_utc, utc_now, validate_envelope
+from shared.quarantine import Quarantine
+
+log = logging.getLogger(__name__)
+
+MAX_HANDLER_FAILURES = 3
+
+Handler = Callable[[Transaction, Envelope], None]
+
+
+class HandlerRejected(Exception):
+    """A handler found the event impossible to apply (e.g. it contradicts the state): the
+    event is quarantined with this reason instead of being retried."""
+
+
+def consumer_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+    checkpoints = Table(
+        "consumer_checkpoints", metadata,
+        Column("source", String(32), primary_key=True),
+        Column("position", BigInteger, nullable=False),
+        Column("updated_at", String(40), nullable=False),
+    )
+    processed = Table(
+        "processed_events", metadata,
+        Column("source", String(32), primary_key=True),
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+        Column("event_id", String(36), nullable=False),
+        Column("outcome", String(16), nullable=False),  # handled | ignored | quarantined
+    )
+    failures = Table(
+        "handler_failures", metadata,
+        Column("source", String(32), primary_key=True),
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+        Column("failures", Integer, nullable=False),
+        Column("last_error", Text, nullable=False),
+    )
+    return checkpoints, processed, failures
+
+
+class EventConsumer:
+    def __init__(self, database: Database, quarantine: Quarantine, handlers: dict[str, Handler],
+                 checkpoints: Table, processed: Table, failures: Table):
+        self.database = database
+        self.quarantine = quarantine
+        self.handlers = handlers
+        self.checkpoints = checkpoints
+        self.processed = processed
+        self.failures = failures
+        self.handled_count = 0
+
+    # -- push and pull both land here ------------------------------------------------------
+    def handle(self, raw: Any, source: str) -> str:
+        """Handle one received event; returns handled | ignored | duplicate | quarantined."""
+        try:
+            envelope = Envelope.from_dict(validate_envelope(raw, expected_source=source))
+        except (InvalidEvent, KeyError, TypeError) as error:
+            return self._quarantine_invalid(raw, source, str(error))
+        try:
+            with self.database.transaction() as tx:
+                checkpoint = self._lock_checkpoint(tx, source)
+                if envelope.position <= checkpoint or self._seen(tx, source, envelope.position):
+                    return "duplicate"
+                handler = self.handlers.get(envelope.event_type)
+                outcome = "ignored"
+                if handler is not None:
+                    try:
+                        with tx.connection.begin_nested():
+                            handler(tx, envelope)
+                        outcome = "handled"
+                    except HandlerRejected as rejection:
+                        self.quarantine.put(tx.connection, "event", str(rejection), envelope.to_dict(),
+                                            source=source, position=envelope.position)
+                        outcome = "quarantined"
+                self._record(tx, source, envelope, outcome)
+            self.handled_count += 1
+            return outcome
+        except IntegrityError:
+            # Another worker recorded the same event first (push and pull raced).
+            return "duplicate"
+        except Exception as error:
+            self._count_failure(source, envelope, error)
+            raise
+
+    def replay(self, item: dict, actor: str) -> str:
+        """Run a quarantined event's handler again (after a fix); the item is marked replayed
+        only if the handler now succeeds."""
+        raw = json.loads(item["payload"])
+        source = item["source"]
+        try:
+            envelope = Envelope.from_dict(validate_envelope(raw, expected_source=source))
+            handler = self.handlers.get(envelope.event_type)
+            with self.database.transaction() as tx:
+                if handler is not None:
+                    handler(tx, envelope)
+                self.quarantine.mark_replayed(tx.connection, item["item_id"], actor)
+                self._lock_checkpoint(tx, source)
+                if not self._seen(tx, source, envelope.position) and envelope.position > self._checkpoint_value(tx, source):
+                    self._record(tx, source, envelope, "handled")
+            return "replayed"
+        except (InvalidEvent, KeyError, TypeError, HandlerRejected) as error:
+            with self.database.transaction() as tx:
+                self.quarantine.mark_failed_again(tx.connection, item["item_id"], str(error), actor)
+            return "still_quarantined"
+
+    def checkpoint(self, source: str) -> int:
+        with self.database.read() as connection:
+            row = connection.execute(select(self.checkpoints.c.position)
+                                     .where(self.checkpoints.c.source == source)).first()
+        return int(row[0]) if row else 0
+
+    def reset(self, tx: Transaction) -> None:
+        """Forget everything handled (used when a projection is rebuilt from scratch)."""
+        for table in (self.checkpoints, self.processed, self.failures):
+            tx.execute(delete(table))
+
+    # -- internals ---------------------------------------------------------------------------
+    def _quarantine_invalid(self, raw: Any, source: str, reason: str) -> str:
+        position = raw.get("position") if isinstance(raw, dict) else None
+        event_id = raw.get("event_id") if isinstance(raw, dict) else None
+        claimed_source = raw.get("source") if isinstance(raw, dict) else None
+        with self.database.transaction() as tx:
+            if isinstance(position, int) and position > 0 and claimed_source == source:
+                checkpoint = self._lock_checkpoint(tx, source)
+                if position <= checkpoint or self._seen(tx, source, position):
+                    return "duplicate"
+                # The source's log really holds something at this position that we cannot read:
+                # count it as handled so the checkpoint moves on; replay can apply it later.
+                tx.execute(self.processed.insert().values(
+                    source=source, position=position, event_id=str(event_id)[:36], outcome="quarantined"))
+                self._advance(tx, source, checkpoint)
+            self.quarantine.put(tx.connection, "event", reason, raw, source=source,
+                                position=position if isinstance(position, int) else None)
+        log.warning("quarantined an invalid event from %s: %s", source, reason)
+        return "quarantined"
+
+    def _lock_checkpoint(self, tx: Transaction, source: str) -> int:
+        # FOR UPDATE serialises handlers of one source on PostgreSQL; SQLite's BEGIN IMMEDIATE
+        # already serialises writers.
+        query = select(self.checkpoints.c.position).where(self.checkpoints.c.source == source)
+        if tx.connection.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = tx.execute(query).first()
+        if row is None:
+            tx.execute(self.checkpoints.insert().values(source=source, position=0,
+                                                        updated_at=isoformat_utc(utc_now())))
+            return 0
+        return int(row[0])
+
+    def _checkpoint_value(self, tx: Transaction, source: str) -> int:
+        row = tx.execute(select(self.checkpoints.c.position).where(self.checkpoints.c.source == source)).first()
+        return int(row[0]) if row else 0
+
+    def _seen(self, tx: Transaction, source: str, position: int) -> bool:
+        return tx.execute(select(self.processed.c.position).where(
+            self.processed.c.source == source, self.processed.c.position == position)).first() is not None
+
+    def _record(self, tx: Transaction, source: str, envelope: Envelope, outcome: str) -> None:
+        tx.execute(self.processed.insert().values(
+            source=source, position=envelope.position, event_id=envelope.event_id, outcome=outcome))
+        tx.execute(delete(self.failures).where(self.failures.c.source == source,
+                                               self.failures.c.position == envelope.position))
+        self._advance(tx, source, self._checkpoint_value(tx, source))
+
+    def _advance(self, tx: Transaction, source: str, checkpoint: int) -> None:
+        above = tx.execute(select(self.processed.c.position).where(
+            self.processed.c.source == source, self.processed.c.position > checkpoint)
+            .order_by(self.processed.c.position)).scalars()
+        new_checkpoint = checkpoint
+        for position in above:
+            if position != new_checkpoint + 1:
+                break
+            new_checkpoint = position
+        if new_checkpoint != checkpoint:
+            tx.execute(update(self.checkpoints).where(self.checkpoints.c.source == source)
+                       .values(position=new_checkpoint, updated_at=isoformat_utc(utc_now())))
+            # Positions at or below the checkpoint are known handled by the checkpoint alone.
+            tx.execute(delete(self.processed).where(self.processed.c.source == source,
+                                                    self.processed.c.position <= new_checkpoint))
+
+    def _count_failure(self, source: str, envelope: Envelope, error: Exception) -> None:
+        reason = f"handler failed: {type(error).__name__}: {error}"
+        try:
+            with self.database.transaction() as tx:
+                row = tx.execute(select(self.failures.c.failures).where(
+                    self.failures.c.source == source, self.failures.c.position == envelope.position)).first()
+                failures = (row[0] if row else 0) + 1
+                if row:
+                    tx.execute(update(self.failures).where(
+                        self.failures.c.source == source, self.failures.c.position == envelope.position)
+                        .values(failures=failures, last_error=reason[:2000]))
+                else:
+                    tx.execute(self.failures.insert().values(source=source, position=envelope.position,
+                                                             failures=failures, last_error=reason[:2000]))
+                if failures >= MAX_HANDLER_FAILURES:
+                    checkpoint = self._lock_checkpoint(tx, source)
+                    if not self._seen(tx, source, envelope.position) and envelope.position > checkpoint:
+                        self.quarantine.put(tx.connection, "event", reason, envelope.to_dict(),
+                                            source=source, position=envelope.position)
+                        self._record(tx, source, envelope, "quarantined")
+        except Exception:
+            log.exception("could not record a handler failure for %s/%s", source, envelope.position)
+
+
+class CatchUp:
+    """Pulls each source's log from the consumer's checkpoint until it has seen everything."""
+
+    def __init__(self, consumer: EventConsumer, sources: Iterable[str],
+                 fetch: Callable[[str, int, int], list], page: int = 1000):
+        self.consumer = consumer
+        self.sources = list(sources)
+        self.fetch = fetch
+        self.page = page
+
+    def run_once(self) -> dict[str, int]:
+        pulled: dict[str, int] = {}
+        for source in self.sources:
+            pulled[source] = self.pull(source)
+        return pulled
+
+    def pull(self, source: str, deadline_seconds: float = 300.0) -> int:
+        started = time.monotonic()
+        count = 0
+        position = self.consumer.checkpoint(source)
+        while time.monotonic() - started < deadline_seconds:
+            batch = self.fetch(source, position, self.page)
+            for raw in batch:
+                try:
+                    self.consumer.handle(raw, source)
+                except Exception:
+                    log.exception("catch-up: event %s/%s failed; will retry",
+                                  source, raw.get("position") if isinstance(raw, dict) else "?")
+            count += len(batch)
+            if len(batch) < self.page:
+                break
+            last = batch[-1].get("position") if isinstance(batch[-1], dict) else None
+            if not isinstance(last, int) or last <= position:
+                break
+            # Read on from the end of this page even if the checkpoint is held back by a failing
+            # event: that one is retried on the next round, the rest must not wait for it.
+            position = last
+        return count

@@ -1,0 +1,125 @@
+"""Database engines and transactions for every service's own database.
+
+SQLite (the default) runs in WAL mode and every write transaction starts with ``BEGIN
+IMMEDIATE`` so two writers never deadlock on a lock upgrade. Services run on eventlet: SQLite
+calls never yield to the hub, so a transaction that does no network I/O runs to its end without
+another green thread interleaving — the rule every service follows is *never call RPC, dispatch
+or HTTP inside an open transaction*. PostgreSQL (``postgresql+psycopg2://``) is greened by
+eventlet's monkey patching.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Callable, Iterator
+
+from sqlalchemy import MetaData, create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_json_dumps,
+            **kwargs,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, _record):
+            # Let SQLAlchemy's "begin" event decide how a transaction starts (see below).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL keeps every committed transaction across a power loss, not only a crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection):
+            if connection.get_execution_options().get("readonly"):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, json_serializer=_json_dumps, **kwargs)
+
+
+def _json_dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Transaction:
+    """What a unit of work sees: the connection, and an ``append`` for new events."""
+
+    def __init__(self, connection: Connection, database: "Database"):
+        self.connection = connection
+        self.database = database
+        self.appended: list = []
+
+    def execute(self, *args, **kwargs):
+        return self.connection.execute(*args, **kwargs)
+
+    def append(self, pending_events):
+        if self.database.event_store is None:
+            raise RuntimeError(f"{self.database.name} has no event store")
+        envelopes = self.database.event_store.append(self.connection, pending_events)
+        self.appended.extend(envelopes)
+        return envelopes
+
+
+class Database:
+    """One service's database: its engine, its metadata, its event store, and hooks run after a
+    commit that appended events (the outbox relay's wake-up call)."""
+
+    def __init__(self, name: str, url: str, metadata: MetaData, event_store=None):
+        self.name = name
+        self.url = url
+        self.metadata = metadata
+        self.engine = make_engine(url)
+        self.event_store = event_store
+        self.after_commit_hooks: list[Callable[[list], None]] = []
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_all(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.engine.begin() as connection:
+            tx = Transaction(connection, self)
+            yield tx
+        if tx.appended:
+            for hook in self.after_commit_hooks:
+                try:
+                    hook(tx.appended)
+                except Exception:  # a hook must never undo a committed transaction
+                    log.exception("after-commit hook failed")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(readonly=True)
+            with connection.begin():
+                yield connection
+
+    def ping(self) -> None:
+        with self.read() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

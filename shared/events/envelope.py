@@ -1,0 +1,53 @@
+"""The event envelope of the design: every event travels and is stored as this JSON object."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def isoformat_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a trailing Z, the one format every event and API uses."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> datetime:
+    """Parse ISO 8601 (with Z or an offset) into an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 string")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return moment.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    event_id: str
+    event_type: str
+    schema_version: int
+    source: str
+    position: int
+    complaint_id: str
+    version: int
+    occurred_at: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Envelope":
+        return cls(**{name: raw[name] for name in cls.__dataclass_fields__})
+
+
+def new_envelope(**fields) -> Envelope:
+    fields.setdefault("event_id", str(uuid.uuid4()))
+    return Envelope(**fields)

@@ -1,0 +1,168 @@
+"""The append-only event store every emitting service keeps in its own database.
+
+Envelope columns follow the design. ``position`` is gap-free: it is taken as ``max + 1`` while
+holding the table's write lock (SQLite's ``BEGIN IMMEDIATE``; on PostgreSQL an explicit
+``LOCK TABLE``), so a rolled-back transaction never leaves a hole the way a sequence would.
+``(complaint_id, version)`` is unique: two writers that read the same version of a complaint
+cannot both append (optimistic concurrency). An ``outbox`` row is written with every event in
+the same transaction; the relay deletes it once the broker confirmed the publish, so the events
+table itself is never updated.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import (BigInteger, Column, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, func, select, text)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from shared.events import Envelope, isoformat_utc, new_envelope, utc_now, validate_data
+from shared.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent
+
+MAX_PAGE = 1000
+
+
+class ConcurrencyError(RuntimeError):
+    """The complaint changed since it was read: reload and decide again."""
+
+
+@dataclass
+class PendingEvent:
+    """An event a unit of work wants to record; the store fills in the envelope."""
+
+    event_type: str
+    complaint_id: str
+    data: dict[str, Any]
+    expected_version: int | None = None
+    schema_version: int | None = None
+    occurred_at: datetime | None = None
+    event_id: str | None = None
+
+
+def event_tables(metadata: MetaData) -> tuple[Table, Table]:
+    events = Table(
+        "events", metadata,
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("event_type", String(64), nullable=False),
+        Column("schema_version", Integer, nullable=False),
+        Column("source", String(32), nullable=False),
+        Column("complaint_id", String(36), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("occurred_at", String(40), nullable=False),
+        Column("data", Text, nullable=False),
+        UniqueConstraint("complaint_id", "version", name="uq_events_complaint_version"),
+    )
+    outbox = Table(
+        "outbox", metadata,
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+    )
+    return events, outbox
+
+
+class EventStore:
+    def __init__(self, source: str, metadata: MetaData):
+        self.source = source
+        self.events, self.outbox = event_tables(metadata)
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(self, connection: Connection, pending: Iterable[PendingEvent]) -> list[Envelope]:
+        pending = list(pending)
+        if not pending:
+            return []
+        for item in pending:
+            owner = SOURCES.get(item.event_type)
+            if owner != self.source:
+                raise InvalidEvent(f"{self.source} cannot record {item.event_type} (owner: {owner})")
+            validate_data(item.event_type, item.schema_version or LATEST_VERSION[item.event_type],
+                          item.data)
+        if connection.dialect.name == "postgresql":
+            # Serialises appenders (readers are not blocked) so positions stay gap-free.
+            connection.execute(text(f"LOCK TABLE {self.events.name} IN SHARE ROW EXCLUSIVE MODE"))
+        position = connection.execute(
+            select(func.coalesce(func.max(self.events.c.position), 0))).scalar_one()
+        versions: dict[str, int] = {}
+        rows, envelopes = [], []
+        for item in pending:
+            if item.complaint_id not in versions:
+                versions[item.complaint_id] = self.current_version(connection, item.complaint_id)
+            current = versions[item.complaint_id]
+            if item.expected_version is not None and item.expected_version != current:
+                raise ConcurrencyError(
+                    f"complaint {item.complaint_id} is at version {current}, "
+                    f"expected {item.expected_version}")
+            position += 1
+            versions[item.complaint_id] = current + 1
+            envelope = new_envelope(
+                event_id=item.event_id or _uuid4(),
+                event_type=item.event_type,
+                schema_version=item.schema_version or LATEST_VERSION[item.event_type],
+                source=self.source,
+                position=position,
+                complaint_id=item.complaint_id,
+                version=current + 1,
+                occurred_at=isoformat_utc(item.occurred_at or utc_now()),
+                data=item.data,
+            )
+            envelopes.append(envelope)
+            row = envelope.to_dict()
+            row["data"] = json.dumps(envelope.data, ensure_ascii=False, separators=(",", ":"))
+            rows.append(row)
+        try:
+            connection.execute(self.events.insert(), rows)
+        except IntegrityError as error:
+            raise ConcurrencyError(f"concurrent append rejected: {error.orig}") from None
+        connection.execute(self.outbox.insert(), [{"position": r["position"]} for r in rows])
+        return envelopes
+
+    # -- reading ---------------------------------------------------------------------------
+    def current_version(self, connection: Connection, complaint_id: str) -> int:
+        return connection.execute(
+            select(func.coalesce(func.max(self.events.c.version), 0))
+            .where(self.events.c.complaint_id == complaint_id)).scalar_one()
+
+    def last_position(self, connection: Connection) -> int:
+        return connection.execute(
+            select(func.coalesce(func.max(self.events.c.position), 0))).scalar_one()
+
+    def events_since(self, connection: Connection, position: int, limit: int = MAX_PAGE) -> list[dict]:
+        position, limit = int(position), max(0, min(int(limit), MAX_PAGE))
+        rows = connection.execute(
+            select(self.events).where(self.events.c.position > position)
+            .order_by(self.events.c.position).limit(limit)).mappings()
+        return [self._to_dict(row) for row in rows]
+
+    def events_for(self, connection: Connection, complaint_id: str) -> list[dict]:
+        rows = connection.execute(
+            select(self.events).where(self.events.c.complaint_id == complaint_id)
+            .order_by(self.events.c.version)).mappings()
+        return [self._to_dict(row) for row in rows]
+
+    def unpublished(self, connection: Connection, limit: int = 500) -> list[dict]:
+        rows = connection.execute(
+            select(self.events).join(self.outbox, self.outbox.c.position == self.events.c.position)
+            .order_by(self.events.c.position).limit(limit)).mappings()
+        return [self._to_dict(row) for row in rows]
+
+    def mark_published(self, connection: Connection, positions: list[int]) -> None:
+        if positions:
+            connection.execute(self.outbox.delete().where(self.outbox.c.position.in_(positions)))
+
+    def outbox_size(self, connection: Connection) -> int:
+        return connection.execute(select(func.count()).select_from(self.outbox)).scalar_one()
+
+    @staticmethod
+    def _to_dict(row) -> dict:
+        envelope = dict(row)
+        envelope["data"] = json.loads(envelope["data"])
+        envelope["position"] = int(envelope["position"])
+        return envelope
+
+
+def _uuid4() -> str:
+    import uuid
+    return str(uuid.uuid4())

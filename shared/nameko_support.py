@@ -1,0 +1,264 @@
+"""nameko DependencyProviders every service uses, each handing workers a minimal interface:
+
+* ``Storage`` — the service's own database (a ``shared.db.Database``), tables created on start;
+* ``OutboxRelay`` — publishes recorded events to ``<service>.events`` from the store only,
+  deletes the outbox row after the broker confirmed, retries on a timer after a broker outage
+  or a crash (no worker interface);
+* ``Consumer`` — idempotent handling of other services' events plus catch-up by pulling
+  ``<source>.events_since``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import eventlet
+from kombu import Connection, Producer
+from nameko.events import get_event_exchange
+from nameko.extensions import DependencyProvider
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from shared import config
+from shared.consumer import CatchUp, EventConsumer, consumer_tables
+from shared.db import Database
+from shared.eventstore import EventStore
+from shared.quarantine import Quarantine, quarantine_table
+
+log = logging.getLogger(__name__)
+
+
+class ServiceStore:
+    """Everything a service keeps in its own database, built once per process."""
+
+    def __init__(self, name: str, metadata, emits_events: bool, url: str | None = None):
+        self.name = name
+        self.metadata = metadata
+        self.event_store = EventStore(name, metadata) if emits_events else None
+        self.quarantine = Quarantine(quarantine_table(metadata))
+        self.checkpoints, self.processed, self.failures = consumer_tables(metadata)
+        self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
+
+    def events_since(self, position: int, limit: int = 1000) -> list[dict]:
+        with self.database.read() as connection:
+            return self.event_store.events_since(connection, position, limit)
+
+
+class Storage(DependencyProvider):
+    """Hands workers the service's ``ServiceStore`` (database, event store, quarantine)."""
+
+    def __init__(self, build: Callable[[], ServiceStore]):
+        self.build = build
+        self.store: ServiceStore | None = None
+
+    def setup(self):
+        self.store = self.build()
+        self.store.database.create_all()
+
+    def stop(self):
+        if self.store is not None:
+            self.store.database.dispose()
+
+    def get_dependency(self, worker_ctx):
+        return self.store
+
+
+def _find(container, kind):
+    for dependency in container.dependencies:
+        if isinstance(dependency, kind):
+            return dependency
+    raise RuntimeError(f"{container.service_name} needs a {kind.__name__} dependency")
+
+
+class RelayStatus:
+    def __init__(self, relay: "OutboxRelay"):
+        self._relay = relay
+
+    @property
+    def broker_ok(self) -> bool:
+        return self._relay.broker_ok
+
+    @property
+    def last_error(self) -> str | None:
+        return self._relay.last_error
+
+    @property
+    def published(self) -> int:
+        return self._relay.published_count
+
+    def wake(self) -> None:
+        self._relay.wake()
+
+
+class OutboxRelay(DependencyProvider):
+    batch_size = 500
+
+    def setup(self):
+        self.store: ServiceStore = _find(self.container, Storage).store
+        self.exchange = get_event_exchange(self.container.service_name, self.container.config)
+        self._wake = threading.Event()  # green under eventlet's monkey patching
+        self._running = False
+        self._connection: Connection | None = None
+        self.broker_ok = False
+        self.last_error: str | None = None
+        self.published_count = 0
+        self.store.database.after_commit_hooks.append(lambda _envelopes: self.wake())
+
+    def start(self):
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._run)
+
+    def stop(self):
+        self._running = False
+        self._wake.set()
+        self._close()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return RelayStatus(self)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self):
+        backoff = 0.5
+        poll = config.outbox_poll_seconds()
+        while self._running:
+            try:
+                sent = self.publish_pending()
+                backoff = 0.5
+                if sent >= self.batch_size:
+                    continue
+            except Exception as error:  # broker down, connection lost, nack
+                self.broker_ok = False
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("outbox relay: publish failed (%s); retrying in %.1fs", self.last_error, backoff)
+                self._close()
+                eventlet.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self._wake.wait(poll)
+            self._wake.clear()
+
+    def _producer(self) -> Producer:
+        if self._connection is None:
+            self._connection = Connection(self.container.config["AMQP_URI"],
+                                          transport_options={"confirm_publish": True},
+                                          connect_timeout=5)
+            self._connection.ensure_connection(max_retries=1)
+            self._channel = self._connection.channel()
+            self.exchange(self._channel).declare()
+            self._producer_obj = Producer(self._channel, exchange=self.exchange, serializer="json")
+        return self._producer_obj
+
+    def _close(self):
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:
+                pass
+
+    def publish_pending(self) -> int:
+        database, event_store = self.store.database, self.store.event_store
+        with database.read() as connection:
+            pending = event_store.unpublished(connection, self.batch_size)
+        if not pending:
+            self.broker_ok = self.broker_ok or self._connection is not None
+            return 0
+        producer = self._producer()
+        published: list[int] = []
+        try:
+            for envelope in pending:
+                # confirm_publish makes this call return only after the broker's ack.
+                producer.publish(envelope, routing_key=envelope["event_type"],
+                                 delivery_mode=2, content_type="application/json",
+                                 headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
+                published.append(envelope["position"])
+        finally:
+            if published:
+                with database.transaction() as tx:
+                    event_store.mark_published(tx.connection, published)
+                self.published_count += len(published)
+        self.broker_ok = True
+        self.last_error = None
+        return len(published)
+
+
+class ConsumerApi:
+    """What a worker needs: handle a pushed event, catch up, replay quarantined events."""
+
+    def __init__(self, provider: "Consumer"):
+        self._provider = provider
+        self.consumer: EventConsumer = provider.consumer
+
+    def handle(self, payload, source: str) -> str:
+        return self.consumer.handle(payload, source)
+
+    def catch_up(self) -> dict[str, int]:
+        return self._provider.catch_up()
+
+    def checkpoint(self, source: str) -> int:
+        return self.consumer.checkpoint(source)
+
+
+class Consumer(DependencyProvider):
+    """Idempotent handlers for other services' events. ``handlers`` maps event type → function
+    ``(tx, envelope)``; ``sources`` lists the services to pull from."""
+
+    def __init__(self, sources: list[str], handlers_factory: Callable[[ServiceStore], dict]):
+        self.sources = sources
+        self.handlers_factory = handlers_factory
+        self._lock = None
+
+    def setup(self):
+        store: ServiceStore = _find(self.container, Storage).store
+        self.consumer = EventConsumer(store.database, store.quarantine, self.handlers_factory(store),
+                                      store.checkpoints, store.processed, store.failures)
+        self._lock = eventlet.semaphore.Semaphore()
+
+    def get_dependency(self, worker_ctx):
+        return ConsumerApi(self)
+
+    def catch_up(self) -> dict[str, int]:
+        if not self._lock.acquire(blocking=False):
+            return {}  # a pull is already running; the next tick will follow up
+        try:
+            results: dict[str, int] = {}
+            with ClusterRpcProxy(self.container.config, timeout=60) as rpc:
+                def fetch(source, position, limit):
+                    return getattr(rpc, source).events_since(position, limit)
+                for source in self.sources:
+                    try:
+                        results[source] = CatchUp(self.consumer, [source], fetch).pull(source)
+                    except Exception as error:
+                        log.warning("catch-up from %s failed: %s: %s", source, type(error).__name__, error)
+            return results
+        finally:
+            self._lock.release()
+
+
+def health_report(service: str, store: ServiceStore, relay: RelayStatus | None, extra: dict | None = None):
+    """(status code, body) for ``GET /health``: 200 when the database and broker work."""
+    problems = []
+    try:
+        store.database.ping()
+    except Exception as error:
+        problems.append(f"database: {type(error).__name__}")
+    try:
+        with Connection(config.amqp_uri(), connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception as error:
+        problems.append(f"broker: {type(error).__name__}")
+    body = {"service": service, "status": "ok" if not problems else "unavailable"}
+    if relay is not None:
+        body["published"] = relay.published
+    if extra:
+        body.update(extra)
+    if problems:
+        body["reason"] = "; ".join(problems)
+        return 503, body
+    return 200, body

@@ -1,0 +1,84 @@
+"""Quarantine: what a service could not process is kept here with its reason, listed over RPC
+(``<service>.quarantined``) and replayable (``<service>.replay_quarantined``). Nothing is
+retried forever and nothing is thrown away."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, select, update
+from sqlalchemy.engine import Connection
+
+from shared.events import isoformat_utc, utc_now
+
+
+def quarantine_table(metadata: MetaData) -> Table:
+    return Table(
+        "quarantine", metadata,
+        Column("item_id", Integer, primary_key=True, autoincrement=True),
+        Column("kind", String(32), nullable=False),          # event | webhook | ...
+        Column("source", String(64), nullable=True),         # the service or channel it came from
+        Column("position", BigInteger, nullable=True),       # for events: position in the source
+        Column("reason", Text, nullable=False),
+        Column("payload", Text, nullable=False),             # JSON or the raw body
+        Column("quarantined_at", String(40), nullable=False),
+        Column("state", String(16), nullable=False, default="quarantined"),  # or "replayed"
+        Column("attempts", Integer, nullable=False, default=1),
+        Column("replayed_by", String(128), nullable=True),
+        Column("replayed_at", String(40), nullable=True),
+    )
+
+
+class QuarantineNotFound(LookupError):
+    pass
+
+
+class Quarantine:
+    def __init__(self, table: Table):
+        self.table = table
+
+    def put(self, connection: Connection, kind: str, reason: str, payload: Any,
+            source: str | None = None, position: int | None = None) -> int:
+        text_payload = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
+        result = connection.execute(self.table.insert().values(
+            kind=kind, source=source, position=position, reason=reason[:2000],
+            payload=text_payload, quarantined_at=isoformat_utc(utc_now()), state="quarantined",
+            attempts=1))
+        return int(result.inserted_primary_key[0])
+
+    def list(self, connection: Connection, limit: int = 100, include_replayed: bool = False) -> list[dict]:
+        query = select(self.table).order_by(self.table.c.item_id).limit(max(1, min(int(limit), 1000)))
+        if not include_replayed:
+            query = query.where(self.table.c.state == "quarantined")
+        return [self._public(row) for row in connection.execute(query).mappings()]
+
+    def get(self, connection: Connection, item_id: int) -> dict:
+        row = connection.execute(select(self.table).where(self.table.c.item_id == int(item_id))).mappings().first()
+        if row is None:
+            raise QuarantineNotFound(f"no quarantined item {item_id}")
+        return dict(row)
+
+    def mark_replayed(self, connection: Connection, item_id: int, actor: str) -> None:
+        connection.execute(update(self.table).where(self.table.c.item_id == int(item_id)).values(
+            state="replayed", replayed_by=actor, replayed_at=isoformat_utc(utc_now())))
+
+    def mark_failed_again(self, connection: Connection, item_id: int, reason: str, actor: str) -> None:
+        connection.execute(update(self.table).where(self.table.c.item_id == int(item_id)).values(
+            reason=reason[:2000], attempts=self.table.c.attempts + 1, replayed_by=actor,
+            replayed_at=isoformat_utc(utc_now())))
+
+    def count(self, connection: Connection) -> int:
+        from sqlalchemy import func
+        return connection.execute(select(func.count()).select_from(self.table)
+                                  .where(self.table.c.state == "quarantined")).scalar_one()
+
+    @staticmethod
+    def _public(row) -> dict:
+        # The payload may hold personal data (a webhook body): listings show its size only.
+        return {
+            "item_id": row["item_id"], "kind": row["kind"], "source": row["source"],
+            "position": row["position"], "reason": row["reason"],
+            "quarantined_at": row["quarantined_at"], "state": row["state"],
+            "attempts": row["attempts"], "replayed_by": row["replayed_by"],
+            "replayed_at": row["replayed_at"], "payload_bytes": len(row["payload"] or ""),
+        }

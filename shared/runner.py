@@ -1,0 +1,73 @@
+"""Runs one NTBCare service in its own process: ``python -m shared.runner <service>``.
+
+Each service gets its own process because two ``@http`` services in one nameko process share one
+socket. The command here is what ``make run`` (Procfile) and the containers run.
+"""
+from __future__ import annotations
+
+import warnings
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # eventlet announces its own deprecation
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()  # must precede every other import
+
+import importlib
+import logging
+import signal
+import sys
+
+from nameko.runners import ServiceRunner
+
+from shared import config
+from shared.logs import configure_logging
+
+SERVICE_CLASSES = {
+    "intake": "services.intake.service:IntakeService",
+    "routing": "services.routing.service:RoutingService",
+    "notification": "services.notification.service:NotificationService",
+    "reporting": "services.reporting.service:ReportingService",
+}
+
+
+def load_service(name: str):
+    module_name, _, class_name = SERVICE_CLASSES[name].partition(":")
+    module = importlib.import_module(module_name)
+    check = getattr(module, "check_startup", None)
+    if check is not None:
+        check()  # raises config.ConfigError with a clear message
+    return getattr(module, class_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] not in SERVICE_CLASSES:
+        print(f"usage: python -m shared.runner {{{'|'.join(SERVICE_CLASSES)}}}", file=sys.stderr)
+        return 2
+    name = argv[0]
+    configure_logging(name)
+    try:
+        service_class = load_service(name)
+    except config.ConfigError as error:
+        print(f"{name}: refusing to start: {error}", file=sys.stderr)
+        return 3
+    runner = ServiceRunner(config.nameko_config(name))
+    runner.add_service(service_class)
+
+    def shutdown(signum, _frame):
+        eventlet.spawn_n(runner.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    runner.start()
+    logging.getLogger(name).info("%s started; http on %s", name, config.web_address(name))
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        runner.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Entrypoints every NTBCare service shares: its ordered log (``events_since``), quarantine
+listing and replay, and ``GET /health``. Services inherit them; nameko picks up inherited
+entrypoints."""
+from __future__ import annotations
+
+from nameko.rpc import rpc
+from nameko.web.handlers import http
+
+from shared.errors import EXPECTED, NotFound, ValidationFailed
+from shared.http import json_response
+from shared.nameko_support import health_report
+from shared.quarantine import QuarantineNotFound
+
+
+class ServiceBase:
+    name: str
+    store = None   # Storage
+    relay = None   # OutboxRelay or None for services that emit nothing
+
+    @rpc
+    def events_since(self, position, limit=1000):
+        if self.store.event_store is None:
+            return []
+        return self.store.events_since(int(position), int(limit))
+
+    @rpc
+    def quarantined(self, limit=100):
+        with self.store.database.read() as connection:
+            return self.store.quarantine.list(connection, int(limit))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def replay_quarantined(self, item_id, actor):
+        if not actor or not str(actor).strip():
+            raise ValidationFailed("actor is required")
+        try:
+            with self.store.database.read() as connection:
+                item = self.store.quarantine.get(connection, int(item_id))
+        except QuarantineNotFound as error:
+            raise NotFound(str(error))
+        if item["state"] != "quarantined":
+            return {"item_id": int(item_id), "outcome": "already_replayed"}
+        return {"item_id": int(item_id), "outcome": self.replay_item(item, str(actor))}
+
+    def replay_item(self, item: dict, actor: str) -> str:
+        """Re-process one quarantined item; services that consume events delegate to their
+        consumer, intake also replays webhook bodies."""
+        consumer = getattr(self, "consumer", None)
+        if item["kind"] == "event" and consumer is not None:
+            return consumer.consumer.replay(item, actor)
+        raise NotFound(f"{self.name} cannot replay items of kind {item['kind']!r}")
+
+    def health_extra(self) -> dict:
+        return {}
+
+    @http("GET", "/health")
+    def health(self, request):
+        status, body = health_report(self.name, self.store, self.relay, self.health_extra())
+        return json_response(status, body)

@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated RabbitMQ virtual host per test session, a fresh PostgreSQL
+database, and an override of nameko's ``web_session`` (its own imports ``werkzeug.urls.url_join``,
+which werkzeug 3 removed)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import requests
+
+from tests.support import infra
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost():
+    """A RabbitMQ vhost of our own, so queues of other runs never interfere; deleted after."""
+    name = f"ntbcare-test-{uuid.uuid4().hex[:8]}"
+    infra.create_vhost(name)
+    yield name
+    infra.delete_vhost(name)
+
+
+@pytest.fixture(scope="session")
+def amqp_uri(rabbit_vhost):
+    return infra.amqp_uri(rabbit_vhost)
+
+
+@pytest.fixture
+def postgres_url():
+    url = infra.create_postgres_database()
+    yield url
+    infra.drop_postgres_database(url)
+
+
+@pytest.fixture
+def web_session():
+    session = requests.Session()
+    yield session
+    session.close()

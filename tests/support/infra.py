@@ -1,0 +1,61 @@
+"""Talks to the real RabbitMQ (management API) and PostgreSQL the tests use."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import quote
+
+import requests
+from sqlalchemy import create_engine, text
+
+RABBIT_HOST = os.environ.get("NTBCARE_TEST_RABBIT_HOST", "127.0.0.1")
+RABBIT_MANAGEMENT = os.environ.get("NTBCARE_TEST_RABBIT_MANAGEMENT", f"http://{RABBIT_HOST}:15672")
+RABBIT_AUTH = ("guest", "guest")
+POSTGRES_ADMIN_URL = os.environ.get("NTBCARE_TEST_POSTGRES_URL",
+                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def create_vhost(name: str) -> None:
+    response = requests.put(f"{RABBIT_MANAGEMENT}/api/vhosts/{quote(name, safe='')}", auth=RABBIT_AUTH, timeout=10)
+    response.raise_for_status()
+    response = requests.put(f"{RABBIT_MANAGEMENT}/api/permissions/{quote(name, safe='')}/guest",
+                            json={"configure": ".*", "write": ".*", "read": ".*"}, auth=RABBIT_AUTH, timeout=10)
+    response.raise_for_status()
+
+
+def delete_vhost(name: str) -> None:
+    requests.delete(f"{RABBIT_MANAGEMENT}/api/vhosts/{quote(name, safe='')}", auth=RABBIT_AUTH, timeout=10)
+
+
+def amqp_uri(vhost: str) -> str:
+    return f"amqp://guest:guest@{RABBIT_HOST}:5672/{quote(vhost, safe='')}"
+
+
+def queues(vhost: str) -> list[dict]:
+    response = requests.get(f"{RABBIT_MANAGEMENT}/api/queues/{quote(vhost, safe='')}", auth=RABBIT_AUTH, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def create_postgres_database() -> str:
+    name = f"ntbcare_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

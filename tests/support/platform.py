@@ -1,0 +1,152 @@
+"""Starts the real platform for end-to-end and fault tests: each service in its own process
+(``python -m shared.runner <service>``, the same command ``make run`` and the containers use),
+the Graph API sandbox, a RabbitMQ vhost of the test's own and a fresh data directory."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+import shared.errors  # noqa: F401 - registers remote exception types for callers
+from tests.support.infra import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("intake", "routing", "notification", "reporting")
+DEV_PAGE_ID = "100000000000001"
+DEV_PAGE_TOKEN = "sandbox-page-token"
+
+
+class Platform:
+    def __init__(self, amqp_uri: str, data_dir: Path, extra_env: dict | None = None,
+                 services=SERVICES, with_sandbox: bool = True):
+        self.amqp_uri = amqp_uri
+        self.data_dir = Path(data_dir)
+        self.logs_dir = self.data_dir / "logs"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.services = tuple(services)
+        self.ports = {name: free_port() for name in self.services}
+        self.sandbox_port = free_port() if with_sandbox else None
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = dict(os.environ)
+        self.env.update({
+            "AMQP_URI": amqp_uri,
+            "NTBCARE_DATA_DIR": str(self.data_dir),
+            "NTBCARE_ENV": "development",
+            "NTBCARE_CATCHUP_SECONDS": "2",
+            "NTBCARE_OUTBOX_POLL_SECONDS": "0.5",
+            "FACEBOOK_APP_SECRET": "test-app-secret",
+            "FACEBOOK_VERIFY_TOKEN": "test-verify-token",
+            "FACEBOOK_PAGES": f"{DEV_PAGE_ID}:{DEV_PAGE_TOKEN},200000000000002:second-page-token",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        })
+        for name, port in self.ports.items():
+            self.env[f"{name.upper()}_WEB_ADDRESS"] = f"127.0.0.1:{port}"
+        if self.sandbox_port:
+            self.env["GRAPH_SANDBOX_ADDRESS"] = f"127.0.0.1:{self.sandbox_port}"
+            self.env["FACEBOOK_GRAPH_URL"] = f"http://127.0.0.1:{self.sandbox_port}"
+        self.env.update(extra_env or {})
+
+    # -- processes -------------------------------------------------------------------------
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def start_all(self, timeout: float = 60) -> "Platform":
+        if self.sandbox_port:
+            self._spawn("sandbox", [sys.executable, "-m", "sandbox"])
+            self._wait_http(f"{self.sandbox_url}/_sandbox/health", timeout)
+        for name in self.services:
+            self.start(name, wait=False)
+        for name in self.services:
+            self.wait_healthy(name, timeout)
+        return self
+
+    def start(self, service: str, wait: bool = True, timeout: float = 60) -> None:
+        self._spawn(service, [sys.executable, "-m", "shared.runner", service])
+        if wait:
+            self.wait_healthy(service, timeout)
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = open(self.logs_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, service: str, timeout: float = 60) -> None:
+        self._wait_http(f"{self.url(service)}/health", timeout, service)
+
+    def _wait_http(self, url: str, timeout: float, name: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            process = self.processes.get(name) if name else None
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+            try:
+                response = requests.get(url, timeout=2)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except requests.RequestException as error:
+                last = str(error)
+            time.sleep(0.2)
+        raise TimeoutError(f"{url} not healthy after {timeout}s: {last}\n{self.log(name or 'sandbox')[-3000:]}")
+
+    def kill(self, service: str, sig=signal.SIGKILL) -> None:
+        process = self.processes.pop(service)
+        process.send_signal(sig)
+        process.wait(timeout=30)
+
+    def stop(self, service: str) -> None:
+        self.kill(service, signal.SIGTERM)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def log(self, name: str) -> str:
+        path = self.logs_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- talking to it ---------------------------------------------------------------------
+    @contextmanager
+    def rpc(self, timeout: float = 30):
+        with ClusterRpcProxy({"AMQP_URI": self.amqp_uri, "serializer": "json"}, timeout=timeout) as proxy:
+            yield proxy
+
+    def sandbox_calls(self, **filters) -> list[dict]:
+        response = requests.get(f"{self.sandbox_url}/_sandbox/calls", params=filters, timeout=10)
+        response.raise_for_status()
+        return response.json()["calls"]
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
+    """Poll until ``predicate()`` returns something truthy; return it, or fail with ``message``."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as error:  # the thing polled may not be up yet
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last error: {last_error})")
