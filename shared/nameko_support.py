@@ -53,8 +53,16 @@ class Storage(DependencyProvider):
         self.store: ServiceStore | None = None
 
     def setup(self):
-        self.store = self.build()
-        self.store.database.create_all()
+        self.ensure()
+
+    def ensure(self) -> ServiceStore:
+        """Build once; other providers call this from their own ``setup`` because nameko sets
+        providers up in no particular order."""
+        if self.store is None:
+            store = self.build()
+            store.database.create_all()
+            self.store = store
+        return self.store
 
     def stop(self):
         if self.store is not None:
@@ -95,7 +103,7 @@ class OutboxRelay(DependencyProvider):
     batch_size = 500
 
     def setup(self):
-        self.store: ServiceStore = _find(self.container, Storage).store
+        self.store: ServiceStore = _find(self.container, Storage).ensure()
         self.exchange = get_event_exchange(self.container.service_name, self.container.config)
         self._wake = threading.Event()  # green under eventlet's monkey patching
         self._running = False
@@ -175,7 +183,7 @@ class OutboxRelay(DependencyProvider):
             for envelope in pending:
                 # confirm_publish makes this call return only after the broker's ack.
                 producer.publish(envelope, routing_key=envelope["event_type"],
-                                 delivery_mode=2, content_type="application/json",
+                                 delivery_mode=2,
                                  headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
                 published.append(envelope["position"])
         finally:
@@ -215,7 +223,7 @@ class Consumer(DependencyProvider):
         self._lock = None
 
     def setup(self):
-        store: ServiceStore = _find(self.container, Storage).store
+        store: ServiceStore = _find(self.container, Storage).ensure()
         self.consumer = EventConsumer(store.database, store.quarantine, self.handlers_factory(store),
                                       store.checkpoints, store.processed, store.failures)
         self._lock = eventlet.semaphore.Semaphore()

@@ -42,7 +42,7 @@ class Sender(DependencyProvider):
     batch = 100
 
     def setup(self):
-        self.store = _find(self.container, Storage).store
+        self.store = _find(self.container, Storage).ensure()
         self.client = GraphClient(config.graph_url(), config.graph_version(), timeout=10.0)
         self._wake = eventlet.event.Event()
         self._running = False

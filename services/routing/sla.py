@@ -92,7 +92,7 @@ class WorkingCalendar:
         if n < 0:
             raise ValueError("n must not be negative")
         local = start_utc.astimezone(self.tz)
-        day, clock = local.date(), local.timetz().replace(tzinfo=None)
+        day, clock = local.date(), local.time()
         if not self.is_working_day(day):
             day, clock = self.next_working_day(day), time(0, 0)
         for _ in range(n):
