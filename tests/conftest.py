@@ -12,16 +12,17 @@ import requests
 from tests.support import infra
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rabbit_vhost():
-    """A RabbitMQ vhost of our own, so queues of other runs never interfere; deleted after."""
+    """A RabbitMQ vhost per test module, so durable queues left by one module's services (or by
+    another run) never feed another's; deleted after."""
     name = f"ntbcare-test-{uuid.uuid4().hex[:8]}"
     infra.create_vhost(name)
     yield name
     infra.delete_vhost(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def amqp_uri(rabbit_vhost):
     return infra.amqp_uri(rabbit_vhost)
 

@@ -110,16 +110,19 @@ class Platform:
     def stop(self, service: str) -> None:
         self.kill(service, signal.SIGTERM)
 
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            process = self.processes.pop(name)
+    def stop_all(self, timeout: float = 15) -> None:
+        """SIGTERM everything at once (a graceful nameko stop), then SIGKILL what lingers."""
+        processes, self.processes = self.processes, {}
+        for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        deadline = time.monotonic() + timeout
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def log(self, name: str) -> str:
         path = self.logs_dir / f"{name}.log"
