@@ -92,3 +92,44 @@ def test_complaint_flows_through_all_four_services(platform, amqp_uri):
         return summary if summary["total"] >= 1 else None
     summary = wait_for(counted, 30, message="monthly count")
     assert summary["year"] == local.year and summary["month"] == local.month
+
+
+def test_redelivered_event_changes_nothing_across_services(platform, amqp_uri):
+    psid = f"psid-{uuid.uuid4().hex[:8]}"
+    with platform.rpc() as rpc:
+        complaint_id = rpc.intake.file_complaint({
+            "text": "Air PDAM di Selong mati tiga hari.", "channel": "api",
+            "reply_to": {"page_id": DEV_PAGE_ID, "psid": psid}})["complaint_id"]
+
+    def filed_envelope():
+        with platform.rpc() as rpc:
+            found = [e for e in rpc.intake.events_since(0, 1000) if e["complaint_id"] == complaint_id]
+        return found[0] if found else None
+    envelope = wait_for(filed_envelope, 20, message="ComplaintFiled in intake's log")
+    wait_for(lambda: [c for c in platform.sandbox_calls(status=200)
+                      if (c.get("recipient") or {}).get("id") == psid], 30, message="first acknowledgment")
+
+    # The broker delivers the same event again (twice), as after a consumer crash.
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    channel = connection.channel()
+    for _ in range(2):
+        channel.basic_publish("intake.events", "ComplaintFiled", json.dumps(envelope),
+                              pika.BasicProperties(content_type="application/json", delivery_mode=2))
+    # And a poison message: valid AMQP, invalid event.
+    channel.basic_publish("intake.events", "ComplaintFiled", json.dumps({"event_type": "ComplaintFiled"}),
+                          pika.BasicProperties(content_type="application/json"))
+    connection.close()
+
+    def quarantined_everywhere():
+        with platform.rpc() as rpc:
+            return all(rpc.__getattr__(name).quarantined(10) for name in ("routing", "notification", "reporting"))
+    wait_for(quarantined_everywhere, 20, message="the poison message quarantined by every consumer")
+    with platform.rpc() as rpc:
+        routed = [e for e in rpc.routing.events_since(0, 1000)
+                  if e["complaint_id"] == complaint_id and e["event_type"] == "ComplaintRouted"]
+        notified = [e for e in rpc.notification.events_since(0, 1000)
+                    if e["complaint_id"] == complaint_id and e["event_type"] == "CitizenNotified"]
+        item = rpc.routing.quarantined(10)[0]
+    assert len(routed) == 1 and len(notified) == 1
+    assert len([c for c in platform.sandbox_calls() if (c.get("recipient") or {}).get("id") == psid]) == 1
+    assert "envelope" in item["reason"]
