@@ -7,6 +7,8 @@ import os
 # under eventlet's green sockets, and the tests need none of them.
 os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
+warnings_filter = __import__("warnings").filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)  # eventlet announces its own deprecation
+warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")  # said once, at import
 
 import eventlet  # noqa: E402
 

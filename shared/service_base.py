@@ -19,17 +19,20 @@ class ServiceBase:
 
     @rpc
     def events_since(self, position, limit=1000):
+        """This service's log: full envelopes with position > `position`, ascending, at most min(limit, 1000)."""
         if self.store.event_store is None:
             return []
         return self.store.events_since(int(position), int(limit))
 
     @rpc
     def quarantined(self, limit=100):
+        """Items this service could not process, with their reason (payloads are not shown)."""
         with self.store.database.read() as connection:
             return self.store.quarantine.list(connection, int(limit))
 
     @rpc(expected_exceptions=EXPECTED)
     def replay_quarantined(self, item_id, actor):
+        """Process a quarantined item again (after a fix); recorded with the actor."""
         if not actor or not str(actor).strip():
             raise ValidationFailed("actor is required")
         try:
