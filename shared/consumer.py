@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared import metrics
 from shared.db import Database, Transaction
 from shared.events import Envelope, InvalidEvent, isoformat_utc, utc_now, validate_envelope
 from shared.quarantine import Quarantine
@@ -62,7 +63,9 @@ def consumer_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
 
 class EventConsumer:
     def __init__(self, database: Database, quarantine: Quarantine, handlers: dict[str, Handler],
-                 checkpoints: Table, processed: Table, failures: Table):
+                 checkpoints: Table, processed: Table, failures: Table, service: str = "consumer"):
+        self.service = service
+        self.highest_seen: dict[str, int] = {}
         self.database = database
         self.quarantine = quarantine
         self.handlers = handlers
@@ -74,10 +77,22 @@ class EventConsumer:
     # -- push and pull both land here ------------------------------------------------------
     def handle(self, raw: Any, source: str) -> str:
         """Handle one received event; returns handled | ignored | duplicate | quarantined."""
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            outcome = self._handle(raw, source)
+            return outcome
+        finally:
+            metrics.EVENTS_HANDLED.labels(self.service, source, outcome).inc()
+            metrics.HANDLER_SECONDS.labels(self.service, source).observe(time.perf_counter() - started)
+
+    def _handle(self, raw: Any, source: str) -> str:
         try:
             envelope = Envelope.from_dict(validate_envelope(raw, expected_source=source))
         except (InvalidEvent, KeyError, TypeError) as error:
             return self._quarantine_invalid(raw, source, str(error))
+        if envelope.position > self.highest_seen.get(source, 0):
+            self.highest_seen[source] = envelope.position
         try:
             with self.database.transaction() as tx:
                 checkpoint = self._lock_checkpoint(tx, source)

@@ -20,7 +20,7 @@ from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from shared import config
+from shared import config, metrics
 from shared.consumer import CatchUp, EventConsumer, consumer_tables
 from shared.db import Database
 from shared.eventstore import EventStore
@@ -39,6 +39,7 @@ class ServiceStore:
         self.quarantine = Quarantine(quarantine_table(metadata))
         self.checkpoints, self.processed, self.failures = consumer_tables(metadata)
         self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
+        self.database.after_commit_hooks.append(lambda envelopes: metrics.record_appended(name, envelopes))
 
     def events_since(self, position: int, limit: int = 1000) -> list[dict]:
         with self.database.read() as connection:
@@ -186,6 +187,7 @@ class OutboxRelay(DependencyProvider):
                                  delivery_mode=2,
                                  headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
                 published.append(envelope["position"])
+                metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
         finally:
             if published:
                 with database.transaction() as tx:
@@ -225,7 +227,8 @@ class Consumer(DependencyProvider):
     def setup(self):
         store: ServiceStore = _find(self.container, Storage).ensure()
         self.consumer = EventConsumer(store.database, store.quarantine, self.handlers_factory(store),
-                                      store.checkpoints, store.processed, store.failures)
+                                      store.checkpoints, store.processed, store.failures,
+                                      service=store.name)
         self._lock = eventlet.semaphore.Semaphore()
 
     def get_dependency(self, worker_ctx):

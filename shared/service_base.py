@@ -7,6 +7,9 @@ from nameko.rpc import rpc
 from nameko.web.handlers import http
 
 from shared.errors import EXPECTED, NotFound, ValidationFailed
+from werkzeug.wrappers import Response
+
+from shared import metrics
 from shared.http import json_response
 from shared.nameko_support import health_report
 from shared.quarantine import QuarantineNotFound
@@ -54,6 +57,12 @@ class ServiceBase:
 
     def health_extra(self) -> dict:
         return {}
+
+    @http("GET", "/metrics")
+    def metrics(self, request):
+        consumer = getattr(self, "consumer", None)
+        body, content_type = metrics.render(self.store, consumer.consumer if consumer is not None else None)
+        return Response(body, status=200, content_type=content_type)
 
     @http("GET", "/health")
     def health(self, request):
