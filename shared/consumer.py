@@ -38,6 +38,9 @@ class HandlerRejected(Exception):
 
 
 def consumer_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
+    if "consumer_checkpoints" in metadata.tables:
+        tables = metadata.tables
+        return tables["consumer_checkpoints"], tables["processed_events"], tables["handler_failures"]
     checkpoints = Table(
         "consumer_checkpoints", metadata,
         Column("source", String(32), primary_key=True),

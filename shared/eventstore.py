@@ -44,6 +44,8 @@ class PendingEvent:
 
 
 def event_tables(metadata: MetaData) -> tuple[Table, Table]:
+    if "events" in metadata.tables:  # the store may be built twice on one metadata (tools, tests)
+        return metadata.tables["events"], metadata.tables["outbox"]
     events = Table(
         "events", metadata,
         Column("position", BigInteger, primary_key=True, autoincrement=False),

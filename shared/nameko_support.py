@@ -20,7 +20,7 @@ from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from shared import config, metrics
+from shared import config, metrics, migrations
 from shared.consumer import CatchUp, EventConsumer, consumer_tables
 from shared.db import Database
 from shared.eventstore import EventStore
@@ -61,7 +61,7 @@ class Storage(DependencyProvider):
         providers up in no particular order."""
         if self.store is None:
             store = self.build()
-            store.database.create_all()
+            migrations.prepare(store.name, store.database)
             self.store = store
         return self.store
 

@@ -13,6 +13,8 @@ from shared.events import isoformat_utc, utc_now
 
 
 def quarantine_table(metadata: MetaData) -> Table:
+    if "quarantine" in metadata.tables:
+        return metadata.tables["quarantine"]
     return Table(
         "quarantine", metadata,
         Column("item_id", Integer, primary_key=True, autoincrement=True),

@@ -20,7 +20,7 @@ import sys
 
 from nameko.runners import ServiceRunner
 
-from shared import config
+from shared import config, migrations
 from shared.logs import configure_logging
 
 SERVICE_CLASSES = {
@@ -37,6 +37,12 @@ def load_service(name: str):
     check = getattr(module, "check_startup", None)
     if check is not None:
         check()  # raises config.ConfigError with a clear message
+    # Say so now, in plain words, if the database is not migrated (instead of a traceback later).
+    store = module.build_store()
+    try:
+        migrations.prepare(name, store.database)
+    finally:
+        store.database.dispose()
     return getattr(module, class_name)
 
 

@@ -1,0 +1,28 @@
+"""The Alembic environment every service's ``migrations/env.py`` delegates to: it migrates the
+database named by the config (or the service's configured URL) against the service's metadata."""
+from __future__ import annotations
+
+from alembic import context
+
+from shared.db import make_engine
+
+
+def run() -> None:
+    from shared import config as ntbcare_config
+    from shared.migrations import metadata_for
+
+    cfg = context.config
+    service = cfg.attributes["service"]
+    url = cfg.attributes.get("url") or ntbcare_config.database_url(service)
+    metadata = metadata_for(service)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=metadata,
+                              render_as_batch=connection.dialect.name == "sqlite",
+                              compare_type=True)
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+    finally:
+        engine.dispose()
