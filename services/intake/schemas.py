@@ -45,6 +45,8 @@ class RpcComplaint(WebComplaint):
     channel = fields.String(validate=validate.OneOf(CHANNELS), load_default="api")
     reply_to = fields.Nested(ReplyTo, allow_none=True)
     received_at = IsoTime(allow_none=True)
+    # Meta's timestamp of the citizen's last message, for systems holding a Messenger conversation.
+    last_citizen_message_at = IsoTime(allow_none=True)
     external_ref = fields.String(validate=validate.Length(min=1, max=200), allow_none=True)
 
     @validates_schema

@@ -1,24 +1,34 @@
 """Intake: turns citizens' messages into recorded complaints (``ComplaintFiled`` …) and keeps the
-reporter's contact, the only personal data in the platform."""
+reporter's contact, the only personal data in the platform. Channels: Meta's Page webhook
+(``/webhooks/facebook``), the web form (``POST /api/complaints``) and RPC for other systems."""
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 
 from marshmallow import ValidationError
+from nameko.events import event_handler
 from nameko.rpc import rpc
+from nameko.timer import timer
 from nameko.web.handlers import http
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response
 
 from shared import config
 from shared.errors import EXPECTED, NotFound, ValidationFailed
-from shared.events import isoformat_utc, utc_now
-from shared.http import BodyTooLarge, json_response, read_json
-from shared.nameko_support import OutboxRelay, Storage, health_report
+from shared.events import Envelope, isoformat_utc, utc_now
+from shared.http import BodyTooLarge, json_response, read_body, read_json
+from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
 from services.intake import tables
 from services.intake.filing import file_new
+from services.intake.inbox import WebhookInbox, settings_from_env
 from services.intake.schemas import RpcComplaint, WebComplaint
-from services.intake.store import build_store, find_by_external_ref, public_complaint, record_new_complaint
+from services.intake.store import (build_store, find_by_external_ref, find_complaint, public_complaint,
+                                   record_new_complaint, remember_conversation, set_open)
+from services.intake.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
 
 log = logging.getLogger("intake")
 
@@ -30,11 +40,119 @@ def check_startup() -> None:
             "NTBCARE_ENV=development for a local run.")
 
 
+def inbox_retry_seconds() -> float:
+    return float(config.env("INTAKE_INBOX_RETRY_SECONDS", "30"))
+
+
+def status_url(tracking_code: str) -> str:
+    """Where anyone can look the complaint up (reporting's public status, unless configured)."""
+    template = config.env("INTAKE_STATUS_URL") or \
+        f"http://{config.web_address('reporting')}/api/complaints/{{tracking_code}}"
+    return template.replace("{tracking_code}", tracking_code)
+
+
+def handlers(store: ServiceStore) -> dict:
+    """Routing closes complaints; notification hands a comment's complaint over to Messenger."""
+
+    def on_closed(tx, envelope: Envelope):
+        set_open(tx, envelope.complaint_id, False)
+
+    def on_citizen_notified(tx, envelope: Envelope):
+        psid = envelope.data.get("recipient_psid")
+        if not psid:
+            return
+        complaint = find_complaint(tx.connection, envelope.complaint_id)
+        if complaint is None or not complaint["reply_to"]:
+            return
+        page_id = json.loads(complaint["reply_to"]).get("page_id")
+        if page_id:
+            # After a private reply to a comment, the citizen's Messenger answers continue that
+            # complaint (not a new one).
+            remember_conversation(tx, str(page_id), str(psid), envelope.complaint_id, False, None)
+
+    return {"ComplaintResolved": on_closed, "ComplaintDismissed": on_closed,
+            "CitizenNotified": on_citizen_notified}
+
+
 class IntakeService(ServiceBase):
     name = "intake"
 
     store = Storage(build_store)
     relay = OutboxRelay()
+    consumer = Consumer(["routing", "notification"], handlers)
+
+    # -- Meta's Page webhook ----------------------------------------------------------------
+    @http("GET", "/webhooks/facebook")
+    def facebook_verify(self, request):
+        args = request.args
+        token = config.facebook_verify_token()
+        if (args.get("hub.mode") == "subscribe" and token and args.get("hub.verify_token") is not None
+                and _same(args.get("hub.verify_token"), token)):
+            return Response(args.get("hub.challenge", ""), status=200, mimetype="text/plain")
+        return Response("forbidden", status=403, mimetype="text/plain")
+
+    @http("POST", "/webhooks/facebook")
+    def facebook_webhook(self, request):
+        try:
+            raw = read_body(request, MAX_WEBHOOK_BYTES)
+        except BodyTooLarge:
+            return Response("too large", status=413, mimetype="text/plain")
+        if not signature_valid(raw, request.headers.get(SIGNATURE_HEADER), config.facebook_app_secret()):
+            log.warning("webhook refused: missing or wrong signature")
+            return Response("forbidden", status=403, mimetype="text/plain")
+        inbox = self._inbox()
+        try:
+            inbox_id = inbox.store_body(raw)
+        except Exception as error:  # not stored: Meta must retry
+            log.error("webhook body could not be stored: %s", type(error).__name__)
+            return Response("unavailable", status=503, mimetype="text/plain")
+        try:
+            inbox.process(inbox_id)
+        except Exception:
+            # Stored, so not lost: the inbox timer processes it again.
+            log.exception("webhook body stored but not processed yet", extra={"inbox_id": inbox_id})
+        return Response("EVENT_RECEIVED", status=200, mimetype="text/plain")
+
+    @timer(interval=inbox_retry_seconds(), eager=True)
+    def process_left_over_bodies(self):
+        inbox = self._inbox()
+        for inbox_id in inbox.pending(older_than_seconds=inbox_retry_seconds()):
+            try:
+                inbox.process(inbox_id)
+            except Exception:
+                log.exception("webhook body still not processed", extra={"inbox_id": inbox_id})
+                break
+
+    def _inbox(self) -> WebhookInbox:
+        return WebhookInbox(self.store, settings_from_env())
+
+    def health_extra(self) -> dict:
+        try:
+            return {"webhook_bodies_pending": len(self._inbox().pending(older_than_seconds=0, limit=1000))}
+        except Exception:
+            return {}
+
+    def replay_item(self, item: dict, actor: str) -> str:
+        if item["kind"] == "webhook":
+            return self._inbox().replay(item, actor)
+        return super().replay_item(item, actor)
+
+    # -- events from routing and notification -------------------------------------------------
+    @event_handler("routing", "ComplaintResolved")
+    def on_complaint_resolved(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintDismissed")
+    def on_complaint_dismissed(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("notification", "CitizenNotified")
+    def on_citizen_notified(self, payload):
+        self.consumer.handle(payload, "notification")
+
+    @timer(interval=config.catchup_seconds(), eager=True)
+    def catch_up(self):
+        self.consumer.catch_up()
 
     # -- filing ------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
@@ -47,17 +165,36 @@ class IntakeService(ServiceBase):
 
     def _file(self, payload: dict) -> dict:
         database = self.store.database
-        if payload.get("external_ref"):
+        external_ref = payload.get("external_ref")
+        if external_ref:
             with database.read() as connection:
-                existing = find_by_external_ref(connection, payload["external_ref"])
+                existing = find_by_external_ref(connection, external_ref)
             if existing:
                 return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
         new = file_new(payload, utc_now())
-        with database.transaction() as tx:
-            if payload.get("external_ref") and find_by_external_ref(tx.connection, payload["external_ref"]):
-                existing = find_by_external_ref(tx.connection, payload["external_ref"])
-                return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
-            record_new_complaint(tx, new)
+        reply_to = payload.get("reply_to") or {}
+        psid = reply_to.get("psid")
+        try:
+            with database.transaction() as tx:
+                existing = find_by_external_ref(tx.connection, external_ref) if external_ref else None
+                if existing:
+                    return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
+                record_new_complaint(tx, new, psid=psid)
+                if psid and payload.get("channel") != "import":
+                    # The caller holds this Messenger conversation: the citizen's next messages
+                    # continue this complaint.
+                    remember_conversation(tx, str(reply_to["page_id"]), str(psid), new.complaint_id,
+                                          False, None)
+        except IntegrityError:
+            # The same external_ref filed at the same moment by another worker: the unique
+            # constraint let exactly one win; answer with that one.
+            if not external_ref:
+                raise
+            with database.read() as connection:
+                existing = find_by_external_ref(connection, external_ref)
+            if existing is None:
+                raise
+            return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
         log.info("complaint filed", extra={"complaint_id": new.complaint_id})
         return {"complaint_id": new.complaint_id, "tracking_code": new.tracking_code}
 
@@ -105,5 +242,9 @@ class IntakeService(ServiceBase):
             return json_response(400, {"error": "invalid complaint", "fields": error.messages})
         payload["channel"] = "web"
         result = self._file(payload)
-        result["status_url"] = f"/api/complaints/{result['tracking_code']}"
+        result["status_url"] = status_url(result["tracking_code"])
         return json_response(201, result)
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared.db import Transaction
 from shared.eventstore import PendingEvent
@@ -30,7 +30,7 @@ def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = 
         region_code=data["region_code"], priority=data["priority"], confidential=data["confidential"],
         reply_to=json.dumps(data["reply_to"]) if data["reply_to"] else None,
         external_ref=data["external_ref"], last_citizen_message_at=data["last_citizen_message_at"],
-        open=True))
+        attachments=json.dumps(data["attachments"]), open=True))
     reporter = new.reporter
     if any(reporter.get(k) for k in ("name", "phone", "email")) or psid:
         tx.execute(tables.reporters.insert().values(
@@ -48,4 +48,37 @@ def public_complaint(row) -> dict:
         "category": row["category"], "region_code": row["region_code"],
         "priority": row["priority"], "confidential": bool(row["confidential"]),
         "has_reply_to": reply_to is not None, "external_ref": row["external_ref"],
+        "attachments": json.loads(row["attachments"]) if row["attachments"] else [],
+        "last_citizen_message_at": row["last_citizen_message_at"], "open": bool(row["open"]),
     }
+
+
+def find_complaint(connection, complaint_id: str):
+    return connection.execute(select(tables.complaints).where(
+        tables.complaints.c.complaint_id == str(complaint_id))).mappings().first()
+
+
+def find_by_tracking_code(connection, tracking_code: str):
+    return connection.execute(select(tables.complaints).where(
+        tables.complaints.c.tracking_code == tracking_code)).mappings().first()
+
+
+def set_open(tx: Transaction, complaint_id: str, is_open: bool) -> None:
+    tx.execute(update(tables.complaints).where(tables.complaints.c.complaint_id == complaint_id)
+               .values(open=is_open))
+
+
+def remember_conversation(tx: Transaction, page_id: str, psid: str, complaint_id: str | None,
+                          in_first_burst: bool, last_message_at: str | None) -> None:
+    """Point (Page, PSID) at a complaint (None: the next message files a new one)."""
+    key = (tables.conversations.c.page_id == page_id) & (tables.conversations.c.psid == psid)
+    values = {"complaint_id": complaint_id, "in_first_burst": in_first_burst}
+    if last_message_at is not None:
+        values["last_message_at"] = last_message_at
+    if tx.execute(select(tables.conversations.c.psid).where(key)).first():
+        tx.execute(update(tables.conversations).where(key).values(**values))
+    else:
+        tx.execute(tables.conversations.insert().values(page_id=page_id, psid=psid,
+                                                        last_message_at=last_message_at,
+                                                        **{k: v for k, v in values.items()
+                                                           if k != "last_message_at"}))

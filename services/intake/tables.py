@@ -1,6 +1,6 @@
 """Intake's own database: complaints as filed, the reporter's contact (the only place personal
 data lives), the audit of who read it, and the raw webhook inbox."""
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -19,6 +19,7 @@ complaints = Table(
     Column("external_ref", String(200), nullable=True, unique=True),
     Column("last_citizen_message_at", String(40), nullable=True),
     Column("open", Boolean, nullable=False, default=True),
+    Column("attachments", Text, nullable=True),     # JSON list of {type, url}
 )
 
 reporters = Table(
@@ -37,4 +38,45 @@ contact_audit = Table(
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", String(40), nullable=False),
+)
+
+# Every signed webhook body exactly as Meta sent it, committed before the 200 goes back; a row
+# still "pending" after a crash is processed by the inbox timer.
+webhook_inbox = Table(
+    "webhook_inbox", metadata,
+    Column("inbox_id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", String(40), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False, default="pending"),   # pending | processed
+    Column("processed_at", String(40), nullable=True),
+    Column("outcome", Text, nullable=True),                            # counts per outcome, JSON
+)
+
+# Ids already acted on (message mid, comment id, edit, removal, quarantined item): the unique
+# key makes a duplicated delivery — even two at once — file nothing new.
+seen_items = Table(
+    "seen_items", metadata,
+    Column("item_key", String(255), primary_key=True),
+    Column("complaint_id", String(36), nullable=True),
+    Column("seen_at", String(40), nullable=False),
+)
+
+# One Messenger conversation per (Page, PSID): which complaint its messages continue.
+conversations = Table(
+    "conversations", metadata,
+    Column("page_id", String(64), primary_key=True),
+    Column("psid", String(64), primary_key=True),
+    Column("complaint_id", String(36), nullable=True),    # None: the next message files a new one
+    Column("in_first_burst", Boolean, nullable=False, default=False),
+    Column("last_message_at", String(40), nullable=True),
+)
+
+# Page comments that became (or continued) complaints, for edits, removals and replies.
+comments = Table(
+    "comments", metadata,
+    Column("comment_id", String(128), primary_key=True),
+    Column("complaint_id", String(36), nullable=False),
+    Column("page_id", String(64), nullable=False),
+    Column("post_id", String(128), nullable=True),
+    Column("origin", Boolean, nullable=False),     # the complaint's own comment, or a later reply
 )

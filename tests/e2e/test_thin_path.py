@@ -128,8 +128,12 @@ def test_redelivered_event_changes_nothing_across_services(platform, amqp_uri):
         routed = [e for e in rpc.routing.events_since(0, 1000)
                   if e["complaint_id"] == complaint_id and e["event_type"] == "ComplaintRouted"]
         notified = [e for e in rpc.notification.events_since(0, 1000)
-                    if e["complaint_id"] == complaint_id and e["event_type"] == "CitizenNotified"]
+                    if e["complaint_id"] == complaint_id and e["event_type"] == "CitizenNotified"
+                    and e["data"]["trigger_event_id"] == envelope["event_id"]]
         item = rpc.routing.quarantined(10)[0]
     assert len(routed) == 1 and len(notified) == 1
-    assert len([c for c in platform.sandbox_calls() if (c.get("recipient") or {}).get("id") == psid]) == 1
+    acknowledgments = [c for c in platform.sandbox_calls()
+                       if (c.get("recipient") or {}).get("id") == psid and envelope["data"]["tracking_code"] in c["text"]
+                       and "CEK" in c["text"]]
+    assert len(acknowledgments) == 1
     assert "envelope" in item["reason"]
