@@ -29,6 +29,12 @@ class MessageKind:
 
     ALL = (ACKNOWLEDGMENT, ROUTED, ANSWER, RESOLVED, DISMISSED, STATUS_REPLY)
 
+    # The public reply under a complaint's comment that gives its tracking code: a second
+    # message of ComplaintFiled (next to the private acknowledgment), so it needs its own id.
+    # Planned as an ACKNOWLEDGMENT restricted to the public comment channel.
+    COMMENT_ACK = "comment_ack"
+    IDENTIFIABLE = ALL + (COMMENT_ACK,)
+
 
 # Which event makes which message; the notification service looks the kind up here.
 KIND_FOR_EVENT = {
@@ -410,7 +416,7 @@ def message_id_for(trigger_event_id, kind: str, part_index: int = 0) -> str:
 
     The channel is deliberately not part of the id: a fallback carries the same message.
     """
-    if kind not in MessageKind.ALL:
+    if kind not in MessageKind.IDENTIFIABLE:
         raise ValueError(f"unknown message kind {kind!r}")
     if part_index < 0:
         raise ValueError("part_index must be >= 0")

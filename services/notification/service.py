@@ -1,47 +1,25 @@
-"""Notification: turns routing's and intake's events into Facebook messages and comment replies."""
+"""Notification: turns routing's and intake's events into Facebook messages and comment replies,
+within Meta's messaging windows, exactly once as far as the world allows (see
+docs/notification.md)."""
 from __future__ import annotations
 
 import json
-import uuid
 
 from nameko.events import event_handler
+from nameko.rpc import rpc
 from nameko.timer import timer
+from sqlalchemy import select
 
 from shared import config
-from shared.events import Envelope, isoformat_utc, utc_now
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
-from services.notification import tables
+from services.notification import messages, tables
+from services.notification.handling import handlers
 from services.notification.sender import Sender
-
-MESSAGE_NAMESPACE = uuid.UUID("6f1c4d0e-8a55-4c3e-9a0e-6e7b1b2f0c11")
 
 
 def build_store(url: str | None = None) -> ServiceStore:
     return ServiceStore("notification", tables.metadata, emits_events=True, url=url)
-
-
-def handlers(store: ServiceStore) -> dict:
-    def on_complaint_filed(tx, envelope: Envelope):
-        data = envelope.data
-        now = isoformat_utc(utc_now())
-        tx.execute(tables.complaints.insert().values(
-            complaint_id=envelope.complaint_id, tracking_code=data["tracking_code"],
-            reply_to=json.dumps(data["reply_to"]) if data["reply_to"] else None,
-            confidential=data["confidential"], last_citizen_message_at=data["last_citizen_message_at"],
-            public_status="diterima", lead_agencies="[]", updated_at=now))
-        reply_to = data["reply_to"]
-        if not reply_to or data["channel"] == "import" or not reply_to.get("psid"):
-            return
-        text = (f"Terima kasih, aduan Anda sudah kami terima dengan kode {data['tracking_code']}. "
-                f"Ketik CEK {data['tracking_code']} untuk menanyakan statusnya.")
-        tx.execute(tables.outgoing.insert().values(
-            message_id=str(uuid.uuid5(MESSAGE_NAMESPACE, f"{envelope.event_id}:ack:0")),
-            trigger_event_id=envelope.event_id, complaint_id=envelope.complaint_id,
-            page_id=reply_to["page_id"], recipient=json.dumps({"id": reply_to["psid"]}),
-            channel="messenger", messaging_type="RESPONSE", tag=None, text=text, state="pending",
-            attempts=0, next_attempt_at=now, created_at=now))
-    return {"ComplaintFiled": on_complaint_filed}
 
 
 class NotificationService(ServiceBase):
@@ -52,10 +30,104 @@ class NotificationService(ServiceBase):
     consumer = Consumer(["intake", "routing"], handlers)
     sender = Sender()
 
+    def _consume(self, payload, source):
+        self.consumer.handle(payload, source)
+        self.sender.wake()
+
+    # -- intake ------------------------------------------------------------------------------
     @event_handler("intake", "ComplaintFiled")
     def on_complaint_filed(self, payload):
-        self.consumer.handle(payload, "intake")
+        self._consume(payload, "intake")
+
+    @event_handler("intake", "ComplaintAmended")
+    def on_complaint_amended(self, payload):
+        self._consume(payload, "intake")
+
+    @event_handler("intake", "CitizenMessageReceived")
+    def on_citizen_message_received(self, payload):
+        self._consume(payload, "intake")
+
+    @event_handler("intake", "StatusRequested")
+    def on_status_requested(self, payload):
+        self._consume(payload, "intake")
+
+    # -- routing -----------------------------------------------------------------------------
+    @event_handler("routing", "ComplaintRouted")
+    def on_complaint_routed(self, payload):
+        self._consume(payload, "routing")
+
+    @event_handler("routing", "ComplaintAcknowledged")
+    def on_complaint_acknowledged(self, payload):
+        self._consume(payload, "routing")
+
+    @event_handler("routing", "ComplaintRejectedByAgency")
+    def on_complaint_rejected_by_agency(self, payload):
+        self._consume(payload, "routing")
+
+    @event_handler("routing", "ComplaintResponded")
+    def on_complaint_responded(self, payload):
+        self._consume(payload, "routing")
+
+    @event_handler("routing", "ComplaintResolved")
+    def on_complaint_resolved(self, payload):
+        self._consume(payload, "routing")
+
+    @event_handler("routing", "ComplaintEscalated")
+    def on_complaint_escalated(self, payload):
+        self._consume(payload, "routing")
+
+    @event_handler("routing", "ComplaintDismissed")
+    def on_complaint_dismissed(self, payload):
+        self._consume(payload, "routing")
 
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
         self.consumer.catch_up()
+        self.sender.wake()
+
+    # -- for the desk ------------------------------------------------------------------------
+    @rpc
+    def undelivered(self, limit=100):
+        """Messages Facebook could not carry, oldest first, for an officer to reach the citizen
+        another way. No texts and no PSIDs: the desk reads the complaint in routing."""
+        out = tables.outgoing
+        with self.store.database.read() as connection:
+            rows = connection.execute(
+                select(out.c.message_id, out.c.trigger_event_id, out.c.complaint_id, out.c.kind,
+                       out.c.part_index, out.c.channel, out.c.reason, out.c.code,
+                       out.c.fallback_reasons, out.c.created_at, out.c.finished_at,
+                       tables.complaints.c.tracking_code)
+                .select_from(out.outerjoin(tables.complaints,
+                                           tables.complaints.c.complaint_id == out.c.complaint_id))
+                .where(out.c.state == "undeliverable")
+                .order_by(out.c.finished_at).limit(max(1, min(int(limit), 1000)))).mappings().all()
+        result = []
+        for row in rows:
+            item = dict(row)
+            item["fallback_reasons"] = json.loads(item["fallback_reasons"] or "[]")
+            item["explanation"] = messages.desk_reason(item["reason"] or "unknown",
+                                                       code=item["code"])
+            result.append(item)
+        return result
+
+    @rpc
+    def delivery_state(self, trigger_event_id):
+        """The messages one event caused and where each stands (for the desk and for tests)."""
+        out = tables.outgoing
+        with self.store.database.read() as connection:
+            rows = connection.execute(
+                select(out.c.message_id, out.c.kind, out.c.part_index, out.c.state, out.c.channel,
+                       out.c.messaging_type, out.c.tag, out.c.attempts, out.c.next_attempt_at,
+                       out.c.reason, out.c.code, out.c.last_error)
+                .where(out.c.trigger_event_id == str(trigger_event_id))
+                .order_by(out.c.seq)).mappings().all()
+        return [dict(row) for row in rows]
+
+    def health_extra(self) -> dict:
+        held = self.sender.held_pages() if self.sender else {}
+        if not held:
+            return {}
+        # 200 with "degraded", not 503: restarting the service would not fix a Page's token.
+        return {"status": "degraded",
+                "reason": "; ".join(f"page {page}: {why} (sending held)" for page, why in sorted(held.items())),
+                "held_pages": sorted(held)}

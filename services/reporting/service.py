@@ -1,34 +1,75 @@
-"""Reporting: projections of every service's events, rebuildable from the logs."""
+"""Reporting: projections of every service's events (public status, monthly figures, agency
+performance, trends), the dashboard, and a rebuild of everything from the sources' logs."""
 from __future__ import annotations
 
+import logging
+
+import eventlet
+from marshmallow import ValidationError
 from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.timer import timer
-from sqlalchemy import func, select
+from nameko.web.handlers import http
+from werkzeug.wrappers import Response
 
 from shared import config
-from shared.errors import EXPECTED, ValidationFailed
-from shared.events import Envelope, isoformat_utc, utc_now
-from shared.events.catalogue import CATEGORIES
+from shared.errors import EXPECTED, Conflict, NotFound, ValidationFailed
+from shared.events import Envelope, utc_now
+from shared.http import json_response
 from shared.nameko_support import Consumer, ServiceStore, Storage
 from shared.service_base import ServiceBase
-from services.reporting import tables
-from services.reporting.months import month_key
+from services.reporting import dashboard, reports, repository, tables
+from services.reporting.months import WITA
+from services.reporting.narrative import monthly_narrative
+from services.reporting.projections import KEPT_FIELDS
+from services.reporting.public import complaint_status, normalise_tracking_code, summary_csv
+from services.reporting.schemas import DashboardArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
+
+log = logging.getLogger("reporting")
 
 
 def build_store(url: str | None = None) -> ServiceStore:
-    return ServiceStore("reporting", tables.metadata, emits_events=False, url=url)
+    store = ServiceStore("reporting", tables.metadata, emits_events=False, url=url)
+    store.database.create_all()
+    repository.ensure_live(store.database, (store.checkpoints, store.processed, store.failures))
+    return store
 
 
 def handlers(store: ServiceStore) -> dict:
-    def on_complaint_filed(tx, envelope: Envelope):
-        data = envelope.data
-        tx.execute(tables.complaint_facts.insert().values(
-            complaint_id=envelope.complaint_id, tracking_code=data["tracking_code"],
-            category=data["category"], region_code=data["region_code"], filed_at=data["filed_at"],
-            month=month_key(data["filed_at"]), lead_agencies="[]", followed_up=False,
-            resolved=False, public_status="diterima", updated_at=envelope.occurred_at))
-    return {"ComplaintFiled": on_complaint_filed}
+    def apply(tx, envelope: Envelope):
+        repository.apply_event(tx, envelope.to_dict())
+    return {event_type: apply for event_type in KEPT_FIELDS}
+
+
+class SourceLogs(DependencyProvider):
+    """Reads ``<source>.events_since`` for a rebuild; one rebuild at a time."""
+
+    def setup(self):
+        self.lock = eventlet.semaphore.Semaphore()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def rebuild(self, store: ServiceStore) -> dict:
+        if not self.lock.acquire(blocking=False):
+            raise Conflict("a rebuild is already running")
+        try:
+            with ClusterRpcProxy(self.container.config, timeout=120) as proxy:
+                def fetch(source, position, limit):
+                    return getattr(proxy, source).events_since(position, limit)
+                return repository.rebuild(store.database, fetch, store.checkpoints,
+                                          store.processed, store.failures)
+        finally:
+            self.lock.release()
+
+
+def _load(schema, data: dict) -> dict:
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        raise ValidationFailed(error.messages)
 
 
 class ReportingService(ServiceBase):
@@ -36,39 +77,171 @@ class ReportingService(ServiceBase):
 
     store = Storage(build_store)
     consumer = Consumer(["intake", "routing", "notification"], handlers)
+    logs = SourceLogs()
 
+    # -- events: every type the projections use, from the service that emits it ---------------
     @event_handler("intake", "ComplaintFiled")
     def on_complaint_filed(self, payload):
         self.consumer.handle(payload, "intake")
+
+    @event_handler("intake", "ComplaintAmended")
+    def on_complaint_amended(self, payload):
+        self.consumer.handle(payload, "intake")
+
+    @event_handler("routing", "ComplaintRouted")
+    def on_complaint_routed(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintAcknowledged")
+    def on_complaint_acknowledged(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintRejectedByAgency")
+    def on_complaint_rejected_by_agency(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintResponded")
+    def on_complaint_responded(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintResolved")
+    def on_complaint_resolved(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintEscalated")
+    def on_complaint_escalated(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("routing", "ComplaintDismissed")
+    def on_complaint_dismissed(self, payload):
+        self.consumer.handle(payload, "routing")
+
+    @event_handler("notification", "CitizenNotified")
+    def on_citizen_notified(self, payload):
+        self.consumer.handle(payload, "notification")
+
+    @event_handler("notification", "CitizenNotificationFailed")
+    def on_citizen_notification_failed(self, payload):
+        self.consumer.handle(payload, "notification")
 
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
         self.consumer.catch_up()
 
+    # -- RPC ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
     def monthly_summary(self, year, month):
-        try:
-            year, month = int(year), int(month)
-            if not 1 <= month <= 12 or not 2000 <= year <= 2100:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValidationFailed("year and month must be a real month, e.g. 2020, 11")
-        key = f"{year:04d}-{month:02d}"
-        facts = tables.complaint_facts
+        args = _load(MonthArgs(), {"year": year, "month": month})
+        return self._summary(args["year"], args["month"])
+
+    @rpc(expected_exceptions=EXPECTED)
+    def monthly_narrative(self, year, month):
+        args = _load(MonthArgs(), {"year": year, "month": month})
+        return {"year": args["year"], "month": args["month"],
+                "text": monthly_narrative(self._summary(args["year"], args["month"]))}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def complaint_status(self, tracking_code):
+        args = _load(TrackingCodeArgs(), {"tracking_code": tracking_code})
+        return self._status(args["tracking_code"])
+
+    @rpc(expected_exceptions=EXPECTED)
+    def agency_performance(self, agency_code, date_from, date_to):
+        args = _load(PerformanceArgs(), {"agency_code": agency_code, "date_from": date_from,
+                                         "date_to": date_to})
         with self.store.database.read() as connection:
-            rows = connection.execute(select(facts).where(facts.c.month == key)).mappings().all()
-        by_category = {code: 0 for code in CATEGORIES}
-        by_region: dict[str, int] = {}
-        for row in rows:
-            by_category[row["category"]] = by_category.get(row["category"], 0) + 1
-            region = row["region_code"] or "unknown"
-            by_region[region] = by_region.get(region, 0) + 1
-        total = len(rows)
-        followed_up = sum(1 for row in rows if row["followed_up"])
-        return {
-            "year": year, "month": month, "total": total, "by_category": by_category,
-            "by_region": by_region, "by_agency": {}, "followed_up": followed_up,
-            "follow_up_rate": (followed_up / total) if total else 0.0,
-            "resolved": sum(1 for row in rows if row["resolved"]),
-            "median_hours_to_first_response": None, "within_first_response_sla": None,
-        }
+            rows = repository.agency_assignments(connection, args["agency_code"])
+        return reports.agency_performance(rows, args["agency_code"], args["date_from"],
+                                          args["date_to"], utc_now())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def trends(self, year, month, months=12):
+        args = _load(MonthArgs(), {"year": year, "month": month})
+        keys = reports.last_months(args["year"], args["month"], max(1, min(int(months), 60)))
+        with self.store.database.read() as connection:
+            counts = repository.trend_counts(connection, keys)
+        return reports.trends(counts, keys)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def rebuild(self):
+        return self.logs.rebuild(self.store)
+
+    # -- HTTP --------------------------------------------------------------------------------
+    @http("GET", "/api/complaints/<tracking_code>")
+    def http_complaint_status(self, request, tracking_code):
+        try:
+            return json_response(200, self._status(tracking_code))
+        except NotFound as error:
+            return json_response(404, {"error": str(error)})
+
+    @http("GET", "/api/reports/monthly/<int:year>/<int:month>")
+    def http_monthly_report(self, request, year, month):
+        try:
+            args = _load(MonthArgs(), {"year": year, "month": month})
+        except ValidationFailed as error:
+            return json_response(400, {"error": "invalid month", "fields": error.args[0]})
+        summary = self._summary(args["year"], args["month"])
+        if request.args.get("format") == "csv":
+            response = Response(summary_csv(summary), status=200, mimetype="text/csv")
+            response.headers["Content-Type"] = "text/csv; charset=utf-8"
+            response.headers["Content-Disposition"] = (
+                f'attachment; filename="ntbcare-{args["year"]:04d}-{args["month"]:02d}.csv"')
+            return response
+        return json_response(200, summary)
+
+    @http("GET", "/api/reports/monthly/<int:year>/<int:month>/narrative")
+    def http_monthly_narrative(self, request, year, month):
+        try:
+            args = _load(MonthArgs(), {"year": year, "month": month})
+        except ValidationFailed as error:
+            return json_response(400, {"error": "invalid month", "fields": error.args[0]})
+        text = monthly_narrative(self._summary(args["year"], args["month"]))
+        if request.args.get("format") == "text":
+            return Response(text, status=200, mimetype="text/plain", content_type="text/plain; charset=utf-8")
+        return json_response(200, {"year": args["year"], "month": args["month"], "text": text})
+
+    @http("GET", "/dashboard")
+    def http_dashboard(self, request):
+        try:
+            args = DashboardArgs().load(dict(request.args))
+        except ValidationError as error:
+            return json_response(400, {"error": "month must look like 2020-11", "fields": error.messages})
+        now = utc_now()
+        key = args["month"] or now.astimezone(WITA).strftime("%Y-%m")
+        year, month = (int(part) for part in key.split("-"))
+        months = reports.last_months(year, month, 12)
+        with self.store.database.read() as connection:
+            rows = repository.month_complaints(connection, key)
+            assignments = repository.month_assignments(connection, key)
+            counts = repository.trend_counts(connection, months)
+            open_rows = repository.open_complaints_with_deadline(connection)
+        summary = reports.monthly_summary(rows, year, month, now)
+        page = dashboard.render(key, summary, reports.trends(counts, months),
+                                reports.agency_table(assignments, now),
+                                reports.nearing_deadline(open_rows, now)[:25],
+                                monthly_narrative(summary), now)
+        response = Response(page, status=200, mimetype="text/html", content_type="text/html; charset=utf-8")
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @http("GET", "/dashboard/static/<name>")
+    def http_dashboard_static(self, request, name):
+        found = dashboard.static_file(name)
+        if found is None:
+            return json_response(404, {"error": "not found"})
+        body, content_type = found
+        return Response(body, status=200, content_type=content_type)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _summary(self, year: int, month: int) -> dict:
+        with self.store.database.read() as connection:
+            rows = repository.month_complaints(connection, f"{year:04d}-{month:02d}")
+        return reports.monthly_summary(rows, year, month, utc_now())
+
+    def _status(self, tracking_code: str) -> dict:
+        code = normalise_tracking_code(tracking_code)
+        with self.store.database.read() as connection:
+            found = repository.complaint_by_tracking_code(connection, code)
+        if found is None:
+            raise NotFound("no complaint with that tracking code")
+        return complaint_status(*found)

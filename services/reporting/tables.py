@@ -1,22 +1,115 @@
 """Reporting's projections (read models). Everything here can be dropped and rebuilt from the
-event logs; no row holds personal data."""
-from sqlalchemy import Boolean, Column, MetaData, String, Table, Text
+event logs; no row holds personal data (see ``projections.KEPT_FIELDS``).
+
+The projection tables come in *generations* (``complaints_g1``, ``complaints_g2`` …):
+``projection_state`` names the live one. A rebuild fills the next generation while the live one
+keeps serving, then switches the pointer in one transaction — no table is renamed, so the switch
+is atomic on SQLite and PostgreSQL alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import (BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text)
 
 metadata = MetaData()
 
-complaint_facts = Table(
-    "complaint_facts", metadata,
-    Column("complaint_id", String(36), primary_key=True),
-    Column("tracking_code", String(32), nullable=False, unique=True),
-    Column("category", String(32), nullable=False),
-    Column("region_code", String(8), nullable=True),
-    Column("filed_at", String(40), nullable=False),
-    Column("month", String(7), nullable=False, index=True),      # YYYY-MM in WITA
-    Column("lead_agencies", Text, nullable=False, default="[]"),
-    Column("first_response_at", String(40), nullable=True),
-    Column("first_response_due", String(40), nullable=True),
-    Column("followed_up", Boolean, nullable=False, default=False),
-    Column("resolved", Boolean, nullable=False, default=False),
-    Column("public_status", String(16), nullable=False),
-    Column("updated_at", String(40), nullable=False),
+projection_state = Table(
+    "projection_state", metadata,
+    Column("name", String(32), primary_key=True),          # always "live"
+    Column("generation", Integer, nullable=False),
+    Column("rebuilt_at", String(40), nullable=True),
+    Column("rebuilt_events", BigInteger, nullable=True),
 )
+
+
+@dataclass(frozen=True)
+class Projection:
+    generation: int
+    metadata: MetaData
+    facts: Table
+    complaints: Table
+    assignments: Table
+    answers: Table
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        return (self.facts, self.complaints, self.assignments, self.answers)
+
+
+@lru_cache(maxsize=None)
+def projection(generation: int) -> Projection:
+    suffix = f"_g{generation}"
+    meta = MetaData()
+    facts = Table(
+        "facts" + suffix, meta,
+        Column("source", String(32), primary_key=True),
+        Column("complaint_id", String(36), primary_key=True),
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("event_type", String(64), nullable=False),
+        Column("occurred_at", String(40), nullable=False),
+        Column("data", Text, nullable=False),                # JSON, only KEPT_FIELDS
+    )
+    complaints = Table(
+        "complaints" + suffix, meta,
+        Column("complaint_id", String(36), primary_key=True),
+        Column("filed", Boolean, nullable=False),
+        Column("tracking_code", String(32), nullable=True, unique=True),
+        Column("channel", String(32), nullable=True),
+        Column("category", String(32), nullable=True),
+        Column("region_code", String(8), nullable=True),
+        Column("priority", String(16), nullable=True),
+        Column("confidential", Boolean, nullable=False),
+        Column("filed_at", String(40), nullable=True),
+        Column("month", String(7), nullable=True),            # YYYY-MM in WITA
+        Column("amendments", Integer, nullable=False),
+        Column("lead_agencies", Text, nullable=False),        # JSON list, latest routing
+        Column("coordinating_agencies", Text, nullable=False),
+        Column("at_desk", Boolean, nullable=False),
+        Column("routed_at", String(40), nullable=True),
+        Column("first_response_due", String(40), nullable=True),
+        Column("follow_up_due", String(40), nullable=True),
+        Column("first_response_at", String(40), nullable=True),
+        Column("first_answer_at", String(40), nullable=True),
+        Column("answers", Integer, nullable=False),
+        Column("followed_up", Boolean, nullable=False),
+        Column("resolved", Boolean, nullable=False),
+        Column("resolved_at", String(40), nullable=True),
+        Column("dismissed", Boolean, nullable=False),
+        Column("escalations", Integer, nullable=False),
+        Column("rejections", Integer, nullable=False),
+        Column("public_status", String(16), nullable=False),
+        Column("notified", Integer, nullable=False),
+        Column("notification_failures", Integer, nullable=False),
+        Column("next_due_kind", String(16), nullable=True),
+        Column("next_due_at", String(40), nullable=True),
+        Column("updated_at", String(40), nullable=True),
+        Index(f"ix_complaints{suffix}_month", "month"),
+        Index(f"ix_complaints{suffix}_status", "public_status"),
+    )
+    assignments = Table(
+        "assignments" + suffix, meta,
+        Column("complaint_id", String(36), primary_key=True),
+        Column("agency_code", String(64), primary_key=True),
+        Column("role", String(16), nullable=False),           # lead | coordinating | other
+        Column("assigned_at", String(40), nullable=True),
+        Column("first_response_due", String(40), nullable=True),
+        Column("follow_up_due", String(40), nullable=True),
+        Column("acknowledged_at", String(40), nullable=True),
+        Column("first_answer_at", String(40), nullable=True),
+        Column("rejected_at", String(40), nullable=True),
+        Column("resolved", Boolean, nullable=False),
+        Column("escalations", Integer, nullable=False),
+        Index(f"ix_assignments{suffix}_agency", "agency_code"),
+    )
+    answers = Table(
+        "answers" + suffix, meta,
+        Column("complaint_id", String(36), primary_key=True),
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("agency_code", String(64), nullable=False),
+        Column("text", Text, nullable=False),
+        Column("resolved", Boolean, nullable=False),
+        Column("answered_at", String(40), nullable=False),
+    )
+    return Projection(generation, meta, facts, complaints, assignments, answers)

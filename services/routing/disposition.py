@@ -282,6 +282,24 @@ class Disposition:
         return (agency_code == self.desk_code or agency_code in self.lead_agencies
                 or agency_code in self.coordinating_agencies)
 
+    def progress_of(self, agency_code: str) -> dict:
+        """What one agency has done on the complaint: acknowledged, answered, resolved."""
+        state = self._state(agency_code)
+        return {"acknowledged": state.acknowledged, "answered": state.answered,
+                "resolved": state.resolved}
+
+    @property
+    def was_with_agency(self) -> bool:
+        """The complaint has been routed to an agency at least once."""
+        return self._been_with_agency
+
+    def open_deadlines(self) -> dict[str, datetime]:
+        """The clocks that can still breach: running, not stopped, not escalated yet."""
+        if not self.is_open:
+            return {}
+        return {clock: due for clock, due in self.due_at.items()
+                if clock not in self.escalated and not self._stopped(clock)}
+
     def _state(self, code: str) -> _Progress:
         return self._progress.get(code, _Progress())
 

@@ -1,47 +1,84 @@
-"""Routing: dispatches complaints to provincial, district/city and vertical agencies and keeps
-the service-level clocks."""
+"""Routing: dispatches complaints to provincial, district/city and vertical agencies, runs the
+desk's and the agencies' workflow (RPC and the ``/api`` HTTP API) and keeps the service-level
+clocks. Every entrypoint is a thin adapter over ``services.routing.workflow.Workflow``."""
 from __future__ import annotations
 
-import json
 import logging
-from datetime import timedelta
 
 from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
 
 from shared import config
-from shared.errors import EXPECTED, NotFound
-from shared.events import Envelope, isoformat_utc, parse_iso
-from shared.eventstore import PendingEvent
-from shared.http import json_response
-from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage, health_report
+from shared.errors import EXPECTED
+from shared.events import utc_now
+from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
-from services.routing import tables
+from services.routing import repository, schemas, settings, sla, tables, web
+from services.routing.directory import DirectoryError, load_directory
+from services.routing.rules import load_rules
+from services.routing.workflow import Workflow
 
 log = logging.getLogger("routing")
-DESK = "diskominfotik"
+
+
+def check_startup() -> None:
+    """Refuse to start on malformed settings, with a message saying which."""
+    settings.tokens()
+    settings.sla_check_seconds()
+    try:
+        sla.parse_sla_seconds(settings.sla_seconds())
+    except ValueError as error:
+        raise config.ConfigError(str(error)) from None
 
 
 def build_store(url: str | None = None) -> ServiceStore:
     return ServiceStore("routing", tables.metadata, emits_events=True, url=url)
 
 
+def workflow_for(store: ServiceStore) -> Workflow:
+    """Built once per process: the directory file upserted into the database, the rules checked
+    against the directory, the env tokens stored (hashed), the SLA policy."""
+    existing = getattr(store, "routing_workflow", None)
+    if existing is not None:
+        return existing
+    file_directory = load_directory(settings.agencies_file())  # checks the file before writing it
+    now = utc_now()
+    with store.database.transaction() as tx:
+        repository.upsert_agencies(tx.connection, [vars(agency) for agency in file_directory.all()], now)
+        directory = repository.directory_from_db(tx.connection)
+        unknown = sorted({code for code, _ in settings.tokens() if code not in directory})
+        if unknown:
+            raise config.ConfigError(f"ROUTING_TOKENS names agencies not in the directory: {unknown}")
+        repository.sync_env_tokens(tx.connection, settings.tokens(), now)
+    rules = load_rules(settings.rules_file(), directory)
+    policy = sla.SlaPolicy.from_env(settings.sla_seconds(),
+                                    sla.WorkingCalendar.from_yaml(settings.holidays_file()))
+    store.routing_workflow = Workflow(store, directory, rules, policy)
+    log.info("directory of %d agencies and %d rules loaded", len(directory.all()), len(rules))
+    return store.routing_workflow
+
+
 def handlers(store: ServiceStore) -> dict:
-    def on_complaint_filed(tx, envelope: Envelope):
-        data = envelope.data
-        tx.execute(tables.dispositions.insert().values(
-            complaint_id=envelope.complaint_id, tracking_code=data["tracking_code"],
-            category=data["category"], region_code=data["region_code"], priority=data["priority"],
-            confidential=data["confidential"], filed_at=data["filed_at"], text=data["text"],
-            lead_agencies=json.dumps([DESK]), status="at_desk"))
-        due = parse_iso(data["filed_at"]) + timedelta(days=3)
-        tx.append([PendingEvent("ComplaintRouted", envelope.complaint_id, {
-            "lead_agencies": [DESK], "coordinating_agencies": [],
-            "decided_by": "rule:desk-fallback", "reason": "Belum ada aturan yang yakin; ditelaah desk.",
-            "priority": data["priority"], "due_at": {"triage": isoformat_utc(due)}}, expected_version=0)])
-    return {"ComplaintFiled": on_complaint_filed}
+    workflow = workflow_for(store)
+    return {"ComplaintFiled": workflow.on_complaint_filed,
+            "ComplaintAmended": workflow.on_complaint_amended}
+
+
+class WorkflowProvider(DependencyProvider):
+    """Hands workers the process's ``Workflow``."""
+
+    def setup(self):
+        storage = next(d for d in self.container.dependencies if isinstance(d, Storage))
+        try:
+            self.workflow = workflow_for(storage.ensure())
+        except DirectoryError as error:
+            raise config.ConfigError(f"agency directory: {error}") from None
+
+    def get_dependency(self, worker_ctx):
+        return self.workflow
 
 
 class RoutingService(ServiceBase):
@@ -50,11 +87,140 @@ class RoutingService(ServiceBase):
     store = Storage(build_store)
     relay = OutboxRelay()
     consumer = Consumer(["intake"], handlers)
+    workflow = WorkflowProvider()
 
+    # -- intake's events ---------------------------------------------------------------------
     @event_handler("intake", "ComplaintFiled")
     def on_complaint_filed(self, payload):
+        self.consumer.handle(payload, "intake")
+
+    @event_handler("intake", "ComplaintAmended")
+    def on_complaint_amended(self, payload):
         self.consumer.handle(payload, "intake")
 
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
         self.consumer.catch_up()
+
+    @timer(interval=settings.sla_check_seconds())
+    def check_service_levels(self):
+        self.workflow.escalate_breaches()
+
+    # -- RPC: the directory and tokens ---------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED)
+    def agencies(self):
+        return self.workflow.agencies()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def issue_token(self, agency_code, actor):
+        return self.workflow.issue_token(agency_code, actor)
+
+    # -- RPC: the desk -------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED)
+    def assign(self, complaint_id, agency_codes, note, actor):
+        return self.workflow.assign(complaint_id, agency_codes, note, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def dismiss(self, complaint_id, reason, actor, duplicate_of=None):
+        return self.workflow.dismiss(complaint_id, reason, actor, duplicate_of)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_priority(self, complaint_id, priority, reason, actor):
+        return self.workflow.set_priority(complaint_id, priority, reason, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def desk_queue(self):
+        return self.workflow.desk_queue()
+
+    # -- RPC: agencies -------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED)
+    def complaints_for(self, agency_code, status=None):
+        return self.workflow.complaints_for(agency_code, status)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def acknowledge(self, complaint_id, agency_code, actor):
+        return self.workflow.acknowledge(complaint_id, agency_code, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def reject(self, complaint_id, agency_code, reason, actor):
+        return self.workflow.reject(complaint_id, agency_code, reason, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def respond(self, complaint_id, agency_code, text, resolved, actor):
+        return self.workflow.respond(complaint_id, agency_code, text, resolved, actor)
+
+    # -- RPC: reading (the console) ------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED)
+    def get_complaint(self, complaint_id):
+        return self.workflow.get_complaint(complaint_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def timeline(self, complaint_id):
+        return self.workflow.timeline(complaint_id)
+
+    # -- HTTP: the same actions for people, one bearer token per agency ------------------------
+    @http("GET", "/api/me")
+    def http_me(self, request):
+        return web.handle(self.workflow, request, lambda caller, _body: {
+            "agency_code": caller.agency_code, "actor": caller.actor,
+            "is_desk": caller.agency_code == self.workflow.desk})
+
+    @http("GET", "/api/agencies")
+    def http_agencies(self, request):
+        return web.handle(self.workflow, request, lambda _caller, _body: self.workflow.agencies())
+
+    @http("GET", "/api/desk/queue")
+    def http_desk_queue(self, request):
+        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.desk_queue(
+            caller=caller.agency_code))
+
+    @http("GET", "/api/agencies/<agency_code>/complaints")
+    def http_complaints_for(self, request, agency_code):
+        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.complaints_for(
+            agency_code, request.args.get("status") or None, caller=caller.agency_code))
+
+    @http("GET", "/api/complaints/<complaint_id>")
+    def http_complaint(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.get_complaint(
+            complaint_id, caller=caller.agency_code))
+
+    @http("GET", "/api/complaints/<complaint_id>/timeline")
+    def http_timeline(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.timeline(
+            complaint_id, caller=caller.agency_code))
+
+    @http("POST", "/api/complaints/<complaint_id>/assign")
+    def http_assign(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, body: self.workflow.assign(
+            complaint_id, body["agency_codes"], body["note"], caller.actor,
+            caller=caller.agency_code), schemas.AssignBody)
+
+    @http("POST", "/api/complaints/<complaint_id>/dismiss")
+    def http_dismiss(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, body: self.workflow.dismiss(
+            complaint_id, body["reason"], caller.actor, body["duplicate_of"],
+            caller=caller.agency_code), schemas.DismissBody)
+
+    @http("POST", "/api/complaints/<complaint_id>/priority")
+    def http_priority(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, body: self.workflow.set_priority(
+            complaint_id, body["priority"], body["reason"], caller.actor,
+            caller=caller.agency_code), schemas.PriorityBody)
+
+    @http("POST", "/api/complaints/<complaint_id>/acknowledge")
+    def http_acknowledge(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.acknowledge(
+            complaint_id, caller.agency_code, caller.actor, caller=caller.agency_code),
+            schemas.EmptyBody)
+
+    @http("POST", "/api/complaints/<complaint_id>/reject")
+    def http_reject(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, body: self.workflow.reject(
+            complaint_id, caller.agency_code, body["reason"], caller.actor,
+            caller=caller.agency_code), schemas.RejectBody)
+
+    @http("POST", "/api/complaints/<complaint_id>/respond")
+    def http_respond(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, body: self.workflow.respond(
+            complaint_id, caller.agency_code, body["text"], body["resolved"], caller.actor,
+            caller=caller.agency_code), schemas.RespondBody)

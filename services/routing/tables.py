@@ -1,18 +1,71 @@
-"""Routing's own database: what it knows of each complaint (its disposition state)."""
-from sqlalchemy import Boolean, Column, MetaData, String, Table, Text
+"""Routing's own database, besides its event store (the truth of every disposition):
+
+* ``agencies`` — the directory, upserted from ``data/agencies.yaml`` on start;
+* ``complaints`` — the facts of each ``ComplaintFiled`` a disposition starts from;
+* ``disposition_states`` (``tables.dispositions``) and ``assignments`` — the current state of
+  each complaint, rewritten in the same transaction as its events, for queues, lists and the
+  breach timer (derived from the events; never read to decide a command);
+* ``agency_tokens`` — the API's bearer tokens, stored as SHA-256 hashes only.
+"""
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
-dispositions = Table(
-    "dispositions", metadata,
+agencies = Table(
+    "agencies", metadata,
+    Column("code", String(64), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("categories", Text, nullable=False),   # JSON list
+    Column("regions", Text, nullable=False),      # JSON list
+    Column("supervisor", String(64), nullable=True),
+    Column("is_desk", Boolean, nullable=False, default=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+complaints = Table(
+    "complaints", metadata,
     Column("complaint_id", String(36), primary_key=True),
-    Column("tracking_code", String(32), nullable=False, index=True),
+    Column("tracking_code", String(32), nullable=False, unique=True),
     Column("category", String(32), nullable=False),
     Column("region_code", String(8), nullable=True),
-    Column("priority", String(16), nullable=False),
+    Column("priority", String(16), nullable=False),   # as filed; the disposition's may change
     Column("confidential", Boolean, nullable=False),
+    Column("channel", String(32), nullable=False),
     Column("filed_at", String(40), nullable=False),
     Column("text", Text, nullable=False),
-    Column("lead_agencies", Text, nullable=False, default="[]"),   # JSON list
-    Column("status", String(32), nullable=False),
+)
+
+dispositions = Table(
+    "disposition_states", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("tracking_code", String(32), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("public_status", String(16), nullable=False),
+    Column("at_desk", Boolean, nullable=False, index=True),
+    Column("priority", String(16), nullable=False),
+    Column("lead_agencies", Text, nullable=False),          # JSON list
+    Column("coordinating_agencies", Text, nullable=False),  # JSON list
+    Column("due_at", Text, nullable=False),                 # JSON {clock: iso}
+    Column("escalated", Text, nullable=False),              # JSON list of clocks
+    # Earliest deadline that can still breach (ISO UTC, comparable as text); NULL when none.
+    Column("next_due_at", String(40), nullable=True, index=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+assignments = Table(
+    "assignments", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("agency_code", String(64), primary_key=True, index=True),
+    Column("role", String(16), nullable=False),  # lead | coordinating
+)
+
+agency_tokens = Table(
+    "agency_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("agency_code", String(64), nullable=False, index=True),
+    Column("origin", String(16), nullable=False),  # env | issued
+    Column("issued_by", String(200), nullable=True),
+    Column("created_at", String(40), nullable=False),
 )

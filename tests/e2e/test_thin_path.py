@@ -134,6 +134,6 @@ def test_redelivered_event_changes_nothing_across_services(platform, amqp_uri):
     assert len(routed) == 1 and len(notified) == 1
     acknowledgments = [c for c in platform.sandbox_calls()
                        if (c.get("recipient") or {}).get("id") == psid and envelope["data"]["tracking_code"] in c["text"]
-                       and "CEK" in c["text"]]
+                       and "telah kami terima" in c["text"]]
     assert len(acknowledgments) == 1
     assert "envelope" in item["reason"]
