@@ -288,11 +288,6 @@ class Disposition:
         return {"acknowledged": state.acknowledged, "answered": state.answered,
                 "resolved": state.resolved}
 
-    @property
-    def was_with_agency(self) -> bool:
-        """The complaint has been routed to an agency at least once."""
-        return self._been_with_agency
-
     def open_deadlines(self) -> dict[str, datetime]:
         """The clocks that can still breach: running, not stopped, not escalated yet."""
         if not self.is_open:

@@ -109,53 +109,68 @@ class RoutingService(ServiceBase):
     # -- RPC: the directory and tokens ---------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
     def agencies(self):
+        """The agency directory: code, name, level, categories, regions, supervisor, is_desk."""
         return self.workflow.agencies()
 
     @rpc(expected_exceptions=EXPECTED)
     def issue_token(self, agency_code, actor):
+        """A new bearer token for the agency API, returned only this once (stored hashed)."""
         return self.workflow.issue_token(agency_code, actor)
 
     # -- RPC: the desk -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
     def assign(self, complaint_id, agency_codes, note, actor):
+        """Route or re-route (desk): the first code leads, the others coordinate; `[desk]`
+        alone holds it for triage."""
         return self.workflow.assign(complaint_id, agency_codes, note, actor)
 
     @rpc(expected_exceptions=EXPECTED)
     def dismiss(self, complaint_id, reason, actor, duplicate_of=None):
+        """Dismiss (desk): spam, not a complaint, or a duplicate of another tracking code."""
         return self.workflow.dismiss(complaint_id, reason, actor, duplicate_of)
 
     @rpc(expected_exceptions=EXPECTED)
     def set_priority(self, complaint_id, priority, reason, actor):
+        """Change the priority (desk); restarts the first-response clock."""
         return self.workflow.set_priority(complaint_id, priority, reason, actor)
 
     @rpc(expected_exceptions=EXPECTED)
     def desk_queue(self):
+        """Open complaints at the desk (new, held, handed back) and open escalated ones, most
+        urgent first."""
         return self.workflow.desk_queue()
 
     # -- RPC: agencies -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
     def complaints_for(self, agency_code, status=None):
+        """The agency's complaints (lead or coordinating), optionally by internal or public status."""
         return self.workflow.complaints_for(agency_code, status)
 
     @rpc(expected_exceptions=EXPECTED)
     def acknowledge(self, complaint_id, agency_code, actor):
+        """The agency has taken the complaint up (stops the first-response clock for a lead)."""
         return self.workflow.acknowledge(complaint_id, agency_code, actor)
 
     @rpc(expected_exceptions=EXPECTED)
     def reject(self, complaint_id, agency_code, reason, actor):
+        """"Bukan wewenang": the agency hands the complaint back; without a lead left it returns
+        to the desk."""
         return self.workflow.reject(complaint_id, agency_code, reason, actor)
 
     @rpc(expected_exceptions=EXPECTED)
     def respond(self, complaint_id, agency_code, text, resolved, actor):
+        """The agency's public answer; `resolved=True` (leads only) closes its part."""
         return self.workflow.respond(complaint_id, agency_code, text, resolved, actor)
 
     # -- RPC: reading (the console) ------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
     def get_complaint(self, complaint_id):
+        """One complaint by id or tracking code: facts, text, status, agencies, decision, clocks."""
         return self.workflow.get_complaint(complaint_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def timeline(self, complaint_id):
+        """The filing fact and every routing event of a complaint, oldest first, with actors."""
         return self.workflow.timeline(complaint_id)
 
     # -- HTTP: the same actions for people, one bearer token per agency ------------------------
