@@ -10,6 +10,11 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$NTBCARE_DATA_DIR"
 
 procfile=Procfile
+if [ "$NTBCARE_ENV" = development ] && [ -z "${ROUTING_TOKENS:-}" ]; then
+  # Development sign-in tokens for the desk and two agencies (never used outside development).
+  export ROUTING_TOKENS="diskominfotik:dev-desk-token,dpupr:dev-dpupr-token,pemkab-loteng:dev-loteng-token"
+  echo "Development tokens: desk=dev-desk-token, dpupr=dev-dpupr-token, pemkab-loteng=dev-loteng-token"
+fi
 if [ -z "${FACEBOOK_PAGE_ACCESS_TOKEN:-}" ] && [ -z "${FACEBOOK_PAGES:-}" ]; then
   sandbox=${GRAPH_SANDBOX_ADDRESS:-127.0.0.1:8005}
   export FACEBOOK_GRAPH_URL="http://$sandbox"
