@@ -1,0 +1,86 @@
+"""Applies deploy/rabbitmq/definitions.json through the RabbitMQ management API: the vhost, a user
+per service and per outside system, and their permissions (topic permissions included). Passwords
+come from the environment (``NTBCARE_RABBIT_PASSWORD_<USER>``, upper case with ``-`` as ``_``); a
+user without one is created unable to log in. Idempotent: run it on every deployment.
+
+``python -m shared.broker_setup [--vhost NAME] [--user-suffix S]`` (the options let tests apply
+the same file to a throw-away vhost)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+
+DEFINITIONS = Path(__file__).resolve().parents[1] / "deploy" / "rabbitmq" / "definitions.json"
+
+
+def load(path: Path = DEFINITIONS) -> dict:
+    return json.loads(path.read_text())
+
+
+def password_variable(user: str) -> str:
+    return "NTBCARE_RABBIT_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: str | None = None,
+          user_suffix: str = "", passwords: dict | None = None) -> dict[str, str]:
+    """Create/update everything; returns user name → the name actually used (with suffix)."""
+    passwords = passwords if passwords is not None else {}
+    session = requests.Session()
+    session.auth = auth
+
+    def put(path, body):
+        response = session.put(f"{management_url}/api/{path}", json=body, timeout=10)
+        if response.status_code not in (200, 201, 204):
+            raise RuntimeError(f"PUT {path}: {response.status_code} {response.text[:200]}")
+
+    names = {}
+    vhost_map = {v["name"]: (vhost or v["name"]) for v in definitions["vhosts"]}
+    for target in vhost_map.values():
+        put(f"vhosts/{quote(target, safe='')}", {})
+    for user in definitions["users"]:
+        name = user["name"] + user_suffix
+        names[user["name"]] = name
+        password = passwords.get(user["name"]) or os.environ.get(password_variable(user["name"]))
+        body = {"tags": user.get("tags", "")}
+        if password:
+            body["password"] = password
+        else:
+            body["password_hash"] = ""  # cannot log in until a password is set
+        put(f"users/{quote(name, safe='')}", body)
+    for permission in definitions["permissions"]:
+        target = vhost_map[permission["vhost"]]
+        put(f"permissions/{quote(target, safe='')}/{quote(names[permission['user']], safe='')}",
+            {k: permission[k] for k in ("configure", "write", "read")})
+    for permission in definitions.get("topic_permissions", []):
+        target = vhost_map[permission["vhost"]]
+        put(f"topic-permissions/{quote(target, safe='')}/{quote(names[permission['user']], safe='')}",
+            {k: permission[k] for k in ("exchange", "write", "read")})
+    return names
+
+
+def remove_users(management_url: str, auth: tuple[str, str], names: list[str]) -> None:
+    for name in names:
+        requests.delete(f"{management_url}/api/users/{quote(name, safe='')}", auth=auth, timeout=10)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--management-url", default=os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672"))
+    parser.add_argument("--admin-user", default=os.environ.get("RABBITMQ_ADMIN_USER", "guest"))
+    parser.add_argument("--admin-password", default=os.environ.get("RABBITMQ_ADMIN_PASSWORD", "guest"))
+    parser.add_argument("--vhost")
+    parser.add_argument("--user-suffix", default="")
+    args = parser.parse_args(argv)
+    names = apply(args.management_url, (args.admin_user, args.admin_password), load(), args.vhost, args.user_suffix)
+    print("applied:", ", ".join(names.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
