@@ -12,12 +12,13 @@ COPY sandbox ./sandbox
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11-slim-bookworm AS runtime
-RUN groupadd --system ntbcare && useradd --system --gid ntbcare --home-dir /app ntbcare \
-    && mkdir -p /app /data && chown ntbcare:ntbcare /data
+RUN groupadd --system --gid 10001 ntbcare \
+    && useradd --system --uid 10001 --gid ntbcare --home-dir /app ntbcare \
+    && mkdir -p /app /data && chown 10001:10001 /data
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 NTBCARE_DATA_DIR=/data
-USER ntbcare
+USER 10001:10001
 EXPOSE 8000
 # The service to run is the argument, exactly as in the Procfile: python -m shared.runner <service>
 ENTRYPOINT ["python", "-m"]
