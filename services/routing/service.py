@@ -1,13 +1,16 @@
 """Routing: dispatches complaints to provincial, district/city and vertical agencies, runs the
-desk's and the agencies' workflow (RPC and the ``/api`` HTTP API) and keeps the service-level
-clocks. Every entrypoint is a thin adapter over ``services.routing.workflow.Workflow``."""
+desk's and the agencies' workflow (RPC, the ``/api`` HTTP API and the ``/console/`` web pages) and
+keeps the service-level clocks. Every entrypoint is a thin adapter over
+``services.routing.workflow.Workflow``."""
 from __future__ import annotations
 
 import logging
 
+import eventlet
+
 from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
 
@@ -17,17 +20,24 @@ from shared.events import utc_now
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
 from services.routing import repository, schemas, settings, sla, tables, web
+from services.routing.console import config as console_config
+from services.routing.console import details as console_details
+from services.routing.console.pages import Console
+from services.routing.console.session import SessionCodec
 from services.routing.directory import DirectoryError, load_directory
 from services.routing.rules import load_rules
 from services.routing.workflow import Workflow
 
 log = logging.getLogger("routing")
 
+CONTACT_RPC_TIMEOUT_SECONDS = 10
+
 
 def check_startup() -> None:
     """Refuse to start on malformed settings, with a message saying which."""
     settings.tokens()
     settings.sla_check_seconds()
+    console_config.check()
     try:
         sla.parse_sla_seconds(settings.sla_seconds())
     except ValueError as error:
@@ -63,7 +73,13 @@ def workflow_for(store: ServiceStore) -> Workflow:
 
 def handlers(store: ServiceStore) -> dict:
     workflow = workflow_for(store)
-    return {"ComplaintFiled": workflow.on_complaint_filed,
+
+    def on_complaint_filed(tx, envelope):
+        workflow.on_complaint_filed(tx, envelope)
+        # The console's complaint page shows the classifier's reasons and the attachments.
+        console_details.save_filing_details(tx.connection, envelope.complaint_id, envelope.data)
+
+    return {"ComplaintFiled": on_complaint_filed,
             "ComplaintAmended": workflow.on_complaint_amended}
 
 
@@ -81,6 +97,19 @@ class WorkflowProvider(DependencyProvider):
         return self.workflow
 
 
+class ConsoleProvider(DependencyProvider):
+    """Hands workers the process's web console (over the same ``Workflow``)."""
+
+    def setup(self):
+        storage = next(d for d in self.container.dependencies if isinstance(d, Storage))
+        workflow = workflow_for(storage.ensure())  # the same one WorkflowProvider hands out
+        self.console = Console(workflow, SessionCodec(console_config.console_secret()),
+                               console_config.secure_cookie_mode())
+
+    def get_dependency(self, worker_ctx):
+        return self.console
+
+
 class RoutingService(ServiceBase):
     name = "routing"
 
@@ -88,6 +117,8 @@ class RoutingService(ServiceBase):
     relay = OutboxRelay()
     consumer = Consumer(["intake"], handlers)
     workflow = WorkflowProvider()
+    console = ConsoleProvider()
+    intake = RpcProxy("intake")
 
     # -- intake's events ---------------------------------------------------------------------
     @event_handler("intake", "ComplaintFiled")
@@ -239,3 +270,49 @@ class RoutingService(ServiceBase):
         return web.handle(self.workflow, request, lambda caller, body: self.workflow.respond(
             complaint_id, caller.agency_code, body["text"], body["resolved"], caller.actor,
             caller=caller.agency_code), schemas.RespondBody)
+
+    # -- HTTP: the web console for the desk and the agencies (docs/console.md) ----------------
+    @http("GET", "/console/")
+    def console_home(self, request):
+        return self.console.home(request)
+
+    @http("GET", "/console/login")
+    def console_login_form(self, request):
+        return self.console.login_form(request)
+
+    @http("POST", "/console/login")
+    def console_login(self, request):
+        return self.console.login(request)
+
+    @http("POST", "/console/keluar")
+    def console_logout(self, request):
+        return self.console.logout(request)
+
+    @http("GET", "/console/antrian")
+    def console_queue(self, request):
+        return self.console.queue(request)
+
+    @http("GET", "/console/kotak-masuk")
+    def console_inbox(self, request):
+        return self.console.inbox(request)
+
+    @http("GET", "/console/cari")
+    def console_search(self, request):
+        return self.console.search(request)
+
+    @http("GET", "/console/aduan/<complaint_id>")
+    def console_complaint(self, request, complaint_id):
+        return self.console.complaint(request, complaint_id)
+
+    @http("POST", "/console/aduan/<complaint_id>/<action>")
+    def console_action(self, request, complaint_id, action):
+        return self.console.act(request, complaint_id, action, self._reporter_contact)
+
+    @http("GET", "/console/static/<name>")
+    def console_static(self, request, name):
+        return self.console.static(request, name)
+
+    def _reporter_contact(self, complaint_id, actor, reason):
+        """intake's audited lookup, for the desk's console; never inside a transaction."""
+        with eventlet.Timeout(CONTACT_RPC_TIMEOUT_SECONDS, TimeoutError("intake did not answer")):
+            return self.intake.reporter_contact(complaint_id, actor, reason)

@@ -69,3 +69,12 @@ agency_tokens = Table(
     Column("issued_by", String(200), nullable=True),
     Column("created_at", String(40), nullable=False),
 )
+
+# What the console shows of the filing besides the facts above: the classifier's reasons and the
+# attachments of ``ComplaintFiled`` (written with the facts, in the consumer's transaction).
+complaint_details = Table(
+    "complaint_details", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("reasons", Text, nullable=False),      # JSON {category, region, priority: [words]}
+    Column("attachments", Text, nullable=False),  # JSON [{type, url}]
+)

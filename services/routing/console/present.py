@@ -1,0 +1,295 @@
+"""Words and lists for the console's pages: labels in Bahasa Indonesia, times in WITA, the
+agency inbox's groups, filters, pagination, the preview of the answer a citizen receives, and
+errors in plain words. Pure functions over the dicts the workflow returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping, Optional
+from zoneinfo import ZoneInfo
+
+from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.events import parse_iso
+
+WITA = ZoneInfo("Asia/Makassar")
+PAGE_SIZE = 20
+NEARING_DEADLINE = timedelta(hours=24)
+MESSENGER_LIMIT = 2000
+OPEN_STATUSES = ("filed", "triage", "assigned", "in_progress", "returned")
+
+CATEGORIES = {
+    "koperasi_umkm": "Koperasi & UMKM", "lingkungan_hidup": "Lingkungan hidup",
+    "infrastruktur": "Infrastruktur", "pungli": "Pungutan liar (pungli)",
+    "pelayanan_umum": "Pelayanan umum", "sosial": "Sosial", "kesehatan": "Kesehatan",
+    "lainnya": "Lainnya",
+}
+REGIONS = {
+    "5201": "Lombok Barat", "5202": "Lombok Tengah", "5203": "Lombok Timur", "5204": "Sumbawa",
+    "5205": "Dompu", "5206": "Bima", "5207": "Sumbawa Barat", "5208": "Lombok Utara",
+    "5271": "Kota Mataram", "5272": "Kota Bima",
+}
+STATUSES = {
+    "filed": "Baru masuk", "triage": "Menunggu triase", "assigned": "Diteruskan, belum ditanggapi",
+    "in_progress": "Sedang diproses", "returned": "Dikembalikan ke meja layanan",
+    "dismissed": "Ditolak", "resolved": "Selesai",
+}
+PUBLIC_STATUSES = {"diterima": "Diterima", "disetujui": "Disetujui", "diproses": "Diproses",
+                   "ditolak": "Ditolak", "selesai": "Selesai"}
+PRIORITIES = {"urgent": "Mendesak", "important": "Penting", "normal": "Biasa"}
+CLOCKS = {"triage": "verifikasi (triase)", "first_response": "tanggapan pertama",
+          "follow_up": "tindak lanjut", "settlement": "penyelesaian"}
+CHANNELS = {"facebook_messenger": "Facebook Messenger", "facebook_comment": "Komentar Facebook",
+            "web": "Formulir web", "api": "Sistem lain (API)", "import": "Impor",
+            "open311": "Open311"}
+EVENTS = {
+    "ComplaintFiled": "Aduan masuk", "ComplaintRouted": "Diteruskan",
+    "ComplaintAcknowledged": "Diterima instansi", "ComplaintRejectedByAgency": "Bukan wewenang",
+    "ComplaintResponded": "Jawaban kepada warga", "ComplaintResolved": "Selesai",
+    "ComplaintEscalated": "Melewati tenggat", "ComplaintDismissed": "Ditolak",
+}
+DESK_REASONS = {"triage": "Belum ditriase", "returned": "Dikembalikan instansi (bukan wewenang)",
+                "filed": "Baru masuk"}
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "Mei", "Jun", "Jul", "Agu", "Sep", "Okt", "Nov", "Des")
+
+# Inbox groups of an agency: key → label (the first is the default view).
+INBOX_GROUPS = {
+    "terbuka": "Semua yang terbuka", "baru": "Baru", "diproses": "Sedang diproses",
+    "mendekati": "Mendekati tenggat", "terlambat": "Terlambat", "semua": "Semua (termasuk selesai)",
+}
+FIELD_LABELS = {"note": "Catatan", "reason": "Alasan", "text": "Jawaban", "agency_codes": "Instansi",
+                "priority": "Prioritas", "duplicate_of": "Kode aduan ganda", "actor": "Petugas",
+                "complaint_id": "Aduan", "resolved": "Selesai"}
+
+
+def wita(value, with_zone: bool = True) -> str:
+    """``12 Jan 2025, 14.30 WITA`` from an ISO UTC string or aware datetime; ``—`` for none."""
+    if not value:
+        return "—"
+    moment = parse_iso(value) if isinstance(value, str) else value
+    local = moment.astimezone(WITA)
+    text = f"{local.day} {MONTHS[local.month - 1]} {local.year}, {local:%H.%M}"
+    return f"{text} WITA" if with_zone else text
+
+
+def category(code: Optional[str]) -> str:
+    return CATEGORIES.get(code or "", code or "—")
+
+
+def region(code: Optional[str]) -> str:
+    return REGIONS.get(code or "", "Tidak diketahui") if code else "Tidak diketahui"
+
+
+def is_web_link(url) -> bool:
+    """Only http(s) attachment URLs become links (a filed URL could be ``javascript:…``)."""
+    return isinstance(url, str) and url.lower().startswith(("https://", "http://"))
+
+
+def desk_reason(why: str) -> str:
+    if why.startswith("escalated:"):
+        return f"Terlambat: {CLOCKS.get(why.partition(':')[2], why.partition(':')[2])}"
+    return DESK_REASONS.get(why, why)
+
+
+def deadline_state(next_due_at: Optional[str], item: Mapping, now: datetime) -> Optional[str]:
+    """``terlambat`` (a clock escalated or past due), ``mendekati`` (due within 24 h) or None."""
+    if item.get("status") not in OPEN_STATUSES:
+        return None
+    if item.get("escalated"):
+        return "terlambat"
+    if not next_due_at:
+        return None
+    due = parse_iso(next_due_at)
+    if due <= now:
+        return "terlambat"
+    if due - now <= NEARING_DEADLINE:
+        return "mendekati"
+    return None
+
+
+def in_group(item: Mapping, group: str) -> bool:
+    status, state = item.get("status"), item.get("deadline_state")
+    return {
+        "terbuka": status in OPEN_STATUSES,
+        "baru": status == "assigned",
+        "diproses": status == "in_progress",
+        "mendekati": state == "mendekati",
+        "terlambat": state == "terlambat",
+        "semua": True,
+    }.get(group, False)
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str = ""
+    region: str = ""
+    status: str = ""
+    code: str = ""
+
+    @classmethod
+    def from_args(cls, args: Mapping) -> "Filters":
+        def pick(name: str, allowed: Iterable[str]) -> str:
+            value = (args.get(name) or "").strip()
+            return value if value in allowed else ""
+        return cls(category=pick("kategori", CATEGORIES), region=pick("wilayah", list(REGIONS) + ["none"]),
+                   status=pick("status", list(STATUSES) + list(PUBLIC_STATUSES) + ["escalated"]),
+                   code=(args.get("kode") or "").strip().upper()[:32])
+
+    def keep(self, item: Mapping) -> bool:
+        if self.category and item.get("category") != self.category:
+            return False
+        if self.region == "none" and item.get("region_code"):
+            return False
+        if self.region and self.region != "none" and item.get("region_code") != self.region:
+            return False
+        if self.status == "escalated" and not item.get("escalated"):
+            return False
+        if self.status and self.status != "escalated" and self.status not in (
+                item.get("status"), item.get("public_status")):
+            return False
+        if self.code and self.code not in str(item.get("tracking_code", "")).upper():
+            return False
+        return True
+
+    def query(self, **extra) -> dict:
+        """The filters as query arguments (for pagination and group links)."""
+        values = {"kategori": self.category, "wilayah": self.region, "status": self.status,
+                  "kode": self.code, **extra}
+        return {key: value for key, value in values.items() if value not in ("", None)}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    number: int
+    pages: int
+    total: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+
+def paginate(items: list, requested, size: int = PAGE_SIZE) -> Page:
+    total = len(items)
+    pages = max(1, -(-total // size))
+    try:
+        number = int(requested or 1)
+    except (TypeError, ValueError):
+        number = 1
+    number = min(max(1, number), pages)
+    return Page(items[(number - 1) * size:number * size], number, pages, total)
+
+
+def answer_preview(agency_name: str, tracking_code: str, answer: str) -> str:
+    """What the citizen receives for a ``ComplaintResponded`` — notification's ``responded``
+    message (services/notification/templates/messages.yaml); keep the two in step."""
+    return (f"Jawaban dari {agency_name}: {answer.strip()}\n\n"
+            f"(Kode aduan {tracking_code}. Ketik CEK {tracking_code} untuk menanyakan status aduan.)")
+
+
+def messenger_parts(text: str) -> int:
+    """How many Messenger messages a text takes (notification splits past 2,000 characters)."""
+    return max(1, -(-len(text) // MESSENGER_LIMIT))
+
+
+@dataclass(frozen=True)
+class Problem:
+    status: int
+    title: str
+    details: list[str]
+
+
+def plain_problem(error: Exception) -> Problem:
+    """An error of the workflow (or intake) in plain words, with the HTTP status the page gets."""
+    detail = error.args[0] if error.args else ""
+    if isinstance(error, ValidationFailed):
+        return Problem(400, "Isian belum lengkap atau tidak sah.", _field_messages(detail))
+    if isinstance(error, Forbidden):
+        return Problem(403, "Anda tidak berwenang melakukan ini atau melihat aduan ini.", [])
+    if isinstance(error, NotFound):
+        return Problem(404, "Data tidak ditemukan.", [str(detail)] if detail else [])
+    if isinstance(error, IllegalAction):
+        return Problem(409, "Tindakan ini tidak dapat dilakukan pada keadaan aduan saat ini; "
+                            "tidak ada yang dicatat.", [str(detail)] if detail else [])
+    if isinstance(error, Conflict):
+        return Problem(409, "Aduan sedang diubah oleh petugas lain. Muat ulang halaman lalu coba lagi.", [])
+    return Problem(500, "Terjadi kesalahan. Coba lagi sebentar lagi.", [])
+
+
+def _field_messages(detail) -> list[str]:
+    if isinstance(detail, Mapping):
+        lines = []
+        for field, messages in detail.items():
+            if isinstance(messages, Mapping):
+                messages = [f"{key}: {value}" for key, value in messages.items()]
+            elif not isinstance(messages, (list, tuple)):
+                messages = [messages]
+            label = FIELD_LABELS.get(field, field)
+            lines.append(f"{label}: {'; '.join(_word(str(m)) for m in messages)}")
+        return lines
+    return [_word(str(detail))] if detail else []
+
+
+def _word(message: str) -> str:
+    return {"Missing data for required field.": "wajib diisi",
+            "must not be blank": "tidak boleh kosong",
+            "Shorter than minimum length 1.": "wajib diisi",
+            "Field may not be null.": "wajib diisi"}.get(message, message)
+
+
+def timeline_entry(entry: Mapping, agency_names: Mapping[str, str]) -> dict:
+    """One row of the timeline: when, what, who, and the details worth reading."""
+    data = entry.get("data") or {}
+    names = {**agency_names, **(data.get("agency_names") or {})}
+
+    def name(code):
+        return names.get(code, code)
+    kind = entry["event_type"]
+    lines: list[str] = []
+    if kind == "ComplaintFiled":
+        lines.append(f"Kategori {category(data.get('category'))}, wilayah {region(data.get('region_code'))}, "
+                     f"prioritas {PRIORITIES.get(data.get('priority'), data.get('priority'))}")
+    elif kind == "ComplaintRouted":
+        if set(data.get("due_at") or {}) == {"triage"}:
+            lines.append("Ditahan di meja layanan untuk triase")
+        else:
+            lines.append("Instansi utama: " + ", ".join(map(name, data.get("lead_agencies") or [])))
+            if data.get("coordinating_agencies"):
+                lines.append("Koordinasi: " + ", ".join(map(name, data["coordinating_agencies"])))
+        lines.append(f"Prioritas {PRIORITIES.get(data.get('priority'), data.get('priority'))}")
+        if data.get("reason"):
+            lines.append(f"Alasan: {data['reason']}")
+    elif kind in ("ComplaintAcknowledged", "ComplaintRejectedByAgency", "ComplaintResponded"):
+        lines.append(data.get("agency_name") or name(data.get("agency_code")))
+        if data.get("reason"):
+            lines.append(f"Alasan: {data['reason']}")
+        if kind == "ComplaintResponded":
+            lines.append(f"Jawaban: {data.get('text', '')}")
+            if data.get("resolved"):
+                lines.append("Bagian instansi dinyatakan selesai")
+        if data.get("returned_to_desk"):
+            lines.append("Kembali ke meja layanan")
+    elif kind == "ComplaintEscalated":
+        lines.append(f"Tenggat {CLOCKS.get(data.get('breach'), data.get('breach'))} "
+                     f"({wita(data.get('due_at'))}) terlewati")
+        if data.get("notified"):
+            lines.append("Diberitahukan kepada: " + ", ".join(map(name, data["notified"])))
+    elif kind == "ComplaintDismissed":
+        lines.append(f"Alasan: {data.get('reason', '')}")
+        if data.get("duplicate_of"):
+            lines.append(f"Sama dengan aduan {data['duplicate_of']}")
+    actor = data.get("actor") or (data.get("decided_by") or "")
+    return {"at": wita(entry.get("occurred_at")), "label": EVENTS.get(kind, kind),
+            "actor": _actor_words(actor), "lines": lines}
+
+
+def _actor_words(actor: str) -> str:
+    if actor.startswith("rule:"):
+        return "aturan otomatis"
+    if actor.startswith("operator:"):
+        return actor.partition(":")[2]
+    return actor
