@@ -109,6 +109,7 @@ class OutboxRelay(DependencyProvider):
         self._wake = threading.Event()  # green under eventlet's monkey patching
         self._running = False
         self._connection: Connection | None = None
+        self._unsettled: dict[int, dict] = {}
         self.broker_ok = False
         self.last_error: str | None = None
         self.published_count = 0
@@ -154,14 +155,32 @@ class OutboxRelay(DependencyProvider):
 
     def _producer(self) -> Producer:
         if self._connection is None:
-            self._connection = Connection(self.container.config["AMQP_URI"],
-                                          transport_options={"confirm_publish": True},
-                                          connect_timeout=5)
+            # Confirms are enabled on the channel and awaited per batch (below), not per
+            # message: kombu's confirm_publish would wait one broker round trip per event.
+            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5)
             self._connection.ensure_connection(max_retries=1)
             self._channel = self._connection.channel()
+            self._channel.confirm_select()
+            self._next_tag = 1  # the broker numbers a confirm channel's publishes from 1
+            self._acked: set[int] = set()
+            self._nacked: set[int] = set()
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
             self.exchange(self._channel).declare()
             self._producer_obj = Producer(self._channel, exchange=self.exchange, serializer="json")
         return self._producer_obj
+
+    def _settle(self, into: set, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            into.update(tag for tag in self._unsettled if tag <= delivery_tag)
+        else:
+            into.add(delivery_tag)
+
+    def _on_ack(self, delivery_tag, multiple):
+        self._settle(self._acked, delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag, multiple):
+        self._settle(self._nacked, delivery_tag, multiple)
 
     def _close(self):
         connection, self._connection = self._connection, None
@@ -172,6 +191,8 @@ class OutboxRelay(DependencyProvider):
                 pass
 
     def publish_pending(self) -> int:
+        """Publish one batch of unpublished events and wait for the broker's confirms of the
+        whole batch; only confirmed events leave the outbox (in one statement)."""
         database, event_store = self.store.database, self.store.event_store
         with database.read() as connection:
             pending = event_store.unpublished(connection, self.batch_size)
@@ -179,23 +200,41 @@ class OutboxRelay(DependencyProvider):
             self.broker_ok = self.broker_ok or self._connection is not None
             return 0
         producer = self._producer()
-        published: list[int] = []
+        connection = self._connection
+        by_tag: dict[int, dict] = {}
+        self._unsettled = by_tag
+        confirmed: list[int] = []
         try:
             for envelope in pending:
-                # confirm_publish makes this call return only after the broker's ack.
                 producer.publish(envelope, routing_key=envelope["event_type"],
                                  delivery_mode=2,
                                  headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
-                published.append(envelope["position"])
-                metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
+                by_tag[self._next_tag] = envelope
+                self._next_tag += 1
+            deadline = time.monotonic() + 30
+            while not set(by_tag) <= (self._acked | self._nacked):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no publisher confirm within 30s")
+                connection.drain_events(timeout=min(remaining, 5))
         finally:
-            if published:
+            for tag, envelope in by_tag.items():
+                if tag in self._acked:
+                    confirmed.append(envelope["position"])
+                    metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
+            self._acked.difference_update(by_tag)
+            nacked = self._nacked & set(by_tag)
+            self._nacked.difference_update(by_tag)
+            self._unsettled = {}
+            if confirmed:
                 with database.transaction() as tx:
-                    event_store.mark_published(tx.connection, published)
-                self.published_count += len(published)
+                    event_store.mark_published(tx.connection, confirmed)
+                self.published_count += len(confirmed)
+        if nacked:
+            raise RuntimeError(f"broker nacked {len(nacked)} of {len(by_tag)} events")
         self.broker_ok = True
         self.last_error = None
-        return len(published)
+        return len(confirmed)
 
 
 class ConsumerApi:
@@ -219,9 +258,13 @@ class Consumer(DependencyProvider):
     """Idempotent handlers for other services' events. ``handlers`` maps event type → function
     ``(tx, envelope)``; ``sources`` lists the services to pull from."""
 
-    def __init__(self, sources: list[str], handlers_factory: Callable[[ServiceStore], dict]):
+    def __init__(self, sources: list[str], handlers_factory: Callable[[ServiceStore], dict],
+                 batch_catch_up: bool = False):
         self.sources = sources
         self.handlers_factory = handlers_factory
+        # True: catch-up handles each pulled page in one transaction (for read models that
+        # replay long histories); pushed events are always handled one by one.
+        self.batch_catch_up = batch_catch_up
         self._lock = None
 
     def setup(self):
@@ -244,7 +287,8 @@ class Consumer(DependencyProvider):
                     return getattr(rpc, source).events_since(position, limit)
                 for source in self.sources:
                     try:
-                        results[source] = CatchUp(self.consumer, [source], fetch).pull(source)
+                        results[source] = CatchUp(self.consumer, [source], fetch,
+                                                  batch=self.batch_catch_up).pull(source)
                     except Exception as error:
                         log.warning("catch-up from %s failed: %s: %s", source, type(error).__name__, error)
             return results
@@ -270,6 +314,7 @@ def health_report(service: str, store: ServiceStore, relay: RelayStatus | None, 
     if extra:
         body.update(extra)
     if problems:
+        body["status"] = "unavailable"  # a service's own "degraded" never hides a real outage
         body["reason"] = "; ".join(problems)
         return 503, body
     return 200, body

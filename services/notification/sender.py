@@ -29,7 +29,7 @@ from shared.nameko_support import Storage, _find
 from services.notification import tables
 from services.notification.graph_client import GraphApiError, GraphClient
 from services.notification.policy import (COMMENT_PRIVATE, COMMENT_PUBLIC, FAIL_PERMANENT,
-                                          HOLD_PAGE, NEXT_CHANNEL, RATE_LIMITED, RESPONSE,
+                                          HOLD_PAGE, NEXT_CHANNEL, RESPONSE,
                                           RETRIES_EXHAUSTED, RETRY, SLOW_DOWN, WINDOW_EXPIRED,
                                           RateLimiter, RetryPolicy, decide_on_error,
                                           plan_delivery)
@@ -145,7 +145,7 @@ class Sender(DependencyProvider):
                     probes[head["page_id"]] = head  # heads come oldest first
                 continue
             if len(self.busy_lanes) >= self.concurrency:
-                break
+                continue  # keep scanning: held Pages may still be due for a probe
             self._start_lane(head["lane"], probe_page=None)
             started += 1
         for page_id, head in probes.items():
