@@ -155,32 +155,14 @@ class OutboxRelay(DependencyProvider):
 
     def _producer(self) -> Producer:
         if self._connection is None:
-            # Confirms are enabled on the channel and awaited per batch (below), not per
-            # message: kombu's confirm_publish would wait one broker round trip per event.
-            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5)
+            self._connection = Connection(self.container.config["AMQP_URI"],
+                                          transport_options={"confirm_publish": True},
+                                          connect_timeout=5)
             self._connection.ensure_connection(max_retries=1)
             self._channel = self._connection.channel()
-            self._channel.confirm_select()
-            self._next_tag = 1  # the broker numbers a confirm channel's publishes from 1
-            self._acked: set[int] = set()
-            self._nacked: set[int] = set()
-            self._channel.events["basic_ack"].add(self._on_ack)
-            self._channel.events["basic_nack"].add(self._on_nack)
             self.exchange(self._channel).declare()
             self._producer_obj = Producer(self._channel, exchange=self.exchange, serializer="json")
         return self._producer_obj
-
-    def _settle(self, into: set, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            into.update(tag for tag in self._unsettled if tag <= delivery_tag)
-        else:
-            into.add(delivery_tag)
-
-    def _on_ack(self, delivery_tag, multiple):
-        self._settle(self._acked, delivery_tag, multiple)
-
-    def _on_nack(self, delivery_tag, multiple):
-        self._settle(self._nacked, delivery_tag, multiple)
 
     def _close(self):
         connection, self._connection = self._connection, None
@@ -191,8 +173,6 @@ class OutboxRelay(DependencyProvider):
                 pass
 
     def publish_pending(self) -> int:
-        """Publish one batch of unpublished events and wait for the broker's confirms of the
-        whole batch; only confirmed events leave the outbox (in one statement)."""
         database, event_store = self.store.database, self.store.event_store
         with database.read() as connection:
             pending = event_store.unpublished(connection, self.batch_size)
@@ -200,41 +180,22 @@ class OutboxRelay(DependencyProvider):
             self.broker_ok = self.broker_ok or self._connection is not None
             return 0
         producer = self._producer()
-        connection = self._connection
-        by_tag: dict[int, dict] = {}
-        self._unsettled = by_tag
-        confirmed: list[int] = []
+        published: list[int] = []
         try:
             for envelope in pending:
                 producer.publish(envelope, routing_key=envelope["event_type"],
                                  delivery_mode=2,
                                  headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
-                by_tag[self._next_tag] = envelope
-                self._next_tag += 1
-            deadline = time.monotonic() + 30
-            while not set(by_tag) <= (self._acked | self._nacked):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no publisher confirm within 30s")
-                connection.drain_events(timeout=min(remaining, 5))
+                published.append(envelope["position"])
+                metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
         finally:
-            for tag, envelope in by_tag.items():
-                if tag in self._acked:
-                    confirmed.append(envelope["position"])
-                    metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
-            self._acked.difference_update(by_tag)
-            nacked = self._nacked & set(by_tag)
-            self._nacked.difference_update(by_tag)
-            self._unsettled = {}
-            if confirmed:
+            if published:
                 with database.transaction() as tx:
-                    event_store.mark_published(tx.connection, confirmed)
-                self.published_count += len(confirmed)
-        if nacked:
-            raise RuntimeError(f"broker nacked {len(nacked)} of {len(by_tag)} events")
+                    event_store.mark_published(tx.connection, published)
+                self.published_count += len(published)
         self.broker_ok = True
         self.last_error = None
-        return len(confirmed)
+        return len(published)
 
 
 class ConsumerApi:

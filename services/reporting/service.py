@@ -76,7 +76,7 @@ class ReportingService(ServiceBase):
     name = "reporting"
 
     store = Storage(build_store)
-    consumer = Consumer(["intake", "routing", "notification"], handlers)
+    consumer = Consumer(["intake", "routing", "notification"], handlers, batch_catch_up=True)
     logs = SourceLogs()
 
     # -- events: every type the projections use, from the service that emits it ---------------
@@ -157,7 +157,9 @@ class ReportingService(ServiceBase):
     @rpc(expected_exceptions=EXPECTED)
     def trends(self, year, month, months=12):
         args = _load(MonthArgs(), {"year": year, "month": month})
-        keys = reports.last_months(args["year"], args["month"], max(1, min(int(months), 60)))
+        if not isinstance(months, int) or not 1 <= months <= 60:
+            raise ValidationFailed("months must be a whole number from 1 to 60")
+        keys = reports.last_months(args["year"], args["month"], months)
         with self.store.database.read() as connection:
             counts = repository.trend_counts(connection, keys)
         return reports.trends(counts, keys)

@@ -50,6 +50,7 @@ def projection(generation: int) -> Projection:
         Column("event_type", String(64), nullable=False),
         Column("occurred_at", String(40), nullable=False),
         Column("data", Text, nullable=False),                # JSON, only KEPT_FIELDS
+        Index(f"ix_facts{suffix}_complaint", "complaint_id"),
     )
     complaints = Table(
         "complaints" + suffix, meta,

@@ -1,0 +1,72 @@
+"""What anyone holding a tracking code may see, and the report as CSV — pure functions.
+
+Never the complaint's text (a citizen often writes their name, phone or address into it), never
+a reporter, PSID or officer. For confidential complaints (illegal levies) the agencies' answer
+texts are withheld too — an answer to a levy report tends to name the officer or the place —
+only that an agency answered, and when, is shown; the region is the kabupaten/kota at most, as
+for every complaint."""
+from __future__ import annotations
+
+import csv
+import io
+
+from services.reporting.labels import (STATUS_LABELS, agency_name, category_label, region_name)
+from services.reporting.projections import OPEN_STATUSES
+
+TRACKING_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def normalise_tracking_code(code: str) -> str:
+    """Accept what a citizen types: lower case, spaces, O for 0, I/L for 1, with or without NTB."""
+    cleaned = "".join(ch for ch in str(code).upper() if ch.isalnum())
+    if cleaned.startswith("NTB"):
+        cleaned = cleaned[3:]
+    cleaned = cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    if len(cleaned) != 10 or any(ch not in TRACKING_ALPHABET for ch in cleaned):
+        return str(code).strip().upper()
+    return f"NTB-{cleaned[:5]}-{cleaned[5:]}"
+
+
+def complaint_status(row: dict, answers: list[dict]) -> dict:
+    confidential = bool(row["confidential"])
+    status = row["public_status"]
+    return {
+        "tracking_code": row["tracking_code"],
+        "status": status, "status_label": STATUS_LABELS.get(status, status),
+        "open": status in OPEN_STATUSES,
+        "category": row["category"], "category_label": category_label(row["category"]),
+        "region_code": row["region_code"], "region_name": region_name(row["region_code"]),
+        "agencies": [{"code": code, "name": agency_name(code)} for code in row["lead_agencies"]],
+        "coordinating_agencies": [{"code": code, "name": agency_name(code)}
+                                  for code in row["coordinating_agencies"]],
+        "answers": [{"agency_code": a["agency_code"], "agency_name": agency_name(a["agency_code"]),
+                     "text": None if confidential else a["text"], "resolved": bool(a["resolved"]),
+                     "answered_at": a["answered_at"]} for a in answers],
+        "confidential": confidential, "answer_texts_withheld": confidential,
+        "filed_at": row["filed_at"], "updated_at": row["updated_at"] or row["filed_at"],
+    }
+
+
+def summary_csv(summary: dict) -> bytes:
+    """One figure per line (metric, code, label, value): UTF-8 with a BOM and CRLF line ends so
+    spreadsheet programs (Excel included) open it with the right characters and rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["metric", "code", "label", "value"])
+    period = f"{summary['year']:04d}-{summary['month']:02d}"
+    writer.writerow(["period", "", "Periode (WITA)", period])
+    writer.writerow(["total", "", "Jumlah aduan", summary["total"]])
+    for code, n in summary["by_category"].items():
+        writer.writerow(["by_category", code, category_label(code), n])
+    for code, n in summary["by_region"].items():
+        writer.writerow(["by_region", code, region_name(code), n])
+    for code, n in summary["by_agency"].items():
+        writer.writerow(["by_agency", code, agency_name(code), n])
+    writer.writerow(["followed_up", "", "Ditindaklanjuti", summary["followed_up"]])
+    writer.writerow(["follow_up_rate", "", "Rasio tindak lanjut", summary["follow_up_rate"]])
+    writer.writerow(["resolved", "", "Selesai", summary["resolved"]])
+    writer.writerow(["median_hours_to_first_response", "", "Median jam ke tanggapan pertama",
+                     "" if summary["median_hours_to_first_response"] is None else summary["median_hours_to_first_response"]])
+    writer.writerow(["within_first_response_sla", "", "Rasio tanggapan pertama tepat waktu",
+                     "" if summary["within_first_response_sla"] is None else summary["within_first_response_sla"]])
+    return "\ufeff".encode("utf-8") + buffer.getvalue().encode("utf-8")

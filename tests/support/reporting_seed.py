@@ -1,0 +1,221 @@
+"""Seeds a history straight into the services' own event stores (their real append API), before
+the platform starts — how the reporting tests get thousands of complaints without filing each
+one over RPC. The history counts as already published and already consumed by routing and
+notification (outbox emptied, their checkpoints set), so only reporting works through it."""
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+
+from shared.events.catalogue import CATEGORIES, REGION_CODES
+from shared.eventstore import PendingEvent
+from shared.nameko_support import ServiceStore
+
+PAGE_ID = "100000000000001"
+AGENCY_FOR = {"koperasi_umkm": "diskop-ukm", "lingkungan_hidup": "dlhk", "infrastruktur": "dpupr",
+              "pungli": "polda-ntb", "pelayanan_umum": "biro-organisasi", "sosial": "dinsos",
+              "kesehatan": "dikes", "lainnya": "inspektorat"}
+FIRST_RESPONSE_HOURS = {"urgent": 1, "important": 24, "normal": 48}
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _metadata(service: str):
+    if service == "intake":
+        from services.intake import tables
+    elif service == "routing":
+        from services.routing import tables
+    else:
+        from services.notification import tables
+    return tables.metadata
+
+
+class Seeder:
+    def __init__(self, data_dir: Path):
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.stores = {name: ServiceStore(name, _metadata(name), emits_events=True,
+                                          url=f"sqlite:///{data_dir.resolve() / (name + '.db')}")
+                       for name in ("intake", "routing", "notification")}
+        for store in self.stores.values():
+            store.database.create_all()
+        self.pending: dict[str, list[PendingEvent]] = defaultdict(list)
+        self.secrets: list[str] = []     # personal data that must never reach reporting
+        self.complaints: list[dict] = []
+
+    # -- building blocks ---------------------------------------------------------------------
+    def add(self, source: str, event_type: str, complaint_id: str, at: datetime, data: dict) -> PendingEvent:
+        event = PendingEvent(event_type, complaint_id, data, occurred_at=at)
+        self.pending[source].append(event)
+        return event
+
+    def filed(self, filed_at: datetime, category: str, region_code: str | None, *, channel="facebook_messenger",
+              priority="normal", index: int = 0) -> dict:
+        complaint_id = str(uuid.uuid4())
+        psid = f"PSID{index:06d}{uuid.uuid4().hex[:6]}"
+        name, phone = f"Pelapor{index:05d} Wiranata", f"0817{index:08d}"
+        reply_to = ({"page_id": PAGE_ID, "comment_id": f"{index}_{psid}", "post_id": "1_2"}
+                    if channel == "facebook_comment" else {"page_id": PAGE_ID, "psid": psid})
+        self.secrets += [psid, name, phone]
+        code = "NTB-" + uuid.uuid4().hex[:5].upper() + "-" + uuid.uuid4().hex[:5].upper()
+        self.add("intake", "ComplaintFiled", complaint_id, filed_at, {
+            "tracking_code": code, "channel": channel, "filed_at": iso(filed_at),
+            "text": f"Nama saya {name}, HP {phone}. Mohon perhatian atas masalah {category}.",
+            "attachments": [], "category": category, "region_code": region_code, "priority": priority,
+            "reasons": {"category": [], "region": [], "priority": []},
+            "confidential": category == "pungli", "reply_to": reply_to,
+            "last_citizen_message_at": iso(filed_at), "external_ref": None})
+        complaint = {"complaint_id": complaint_id, "tracking_code": code, "filed_at": filed_at,
+                     "category": category, "region_code": region_code, "priority": priority,
+                     "psid": psid, "channel": channel, "reply_to": reply_to}
+        self.complaints.append(complaint)
+        return complaint
+
+    def at_desk(self, c: dict, at: datetime) -> None:
+        self.add("routing", "ComplaintRouted", c["complaint_id"], at, {
+            "lead_agencies": ["diskominfotik"], "coordinating_agencies": [], "decided_by": "rule:desk-fallback",
+            "reason": "ditelaah desk", "priority": c["priority"], "due_at": {"triage": iso(at + timedelta(days=3))}})
+
+    def routed(self, c: dict, at: datetime, agency: str, coordinating=()) -> dict:
+        due = {"first_response": iso(at + timedelta(hours=FIRST_RESPONSE_HOURS[c["priority"]])),
+               "follow_up": iso(at + timedelta(days=7))}
+        self.add("routing", "ComplaintRouted", c["complaint_id"], at, {
+            "lead_agencies": [agency], "coordinating_agencies": list(coordinating),
+            "decided_by": "operator:desk-ani", "reason": "sesuai kewenangan", "priority": c["priority"],
+            "due_at": due})
+        return due
+
+    def acknowledged(self, c, at, agency):
+        self.add("routing", "ComplaintAcknowledged", c["complaint_id"], at, {"agency_code": agency, "actor": "officer:andi"})
+
+    def responded(self, c, at, agency, resolved=False, text="Sudah kami tindak lanjuti di lapangan."):
+        event = self.add("routing", "ComplaintResponded", c["complaint_id"], at, {
+            "agency_code": agency, "text": text, "resolved": resolved, "actor": "officer:andi"})
+        return event
+
+    def notified(self, c, at):
+        data = {"trigger_event_id": str(uuid.uuid4()), "channel": "messenger", "messaging_type": "MESSAGE_TAG",
+                "tag": "HUMAN_AGENT", "graph_message_id": f"m_{uuid.uuid4().hex[:10]}"}
+        if c["channel"] == "facebook_comment":
+            data.update(channel="comment_private", recipient_psid=c["psid"] + "R")
+            self.secrets.append(c["psid"] + "R")
+        self.add("notification", "CitizenNotified", c["complaint_id"], at, data)
+
+    # -- a whole synthetic history -----------------------------------------------------------
+    def history(self, count: int, start: datetime, months: int, seed: int = 6) -> None:
+        """``count`` complaints over ``months`` months from ``start``, using every event type."""
+        rng = random.Random(seed)
+        span = timedelta(days=30.4 * months)
+        for index in range(count):
+            filed_at = start + timedelta(seconds=rng.uniform(0, span.total_seconds()))
+            category = rng.choice(CATEGORIES)
+            region = rng.choice(REGION_CODES) if rng.random() > 0.1 else None
+            channel = rng.choice(("facebook_messenger", "facebook_messenger", "facebook_comment", "web"))
+            priority = rng.choice(("urgent", "important", "normal", "normal"))
+            c = self.filed(filed_at, category, region, channel=channel, priority=priority, index=index)
+            cid, t = c["complaint_id"], filed_at
+            roll = rng.random()
+            if roll < 0.08:
+                self.add("intake", "ComplaintAmended", cid, t + timedelta(minutes=5), {
+                    "text": "tambahan keterangan", "why": "more_messages", "last_citizen_message_at": iso(t)})
+            elif roll < 0.10:
+                self.add("intake", "CitizenMessageReceived", cid, t + timedelta(minutes=6), {
+                    "text": "halo", "attachments": [], "reply_to": c["reply_to"], "message_at": iso(t)})
+            elif roll < 0.11:
+                self.add("intake", "StatusRequested", cid, t + timedelta(days=1), {
+                    "tracking_code": c["tracking_code"], "reply_to": c["reply_to"], "message_at": iso(t)})
+            elif roll < 0.12 and channel == "facebook_comment":
+                self.add("intake", "CitizenCommentRemoved", cid, t + timedelta(days=1),
+                         {"comment_id": c["reply_to"]["comment_id"]})
+            # Most complaints go straight to an agency by rule; some pass by the desk first.
+            desk_first = rng.random() < 0.12
+            if desk_first:
+                self.at_desk(c, t + timedelta(seconds=2))
+            if rng.random() < 0.04:
+                self.add("routing", "ComplaintDismissed", cid, t + timedelta(hours=3), {
+                    "reason": "aduan ganda", "duplicate_of": None, "actor": "operator:desk-ani"})
+                continue
+            if rng.random() < 0.06:
+                if not desk_first:
+                    self.at_desk(c, t + timedelta(seconds=2))
+                continue  # still at the desk
+            agency = AGENCY_FOR[category]
+            t += timedelta(hours=rng.uniform(0.5, 30))
+            due = self.routed(c, t, agency, coordinating=["inspektorat"] if rng.random() < 0.1 else [])
+            if rng.random() < 0.05:
+                self.add("routing", "ComplaintRejectedByAgency", cid, t + timedelta(hours=2), {
+                    "agency_code": agency, "reason": "bukan wewenang", "actor": "officer:andi"})
+                self.at_desk(c, t + timedelta(hours=2, seconds=1))
+                agency = "inspektorat"
+                t += timedelta(hours=5)
+                due = self.routed(c, t, agency)
+            if rng.random() < 0.12:
+                self.add("routing", "ComplaintEscalated", cid, t + timedelta(hours=FIRST_RESPONSE_HOURS[priority]), {
+                    "breach": "first_response", "due_at": due["first_response"],
+                    "notified": ["inspektorat", "diskominfotik"]})
+            if rng.random() < 0.45:
+                continue  # no response yet
+            t += timedelta(hours=rng.uniform(0.2, 60))
+            if rng.random() < 0.25:
+                self.acknowledged(c, t, agency)
+            if rng.random() < 0.1:
+                continue
+            t += timedelta(hours=rng.uniform(1, 120))
+            resolved_in_answer = rng.random() < 0.4
+            self.responded(c, t, agency, resolved=resolved_in_answer)
+            if rng.random() < 0.2:
+                self.notified(c, t + timedelta(seconds=3))
+            elif rng.random() < 0.1:
+                self.add("notification", "CitizenNotificationFailed", cid, t + timedelta(seconds=4), {
+                    "trigger_event_id": str(uuid.uuid4()), "reason": "outside window", "code": 10,
+                    "permanent": True})
+            if not resolved_in_answer and rng.random() < 0.3:
+                self.add("routing", "ComplaintResolved", cid, t + timedelta(days=2), {"actor": "operator:desk-ani"})
+
+    # -- writing -----------------------------------------------------------------------------
+    def flush(self, chunk: int = 5000) -> dict[str, int]:
+        """Append everything through each store's own API, as already published history."""
+        last = {}
+        for source, events in self.pending.items():
+            store = self.stores[source]
+            for start in range(0, len(events), chunk):
+                with store.database.transaction() as tx:
+                    tx.append(events[start:start + chunk])
+            with store.database.transaction() as tx:
+                tx.execute(delete(store.event_store.outbox))
+        self.pending.clear()
+        for source, store in self.stores.items():
+            with store.database.read() as connection:
+                last[source] = store.event_store.last_position(connection)
+        return last
+
+    def mark_consumed(self) -> None:
+        """Routing and notification have handled this history already (they must not react)."""
+        last = {}
+        for source, store in self.stores.items():
+            with store.database.read() as connection:
+                last[source] = store.event_store.last_position(connection)
+        for consumer, sources in (("routing", ["intake", "notification"]),
+                                  ("notification", ["intake", "routing"])):
+            store = self.stores[consumer]
+            with store.database.transaction() as tx:
+                for source in sources:
+                    tx.execute(delete(store.checkpoints).where(store.checkpoints.c.source == source))
+                    tx.execute(store.checkpoints.insert().values(source=source, position=last[source],
+                                                                 updated_at=iso(datetime.now(timezone.utc))))
+
+    def count(self, source: str) -> int:
+        store = self.stores[source]
+        with store.database.read() as connection:
+            return connection.execute(select(func.count()).select_from(store.event_store.events)).scalar_one()
+
+    def dispose(self) -> None:
+        for store in self.stores.values():
+            store.database.dispose()
