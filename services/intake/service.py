@@ -9,7 +9,8 @@ import logging
 
 from marshmallow import ValidationError
 from nameko.events import event_handler
-from nameko.rpc import rpc
+from nameko.extensions import DependencyProvider
+from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
 from sqlalchemy import select
@@ -19,10 +20,12 @@ from werkzeug.wrappers import Response
 from shared import config
 from shared.errors import EXPECTED, NotFound, ValidationFailed
 from shared.events import Envelope, isoformat_utc, utc_now
-from shared.http import BodyTooLarge, json_response, read_body, read_json
+from shared.http import BodyTooLarge, check_unicode, json_response, read_body, read_json
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
+from shared.ratelimit import TokenBucketLimiter
 from shared.service_base import ServiceBase
 from services.intake import tables
+from services.intake.open311_web import Open311Endpoints
 from services.intake.filing import file_new
 from services.intake.inbox import WebhookInbox, settings_from_env
 from services.intake.schemas import RpcComplaint, WebComplaint
@@ -38,6 +41,32 @@ def check_startup() -> None:
         raise config.ConfigError(
             "FACEBOOK_APP_SECRET is not set; webhooks could not be verified. Set it, or set "
             "NTBCARE_ENV=development for a local run.")
+    web_rate_per_minute()
+
+
+def web_rate_per_minute() -> float:
+    """``INTAKE_WEB_RATE_PER_MINUTE``: web-form complaints per client IP per minute (0: no limit)."""
+    raw = config.env("INTAKE_WEB_RATE_PER_MINUTE", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or value != value:
+        raise config.ConfigError(f"INTAKE_WEB_RATE_PER_MINUTE must be a number of requests per minute "
+                                 f"(0 for no limit), not {raw!r}")
+    return value
+
+
+class WebRateLimit(DependencyProvider):
+    """One token bucket per client IP for the public web form, shared by the process's workers.
+    Not used on the signed webhook: refusing Meta only makes it retry, i.e. duplicates later."""
+
+    def setup(self):
+        per_minute = web_rate_per_minute()
+        self.limiter = TokenBucketLimiter(per_minute) if per_minute > 0 else None
+
+    def get_dependency(self, worker_ctx):
+        return self.limiter
 
 
 def inbox_retry_seconds() -> float:
@@ -74,12 +103,14 @@ def handlers(store: ServiceStore) -> dict:
             "CitizenNotified": on_citizen_notified}
 
 
-class IntakeService(ServiceBase):
+class IntakeService(Open311Endpoints, ServiceBase):
     name = "intake"
 
     store = Storage(build_store)
     relay = OutboxRelay()
+    reporting = RpcProxy("reporting")  # Open311 status answers come from reporting
     consumer = Consumer(["routing", "notification"], handlers)
+    web_rate_limit = WebRateLimit()
 
     # -- Meta's Page webhook ----------------------------------------------------------------
     @http("GET", "/webhooks/facebook")
@@ -158,6 +189,10 @@ class IntakeService(ServiceBase):
     @rpc(expected_exceptions=EXPECTED)
     def file_complaint(self, complaint):
         try:
+            check_unicode(complaint)
+        except ValueError as error:
+            raise ValidationFailed(str(error))
+        try:
             payload = RpcComplaint().load(complaint if isinstance(complaint, dict) else {})
         except ValidationError as error:
             raise ValidationFailed(error.messages_dict if hasattr(error, "messages_dict") else error.messages)
@@ -231,6 +266,12 @@ class IntakeService(ServiceBase):
 
     @http("POST", "/api/complaints")
     def web_complaint(self, request):
+        if self.web_rate_limit is not None:
+            decision = self.web_rate_limit.take(request.remote_addr or "unknown")
+            if not decision.allowed:
+                return json_response(429, {"error": "too many complaints from this address; try again later",
+                                           "retry_after_seconds": decision.retry_after_seconds},
+                                     {"Retry-After": str(decision.retry_after_seconds)})
         try:
             body = read_json(request)
             payload = WebComplaint().load(body if isinstance(body, dict) else {})

@@ -44,6 +44,8 @@ def complaint_status(row: dict, answers: list[dict]) -> dict:
                      "answered_at": a["answered_at"]} for a in answers],
         "confidential": confidential, "answer_texts_withheld": confidential,
         "filed_at": row["filed_at"], "updated_at": row["updated_at"] or row["filed_at"],
+        # The next service-level deadline while the complaint is open (Open311's expected_datetime).
+        "expected_at": row.get("next_due_at") if status in OPEN_STATUSES else None,
     }
 
 

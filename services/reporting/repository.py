@@ -275,3 +275,30 @@ def drop_other_generations(database: Database, keep: int) -> None:
             tables.projection(generation).metadata.drop_all(database.engine)
         except Exception as error:  # a reader still on it: the next rebuild drops it
             log.warning("could not drop projection generation %s: %s", generation, error)
+
+
+def find_complaints(connection, tracking_codes=None, category=None, filed_from=None, filed_to=None,
+                    open_only=None, limit: int = 200) -> list[tuple[dict, list[dict]]]:
+    """Complaints for Open311's ``GET requests``: newest first, with their answers."""
+    projection = live(connection)
+    c, a = projection.complaints, projection.answers
+    query = select(c).where(c.c.filed.is_(True))
+    if tracking_codes:
+        query = query.where(c.c.tracking_code.in_(list(tracking_codes)))
+    if category:
+        query = query.where(c.c.category == category)
+    if filed_from:
+        query = query.where(c.c.filed_at >= filed_from)
+    if filed_to:
+        query = query.where(c.c.filed_at <= filed_to)
+    if open_only is True:
+        query = query.where(c.c.public_status.in_(("diterima", "disetujui", "diproses")))
+    elif open_only is False:
+        query = query.where(c.c.public_status.in_(("ditolak", "selesai")))
+    rows = connection.execute(query.order_by(c.c.filed_at.desc()).limit(limit)).mappings().all()
+    found = []
+    for row in rows:
+        answers = connection.execute(select(a).where(a.c.complaint_id == row["complaint_id"])
+                                     .order_by(a.c.version)).mappings().all()
+        found.append((decode_complaint(row), [dict(answer) for answer in answers]))
+    return found

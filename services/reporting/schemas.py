@@ -33,3 +33,18 @@ class DashboardArgs(Schema):
         unknown = EXCLUDE
 
     month = fields.String(validate=validate.Regexp(r"^(20\d\d|2100)-(0[1-9]|1[0-2])$"), load_default=None)
+
+
+class FindArgs(Schema):
+    """``reporting.find_complaints`` (Open311's GET requests)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    tracking_codes = fields.List(fields.String(validate=validate.Length(min=4, max=64)),
+                                 validate=validate.Length(max=200), load_default=None, allow_none=True)
+    category = fields.String(validate=validate.Length(max=32), load_default=None, allow_none=True)
+    filed_from = fields.AwareDateTime(load_default=None, allow_none=True)
+    filed_to = fields.AwareDateTime(load_default=None, allow_none=True)
+    status = fields.String(validate=validate.OneOf(("open", "closed")), load_default=None, allow_none=True)
+    limit = fields.Integer(validate=validate.Range(min=1, max=1000), load_default=200)

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from shared import config
 from shared.errors import EXPECTED, Conflict, NotFound, ValidationFailed
-from shared.events import Envelope, utc_now
+from shared.events import Envelope, isoformat_utc, utc_now
 from shared.http import json_response
 from shared.nameko_support import Consumer, ServiceStore, Storage
 from shared.service_base import ServiceBase
@@ -25,7 +25,7 @@ from services.reporting.months import WITA
 from services.reporting.narrative import monthly_narrative
 from services.reporting.projections import KEPT_FIELDS
 from services.reporting.public import complaint_status, normalise_tracking_code, summary_csv
-from services.reporting.schemas import DashboardArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
+from services.reporting.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
 
 log = logging.getLogger("reporting")
 
@@ -144,6 +144,19 @@ class ReportingService(ServiceBase):
     def complaint_status(self, tracking_code):
         args = _load(TrackingCodeArgs(), {"tracking_code": tracking_code})
         return self._status(args["tracking_code"])
+
+    @rpc(expected_exceptions=EXPECTED)
+    def find_complaints(self, filters):
+        """Public statuses of complaints matching filters (tracking_codes, category, filed_from, filed_to, status open/closed, limit); newest first."""
+        args = _load(FindArgs(), filters if isinstance(filters, dict) else {})
+        codes = [normalise_tracking_code(code) for code in args["tracking_codes"] or []] or None
+        with self.store.database.read() as connection:
+            found = repository.find_complaints(
+                connection, codes, args["category"],
+                isoformat_utc(args["filed_from"]) if args["filed_from"] else None,
+                isoformat_utc(args["filed_to"]) if args["filed_to"] else None,
+                None if args["status"] is None else args["status"] == "open", args["limit"])
+        return [complaint_status(row, answers) for row, answers in found]
 
     @rpc(expected_exceptions=EXPECTED)
     def agency_performance(self, agency_code, date_from, date_to):

@@ -1,0 +1,149 @@
+"""Open311 GeoReport v2 for intake's web address (``/open311/v2/``): the service list (one per
+category), the mapping of a POSTed request into intake's filing, and the rendering of request
+statuses (answered from reporting) as JSON or XML. Pure functions.
+
+Privacy: a request's ``description`` is the citizen's own text, which often carries a name,
+phone or address, so status answers leave it out (as they leave out the reporter); only the
+public status, the responsible agency and the times are given.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+from xml.etree import ElementTree
+
+from shared.events.catalogue import CATEGORIES
+
+SERVICE_NAMES = {
+    "koperasi_umkm": ("Koperasi dan UMKM", "Koperasi, usaha mikro, kecil dan menengah"),
+    "lingkungan_hidup": ("Lingkungan hidup", "Sampah, pencemaran, limbah, hutan dan lingkungan"),
+    "infrastruktur": ("Infrastruktur", "Jalan, jembatan, drainase, irigasi dan bangunan publik"),
+    "pungli": ("Pungutan liar", "Pungutan liar dalam pelayanan publik (dirahasiakan)"),
+    "pelayanan_umum": ("Pelayanan umum", "Administrasi kependudukan, perizinan, air bersih, listrik"),
+    "sosial": ("Sosial", "Bantuan sosial, PKH, rumah tidak layak huni"),
+    "kesehatan": ("Kesehatan", "Rumah sakit, puskesmas, BPJS, gizi"),
+    "lainnya": ("Lainnya", "Aduan lain yang belum tercakup"),
+}
+
+OPEN_STATUSES = {"diterima", "disetujui", "diproses"}
+
+
+def services() -> list[dict]:
+    return [{"service_code": code, "service_name": SERVICE_NAMES[code][0], "description": SERVICE_NAMES[code][1],
+             "metadata": False, "type": "realtime", "keywords": code.replace("_", ", "),
+             "group": "NTBCare"} for code in CATEGORIES]
+
+
+def service_definition(code: str) -> dict | None:
+    if code not in CATEGORIES:
+        return None
+    return {"service_code": code, "attributes": []}
+
+
+class ApiKeys:
+    """API keys per client system from ``OPEN311_API_KEYS`` (``client:key,client:key``), kept only
+    as SHA-256 digests and compared in constant time."""
+
+    def __init__(self, spec: str | None):
+        self._digests: dict[str, str] = {}
+        for item in (spec or "").split(","):
+            client, sep, key = item.strip().partition(":")
+            if sep and client.strip() and key.strip():
+                self._digests[client.strip()] = hashlib.sha256(key.strip().encode()).hexdigest()
+
+    def client_for(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        found = None
+        for client, expected in self._digests.items():
+            if hmac.compare_digest(digest, expected):
+                found = client
+        return found
+
+
+def complaint_from_request(form: dict, client: str) -> dict:
+    """A POSTed Open311 request → the payload of intake's filing (channel ``open311``)."""
+    text = (form.get("description") or "").strip()
+    complaint: dict[str, Any] = {"text": text, "channel": "open311"}
+    if form.get("service_code"):
+        complaint["category"] = form["service_code"]
+    location: dict[str, Any] = {}
+    if form.get("address_string"):
+        location["address"] = form["address_string"]
+    for ours, theirs in (("lat", "lat"), ("lon", "long")):
+        if form.get(theirs) not in (None, ""):
+            location[ours] = form[theirs]
+    if location:
+        complaint["location"] = location
+    name = " ".join(p for p in (form.get("first_name"), form.get("last_name")) if p)
+    reporter = {k: v for k, v in (("name", name), ("phone", form.get("phone")), ("email", form.get("email"))) if v}
+    if reporter:
+        complaint["reporter"] = reporter
+    if form.get("media_url"):
+        complaint["attachments"] = [{"type": "image", "url": form["media_url"]}]
+    if form.get("service_request_id") or form.get("external_ref"):
+        complaint["external_ref"] = f"open311:{client}:{form.get('external_ref') or form.get('service_request_id')}"
+    return complaint
+
+
+def request_view(status: dict) -> dict:
+    """reporting's public status of a complaint → an Open311 service request."""
+    agencies = status.get("agencies") or []
+    public = status.get("status")
+    notes = status.get("status_label") or public
+    answers = status.get("answers") or []
+    if answers and answers[-1].get("text"):
+        notes = f"{notes}: {answers[-1]['text']}"
+    return {
+        "service_request_id": status["tracking_code"],
+        "status": "open" if public in OPEN_STATUSES else "closed",
+        "status_notes": notes,
+        "service_name": SERVICE_NAMES.get(status.get("category"), (status.get("category"),))[0],
+        "service_code": status.get("category"),
+        "description": None,
+        "agency_responsible": ", ".join(a.get("name") or a.get("code") for a in agencies) or None,
+        "service_notice": None,
+        "requested_datetime": _zoned(status.get("filed_at")),
+        "updated_datetime": _zoned(status.get("updated_at") or status.get("filed_at")),
+        "expected_datetime": _zoned(status.get("expected_at")),
+        "address": status.get("region_name"),
+        "address_id": None, "zipcode": None, "lat": None, "long": None, "media_url": None,
+    }
+
+
+def _zoned(value: str | None) -> str | None:
+    """Open311 wants ISO 8601 with a zone; ours end in Z, which is one — keep seconds only."""
+    if not value:
+        return None
+    from shared.events import isoformat_utc, parse_iso
+    return isoformat_utc(parse_iso(value)).split(".")[0] + "Z"
+
+
+def definition_xml(code: str) -> bytes:
+    top = ElementTree.Element("service_definition")
+    ElementTree.SubElement(top, "service_code").text = code
+    ElementTree.SubElement(top, "attributes")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(top, encoding="utf-8")
+
+
+def to_xml(root: str, item: str, rows: list[dict]) -> bytes:
+    top = ElementTree.Element(root)
+    for row in rows:
+        element = ElementTree.SubElement(top, item)
+        for key, value in row.items():
+            child = ElementTree.SubElement(element, key)
+            if isinstance(value, bool):
+                child.text = "true" if value else "false"
+            elif isinstance(value, list):
+                for entry in value:
+                    sub = ElementTree.SubElement(child, "attribute")
+                    sub.text = str(entry)
+            elif value is not None:
+                child.text = str(value)
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(top, encoding="utf-8")
+
+
+def errors(code: int, description: str) -> list[dict]:
+    return [{"code": code, "description": description}]
