@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench migrate clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -19,6 +19,9 @@ setup: $(STAMP)
 run: setup
 	scripts/ensure-infra.sh broker
 	scripts/run.sh
+
+migrate: setup
+	$(PY) -m shared.migrations upgrade
 
 test: setup
 	scripts/ensure-infra.sh broker postgres browser
