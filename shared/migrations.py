@@ -60,6 +60,11 @@ def upgrade(service: str, url: str | None = None, revision: str = "head") -> Non
     command.upgrade(alembic_config(service, url or config.database_url(service)), revision)
 
 
+def _has_tables(engine) -> bool:
+    from sqlalchemy import inspect
+    return bool(set(inspect(engine).get_table_names()) - {"alembic_version"})
+
+
 def auto_migrate_enabled() -> bool:
     value = config.env("NTBCARE_AUTO_MIGRATE")
     if value is None:
@@ -73,6 +78,11 @@ def prepare(service: str, database) -> None:
         database.create_all()  # a service without revisions yet (development only)
         return
     if auto_migrate_enabled():
+        if current(database.engine) is None and _has_tables(database.engine):
+            raise UnmigratedDatabase(
+                f"the {service} database ({database.url}) has tables but no migration history: it was made "
+                f"by an older version. Move it aside (e.g. delete ./var in development) or, if it matches "
+                f"this version, stamp it: alembic stamp head with script_location services/{service}/migrations.")
         upgrade(service, database.url)
         return
     at, newest = current(database.engine), head(service)
