@@ -6,6 +6,8 @@ import os
 # hypothesis loads third-party entry points at import; trio's (a selenium dependency) breaks
 # under eventlet's green sockets, and the tests need none of them.
 os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
+# Databases the tests build in-process are migrated on first use, as in development.
+os.environ.setdefault("NTBCARE_AUTO_MIGRATE", "1")
 
 warnings_filter = __import__("warnings").filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
 

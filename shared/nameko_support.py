@@ -40,6 +40,13 @@ class ServiceStore:
         self.checkpoints, self.processed, self.failures = consumer_tables(metadata)
         self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
         self.database.after_commit_hooks.append(lambda envelopes: metrics.record_appended(name, envelopes))
+        self.on_ready: list[Callable[[], None]] = []  # run once the database is migrated
+
+    def prepare(self) -> None:
+        """Migrate (or check) the database, then let the service set up run-time tables."""
+        migrations.prepare(self.name, self.database)
+        for step in self.on_ready:
+            step()
 
     def events_since(self, position: int, limit: int = 1000) -> list[dict]:
         with self.database.read() as connection:
@@ -61,7 +68,7 @@ class Storage(DependencyProvider):
         providers up in no particular order."""
         if self.store is None:
             store = self.build()
-            migrations.prepare(store.name, store.database)
+            store.prepare()
             self.store = store
         return self.store
 

@@ -20,7 +20,7 @@ import sys
 
 from nameko.runners import ServiceRunner
 
-from shared import config, migrations
+from shared import config
 from shared.logs import configure_logging
 
 SERVICE_CLASSES = {
@@ -40,7 +40,7 @@ def load_service(name: str):
     # Say so now, in plain words, if the database is not migrated (instead of a traceback later).
     store = module.build_store()
     try:
-        migrations.prepare(name, store.database)
+        store.prepare()
     finally:
         store.database.dispose()
     return getattr(module, class_name)

@@ -32,8 +32,10 @@ log = logging.getLogger("reporting")
 
 def build_store(url: str | None = None) -> ServiceStore:
     store = ServiceStore("reporting", tables.metadata, emits_events=False, url=url)
-    store.database.create_all()
-    repository.ensure_live(store.database, (store.checkpoints, store.processed, store.failures))
+    # The projection generation tables are made at run time (a rebuild makes new ones), once the
+    # migrated tables exist.
+    store.on_ready.append(
+        lambda: repository.ensure_live(store.database, (store.checkpoints, store.processed, store.failures)))
     return store
 
 

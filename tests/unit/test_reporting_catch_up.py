@@ -16,6 +16,7 @@ from tests.support.reporting_seed import Seeder
 
 def consumer_for(path):
     store = build_store(f"sqlite:///{path}")
+    store.prepare()  # migrate, then the projection tables
     return store, EventConsumer(store.database, store.quarantine, handlers(store), store.checkpoints,
                                 store.processed, store.failures, service="reporting")
 
