@@ -186,7 +186,8 @@ def open_complaints_with_deadline(connection) -> list[dict]:
 
 # -- rebuilding --------------------------------------------------------------------------------
 def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
-            sources: Iterable[str] = SOURCES, page: int = 1000, chunk: int = 2000) -> dict:
+            sources: Iterable[str] = SOURCES, page: int = 1000, chunk: int = 2000,
+            progress: dict | None = None) -> dict:
     """Fill generation n+1 from every source's log, switch to it in one transaction (with the
     consumer's checkpoints set to where the rebuild read up to), drop the old generation."""
     started = time.monotonic()
@@ -200,9 +201,13 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     positions = {source: 0 for source in sources}
     facts_by_complaint: dict[str, list[dict]] = defaultdict(list)
     events = skipped = 0
+    progress = progress if progress is not None else {}
+    progress.update(events=0, phase="reading")
     for source in sources:
         for envelope in _pull(fetch, source, positions, page):
             events += 1
+            if events % 1000 == 0:
+                progress["events"] = events
             if envelope is None:
                 skipped += 1
                 continue
@@ -210,6 +215,7 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
             if fact is not None:
                 facts_by_complaint[fact["complaint_id"]].append(fact)
 
+    progress.update(events=events, phase="writing")
     items = list(facts_by_complaint.items())
     for start in range(0, len(items), chunk):
         part = items[start:start + chunk]

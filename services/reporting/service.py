@@ -50,6 +50,7 @@ class SourceLogs(DependencyProvider):
 
     def setup(self):
         self.lock = eventlet.semaphore.Semaphore()
+        self.progress: dict = {}
 
     def get_dependency(self, worker_ctx):
         return self
@@ -61,9 +62,13 @@ class SourceLogs(DependencyProvider):
             with ClusterRpcProxy(self.container.config, timeout=120) as proxy:
                 def fetch(source, position, limit):
                     return getattr(proxy, source).events_since(position, limit)
-                return repository.rebuild(store.database, fetch, store.checkpoints,
-                                          store.processed, store.failures)
+                self.progress = {"events": 0, "phase": "starting", "running": True}
+                result = repository.rebuild(store.database, fetch, store.checkpoints,
+                                            store.processed, store.failures, progress=self.progress)
+                self.progress.update(result, phase="done")
+                return result
         finally:
+            self.progress["running"] = False
             self.lock.release()
 
 
@@ -178,6 +183,11 @@ class ReportingService(ServiceBase):
         with self.store.database.read() as connection:
             counts = repository.trend_counts(connection, keys)
         return reports.trends(counts, keys)
+
+    @rpc
+    def rebuild_progress(self):
+        """How far a running (or the last) rebuild got: events read so far, and its phase."""
+        return dict(self.logs.progress)
 
     @rpc(expected_exceptions=EXPECTED)
     def rebuild(self):

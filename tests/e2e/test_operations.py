@@ -132,3 +132,19 @@ def test_cli_quarantine_list_and_replay(platform):
     item_id = int(line.split("#", 1)[1].split(" ", 1)[0])
     out = ntbcare(platform, "quarantine", "replay", "routing", str(item_id), "--actor", "ops-test").stdout
     assert json.loads(out)["outcome"] == "still_quarantined"  # it is still not an event
+
+
+def test_cli_rebuild_and_report(platform):
+    with platform.rpc() as rpc:
+        rpc.intake.file_complaint({"text": "Koperasi di Praya tidak membagikan SHU.", "channel": "import",
+                                   "received_at": "2020-11-20T01:00:00Z", "external_ref": "OPS-REPORT-1"})
+    wait_for(lambda: ntbcare(platform, "report", "2020-11").stdout.count('"total": ') and
+             json.loads(ntbcare(platform, "report", "2020-11").stdout.split("\n\n")[0])["total"] >= 1, 30,
+             message="the import counted")
+    result = ntbcare(platform, "rebuild")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["events"] >= 1 and figures["seconds"] >= 0
+    report = ntbcare(platform, "report", "2020-11").stdout
+    summary = json.loads(report.split("\n\n")[0])
+    assert summary["year"] == 2020 and summary["month"] == 11 and summary["by_category"]["koperasi_umkm"] >= 1
+    assert "November 2020" in report  # the narrative
