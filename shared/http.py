@@ -33,8 +33,23 @@ def read_body(request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 def read_json(request, limit: int = MAX_BODY_BYTES) -> Any:
+    """The body as JSON; ``ValueError`` with a message fit for a 400 when it is not usable JSON
+    (invalid, nested too deep, a number too long, or text no database can store)."""
     body = read_body(request, limit)
     try:
-        return json.loads(body.decode("utf-8"))
+        value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"body is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"body is not usable JSON: {str(error)[:200]}") from None
+    check_unicode(value)
+    return value
+
+
+def check_unicode(value: Any) -> None:
+    """JSON may spell lone UTF-16 surrogates (``"\\ud800"``) that no UTF-8 database can store:
+    refuse them at the door (``ValueError``) rather than fail later, half-way through a write."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("body holds text that is not valid Unicode (a lone surrogate)") from None

@@ -20,6 +20,7 @@ from shared import config
 from shared.db import Transaction
 from shared.events import InvalidEvent, isoformat_utc, parse_iso, utc_now
 from shared.eventstore import ConcurrencyError, PendingEvent
+from shared.http import check_unicode
 from shared.nameko_support import ServiceStore
 from services.intake import tables
 from services.intake.classifier import classify
@@ -81,8 +82,10 @@ class WebhookInbox:
         counts: dict[str, int] = {}
         try:
             body = json.loads(row["body"])
-        except json.JSONDecodeError as error:
-            items = [(Problem(f"body is not JSON: {error}", row["body"]), row["body"])]
+            check_unicode(body)
+        except (ValueError, RecursionError) as error:  # not JSON, too deep, a number too long
+            items = [(Problem(f"body is not JSON: {type(error).__name__}: {error}"[:500], row["body"]),
+                      row["body"])]
         else:
             items = parse_body(body, self.settings.accepted_pages).items
         for index, (item, one_item_body) in enumerate(items):
@@ -112,8 +115,9 @@ class WebhookInbox:
         """Process a quarantined webhook item again (after a fix, or once its Page is configured)."""
         try:
             body = json.loads(item["payload"])
+            check_unicode(body)
             items = parse_body(body, self.settings.accepted_pages).items
-        except json.JSONDecodeError as error:
+        except (ValueError, RecursionError) as error:
             items = [(Problem(f"body is not JSON: {error}", item["payload"]), item["payload"])]
         problems = [i.reason for i, _body in items if isinstance(i, Problem)]
         if not problems:

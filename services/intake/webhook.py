@@ -87,8 +87,11 @@ def meta_time(value: Any) -> datetime:
     since the epoch or ISO 8601 (``2024-05-01T03:04:05+0000``)."""
     if isinstance(value, bool) or value is None:
         raise NotUnderstood(f"not a time: {value!r}")
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
+        try:  # ASCII only: "²".isdigit() is true, yet int("²") fails
+            value = int(value.strip())
+        except ValueError:  # e.g. more digits than Python converts
+            raise NotUnderstood(f"not a time: {value[:40]!r}") from None
     if isinstance(value, (int, float)):
         seconds = value / 1000.0 if value > 10_000_000_000 else float(value)
         try:
@@ -244,4 +247,9 @@ def parse_body(body: Any, accepted_pages: Iterable[str] | None = None) -> Parsed
                                    else parse_change(page_id, item), one)
                     except NotUnderstood as error:
                         parsed.add(Problem(str(error), one, page_id), one)
+                    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+                        # A shape this parser does not foresee must not stall the whole body in
+                        # the inbox: quarantine the one item, with the error, for a replay after a fix.
+                        parsed.add(Problem(f"could not parse: {type(error).__name__}: {error}"[:500], one,
+                                           page_id), one)
     return parsed
