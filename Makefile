@@ -34,5 +34,10 @@ bench: setup
 	scripts/ensure-infra.sh broker postgres
 	$(PY) -m bench
 
+# Known vulnerabilities of the pinned dependencies (PyPI's advisory data; needs the network).
+audit: setup
+	$(PY) -m pip install -q pip-audit
+	$(PY) -m pip_audit -r requirements.lock --no-deps --disable-pip --strict
+
 clean:
 	rm -rf var .pytest_cache

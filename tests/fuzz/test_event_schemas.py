@@ -1,0 +1,141 @@
+"""Every event schema of the catalogue under arbitrary data: ``validate_data`` either accepts or
+raises ``InvalidEvent`` with a reason — never another exception; the same holds for whole
+envelopes (``validate_envelope``). And events generated to the design's table validate, survive a
+JSON round trip unchanged and validate again as envelopes."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import given, strategies as st
+from marshmallow import fields
+
+from shared.events import InvalidEvent, isoformat_utc, validate_data, validate_envelope
+from shared.events.catalogue import (BREACHES, CATALOGUE, CATEGORIES, CHANNELS, NOTIFY_CHANNELS, PRIORITIES,
+                                     REGION_CODES, SOURCES)
+from tests.fuzz.strategies import PURE, json_values
+
+SCHEMAS = sorted(CATALOGUE)
+PER_SCHEMA = PURE.__class__(PURE, max_examples=100)
+
+iso_times = st.datetimes(timezones=st.just(__import__("datetime").timezone.utc)).map(isoformat_utc)
+texts = st.text(max_size=50)
+agency_codes = st.sampled_from(["dpupr", "diskominfotik", "pemkab-loteng", "polda-ntb"])
+reply_to = st.one_of(st.none(),
+                     st.fixed_dictionaries({"page_id": st.just("100000000000001"), "psid": st.just("7000001")}),
+                     st.fixed_dictionaries({"page_id": st.just("100000000000001"), "comment_id": st.just("1_2"),
+                                            "post_id": st.one_of(st.none(), st.just("1"))}))
+attachments = st.lists(st.fixed_dictionaries({"type": st.sampled_from(["image", "file"]), "url": texts}), max_size=2)
+
+VALID_DATA = {
+    "ComplaintFiled": st.fixed_dictionaries({
+        "tracking_code": st.text(min_size=4, max_size=32), "channel": st.sampled_from(CHANNELS),
+        "filed_at": iso_times, "text": texts, "attachments": attachments,
+        "category": st.sampled_from(CATEGORIES), "region_code": st.one_of(st.none(), st.sampled_from(REGION_CODES)),
+        "priority": st.sampled_from(PRIORITIES),
+        "reasons": st.fixed_dictionaries({k: st.lists(texts, max_size=2) for k in ("category", "region", "priority")}),
+        "confidential": st.booleans(), "reply_to": reply_to,
+        "last_citizen_message_at": st.one_of(st.none(), iso_times), "external_ref": st.one_of(st.none(), texts)}),
+    "ComplaintAmended": st.fixed_dictionaries({
+        "text": texts, "why": st.sampled_from(["more_messages", "comment_edited"]),
+        "last_citizen_message_at": st.one_of(st.none(), iso_times)}),
+    "CitizenMessageReceived": st.fixed_dictionaries({
+        "text": texts, "attachments": attachments, "reply_to": reply_to, "message_at": iso_times}),
+    "CitizenCommentRemoved": st.fixed_dictionaries({"comment_id": texts}),
+    "StatusRequested": st.fixed_dictionaries({"tracking_code": texts, "reply_to": reply_to, "message_at": iso_times}),
+    "ComplaintRouted": st.fixed_dictionaries({
+        "lead_agencies": st.lists(agency_codes, min_size=1, max_size=2),
+        "coordinating_agencies": st.lists(agency_codes, max_size=2),
+        "decided_by": st.sampled_from(["rule:desk-fallback", "operator:diskominfotik:ani"]), "reason": texts,
+        "priority": st.sampled_from(PRIORITIES),
+        "due_at": st.dictionaries(st.sampled_from(BREACHES), iso_times, max_size=3)}),
+    "ComplaintAcknowledged": st.fixed_dictionaries({"agency_code": agency_codes, "actor": texts}),
+    "ComplaintRejectedByAgency": st.fixed_dictionaries({"agency_code": agency_codes,
+                                                        "reason": st.text(min_size=1), "actor": texts}),
+    "ComplaintResponded": st.fixed_dictionaries({"agency_code": agency_codes, "text": st.text(min_size=1),
+                                                 "resolved": st.booleans(), "actor": texts}),
+    "ComplaintResolved": st.fixed_dictionaries({"actor": texts}),
+    "ComplaintEscalated": st.fixed_dictionaries({"breach": st.sampled_from(BREACHES), "due_at": iso_times,
+                                                 "notified": st.lists(agency_codes, max_size=3)}),
+    "ComplaintDismissed": st.fixed_dictionaries({"reason": st.text(min_size=1),
+                                                 "duplicate_of": st.one_of(st.none(), texts), "actor": texts}),
+    "CitizenNotified": st.fixed_dictionaries({
+        "trigger_event_id": st.uuids().map(str), "channel": st.sampled_from(NOTIFY_CHANNELS),
+        "messaging_type": st.one_of(st.none(), st.sampled_from(["RESPONSE", "MESSAGE_TAG"])),
+        "tag": st.one_of(st.none(), st.just("HUMAN_AGENT")), "graph_message_id": st.one_of(st.none(), texts)},
+        optional={"recipient_psid": st.one_of(st.none(), texts)}),
+    "CitizenNotificationFailed": st.fixed_dictionaries({
+        "trigger_event_id": st.uuids().map(str), "reason": texts,
+        "code": st.one_of(st.none(), st.integers(-2 ** 31, 2 ** 31)), "permanent": st.booleans()}),
+}
+
+
+def field_names(event_type, version):
+    return [name for name, field in CATALOGUE[(event_type, version)]._declared_fields.items()
+            if isinstance(field, fields.Field)]
+
+
+def test_every_schema_has_a_valid_data_strategy():
+    assert {event_type for event_type, _version in SCHEMAS} == set(VALID_DATA)
+
+
+def accept_or_invalid(event_type, version, data) -> bool:
+    try:
+        validate_data(event_type, version, data)
+        return True
+    except InvalidEvent as error:
+        assert error.reason
+        return False
+
+
+@pytest.mark.parametrize("event_type, version", SCHEMAS)
+def test_arbitrary_data_is_accepted_or_refused_with_a_reason(tried, event_type, version):
+    names = field_names(event_type, version)
+    # Arbitrary JSON, and dicts with the schema's own field names holding arbitrary values.
+    data = st.one_of(json_values, st.dictionaries(st.sampled_from(names) | st.text(max_size=8), json_values,
+                                                  max_size=len(names) + 2))
+
+    @PER_SCHEMA
+    @given(data=data)
+    def run(data):
+        tried[f"event schema {event_type} v{version}: arbitrary data"] += 1
+        accept_or_invalid(event_type, version, data)
+
+    run()
+
+
+@pytest.mark.parametrize("event_type, version", SCHEMAS)
+def test_valid_events_validate_and_round_trip(tried, event_type, version):
+    @PER_SCHEMA
+    @given(data=VALID_DATA[event_type], position=st.integers(min_value=1, max_value=2 ** 40), occurred=iso_times,
+           mutate=st.one_of(st.none(), st.sampled_from(field_names(event_type, version))), junk=json_values)
+    def run(data, position, occurred, mutate, junk):
+        tried[f"event schema {event_type} v{version}: valid events (+ one field mutated)"] += 1
+        assert accept_or_invalid(event_type, version, data), data
+        envelope = {"event_id": str(uuid.uuid4()), "event_type": event_type, "schema_version": version,
+                    "source": SOURCES[event_type], "position": position, "complaint_id": str(uuid.uuid4()),
+                    "version": 1, "occurred_at": occurred, "data": data}
+        travelled = json.loads(json.dumps(envelope, ensure_ascii=False))
+        assert travelled == envelope
+        validate_envelope(travelled, SOURCES[event_type])
+        if mutate is not None:  # one required field replaced by anything: accepted or refused, never a crash
+            accept_or_invalid(event_type, version, {**data, mutate: junk})
+            try:
+                validate_envelope({**envelope, "data": {**data, mutate: junk}})
+            except InvalidEvent as error:
+                assert error.reason
+
+    run()
+
+
+@PURE
+@given(envelope=st.one_of(json_values, st.dictionaries(
+    st.sampled_from(["event_id", "event_type", "schema_version", "source", "position", "complaint_id",
+                     "version", "occurred_at", "data"]), json_values)))
+def test_arbitrary_envelopes(tried, envelope):
+    tried["event envelope: arbitrary"] += 1
+    try:
+        validate_envelope(envelope)
+    except InvalidEvent as error:
+        assert error.reason
