@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 
+import eventlet
 from marshmallow import ValidationError
+from nameko.exceptions import RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
@@ -21,6 +23,9 @@ from services.intake import open311
 from services.intake.schemas import RpcComplaint
 
 log = logging.getLogger("intake.open311")
+# reporting not running (no queue), not answering in time, or the broker briefly away.
+REPORTING_DOWN = (UnknownService, RpcTimeout, eventlet.Timeout, OSError)
+REPORTING_TIMEOUT_SECONDS = 10
 FORMATS = ("json", "xml")
 
 
@@ -59,6 +64,17 @@ def _format(fmt: str) -> str | None:
 
 class Open311Endpoints:
     open311_settings = Open311Settings()
+
+    def _open311_limited(self, request, fmt):
+        """Unauthenticated status reads are limited per client address (same rate as per key)."""
+        limiter = self.open311_settings.limiter
+        if limiter is None:
+            return None
+        decision = limiter.take(f"open311-read:{request.remote_addr or 'unknown'}")
+        if decision.allowed:
+            return None
+        return _respond(429, fmt, open311.errors(429, "too many requests; try again later"),
+                        headers={"Retry-After": str(decision.retry_after_seconds)})
 
     @http("GET", "/open311/v2/services.<fmt>")
     def open311_services(self, request, fmt):
@@ -130,18 +146,32 @@ class Open311Endpoints:
             filters["status"] = args["status"]
         # Without dates the spec asks for the last 90 days; newest first, capped at 1000.
         filters["limit"] = 1000
+        limited = self._open311_limited(request, fmt)
+        if limited is not None:
+            return limited
         try:
-            found = self.reporting.find_complaints(filters)
+            with eventlet.Timeout(REPORTING_TIMEOUT_SECONDS):
+                found = self.reporting.find_complaints(filters)
         except RemoteValidationFailed as error:
             return _respond(400, fmt, open311.errors(400, str(error)))
+        except REPORTING_DOWN:
+            return _respond(503, fmt, open311.errors(503, "status answers are unavailable; try again shortly"),
+                            headers={"Retry-After": "30"})
         return _respond(200, fmt, [open311.request_view(status) for status in found])
 
     @http("GET", "/open311/v2/requests/<request_id>.<fmt>")
     def open311_request(self, request, request_id, fmt):
         if not _format(fmt):
             return _respond(404, "json", open311.errors(404, "format must be json or xml"))
+        limited = self._open311_limited(request, fmt)
+        if limited is not None:
+            return limited
         try:
-            status = self.reporting.complaint_status(request_id)
+            with eventlet.Timeout(REPORTING_TIMEOUT_SECONDS):
+                status = self.reporting.complaint_status(request_id)
         except (NotFound, RemoteValidationFailed):
             return _respond(404, fmt, open311.errors(404, f"no request {request_id}"))
+        except REPORTING_DOWN:
+            return _respond(503, fmt, open311.errors(503, "status answers are unavailable; try again shortly"),
+                            headers={"Retry-After": "30"})
         return _respond(200, fmt, [open311.request_view(status)])

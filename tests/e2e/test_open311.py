@@ -111,3 +111,13 @@ def test_filing_goes_through_intake_with_the_open311_channel(platform, base):
                   if e["data"].get("tracking_code") == created.json()[0]["service_request_id"]]
     assert len(events) == 1 and events[0]["data"]["channel"] == "open311"
     assert events[0]["data"]["external_ref"] == "open311:fixmystreet:FMS-42"
+
+
+def test_status_answers_say_503_when_reporting_is_away(platform, base):
+    platform.stop("reporting")
+    try:
+        response = requests.get(f"{base}/requests.json", timeout=30)
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert requests.get(f"{base}/services.json", timeout=10).status_code == 200  # intake itself still answers
+    finally:
+        platform.start("reporting")
