@@ -45,7 +45,7 @@ class Seeder:
                                           url=f"sqlite:///{data_dir.resolve() / (name + '.db')}")
                        for name in ("intake", "routing", "notification")}
         for store in self.stores.values():
-            store.database.create_all()
+            store.prepare()  # migrated, as the services will find it
         self.pending: dict[str, list[PendingEvent]] = defaultdict(list)
         self.secrets: list[str] = []     # personal data that must never reach reporting
         self.complaints: list[dict] = []
