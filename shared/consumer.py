@@ -6,7 +6,8 @@ contiguous checkpoint — every position up to it is handled — plus the handle
 it (events arrive per type on separate queues, so they come out of order). ``CatchUp`` pulls
 ``<source>.events_since(checkpoint, limit)`` to fill whatever push did not deliver.
 
-An event that fails validation is quarantined and counted as handled (the checkpoint moves on);
+An event that fails validation is quarantined; when it was pulled from the source's log it is
+also counted as handled (the checkpoint moves on) — a pushed one is not believed about its position;
 one whose handler keeps raising is retried on the next pulls and quarantined after
 ``MAX_HANDLER_FAILURES`` so nothing loops forever.
 """
@@ -78,28 +79,32 @@ class EventConsumer:
         self.handled_count = 0
 
     # -- push and pull both land here ------------------------------------------------------
-    def handle(self, raw: Any, source: str) -> str:
-        """Handle one received event; returns handled | ignored | duplicate | quarantined."""
+    def handle(self, raw: Any, source: str, pulled: bool = False) -> str:
+        """Handle one received event; returns handled | ignored | duplicate | quarantined.
+        ``pulled``: it was read from the source's own log (catch-up), not pushed by the broker."""
         started = time.perf_counter()
         outcome = "failed"
         try:
-            outcome = self._handle(raw, source)
+            outcome = self._handle(raw, source, pulled)
             return outcome
         finally:
             metrics.EVENTS_HANDLED.labels(self.service, source, outcome).inc()
             metrics.HANDLER_SECONDS.labels(self.service, source).observe(time.perf_counter() - started)
 
-    def _handle(self, raw: Any, source: str) -> str:
+    def _handle(self, raw: Any, source: str, pulled: bool = False) -> str:
         try:
             envelope = Envelope.from_dict(validate_envelope(raw, expected_source=source))
         except (InvalidEvent, KeyError, TypeError) as error:
-            return self._quarantine_invalid(raw, source, str(error))
+            return self._quarantine_invalid(raw, source, str(error), pulled)
         if envelope.position > self.highest_seen.get(source, 0):
             self.highest_seen[source] = envelope.position
         try:
             with self.database.transaction() as tx:
                 checkpoint = self._lock_checkpoint(tx, source)
-                if envelope.position <= checkpoint or self._seen(tx, source, envelope.position):
+                # The event right after the checkpoint cannot have been recorded (the checkpoint
+                # would have moved over it): no look-up needed on the common, in-order path.
+                if envelope.position <= checkpoint or (envelope.position != checkpoint + 1
+                                                       and self._seen(tx, source, envelope.position)):
                     return "duplicate"
                 handler = self.handlers.get(envelope.event_type)
                 outcome = "ignored"
@@ -112,7 +117,7 @@ class EventConsumer:
                         self.quarantine.put(tx.connection, "event", str(rejection), envelope.to_dict(),
                                             source=source, position=envelope.position)
                         outcome = "quarantined"
-                self._record(tx, source, envelope, outcome)
+                self._record(tx, source, envelope, outcome, checkpoint=checkpoint)
             self.handled_count += 1
             return outcome
         except IntegrityError:
@@ -138,7 +143,7 @@ class EventConsumer:
             try:
                 envelopes.append(Envelope.from_dict(validate_envelope(raw, expected_source=source)))
             except (InvalidEvent, KeyError, TypeError) as error:
-                count(self._quarantine_invalid(raw, source, str(error)))
+                count(self._quarantine_invalid(raw, source, str(error), pulled=True))
         for envelope in envelopes:
             if envelope.position > self.highest_seen.get(source, 0):
                 self.highest_seen[source] = envelope.position
@@ -225,12 +230,15 @@ class EventConsumer:
             tx.execute(delete(table))
 
     # -- internals ---------------------------------------------------------------------------
-    def _quarantine_invalid(self, raw: Any, source: str, reason: str) -> str:
+    def _quarantine_invalid(self, raw: Any, source: str, reason: str, pulled: bool = False) -> str:
         position = raw.get("position") if isinstance(raw, dict) else None
         event_id = raw.get("event_id") if isinstance(raw, dict) else None
         claimed_source = raw.get("source") if isinstance(raw, dict) else None
         with self.database.transaction() as tx:
-            if isinstance(position, int) and position > 0 and claimed_source == source:
+            # Only the source's own log is believed about what sits at a position: a pushed message
+            # may come from anyone allowed to publish, and trusting its claim would let it take the
+            # place of the real event there (which would then be skipped as a duplicate).
+            if pulled and isinstance(position, int) and position > 0 and claimed_source == source:
                 checkpoint = self._lock_checkpoint(tx, source)
                 if position <= checkpoint or self._seen(tx, source, position):
                     return "duplicate"
@@ -265,18 +273,28 @@ class EventConsumer:
         return tx.execute(select(self.processed.c.position).where(
             self.processed.c.source == source, self.processed.c.position == position)).first() is not None
 
-    def _record(self, tx: Transaction, source: str, envelope: Envelope, outcome: str) -> None:
-        tx.execute(self.processed.insert().values(
-            source=source, position=envelope.position, event_id=envelope.event_id, outcome=outcome))
+    def _record(self, tx: Transaction, source: str, envelope: Envelope, outcome: str,
+                checkpoint: int | None = None) -> None:
+        """Record ``envelope`` as handled. ``checkpoint``: the value read in this transaction,
+        when known. The event right after it moves the checkpoint at once, so its processed row
+        (deleted again by that move) is not written at all."""
         tx.execute(delete(self.failures).where(self.failures.c.source == source,
                                                self.failures.c.position == envelope.position))
-        self._advance(tx, source, self._checkpoint_value(tx, source))
+        if checkpoint is not None and envelope.position == checkpoint + 1:
+            self._advance(tx, source, checkpoint, handled_next=True)
+            return
+        tx.execute(self.processed.insert().values(
+            source=source, position=envelope.position, event_id=envelope.event_id, outcome=outcome))
+        self._advance(tx, source, self._checkpoint_value(tx, source) if checkpoint is None else checkpoint)
 
-    def _advance(self, tx: Transaction, source: str, checkpoint: int) -> None:
+    def _advance(self, tx: Transaction, source: str, checkpoint: int, handled_next: bool = False) -> None:
+        """Move the checkpoint over the contiguous handled positions above it;
+        ``handled_next``: checkpoint + 1 was handled in this transaction without a processed row."""
+        start = checkpoint + 1 if handled_next else checkpoint
         above = tx.execute(select(self.processed.c.position).where(
-            self.processed.c.source == source, self.processed.c.position > checkpoint)
+            self.processed.c.source == source, self.processed.c.position > start)
             .order_by(self.processed.c.position)).scalars()
-        new_checkpoint = checkpoint
+        new_checkpoint = start
         for position in above:
             if position != new_checkpoint + 1:
                 break
@@ -284,6 +302,8 @@ class EventConsumer:
         if new_checkpoint != checkpoint:
             tx.execute(update(self.checkpoints).where(self.checkpoints.c.source == source)
                        .values(position=new_checkpoint, updated_at=isoformat_utc(utc_now())))
+            if handled_next and new_checkpoint == start:
+                return  # nothing was recorded above the old checkpoint: nothing to forget
             # Positions at or below the checkpoint are known handled by the checkpoint alone.
             tx.execute(delete(self.processed).where(self.processed.c.source == source,
                                                     self.processed.c.position <= new_checkpoint))
@@ -345,11 +365,14 @@ class CatchUp:
                 batch_done = False
             for raw in batch if not batch_done else ():
                 try:
-                    self.consumer.handle(raw, source)
+                    self.consumer.handle(raw, source, pulled=True)
                 except Exception:
                     log.exception("catch-up: event %s/%s failed; will retry",
                                   source, raw.get("position") if isinstance(raw, dict) else "?")
             count += len(batch)
+            # SQLite never yields to the hub: let the service answer its HTTP and RPC callers
+            # between pages of a long catch-up.
+            time.sleep(0)
             if len(batch) < self.page:
                 break
             last = batch[-1].get("position") if isinstance(batch[-1], dict) else None

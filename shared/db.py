@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from typing import Callable, Iterator
 
 from sqlalchemy import MetaData, create_engine, event, text
@@ -21,11 +22,17 @@ from sqlalchemy.pool import NullPool
 log = logging.getLogger(__name__)
 
 
+def sqlite_busy_seconds() -> float:
+    """``NTBCARE_SQLITE_BUSY_SECONDS`` [30]: how long a statement waits for another writer's lock
+    before failing with "database is locked" (the fault suite shortens it to see the failure)."""
+    return float(os.environ.get("NTBCARE_SQLITE_BUSY_SECONDS", "30"))
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_seconds()},
             json_serializer=_json_dumps,
             **kwargs,
         )

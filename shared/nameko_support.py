@@ -40,7 +40,7 @@ class ServiceStore:
         self.checkpoints, self.processed, self.failures = consumer_tables(metadata)
         self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
         self.database.after_commit_hooks.append(lambda envelopes: metrics.record_appended(name, envelopes))
-        self.on_ready: list[Callable[[], None]] = []  # run once the database is migrated
+        self.on_ready: list[Callable[[], None]] = []
 
     def prepare(self) -> None:
         """Migrate (or check) the database, then let the service set up run-time tables."""
@@ -51,6 +51,9 @@ class ServiceStore:
     def events_since(self, position: int, limit: int = 1000) -> list[dict]:
         with self.database.read() as connection:
             return self.event_store.events_since(connection, position, limit)
+
+
+_BUILD_LOCK = threading.RLock()  # green under eventlet's monkey patching
 
 
 class Storage(DependencyProvider):
@@ -65,11 +68,13 @@ class Storage(DependencyProvider):
 
     def ensure(self) -> ServiceStore:
         """Build once; other providers call this from their own ``setup`` because nameko sets
-        providers up in no particular order."""
-        if self.store is None:
-            store = self.build()
-            store.prepare()
-            self.store = store
+        providers up in no particular order — in parallel green threads, which interleave on
+        PostgreSQL I/O, hence the lock (Alembic's context is process-global)."""
+        with _BUILD_LOCK:
+            if self.store is None:
+                store = self.build()
+                store.prepare()
+                self.store = store
         return self.store
 
     def stop(self):
@@ -162,14 +167,32 @@ class OutboxRelay(DependencyProvider):
 
     def _producer(self) -> Producer:
         if self._connection is None:
-            self._connection = Connection(self.container.config["AMQP_URI"],
-                                          transport_options={"confirm_publish": True},
-                                          connect_timeout=5)
+            # Confirms are enabled on the channel and awaited per batch (below), not per
+            # message: kombu's confirm_publish would wait one broker round trip per event.
+            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5)
             self._connection.ensure_connection(max_retries=1)
             self._channel = self._connection.channel()
+            self._channel.confirm_select()
+            self._next_tag = 1  # the broker numbers a confirm channel's publishes from 1
+            self._acked: set[int] = set()
+            self._nacked: set[int] = set()
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
             self.exchange(self._channel).declare()
             self._producer_obj = Producer(self._channel, exchange=self.exchange, serializer="json")
         return self._producer_obj
+
+    def _settle(self, into: set, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            into.update(tag for tag in self._unsettled if tag <= delivery_tag)
+        else:
+            into.add(delivery_tag)
+
+    def _on_ack(self, delivery_tag, multiple):
+        self._settle(self._acked, delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag, multiple):
+        self._settle(self._nacked, delivery_tag, multiple)
 
     def _close(self):
         connection, self._connection = self._connection, None
@@ -180,6 +203,8 @@ class OutboxRelay(DependencyProvider):
                 pass
 
     def publish_pending(self) -> int:
+        """Publish one batch of unpublished events and wait for the broker's confirms of the
+        whole batch; only confirmed events leave the outbox (in one statement)."""
         database, event_store = self.store.database, self.store.event_store
         with database.read() as connection:
             pending = event_store.unpublished(connection, self.batch_size)
@@ -187,22 +212,41 @@ class OutboxRelay(DependencyProvider):
             self.broker_ok = self.broker_ok or self._connection is not None
             return 0
         producer = self._producer()
-        published: list[int] = []
+        connection = self._connection
+        by_tag: dict[int, dict] = {}
+        self._unsettled = by_tag
+        confirmed: list[int] = []
         try:
             for envelope in pending:
                 producer.publish(envelope, routing_key=envelope["event_type"],
                                  delivery_mode=2,
                                  headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
-                published.append(envelope["position"])
-                metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
+                by_tag[self._next_tag] = envelope
+                self._next_tag += 1
+            deadline = time.monotonic() + 30
+            while not set(by_tag) <= (self._acked | self._nacked):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no publisher confirm within 30s")
+                connection.drain_events(timeout=min(remaining, 5))
         finally:
-            if published:
+            for tag, envelope in by_tag.items():
+                if tag in self._acked:
+                    confirmed.append(envelope["position"])
+                    metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
+            self._acked.difference_update(by_tag)
+            nacked = self._nacked & set(by_tag)
+            self._nacked.difference_update(by_tag)
+            self._unsettled = {}
+            if confirmed:
                 with database.transaction() as tx:
-                    event_store.mark_published(tx.connection, published)
-                self.published_count += len(published)
+                    event_store.mark_published(tx.connection, confirmed)
+                self.published_count += len(confirmed)
+        if nacked:
+            raise RuntimeError(f"broker nacked {len(nacked)} of {len(by_tag)} events")
         self.broker_ok = True
         self.last_error = None
-        return len(published)
+        return len(confirmed)
 
 
 class ConsumerApi:
@@ -227,7 +271,7 @@ class Consumer(DependencyProvider):
     ``(tx, envelope)``; ``sources`` lists the services to pull from."""
 
     def __init__(self, sources: list[str], handlers_factory: Callable[[ServiceStore], dict],
-                 batch_catch_up: bool = False):
+                 batch_catch_up: bool = True):
         self.sources = sources
         self.handlers_factory = handlers_factory
         # True: catch-up handles each pulled page in one transaction (for read models that

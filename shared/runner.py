@@ -20,7 +20,7 @@ import sys
 
 from nameko.runners import ServiceRunner
 
-from shared import config
+from shared import config, nameko_compat
 from shared.logs import configure_logging
 
 SERVICE_CLASSES = {
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         print(f"{name}: refusing to start: {error}", file=sys.stderr)
         return 3
+    nameko_compat.install()  # survive a broker restart (see shared/nameko_compat.py)
     runner = ServiceRunner(config.nameko_config(name))
     runner.add_service(service_class)
 

@@ -98,6 +98,8 @@ class Classifier:
                  gazetteer_path: Path = GAZETTEER_FILE) -> None:
         from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
 
+        self._present: tuple | None = None  # (tokens, their written forms, their stems)
+
         rules = _load_yaml(keywords_path)
         gaz = _load_yaml(gazetteer_path)
         factory = StemmerFactory()
@@ -293,6 +295,13 @@ class Classifier:
         return tokens
 
     # --------------------------------------------------------------- matching
+    def _words_in(self, tokens: list[_Token]) -> tuple[set, set]:
+        """The written forms and stems in ``tokens``, kept for the list being classified."""
+        present = self._present
+        if present is None or present[0] is not tokens:
+            present = self._present = (tokens, {t.norm for t in tokens}, {t.stem for t in tokens})
+        return present[1], present[2]
+
     def _match(self, pattern: _Pattern, tokens: list[_Token]) -> str | None:
         """Surface words of the first match of ``pattern`` in ``tokens``, or None."""
 
@@ -301,6 +310,12 @@ class Classifier:
             return tok.norm == written or (stem is not None and tok.stem == stem)
 
         first = pattern.words[0]
+        # Most patterns' first word is nowhere in the text: say so without walking every token.
+        # (Walking them made a long text cost patterns × words; a burst of 1,000 Messenger
+        # bubbles, re-classified on every bubble, kept intake busy for minutes.)
+        norms, stems = self._words_in(tokens)
+        if first[0] not in norms and (first[1] is None or first[1] not in stems):
+            return None
         for start, tok in enumerate(tokens):
             if not word_ok(tok, first):
                 continue

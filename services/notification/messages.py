@@ -66,6 +66,7 @@ class Catalogue:
         with open(path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle) or {}
         self.path = Path(path)
+        self._compiled: dict = {}
         self._env = jinja2.Environment(
             undefined=jinja2.StrictUndefined,
             autoescape=False,  # plain text for Messenger and comments, not HTML
@@ -88,7 +89,10 @@ class Catalogue:
             source = self._sources[template_name]
         except KeyError:
             raise KeyError(f"no template {template_name!r} in {self.path}") from None
-        text = self._env.from_string(source).render(**context)
+        compiled = self._compiled.get(template_name)
+        if compiled is None:  # compiling costs more than rendering: once per template
+            compiled = self._compiled[template_name] = self._env.from_string(source)
+        text = compiled.render(**context)
         # Folding in YAML and optional blocks can leave doubled spaces; tidy them per line.
         lines = [re.sub(r"[ \t]{2,}", " ", line).strip() for line in text.split("\n")]
         return "\n".join(lines).strip()

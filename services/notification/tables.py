@@ -1,7 +1,7 @@
 """Notification's own database: its record of each complaint (enough to answer status requests
 and pick a channel), the complaint events it has seen, the outgoing messages with their delivery
 state and retry schedule, and the Pages whose sending is held (invalid token)."""
-from sqlalchemy import (BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint)
 
 metadata = MetaData()
@@ -75,6 +75,9 @@ outgoing = Table(
     Column("created_at", String(40), nullable=False),
     Column("sent_at", String(40), nullable=True),
     Column("finished_at", String(40), nullable=True),
+    # The sender looks for the first pending message of every lane: keep that an index walk
+    # however large the backlog grows.
+    Index("ix_outgoing_pending_lanes", "state", "lane", "seq"),
 )
 
 # A Page whose token Meta refused (190): nothing is sent for it until a probe succeeds. Kept in

@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Iterable, Mapping, Optional
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, update, text
 from sqlalchemy.engine import Connection
 
 from shared.events import isoformat_utc
@@ -25,6 +25,9 @@ from services.routing.disposition import Disposition
 
 def upsert_agencies(connection: Connection, records: Iterable[Mapping], now: datetime) -> None:
     """Write every agency of the data file; agencies added only in the database are kept."""
+    if connection.dialect.name == "postgresql":
+        # Two routing instances starting together must not both insert the same agency.
+        connection.execute(text("LOCK TABLE agencies IN SHARE ROW EXCLUSIVE MODE"))
     existing = set(connection.execute(select(tables.agencies.c.code)).scalars())
     for record in records:
         row = {

@@ -5,6 +5,7 @@ keeps the service-level clocks. Every entrypoint is a thin adapter over
 from __future__ import annotations
 
 import logging
+import threading
 
 import eventlet
 
@@ -51,6 +52,14 @@ def build_store(url: str | None = None) -> ServiceStore:
 def workflow_for(store: ServiceStore) -> Workflow:
     """Built once per process: the directory file upserted into the database, the rules checked
     against the directory, the env tokens stored (hashed), the SLA policy."""
+    with _WORKFLOW_LOCK:  # several providers ask at set-up, in green threads that interleave on PostgreSQL
+        return _build_workflow(store)
+
+
+_WORKFLOW_LOCK = threading.RLock()
+
+
+def _build_workflow(store: ServiceStore) -> Workflow:
     existing = getattr(store, "routing_workflow", None)
     if existing is not None:
         return existing

@@ -218,11 +218,20 @@ for (_type, _version) in CATALOGUE:
     LATEST_VERSION[_type] = max(_version, LATEST_VERSION.get(_type, 0))
 
 
+_SCHEMAS: dict[tuple[str, int], Schema] = {}
+
+
 def schema_for(event_type: str, schema_version: int) -> Schema:
-    try:
-        return CATALOGUE[(event_type, schema_version)]()
-    except KeyError:
-        raise InvalidEvent(f"unknown event type {event_type!r} v{schema_version}") from None
+    # One instance per schema, reused: building a marshmallow schema (and its nested ones) costs
+    # more than validating with it, and validation keeps no state on the instance.
+    key = (event_type, schema_version)
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        try:
+            schema = _SCHEMAS[key] = CATALOGUE[key]()
+        except KeyError:
+            raise InvalidEvent(f"unknown event type {event_type!r} v{schema_version}") from None
+    return schema
 
 
 def _flatten(errors: Any, prefix: str = "") -> list[str]:
@@ -256,11 +265,14 @@ class EnvelopeSchema(Schema):
     data = fields.Dict(required=True)
 
 
+_ENVELOPE_SCHEMA = EnvelopeSchema()
+
+
 def validate_envelope(raw: Any, expected_source: str | None = None) -> dict:
     """Check a received envelope completely; raise InvalidEvent with the reason otherwise."""
     if not isinstance(raw, dict):
         raise InvalidEvent("an event must be a JSON object")
-    errors = EnvelopeSchema().validate(raw)
+    errors = _ENVELOPE_SCHEMA.validate(raw)
     if errors:
         raise InvalidEvent("envelope: " + "; ".join(_flatten(errors)))
     if expected_source and raw["source"] != expected_source:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,11 +41,27 @@ class Envelope:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Same result as dataclasses.asdict (a deep copy of data) at a fraction of its cost:
+        # event data is JSON, so only dicts and lists need copying.
+        return {"event_id": self.event_id, "event_type": self.event_type,
+                "schema_version": self.schema_version, "source": self.source,
+                "position": self.position, "complaint_id": self.complaint_id,
+                "version": self.version, "occurred_at": self.occurred_at,
+                "data": _copy_json(self.data)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Envelope":
         return cls(**{name: raw[name] for name in cls.__dataclass_fields__})
+
+
+def _copy_json(value):
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_json(item) for item in value)
+    return value
 
 
 def new_envelope(**fields) -> Envelope:

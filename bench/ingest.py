@@ -1,0 +1,37 @@
+"""Webhook ingest (part 3): intake alone (its consumers idle), signed Messenger webhooks that
+each file a complaint — accepted webhooks/s at saturation, and time to the 200 at 200/s offered.
+The full platform's figures at 50/100/200/s are in e2e.json (there intake shares the CPUs)."""
+from __future__ import annotations
+
+from bench.common import WebhookLoad, log, percentiles, save
+from bench.harness import RssSampler, running_platform
+from tests.support.platform import DEV_PAGE_ID
+
+
+def run(args) -> dict:
+    quick = getattr(args, "quick", False)
+    seconds = 5 if quick else 15
+    log("ingest: starting intake alone")
+    with running_platform(services=("intake",), with_sandbox=False) as platform:
+        sampler = RssSampler(platform).start()
+        WebhookLoad(platform.url("intake"), DEV_PAGE_ID).fixed_rate(20, 1, senders=2)  # warm-up
+        result = {}
+        for rate in (200,):
+            load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID)
+            log(f"  offered {rate}/s for {seconds}s")
+            offered = load.fixed_rate(rate, seconds)
+            result[f"fixed_{rate}"] = {**offered, "accepted": len(load.answered), "failures": load.failures,
+                                       "webhook_to_200_s": percentiles(load.answered.values())}
+            log(f"    p99 {result[f'fixed_{rate}']['webhook_to_200_s']['p99']}s")
+        for concurrency in (8, 32):
+            load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID)
+            log(f"  saturation with {concurrency} senders for {seconds}s")
+            shape = load.saturate(seconds, concurrency)
+            result[f"saturation_{concurrency}"] = {
+                **shape, "accepted": len(load.answered), "failures": load.failures,
+                "accepted_webhooks_per_s": round(len(load.answered) / shape["seconds"], 1),
+                "webhook_to_200_s": percentiles(load.answered.values())}
+            log(f"    {result[f'saturation_{concurrency}']['accepted_webhooks_per_s']}/s")
+        result["rss_mb"] = sampler.stop()
+    save("ingest", result)
+    return result

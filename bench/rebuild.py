@@ -1,0 +1,66 @@
+"""Projection rebuild (part 4): a synthetic history seeded into intake's, routing's and
+notification's own event stores through their append API (large transactions), then reporting's
+``repository.rebuild`` — the code behind ``reporting.rebuild()`` — run in a process of its own so
+its peak RSS (VmHWM) is its own. It reads the source logs in pages of 1000 straight from the
+stores (the running service reads the same pages over RPC, ``<source>.events_since``). The same
+rows are also read raw (sqlite3, no decoding) and through ``events_since`` (decoded) for
+comparison, and the rebuild is repeated on the first 10% of each log to show whether memory
+grows with the number of events."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.common import log, save, temp_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed(directory: Path, events_wanted: int) -> dict:
+    from tests.support.reporting_seed import Seeder
+    seeder = Seeder(directory)
+    started = time.perf_counter()
+    total, last = 0, {}
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    while total < events_wanted:
+        seeder.history(10_000, start, months=12, seed=total)
+        seeder.secrets.clear()
+        seeder.complaints.clear()
+        last = seeder.flush(chunk=10_000)
+        total = sum(last.values())
+    seconds = time.perf_counter() - started
+    for store in seeder.stores.values():
+        store.database.dispose()
+    return {"events": total, "per_source": last, "seconds": round(seconds, 1),
+            "append_events_per_s": round(total / seconds)}
+
+
+def _worker(mode: str, directory: Path, fraction: float) -> dict:
+    env = dict(os.environ, NTBCARE_AUTO_MIGRATE="1")
+    output = subprocess.run([sys.executable, "-m", "bench.rebuild_worker", mode, str(directory), str(fraction)], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if output.returncode != 0:
+        return {"error": output.stderr[-2000:]}
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> dict:
+    wanted = args.rebuild_events or (50_000 if args.quick else 1_000_000)
+    result = {"method": __doc__.split("\n\n")[0].replace("\n", " ")}
+    with temp_dir() as directory:
+        log(f"rebuild: seeding {wanted:,} events through the event stores' append API")
+        result["seed"] = seed(directory / "sources", wanted)
+        log(f"  {result['seed']}")
+        for fraction in (0.1, 1.0):
+            label = f"{int(fraction * 100)}pct"
+            for mode in ("raw_sqlite", "events_since", "rebuild"):
+                log(f"  {mode} over {label} of the logs")
+                result[f"{mode}_{label}"] = _worker(mode, directory, fraction)
+                log(f"    {result[f'{mode}_{label}']}")
+    save("rebuild", result)
+    return result

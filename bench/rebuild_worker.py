@@ -1,0 +1,77 @@
+"""One measurement of the rebuild part in a process of its own (``python -m bench.rebuild_worker
+MODE DIR FRACTION``); prints one JSON line: events, seconds, events/s, peak RSS (VmHWM)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from bench.common import proc_status
+
+SOURCES = ("intake", "routing", "notification")
+
+
+def caps(directory: Path, fraction: float) -> dict[str, int]:
+    out = {}
+    for source in SOURCES:
+        db = sqlite3.connect(directory / "sources" / f"{source}.db")
+        out[source] = int(db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0] * fraction)
+        db.close()
+    return out
+
+
+def main(mode: str, directory: str, fraction: str) -> dict:
+    directory = Path(directory)
+    limit = caps(directory, float(fraction))
+    before = proc_status(__import__("os").getpid()).get("VmHWM")
+    started = time.perf_counter()
+    events = 0
+    if mode == "raw_sqlite":
+        for source in SOURCES:
+            db = sqlite3.connect(directory / "sources" / f"{source}.db")
+            for _row in db.execute("SELECT * FROM events WHERE position <= ? ORDER BY position", (limit[source],)):
+                events += 1
+            db.close()
+    else:
+        from tests.support.reporting_seed import _metadata
+        from shared.nameko_support import ServiceStore
+        stores = {name: ServiceStore(name, _metadata(name), emits_events=True,
+                                     url=f"sqlite:///{directory / 'sources' / (name + '.db')}") for name in SOURCES}
+
+        def fetch(source, position, page):
+            if position >= limit[source]:
+                return []
+            rows = stores[source].events_since(position, page)
+            return [row for row in rows if row["position"] <= limit[source]]
+
+        if mode == "events_since":
+            for source in SOURCES:
+                position = 0
+                while True:
+                    page = fetch(source, position, 1000)
+                    if not page:
+                        break
+                    events += len(page)
+                    position = page[-1]["position"]
+        else:
+            from services.reporting import repository
+            from services.reporting.service import build_store
+            target = directory / f"reporting-{fraction}.db"
+            store = build_store(f"sqlite:///{target}")
+            store.prepare()
+            started = time.perf_counter()
+            outcome = repository.rebuild(store.database, fetch, store.checkpoints, store.processed, store.failures)
+            events = outcome.get("events", 0) if isinstance(outcome, dict) else 0
+            store.database.dispose()
+            target.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    status = proc_status(__import__("os").getpid())
+    return {"mode": mode, "events": events, "seconds": round(seconds, 2),
+            "events_per_s": round(events / seconds) if seconds else None,
+            "peak_rss_mb": status.get("VmHWM"), "rss_before_mb": before}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(*sys.argv[1:4])))

@@ -1,0 +1,62 @@
+"""Fault 1: RabbitMQ itself is stopped for several seconds mid-stream and started again
+(``rabbitmqctl stop_app`` / ``start_app``: the node stays, durable queues and persistent messages
+survive). Webhooks keep being accepted (the inbox and the outbox need no broker); RPC callers get
+errors and retry; every service reconnects by itself and the outbox relays publish what piled up.
+
+The broker is the machine's own: this module must not run alongside other test runs (``make
+test`` runs modules one after another). The broker is started again whatever happens."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.faults.scenario import run_scenario
+from tests.support import infra
+from tests.support.platform import wait_for
+
+OUTAGE_SECONDS = 6
+
+
+def rabbitmqctl(*args: str, timeout: float = 120) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, timeout=timeout, capture_output=True)
+
+
+def broker_healthy() -> bool:
+    response = requests.get(f"{infra.RABBIT_MANAGEMENT}/api/overview", auth=infra.RABBIT_AUTH, timeout=5)
+    return response.status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None,
+                    reason="needs the local broker's rabbitmqctl to stop and start it")
+def test_broker_stopped_and_started_mid_stream(platform, rabbit_vhost):
+    def inject():
+        try:
+            rabbitmqctl("stop_app")
+            time.sleep(OUTAGE_SECONDS)
+        finally:
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+        wait_for(broker_healthy, 60, message="the broker's management API back")
+
+    try:
+        figures = run_scenario("1 RabbitMQ restart", platform, rabbit_vhost, inject, seconds=16, fault_at=3,
+                               settle_timeout=120)
+    finally:
+        # Whatever failed above, leave the machine's broker running for everything after us.
+        if not _answers():
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+    for service in platform.services:
+        assert platform.processes[service].poll() is None, f"{service} died with the broker"
+    figures["outage_seconds"] = OUTAGE_SECONDS
+
+
+def _answers() -> bool:
+    try:
+        return broker_healthy()
+    except requests.RequestException:
+        return False
