@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
+
+# The bench builds fresh databases of its own: migrate them as development does.
+os.environ.setdefault("NTBCARE_AUTO_MIGRATE", "1")
 
 PARTS = ("baseline", "ingest", "e2e", "rebuild", "scaleout", "report")
 

@@ -64,7 +64,7 @@ class Sender(DependencyProvider):
         # Meta asks for a real pause after a rate limit: five base delays (10 s by default).
         self.retry = RetryPolicy(base_seconds=base, rate_limit_min_pause_seconds=5 * base)
         self.send_rate = float(config.env("NOTIFICATION_SEND_RATE", "250"))
-        self.concurrency = max(1, int(config.env("NOTIFICATION_SENDER_CONCURRENCY", "4")))
+        self.concurrency = max(1, int(config.env("NOTIFICATION_SENDER_CONCURRENCY", "8")))
         self.probe_seconds = float(config.env("NOTIFICATION_TOKEN_PROBE_SECONDS", "30"))
         self.poll_seconds = float(config.env("NOTIFICATION_SENDER_POLL_SECONDS", "0.5"))
         self.limiters: dict[str, RateLimiter] = {}
@@ -116,39 +116,48 @@ class Sender(DependencyProvider):
                 self._wake.wait()
             self._wake = Event()
 
-    def _lane_heads(self, connection) -> list[dict]:
+    def _lane_heads(self, connection, excluded_pages, limit: int, page_id: str | None = None) -> list[dict]:
+        """The first pending message of each lane (oldest lanes first), at most ``limit``."""
         out = tables.outgoing
         other = out.alias("earlier")
         first_seq = (select(func.min(other.c.seq))
                      .where(other.c.lane == out.c.lane, other.c.state == "pending")
                      .scalar_subquery())
-        rows = connection.execute(select(out).where(out.c.state == "pending", out.c.seq == first_seq)
-                                  .order_by(out.c.created_at, out.c.seq).limit(1000)).mappings().all()
+        query = select(out).where(out.c.state == "pending", out.c.seq == first_seq)
+        if page_id is not None:
+            query = query.where(out.c.page_id == page_id)
+        elif excluded_pages:
+            query = query.where(out.c.page_id.notin_(list(excluded_pages)))
+        rows = connection.execute(query.order_by(out.c.created_at, out.c.seq).limit(limit)).mappings().all()
         return [dict(row) for row in rows]
 
     def dispatch(self) -> int:
         now = utc_now()
         now_iso = isoformat_utc(now)
+        free = self.concurrency - len(self.busy_lanes)
         with self.store.database.read() as connection:
-            heads = self._lane_heads(connection)
             holds = {row["page_id"]: dict(row) for row in
                      connection.execute(select(tables.page_holds)).mappings()}
+            # While every sender is busy there is nothing to start: skip the scan (it runs on
+            # every commit's wake-up, so under load this keeps it off the hot path).
+            heads = [] if free <= 0 else self._lane_heads(
+                connection, holds.keys(), limit=free + len(self.busy_lanes) + 16)
+            due_probes = {}
+            for page_id, hold in holds.items():
+                last = _time(hold["last_probe_at"]) or _time(hold["since"])
+                if now - last >= timedelta(seconds=self.probe_seconds):
+                    found = self._lane_heads(connection, (), limit=1, page_id=page_id)
+                    if found:
+                        due_probes[page_id] = found[0]
         started = 0
-        probes: dict[str, dict] = {}
         for head in heads:
+            if len(self.busy_lanes) >= self.concurrency:
+                break
             if head["next_attempt_at"] > now_iso or head["lane"] in self.busy_lanes:
                 continue
-            hold = holds.get(head["page_id"])
-            if hold is not None:
-                last = _time(hold["last_probe_at"]) or _time(hold["since"])
-                if head["page_id"] not in probes and now - last >= timedelta(seconds=self.probe_seconds):
-                    probes[head["page_id"]] = head  # heads come oldest first
-                continue
-            if len(self.busy_lanes) >= self.concurrency:
-                continue  # keep scanning: held Pages may still be due for a probe
             self._start_lane(head["lane"], probe_page=None)
             started += 1
-        for page_id, head in probes.items():
+        for page_id, head in due_probes.items():
             if head["lane"] not in self.busy_lanes:
                 self._start_lane(head["lane"], probe_page=page_id)
                 started += 1

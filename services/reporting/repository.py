@@ -199,10 +199,21 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     new.metadata.create_all(database.engine)
 
     positions = {source: 0 for source in sources}
-    facts_by_complaint: dict[str, list[dict]] = defaultdict(list)
     events = skipped = 0
     progress = progress if progress is not None else {}
     progress.update(events=0, phase="reading")
+
+    # Memory stays flat whatever the history's size: facts go to the new generation's table in
+    # chunks as they are read, then complaints are derived from it in complaint order.
+    buffer: list[dict] = []
+
+    def write_facts() -> None:
+        if buffer:
+            with database.transaction() as tx:
+                tx.execute(new.facts.insert(), buffer)
+            buffer.clear()
+            time.sleep(0)  # let the live service answer between chunks (green under eventlet)
+
     for source in sources:
         for envelope in _pull(fetch, source, positions, page):
             events += 1
@@ -213,18 +224,36 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
                 continue
             fact = fact_from_event(envelope)
             if fact is not None:
-                facts_by_complaint[fact["complaint_id"]].append(fact)
+                buffer.append(_fact_row(fact))
+                if len(buffer) >= 5 * chunk:
+                    write_facts()
+    write_facts()
 
     progress.update(events=events, phase="writing")
-    items = list(facts_by_complaint.items())
-    for start in range(0, len(items), chunk):
-        part = items[start:start + chunk]
-        with database.transaction() as tx:
-            facts = [_fact_row(fact) for _cid, complaint_facts in part for fact in complaint_facts]
-            if facts:
-                tx.execute(new.facts.insert(), facts)
-            _insert_derived(tx.connection, new, [derive(cid, complaint_facts) for cid, complaint_facts in part])
-        time.sleep(0)  # let the live service answer between chunks (green under eventlet)
+    derived: list[dict] = []
+
+    def write_derived() -> None:
+        if derived:
+            with database.transaction() as tx:
+                _insert_derived(tx.connection, new, derived)
+            derived.clear()
+            time.sleep(0)
+
+    with database.read() as reader:
+        rows = reader.execution_options(stream_results=True, yield_per=chunk).execute(
+            select(new.facts).order_by(new.facts.c.complaint_id)).mappings()
+        current_id, current = None, []
+        for row in rows:
+            if row["complaint_id"] != current_id:
+                if current_id is not None:
+                    derived.append(derive(current_id, current))
+                    if len(derived) >= chunk:
+                        write_derived()
+                current_id, current = row["complaint_id"], []
+            current.append(_fact_from_row(row))
+        if current_id is not None:
+            derived.append(derive(current_id, current))
+    write_derived()
 
     # Events recorded while the bulk was written: read them now (no RPC inside a transaction),
     # apply them and switch in one transaction.
