@@ -47,6 +47,10 @@ class ServiceBase:
             return {"item_id": int(item_id), "outcome": "already_replayed"}
         return {"item_id": int(item_id), "outcome": self.replay_item(item, str(actor))}
 
+    def receive(self, payload, source: str) -> None:
+        """Every pushed event lands here (see shared.subscriptions.listens_to)."""
+        self.consumer.handle(payload, source)
+
     def replay_item(self, item: dict, actor: str) -> str:
         """Re-process one quarantined item; services that consume events delegate to their
         consumer, intake also replays webhook bodies."""

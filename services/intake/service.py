@@ -8,7 +8,6 @@ import json
 import logging
 
 from marshmallow import ValidationError
-from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
@@ -24,6 +23,7 @@ from shared.http import BodyTooLarge, check_unicode, json_response, read_body, r
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.ratelimit import TokenBucketLimiter
 from shared.service_base import ServiceBase
+from shared.subscriptions import listens_to
 from services.intake import tables
 from services.intake.open311_web import Open311Endpoints
 from services.intake.filing import file_new
@@ -103,6 +103,7 @@ def handlers(store: ServiceStore) -> dict:
             "CitizenNotified": on_citizen_notified}
 
 
+@listens_to({"routing": ("ComplaintResolved", "ComplaintDismissed",), "notification": ("CitizenNotified",)})
 class IntakeService(Open311Endpoints, ServiceBase):
     name = "intake"
 
@@ -169,18 +170,6 @@ class IntakeService(Open311Endpoints, ServiceBase):
         return super().replay_item(item, actor)
 
     # -- events from routing and notification -------------------------------------------------
-    @event_handler("routing", "ComplaintResolved")
-    def on_complaint_resolved(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintDismissed")
-    def on_complaint_dismissed(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("notification", "CitizenNotified")
-    def on_citizen_notified(self, payload):
-        self.consumer.handle(payload, "notification")
-
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
         self.consumer.catch_up()

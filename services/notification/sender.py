@@ -67,6 +67,7 @@ class Sender(DependencyProvider):
         self.concurrency = max(1, int(config.env("NOTIFICATION_SENDER_CONCURRENCY", "8")))
         self.probe_seconds = float(config.env("NOTIFICATION_TOKEN_PROBE_SECONDS", "30"))
         self.poll_seconds = float(config.env("NOTIFICATION_SENDER_POLL_SECONDS", "0.5"))
+        self.lease_seconds = float(config.env("NOTIFICATION_GRAPH_TIMEOUT_SECONDS", "10")) + 5
         self.limiters: dict[str, RateLimiter] = {}
         self.busy_lanes: set[str] = set()
         self._wake = Event()
@@ -182,13 +183,44 @@ class Sender(DependencyProvider):
                     break
                 if held and probe_page != row["page_id"]:
                     break
-                self.deliver(dict(row), probing=held)
+                original_due = row["next_attempt_at"]
+                row = self._claim(dict(row))
+                if row is None:
+                    break  # another notification instance is sending this lane
+                try:
+                    self.deliver(row, probing=held)
+                finally:
+                    self._release(row, original_due)
                 probe_page = None  # one probe; a success lifted the hold for what follows
         except Exception:
             log.exception("sender lane failed; it is retried on the next round")
         finally:
             self.busy_lanes.discard(lane)
             self.wake()
+
+    def _claim(self, row: dict) -> dict | None:
+        """Lease the message before calling Meta, so that several notification instances on one
+        database never send it twice: a compare-and-set on ``next_attempt_at`` (the lease runs
+        past the Graph timeout; after a crash the message is simply due again when it ends)."""
+        lease = isoformat_utc(utc_now() + timedelta(seconds=self.lease_seconds))
+        out = tables.outgoing
+        with self.store.database.transaction() as tx:
+            claimed = tx.execute(update(out).where(
+                out.c.message_id == row["message_id"], out.c.state == "pending",
+                out.c.next_attempt_at == row["next_attempt_at"]).values(next_attempt_at=lease)).rowcount
+        if not claimed:
+            return None
+        row["next_attempt_at"] = lease
+        return row
+
+    def _release(self, row: dict, original_due: str) -> None:
+        """Give the lease back when the outcome left the message pending without a new time
+        (a held Page, a pause): it is due again at once, not when the lease would end."""
+        out = tables.outgoing
+        with self.store.database.transaction() as tx:
+            tx.execute(update(out).where(
+                out.c.message_id == row["message_id"], out.c.state == "pending",
+                out.c.next_attempt_at == row["next_attempt_at"]).values(next_attempt_at=original_due))
 
     # -- one message -------------------------------------------------------------------------
     def _plan(self, row: dict, now):

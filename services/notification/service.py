@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from nameko.events import event_handler
 from nameko.rpc import rpc
 from nameko.timer import timer
 from sqlalchemy import select
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from shared import config
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
+from shared.subscriptions import listens_to
 from services.notification import messages, tables
 from services.notification.handling import handlers
 from services.notification.sender import Sender
@@ -22,6 +22,9 @@ def build_store(url: str | None = None) -> ServiceStore:
     return ServiceStore("notification", tables.metadata, emits_events=True, url=url)
 
 
+@listens_to({"intake": ("ComplaintFiled", "ComplaintAmended", "CitizenMessageReceived", "StatusRequested"),
+             "routing": ("ComplaintRouted", "ComplaintAcknowledged", "ComplaintRejectedByAgency",
+                         "ComplaintResponded", "ComplaintResolved", "ComplaintEscalated", "ComplaintDismissed")})
 class NotificationService(ServiceBase):
     name = "notification"
 
@@ -30,55 +33,9 @@ class NotificationService(ServiceBase):
     consumer = Consumer(["intake", "routing"], handlers)
     sender = Sender()
 
-    def _consume(self, payload, source):
+    def receive(self, payload, source):
         self.consumer.handle(payload, source)
         self.sender.wake()
-
-    # -- intake ------------------------------------------------------------------------------
-    @event_handler("intake", "ComplaintFiled")
-    def on_complaint_filed(self, payload):
-        self._consume(payload, "intake")
-
-    @event_handler("intake", "ComplaintAmended")
-    def on_complaint_amended(self, payload):
-        self._consume(payload, "intake")
-
-    @event_handler("intake", "CitizenMessageReceived")
-    def on_citizen_message_received(self, payload):
-        self._consume(payload, "intake")
-
-    @event_handler("intake", "StatusRequested")
-    def on_status_requested(self, payload):
-        self._consume(payload, "intake")
-
-    # -- routing -----------------------------------------------------------------------------
-    @event_handler("routing", "ComplaintRouted")
-    def on_complaint_routed(self, payload):
-        self._consume(payload, "routing")
-
-    @event_handler("routing", "ComplaintAcknowledged")
-    def on_complaint_acknowledged(self, payload):
-        self._consume(payload, "routing")
-
-    @event_handler("routing", "ComplaintRejectedByAgency")
-    def on_complaint_rejected_by_agency(self, payload):
-        self._consume(payload, "routing")
-
-    @event_handler("routing", "ComplaintResponded")
-    def on_complaint_responded(self, payload):
-        self._consume(payload, "routing")
-
-    @event_handler("routing", "ComplaintResolved")
-    def on_complaint_resolved(self, payload):
-        self._consume(payload, "routing")
-
-    @event_handler("routing", "ComplaintEscalated")
-    def on_complaint_escalated(self, payload):
-        self._consume(payload, "routing")
-
-    @event_handler("routing", "ComplaintDismissed")
-    def on_complaint_dismissed(self, payload):
-        self._consume(payload, "routing")
 
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):

@@ -6,7 +6,6 @@ import logging
 
 import eventlet
 from marshmallow import ValidationError
-from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ClusterRpcProxy
@@ -21,6 +20,7 @@ from shared.http import json_response
 from shared.nameko_support import Consumer, ServiceStore, Storage
 from shared.ratelimit import TokenBucketLimiter
 from shared.service_base import ServiceBase
+from shared.subscriptions import listens_to
 from services.reporting import dashboard, reports, repository, tables
 from services.reporting.months import WITA
 from services.reporting.narrative import monthly_narrative
@@ -92,6 +92,7 @@ def _load(schema, data: dict) -> dict:
         raise ValidationFailed(error.messages)
 
 
+@listens_to({"intake": ("ComplaintFiled", "ComplaintAmended",), "routing": ("ComplaintRouted", "ComplaintAcknowledged", "ComplaintRejectedByAgency", "ComplaintResponded", "ComplaintResolved", "ComplaintEscalated", "ComplaintDismissed",), "notification": ("CitizenNotified", "CitizenNotificationFailed",)})
 class ReportingService(ServiceBase):
     name = "reporting"
 
@@ -101,50 +102,6 @@ class ReportingService(ServiceBase):
     status_rate_limit = StatusRateLimit()
 
     # -- events: every type the projections use, from the service that emits it ---------------
-    @event_handler("intake", "ComplaintFiled")
-    def on_complaint_filed(self, payload):
-        self.consumer.handle(payload, "intake")
-
-    @event_handler("intake", "ComplaintAmended")
-    def on_complaint_amended(self, payload):
-        self.consumer.handle(payload, "intake")
-
-    @event_handler("routing", "ComplaintRouted")
-    def on_complaint_routed(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintAcknowledged")
-    def on_complaint_acknowledged(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintRejectedByAgency")
-    def on_complaint_rejected_by_agency(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintResponded")
-    def on_complaint_responded(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintResolved")
-    def on_complaint_resolved(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintEscalated")
-    def on_complaint_escalated(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("routing", "ComplaintDismissed")
-    def on_complaint_dismissed(self, payload):
-        self.consumer.handle(payload, "routing")
-
-    @event_handler("notification", "CitizenNotified")
-    def on_citizen_notified(self, payload):
-        self.consumer.handle(payload, "notification")
-
-    @event_handler("notification", "CitizenNotificationFailed")
-    def on_citizen_notification_failed(self, payload):
-        self.consumer.handle(payload, "notification")
-
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
         self.consumer.catch_up()

@@ -9,7 +9,6 @@ import threading
 
 import eventlet
 
-from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
@@ -20,6 +19,7 @@ from shared.errors import EXPECTED
 from shared.events import utc_now
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
+from shared.subscriptions import listens_to
 from services.routing import repository, schemas, settings, sla, tables, web
 from services.routing.console import config as console_config
 from services.routing.console import details as console_details
@@ -119,6 +119,7 @@ class ConsoleProvider(DependencyProvider):
         return self.console
 
 
+@listens_to({"intake": ("ComplaintFiled", "ComplaintAmended",)})
 class RoutingService(ServiceBase):
     name = "routing"
 
@@ -130,14 +131,6 @@ class RoutingService(ServiceBase):
     intake = RpcProxy("intake")
 
     # -- intake's events ---------------------------------------------------------------------
-    @event_handler("intake", "ComplaintFiled")
-    def on_complaint_filed(self, payload):
-        self.consumer.handle(payload, "intake")
-
-    @event_handler("intake", "ComplaintAmended")
-    def on_complaint_amended(self, payload):
-        self.consumer.handle(payload, "intake")
-
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
         self.consumer.catch_up()
