@@ -106,17 +106,7 @@ class EventConsumer:
                 if envelope.position <= checkpoint or (envelope.position != checkpoint + 1
                                                        and self._seen(tx, source, envelope.position)):
                     return "duplicate"
-                handler = self.handlers.get(envelope.event_type)
-                outcome = "ignored"
-                if handler is not None:
-                    try:
-                        with tx.connection.begin_nested():
-                            handler(tx, envelope)
-                        outcome = "handled"
-                    except HandlerRejected as rejection:
-                        self.quarantine.put(tx.connection, "event", str(rejection), envelope.to_dict(),
-                                            source=source, position=envelope.position)
-                        outcome = "quarantined"
+                outcome = self._apply(tx, envelope, source)
                 self._record(tx, source, envelope, outcome, checkpoint=checkpoint)
             self.handled_count += 1
             return outcome
@@ -157,20 +147,11 @@ class EventConsumer:
                             or envelope.position in recorded[-1:]:
                         count("duplicate")
                         continue
-                    handler = self.handlers.get(envelope.event_type)
-                    outcome = "ignored"
-                    if handler is not None:
-                        try:
-                            with tx.connection.begin_nested():
-                                handler(tx, envelope)
-                            outcome = "handled"
-                        except HandlerRejected as rejection:
-                            self.quarantine.put(tx.connection, "event", str(rejection), envelope.to_dict(),
-                                                source=source, position=envelope.position)
-                            outcome = "quarantined"
-                        except Exception as error:
-                            failed.append((envelope, error))
-                            continue
+                    try:
+                        outcome = self._apply(tx, envelope, source)
+                    except Exception as error:
+                        failed.append((envelope, error))
+                        continue
                     tx.execute(self.processed.insert().values(
                         source=source, position=envelope.position, event_id=envelope.event_id,
                         outcome=outcome))
@@ -196,6 +177,21 @@ class EventConsumer:
             self._count_failure(source, envelope, error)
             count("failed")
         return outcomes
+
+    def _apply(self, tx: Transaction, envelope: Envelope, source: str) -> str:
+        """Run the event's handler in a savepoint: handled, ignored (no handler) or quarantined
+        (the handler rejected it; its partial writes are rolled back). Other errors propagate."""
+        handler = self.handlers.get(envelope.event_type)
+        if handler is None:
+            return "ignored"
+        try:
+            with tx.connection.begin_nested():
+                handler(tx, envelope)
+            return "handled"
+        except HandlerRejected as rejection:
+            self.quarantine.put(tx.connection, "event", str(rejection), envelope.to_dict(),
+                                source=source, position=envelope.position)
+            return "quarantined"
 
     def replay(self, item: dict, actor: str) -> str:
         """Run a quarantined event's handler again (after a fix); the item is marked replayed
