@@ -13,20 +13,6 @@ import io
 from services.reporting.labels import (STATUS_LABELS, agency_name, category_label, region_name)
 from services.reporting.projections import OPEN_STATUSES
 
-TRACKING_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def normalise_tracking_code(code: str) -> str:
-    """Accept what a citizen types: lower case, spaces, O for 0, I/L for 1, with or without NTB."""
-    cleaned = "".join(ch for ch in str(code).upper() if ch.isalnum())
-    if cleaned.startswith("NTB"):
-        cleaned = cleaned[3:]
-    cleaned = cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
-    if len(cleaned) != 10 or any(ch not in TRACKING_ALPHABET for ch in cleaned):
-        return str(code).strip().upper()
-    return f"NTB-{cleaned[:5]}-{cleaned[5:]}"
-
-
 def complaint_status(row: dict, answers: list[dict]) -> dict:
     confidential = bool(row["confidential"])
     status = row["public_status"]

@@ -25,7 +25,8 @@ from services.reporting import dashboard, reports, repository, tables
 from services.reporting.months import WITA
 from services.reporting.narrative import monthly_narrative
 from services.reporting.projections import KEPT_FIELDS
-from services.reporting.public import complaint_status, normalise_tracking_code, summary_csv
+from services.reporting.public import complaint_status, summary_csv
+from shared.tracking import normalise as normalise_tracking_code
 from services.reporting.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
 
 log = logging.getLogger("reporting")
