@@ -53,3 +53,9 @@ def check_unicode(value: Any) -> None:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("body holds text that is not valid Unicode (a lone surrogate)") from None
+
+
+def too_many_requests(decision, message: str) -> Response:
+    """429 for a client over its rate limit, saying when to come back."""
+    return json_response(429, {"error": message, "retry_after_seconds": decision.retry_after_seconds},
+                         {"Retry-After": str(decision.retry_after_seconds)})

@@ -25,6 +25,7 @@ from shared.consumer import CatchUp, EventConsumer, consumer_tables
 from shared.db import Database
 from shared.eventstore import EventStore
 from shared.quarantine import Quarantine, quarantine_table
+from shared.ratelimit import limiter_from_env
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,21 @@ def _find(container, kind):
         if isinstance(dependency, kind):
             return dependency
     raise RuntimeError(f"{container.service_name} needs a {kind.__name__} dependency")
+
+
+class RateLimit(DependencyProvider):
+    """A per-key token bucket for an unauthenticated public endpoint, shared by the process's
+    workers, its rate from ``variable`` (per minute; 0: none). Workers get the limiter or None."""
+
+    def __init__(self, variable: str, default: str):
+        self.variable = variable
+        self.default = default
+
+    def setup(self):
+        self.limiter = limiter_from_env(self.variable, self.default)
+
+    def get_dependency(self, worker_ctx):
+        return self.limiter
 
 
 class RelayStatus:

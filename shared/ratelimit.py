@@ -62,3 +62,22 @@ class TokenBucketLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def per_minute_from_env(variable: str, default: str) -> float:
+    """A per-minute rate from the environment (0: no limit); a malformed value stops the service
+    at start with a clear message rather than silently meaning "no limit"."""
+    from shared.config import ConfigError, env
+    raw = env(variable, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or value != value:
+        raise ConfigError(f"{variable} must be a number of requests per minute (0 for no limit), not {raw!r}")
+    return value
+
+
+def limiter_from_env(variable: str, default: str) -> "TokenBucketLimiter | None":
+    per_minute = per_minute_from_env(variable, default)
+    return TokenBucketLimiter(per_minute) if per_minute > 0 else None

@@ -18,7 +18,7 @@ from shared import config
 from shared.errors import NotFound
 from shared.errors import ValidationFailed as RemoteValidationFailed
 from shared.http import BodyTooLarge, read_body
-from shared.ratelimit import TokenBucketLimiter
+from shared.ratelimit import limiter_from_env
 from services.intake import open311
 from services.intake.schemas import RpcComplaint
 
@@ -35,8 +35,7 @@ class Open311Settings(DependencyProvider):
 
     def setup(self):
         self.keys = open311.ApiKeys(config.env("OPEN311_API_KEYS"))
-        per_minute = float(config.env("OPEN311_RATE_PER_MINUTE", "60"))
-        self.limiter = TokenBucketLimiter(per_minute) if per_minute > 0 else None
+        self.limiter = limiter_from_env("OPEN311_RATE_PER_MINUTE", "60")
 
     def get_dependency(self, worker_ctx):
         return self

@@ -8,7 +8,6 @@ import json
 import logging
 
 from marshmallow import ValidationError
-from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
@@ -19,9 +18,9 @@ from werkzeug.wrappers import Response
 from shared import config
 from shared.errors import EXPECTED, NotFound, ValidationFailed
 from shared.events import Envelope, isoformat_utc, utc_now
-from shared.http import BodyTooLarge, check_unicode, json_response, read_body, read_json
-from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
-from shared.ratelimit import TokenBucketLimiter
+from shared.http import BodyTooLarge, check_unicode, json_response, read_body, read_json, too_many_requests
+from shared.nameko_support import Consumer, OutboxRelay, RateLimit, ServiceStore, Storage
+from shared.ratelimit import per_minute_from_env
 from shared.service_base import ServiceBase
 from shared.subscriptions import listens_to
 from services.intake import tables
@@ -41,32 +40,10 @@ def check_startup() -> None:
         raise config.ConfigError(
             "FACEBOOK_APP_SECRET is not set; webhooks could not be verified. Set it, or set "
             "NTBCARE_ENV=development for a local run.")
-    web_rate_per_minute()
+    per_minute_from_env(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
 
 
-def web_rate_per_minute() -> float:
-    """``INTAKE_WEB_RATE_PER_MINUTE``: web-form complaints per client IP per minute (0: no limit)."""
-    raw = config.env("INTAKE_WEB_RATE_PER_MINUTE", "30")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1
-    if value < 0 or value != value:
-        raise config.ConfigError(f"INTAKE_WEB_RATE_PER_MINUTE must be a number of requests per minute "
-                                 f"(0 for no limit), not {raw!r}")
-    return value
-
-
-class WebRateLimit(DependencyProvider):
-    """One token bucket per client IP for the public web form, shared by the process's workers.
-    Not used on the signed webhook: refusing Meta only makes it retry, i.e. duplicates later."""
-
-    def setup(self):
-        per_minute = web_rate_per_minute()
-        self.limiter = TokenBucketLimiter(per_minute) if per_minute > 0 else None
-
-    def get_dependency(self, worker_ctx):
-        return self.limiter
+WEB_RATE_VARIABLE, WEB_RATE_DEFAULT = "INTAKE_WEB_RATE_PER_MINUTE", "30"
 
 
 def inbox_retry_seconds() -> float:
@@ -111,7 +88,9 @@ class IntakeService(Open311Endpoints, ServiceBase):
     relay = OutboxRelay()
     reporting = RpcProxy("reporting")  # Open311 status answers come from reporting
     consumer = Consumer(["routing", "notification"], handlers)
-    web_rate_limit = WebRateLimit()
+    # Per client address, on the public web form only: refusing the signed webhook would only
+    # make Meta retry, i.e. duplicates later.
+    web_rate_limit = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
 
     # -- Meta's Page webhook ----------------------------------------------------------------
     @http("GET", "/webhooks/facebook")
@@ -258,9 +237,7 @@ class IntakeService(Open311Endpoints, ServiceBase):
         if self.web_rate_limit is not None:
             decision = self.web_rate_limit.take(request.remote_addr or "unknown")
             if not decision.allowed:
-                return json_response(429, {"error": "too many complaints from this address; try again later",
-                                           "retry_after_seconds": decision.retry_after_seconds},
-                                     {"Retry-After": str(decision.retry_after_seconds)})
+                return too_many_requests(decision, "too many complaints from this address; try again later")
         try:
             body = read_json(request)
             payload = WebComplaint().load(body if isinstance(body, dict) else {})

@@ -16,9 +16,8 @@ from werkzeug.wrappers import Response
 from shared import config
 from shared.errors import EXPECTED, Conflict, NotFound, ValidationFailed
 from shared.events import Envelope, isoformat_utc, utc_now
-from shared.http import json_response
-from shared.nameko_support import Consumer, ServiceStore, Storage
-from shared.ratelimit import TokenBucketLimiter
+from shared.http import json_response, too_many_requests
+from shared.nameko_support import Consumer, RateLimit, ServiceStore, Storage
 from shared.service_base import ServiceBase
 from shared.subscriptions import listens_to
 from services.reporting import dashboard, reports, repository, tables
@@ -45,18 +44,6 @@ def handlers(store: ServiceStore) -> dict:
     def apply(tx, envelope: Envelope):
         repository.apply_event(tx, envelope.to_dict())
     return {event_type: apply for event_type in KEPT_FIELDS}
-
-
-class StatusRateLimit(DependencyProvider):
-    """Per-client-address limit on public status lookups (``REPORTING_STATUS_RATE_PER_MINUTE``
-    [120]; 0 = none), shared by the process's workers."""
-
-    def setup(self):
-        per_minute = float(config.env("REPORTING_STATUS_RATE_PER_MINUTE", "120"))
-        self.limiter = TokenBucketLimiter(per_minute) if per_minute > 0 else None
-
-    def get_dependency(self, worker_ctx):
-        return self.limiter
 
 
 class SourceLogs(DependencyProvider):
@@ -100,7 +87,8 @@ class ReportingService(ServiceBase):
     store = Storage(build_store)
     consumer = Consumer(["intake", "routing", "notification"], handlers, batch_catch_up=True)
     logs = SourceLogs()
-    status_rate_limit = StatusRateLimit()
+    # Anyone may look a code up; limiting per address keeps guessing codes slow.
+    status_rate_limit = RateLimit("REPORTING_STATUS_RATE_PER_MINUTE", "120")
 
     # -- events: every type the projections use, from the service that emits it ---------------
     @timer(interval=config.catchup_seconds(), eager=True)
@@ -169,12 +157,9 @@ class ReportingService(ServiceBase):
     @http("GET", "/api/complaints/<tracking_code>")
     def http_complaint_status(self, request, tracking_code):
         if self.status_rate_limit is not None:
-            # Anyone may look a code up; limiting per address keeps guessing codes slow.
             decision = self.status_rate_limit.take(request.remote_addr or "unknown")
             if not decision.allowed:
-                return json_response(429, {"error": "too many lookups from this address; try again later",
-                                            "retry_after_seconds": decision.retry_after_seconds},
-                                     {"Retry-After": str(decision.retry_after_seconds)})
+                return too_many_requests(decision, "too many lookups from this address; try again later")
         try:
             return json_response(200, self._status(tracking_code))
         except NotFound as error:
