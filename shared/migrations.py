@@ -72,8 +72,19 @@ def auto_migrate_enabled() -> bool:
     return value.lower() in ("1", "true", "yes", "on")
 
 
+_prepared: set[tuple[str, str]] = set()
+
+
 def prepare(service: str, database) -> None:
-    """Called by each service on start, before it touches its tables."""
+    """Called by each service on start, before it touches its tables. The runner's pre-flight and
+    the service's storage both call it; the check (and any upgrade) runs once per process."""
+    if (service, database.url) in _prepared:
+        return
+    _check_or_upgrade(service, database)
+    _prepared.add((service, database.url))
+
+
+def _check_or_upgrade(service: str, database) -> None:
     if not (migrations_dir(service) / "versions").is_dir():
         database.create_all()  # a service without revisions yet (development only)
         return
