@@ -79,19 +79,24 @@ def graph_sandbox_address() -> str:
     return env("GRAPH_SANDBOX_ADDRESS", "127.0.0.1:8005")
 
 
+def parse_pairs(value: str | None, variable: str, shape: str) -> list[tuple[str, str]]:
+    """``name:secret,name:secret`` settings (Pages and their tokens, agencies and theirs) as
+    stripped pairs, in order; a malformed item is a ConfigError naming the variable and its shape."""
+    pairs: list[tuple[str, str]] = []
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, secret = item.partition(":")
+        if not sep or not name.strip() or not secret.strip():
+            raise ConfigError(f"{variable} must look like '{shape}'")
+        pairs.append((name.strip(), secret.strip()))
+    return pairs
+
+
 def facebook_pages() -> dict[str, str]:
     """Page id → Page access token, from FACEBOOK_PAGES or the single-Page pair."""
-    pages: dict[str, str] = {}
-    several = env("FACEBOOK_PAGES")
-    if several:
-        for item in several.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            page_id, sep, token = item.partition(":")
-            if not sep or not page_id.strip() or not token.strip():
-                raise ConfigError("FACEBOOK_PAGES must look like 'page_id:token,page_id:token'")
-            pages[page_id.strip()] = token.strip()
+    pages = dict(parse_pairs(env("FACEBOOK_PAGES"), "FACEBOOK_PAGES", "page_id:token,page_id:token"))
     single_id, single_token = env("FACEBOOK_PAGE_ID"), env("FACEBOOK_PAGE_ACCESS_TOKEN")
     if single_id and single_token:
         pages.setdefault(single_id, single_token)

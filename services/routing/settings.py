@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.config import ConfigError, env
+from shared.config import ConfigError, env, parse_pairs
 from services.routing import directory, rules, sla
 
 
@@ -43,17 +43,10 @@ def holidays_file() -> Path:
 
 def parse_tokens(value: str | None) -> list[tuple[str, str]]:
     """``ROUTING_TOKENS`` as (agency code, token) pairs; an agency may have several tokens."""
-    pairs: list[tuple[str, str]] = []
-    for item in (value or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        code, sep, token = item.partition(":")
-        if not sep or not code.strip() or not token.strip():
-            raise ConfigError("ROUTING_TOKENS must look like 'agency_code:token,agency_code:token'")
-        if len(token.strip()) < 8:
-            raise ConfigError(f"ROUTING_TOKENS: the token of {code.strip()!r} is shorter than 8 characters")
-        pairs.append((code.strip(), token.strip()))
+    pairs = parse_pairs(value, "ROUTING_TOKENS", "agency_code:token,agency_code:token")
+    for code, token in pairs:
+        if len(token) < 8:
+            raise ConfigError(f"ROUTING_TOKENS: the token of {code!r} is shorter than 8 characters")
     return pairs
 
 
