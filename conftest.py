@@ -9,12 +9,12 @@ os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 # Databases the tests build in-process are migrated on first use, as in development.
 os.environ.setdefault("NTBCARE_AUTO_MIGRATE", "1")
 
-warnings_filter = __import__("warnings").filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")  # said once, at import
 
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
-
-import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

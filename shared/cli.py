@@ -35,7 +35,7 @@ from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 import shared.errors  # noqa: E402,F401 - registers remote exception types
 from shared import config  # noqa: E402
 
-EMITTING = ("intake", "routing", "notification")
+EMITTING = config.EMITTING_SERVICES
 
 
 def rpc_proxy(timeout: float = 60):

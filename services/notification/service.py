@@ -14,7 +14,7 @@ from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
 from shared.subscriptions import listens_to
 from services.notification import messages, tables
-from services.notification.handling import handlers
+from services.notification.handling import INTAKE_EVENTS, ROUTING_EVENTS, handlers
 from services.notification.sender import Sender
 
 
@@ -22,9 +22,7 @@ def build_store(url: str | None = None) -> ServiceStore:
     return ServiceStore("notification", tables.metadata, emits_events=True, url=url)
 
 
-@listens_to({"intake": ("ComplaintFiled", "ComplaintAmended", "CitizenMessageReceived", "StatusRequested"),
-             "routing": ("ComplaintRouted", "ComplaintAcknowledged", "ComplaintRejectedByAgency",
-                         "ComplaintResponded", "ComplaintResolved", "ComplaintEscalated", "ComplaintDismissed")})
+@listens_to({"intake": INTAKE_EVENTS, "routing": ROUTING_EVENTS})
 class NotificationService(ServiceBase):
     name = "notification"
 
