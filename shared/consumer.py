@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from shared import metrics
 from shared.db import Database, Transaction
 from shared.events import Envelope, InvalidEvent, isoformat_utc, utc_now, validate_envelope
+from shared.events.catalogue import NeedsHistory, upcast
 from shared.quarantine import Quarantine
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 MAX_HANDLER_FAILURES = 3
 
 Handler = Callable[[Transaction, Envelope], None]
+
+
+def read_envelope(raw: Any, source: str) -> Envelope:
+    """A received event checked against its own version's schema, then lifted to its type's
+    latest version by the catalogue's upcasters: handlers only ever see current events."""
+    return Envelope.from_dict(upcast(validate_envelope(raw, expected_source=source)))
 
 
 class HandlerRejected(Exception):
@@ -93,7 +100,13 @@ class EventConsumer:
 
     def _handle(self, raw: Any, source: str, pulled: bool = False) -> str:
         try:
-            envelope = Envelope.from_dict(validate_envelope(raw, expected_source=source))
+            envelope = read_envelope(raw, source)
+        except NeedsHistory as error:
+            if not pulled:
+                # An old event still in a queue from before an upgrade: its source lifts it
+                # with the complaint's history, so catch-up pulls the current version.
+                return "deferred"
+            return self._quarantine_invalid(raw, source, str(error), pulled)
         except (InvalidEvent, KeyError, TypeError) as error:
             return self._quarantine_invalid(raw, source, str(error), pulled)
         if envelope.position > self.highest_seen.get(source, 0):
@@ -131,8 +144,8 @@ class EventConsumer:
         envelopes = []
         for raw in raws:
             try:
-                envelopes.append(Envelope.from_dict(validate_envelope(raw, expected_source=source)))
-            except (InvalidEvent, KeyError, TypeError) as error:
+                envelopes.append(read_envelope(raw, source))
+            except (InvalidEvent, NeedsHistory, KeyError, TypeError) as error:
                 count(self._quarantine_invalid(raw, source, str(error), pulled=True))
         for envelope in envelopes:
             if envelope.position > self.highest_seen.get(source, 0):
@@ -199,7 +212,7 @@ class EventConsumer:
         raw = json.loads(item["payload"])
         source = item["source"]
         try:
-            envelope = Envelope.from_dict(validate_envelope(raw, expected_source=source))
+            envelope = read_envelope(raw, source)
             handler = self.handlers.get(envelope.event_type)
             with self.database.transaction() as tx:
                 if handler is not None:
@@ -209,7 +222,7 @@ class EventConsumer:
                 if not self._seen(tx, source, envelope.position) and envelope.position > self._checkpoint_value(tx, source):
                     self._record(tx, source, envelope, "handled")
             return "replayed"
-        except (InvalidEvent, KeyError, TypeError, HandlerRejected) as error:
+        except (InvalidEvent, NeedsHistory, KeyError, TypeError, HandlerRejected) as error:
             with self.database.transaction() as tx:
                 self.quarantine.mark_failed_again(tx.connection, item["item_id"], str(error), actor)
             return "still_quarantined"

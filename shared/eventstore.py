@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import (BigInteger, Column, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, func, select, text)
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from shared.events import Envelope, isoformat_utc, new_envelope, utc_now, validate_data
-from shared.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent
+from shared.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, is_current, upcast
 
 MAX_PAGE = 1000
 
@@ -70,6 +70,10 @@ class EventStore:
     def __init__(self, source: str, metadata: MetaData):
         self.source = source
         self.events, self.outbox = event_tables(metadata)
+        # What leaves the store (``events_since``, the relay) is at each type's latest version.
+        # Stateless upcasters run here; a source whose upcasters need a complaint's history sets
+        # ``lift_old(connection, events) -> events`` (routing does).
+        self.lift_old: Callable[[Connection, list[dict]], list[dict]] | None = None
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, connection: Connection, pending: Iterable[PendingEvent]) -> list[Envelope]:
@@ -153,7 +157,7 @@ class EventStore:
         rows = connection.execute(
             select(self.events).where(self.events.c.position > position)
             .order_by(self.events.c.position).limit(limit)).mappings()
-        return [self._to_dict(row) for row in rows]
+        return self._current(connection, [self._to_dict(row) for row in rows])
 
     def events_for(self, connection: Connection, complaint_id: str) -> list[dict]:
         rows = connection.execute(
@@ -165,7 +169,14 @@ class EventStore:
         rows = connection.execute(
             select(self.events).join(self.outbox, self.outbox.c.position == self.events.c.position)
             .order_by(self.events.c.position).limit(limit)).mappings()
-        return [self._to_dict(row) for row in rows]
+        return self._current(connection, [self._to_dict(row) for row in rows])
+
+    def _current(self, connection: Connection, events: list[dict]) -> list[dict]:
+        if all(is_current(event) for event in events):
+            return events  # the everyday case: nothing recorded before an upgrade
+        if self.lift_old is not None:
+            return self.lift_old(connection, events)
+        return [event if is_current(event) else upcast(event) for event in events]
 
     def mark_published(self, connection: Connection, positions: list[int]) -> None:
         if positions:

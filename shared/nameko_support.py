@@ -22,6 +22,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared import config, metrics, migrations
 from shared.consumer import CatchUp, EventConsumer, consumer_tables
+from shared.subscriptions import EventHandlers
 from shared.db import Database
 from shared.eventstore import EventStore
 from shared.quarantine import Quarantine, quarantine_table
@@ -283,13 +284,12 @@ class ConsumerApi:
 
 
 class Consumer(DependencyProvider):
-    """Idempotent handlers for other services' events. ``handlers`` maps event type → function
-    ``(tx, envelope)``; ``sources`` lists the services to pull from."""
+    """Idempotent handlers for other services' events: the service's ``EventHandlers`` table,
+    whose handled types also say which sources to pull from."""
 
-    def __init__(self, sources: list[str], handlers_factory: Callable[[ServiceStore], dict],
-                 batch_catch_up: bool = True):
-        self.sources = sources
-        self.handlers_factory = handlers_factory
+    def __init__(self, handlers: "type[EventHandlers]", batch_catch_up: bool = True):
+        self.sources = handlers.sources()
+        self.handlers_factory: Callable[[ServiceStore], dict] = lambda store: handlers(store).table()
         # True: catch-up handles each pulled page in one transaction (for read models that
         # replay long histories); pushed events are always handled one by one.
         self.batch_catch_up = batch_catch_up

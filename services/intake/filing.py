@@ -8,6 +8,7 @@ from datetime import datetime
 
 from shared.events import isoformat_utc, parse_iso
 from services.intake.classifier import classify
+from shared.reference import CONFIDENTIAL_CATEGORIES
 from services.intake.tracking import new_tracking_code
 
 
@@ -27,7 +28,7 @@ def file_new(payload: dict, now: datetime, tracking_code: str | None = None) -> 
     region_code = location.get("region_code") or found.region_code
     confidential = payload.get("confidential")
     if confidential is None:
-        confidential = category == "pungli"
+        confidential = category in CONFIDENTIAL_CATEGORIES
     received_at = payload.get("received_at")
     filed_at = parse_iso(received_at) if received_at else now
     reply_to = payload.get("reply_to")

@@ -24,6 +24,8 @@ from shared.http import check_unicode
 from shared.nameko_support import ServiceStore
 from services.intake import tables
 from services.intake.classifier import classify
+from shared.events import types as ev
+from shared.reference import CONFIDENTIAL_CATEGORIES
 from services.intake.conversation import (AMEND, AWAIT_NEW, FILE, MESSAGE, STATUS, Conversation,
                                           attachment_text, decide, extended_text)
 from services.intake.filing import file_new
@@ -227,7 +229,7 @@ class WebhookInbox:
         complaint_id = conversation.complaint_id
         if decision.action == AMEND:
             _amend(tx, complaint, extended_text(complaint["text"], text), "more_messages", latest,
-                   message.attachments)
+                   message.attachments, added_text=text)
             remember_conversation(tx, message.page_id, message.psid, complaint_id, True, latest)
             return "amended", complaint_id
         assert decision.action == MESSAGE
@@ -280,7 +282,7 @@ class WebhookInbox:
         latest = _latest(_parse(complaint["last_citizen_message_at"]), written) if written else \
             _parse(complaint["last_citizen_message_at"])
         _amend(tx, complaint, comment.text.strip() or complaint["text"], "comment_edited", latest,
-               comment.attachments)
+               comment.attachments, added_text=comment.text.strip())
         return "amended", complaint["complaint_id"]
 
     def _comment_removed(self, tx: Transaction, comment: CommentChange):
@@ -316,19 +318,34 @@ def _latest(previous: datetime | None, current: datetime | None) -> str | None:
     return isoformat_utc(max(moments)) if moments else None
 
 
-def _amend(tx: Transaction, complaint, new_text: str, why: str, latest: str | None, new_attachments: list) -> None:
+def levy_reported(old_text: str, new_text: str, added_text: str) -> bool:
+    """Whether an amendment reports an illegal levy: the part just added does, or the text as a
+    whole became one (a story told over several bubbles). A complaint already about a levy whose
+    confidentiality the desk lifted is not re-marked by more words unless they report one."""
+    if classify(added_text).category in CONFIDENTIAL_CATEGORIES:
+        return True
+    return (classify(new_text).category in CONFIDENTIAL_CATEGORIES
+            and classify(old_text).category not in CONFIDENTIAL_CATEGORIES)
+
+
+def _amend(tx: Transaction, complaint, new_text: str, why: str, latest: str | None,
+           new_attachments: list, added_text: str) -> None:
     attachments = (json.loads(complaint["attachments"]) if complaint["attachments"] else []) + list(new_attachments)
     found = classify(new_text)
     reasons = {key: list(value) for key, value in found.reasons.items()}
     version = tx.database.event_store.current_version(tx.connection, complaint["complaint_id"])
+    levy = levy_reported(complaint["text"], new_text, added_text)
     # Beyond the design's fields: the attachments so far and the classification of the new text,
     # so routing may reconsider (it is free to ignore them).
-    tx.append([PendingEvent("ComplaintAmended", complaint["complaint_id"], {
-        "text": new_text, "why": why, "last_citizen_message_at": latest,
+    tx.append([PendingEvent(ev.COMPLAINT_AMENDED, complaint["complaint_id"], {
+        "text": new_text, "why": why, "last_citizen_message_at": latest, "levy_reported": levy,
         "attachments": attachments, "category": found.category, "region_code": found.region_code,
         "priority": found.priority, "reasons": reasons}, expected_version=version)])
+    values = dict(text=new_text, attachments=json.dumps(attachments), last_citizen_message_at=latest)
+    if levy:
+        values["confidential"] = True  # routing decides it too; intake never shows less than that
     tx.execute(update(tables.complaints).where(tables.complaints.c.complaint_id == complaint["complaint_id"])
-               .values(text=new_text, attachments=json.dumps(attachments), last_citizen_message_at=latest))
+               .values(**values))
 
 
 def _citizen_message(tx: Transaction, complaint_id: str, text: str, attachments: list, reply_to: dict,

@@ -22,14 +22,15 @@ from shared.http import BodyTooLarge, check_unicode, json_response, read_body, r
 from shared.nameko_support import Consumer, OutboxRelay, RateLimit, ServiceStore, Storage
 from shared.ratelimit import per_minute_from_env
 from shared.service_base import ServiceBase
-from shared.subscriptions import listens_to
+from shared.events import types as ev
+from shared.subscriptions import EventHandlers, handles, listens_to
 from services.intake import tables
 from services.intake.open311_web import Open311Endpoints
 from services.intake.filing import file_new
 from services.intake.inbox import WebhookInbox, settings_from_env
 from services.intake.schemas import RpcComplaint, WebComplaint
 from services.intake.store import (build_store, find_by_external_ref, find_complaint, public_complaint,
-                                   record_new_complaint, remember_conversation, set_open)
+                                   record_new_complaint, remember_conversation, set_state)
 from services.intake.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
 
 log = logging.getLogger("intake")
@@ -57,13 +58,19 @@ def status_url(tracking_code: str) -> str:
     return template.replace("{tracking_code}", tracking_code)
 
 
-def handlers(store: ServiceStore) -> dict:
-    """Routing closes complaints; notification hands a comment's complaint over to Messenger."""
+class IntakeHandlers(EventHandlers):
+    """Routing's lifecycle says whether a complaint is still open (a message after it closed
+    starts a new complaint) and whether it is confidential; notification hands a comment's
+    complaint over to Messenger. Also intake's subscriptions."""
 
-    def on_closed(tx, envelope: Envelope):
-        set_open(tx, envelope.complaint_id, False)
+    @handles(ev.COMPLAINT_RESOLVED, ev.COMPLAINT_DISMISSED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED)
+    def on_lifecycle(self, tx, envelope: Envelope):
+        lifecycle = envelope.data["lifecycle"]
+        set_state(tx, envelope.complaint_id, is_open=lifecycle["open"],
+                  confidential=lifecycle["confidential"])
 
-    def on_citizen_notified(tx, envelope: Envelope):
+    @handles(ev.CITIZEN_NOTIFIED)
+    def on_citizen_notified(self, tx, envelope: Envelope):
         psid = envelope.data.get("recipient_psid")
         if not psid:
             return
@@ -76,18 +83,15 @@ def handlers(store: ServiceStore) -> dict:
             # complaint (not a new one).
             remember_conversation(tx, str(page_id), str(psid), envelope.complaint_id, False, None)
 
-    return {"ComplaintResolved": on_closed, "ComplaintDismissed": on_closed,
-            "CitizenNotified": on_citizen_notified}
 
-
-@listens_to({"routing": ("ComplaintResolved", "ComplaintDismissed",), "notification": ("CitizenNotified",)})
+@listens_to(IntakeHandlers)
 class IntakeService(Open311Endpoints, ServiceBase):
     name = "intake"
 
     store = Storage(build_store)
     relay = OutboxRelay()
     reporting = RpcProxy("reporting")  # Open311 status answers come from reporting
-    consumer = Consumer(["routing", "notification"], handlers)
+    consumer = Consumer(IntakeHandlers)
     # Per client address, on the public web form only: refusing the signed webhook would only
     # make Meta retry, i.e. duplicates later.
     web_rate_limit = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)

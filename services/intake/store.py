@@ -63,9 +63,10 @@ def find_by_tracking_code(connection, tracking_code: str):
         tables.complaints.c.tracking_code == tracking_code)).mappings().first()
 
 
-def set_open(tx: Transaction, complaint_id: str, is_open: bool) -> None:
+def set_state(tx: Transaction, complaint_id: str, is_open: bool, confidential: bool) -> None:
+    """What routing's lifecycle says of the complaint: open or closed, confidential or not."""
     tx.execute(update(tables.complaints).where(tables.complaints.c.complaint_id == complaint_id)
-               .values(open=is_open))
+               .values(open=is_open, confidential=confidential))
 
 
 def remember_conversation(tx: Transaction, page_id: str, psid: str, complaint_id: str | None,

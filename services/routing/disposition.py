@@ -30,7 +30,12 @@ Choices where the brief is silent:
 - Status. Internal: ``filed`` (not routed yet), ``triage`` (at the desk, never with an agency),
   ``assigned``, ``in_progress`` (an assigned agency acknowledged or answered), ``returned`` (back
   at the desk after being with agencies), ``dismissed``, ``resolved``; see ``PUBLIC_STATUS``.
-  A re-route to new agencies that have not acted yet shows *disetujui* again.
+  A re-route to new agencies that have not acted yet shows *disetujui* again. The status, the
+  agencies' parts, at-the-desk, open/closed and confidentiality are the complaint's *lifecycle*
+  (``shared.events.lifecycle``): ``stamped`` attaches its snapshot after each new event, so every
+  routing event carries the state it leaves and no other service computes it.
+- Confidentiality. On from filing for an illegal levy; turned on by a later text that reports
+  one (``ComplaintAmended.levy_reported``); the desk may mark or unmark it with a reason.
 
 Pure domain code: no nameko, no SQLAlchemy, no clock reads (callers pass ``now``).
 """
@@ -44,37 +49,27 @@ from typing import Iterable, Optional, Sequence, Union
 from services.routing.directory import Directory
 from services.routing.rules import Decision
 from services.routing.sla import FIRST_RESPONSE, FOLLOW_UP, TRIAGE, SlaPolicy
-from shared.events.catalogue import PRIORITIES
+from shared.events import types as ev
 from shared.events.envelope import isoformat_utc, parse_iso
+from shared.events.lifecycle import Lifecycle
+from shared.reference import (
+    PRIORITIES, STAGE_ASSIGNED as ASSIGNED, STAGE_DISMISSED as DISMISSED, STAGE_FILED as FILED,
+    STAGE_IN_PROGRESS as IN_PROGRESS, STAGE_RESOLVED as RESOLVED, STAGE_RETURNED as RETURNED,
+    STAGE_TRIAGE as TRIAGE_STATUS, STAGE_WORDS as PUBLIC_STATUS,
+)
 
-DEFAULT_DESK_CODE = "diskominfotik"
+COMPLAINT_FILED = ev.COMPLAINT_FILED
+COMPLAINT_ROUTED = ev.COMPLAINT_ROUTED
+COMPLAINT_ACKNOWLEDGED = ev.COMPLAINT_ACKNOWLEDGED
+COMPLAINT_REJECTED = ev.COMPLAINT_REJECTED_BY_AGENCY
+COMPLAINT_RESPONDED = ev.COMPLAINT_RESPONDED
+COMPLAINT_RESOLVED = ev.COMPLAINT_RESOLVED
+COMPLAINT_ESCALATED = ev.COMPLAINT_ESCALATED
+COMPLAINT_DISMISSED = ev.COMPLAINT_DISMISSED
+CONFIDENTIALITY_CHANGED = ev.COMPLAINT_CONFIDENTIALITY_CHANGED
 
-COMPLAINT_FILED = "ComplaintFiled"
-COMPLAINT_ROUTED = "ComplaintRouted"
-COMPLAINT_ACKNOWLEDGED = "ComplaintAcknowledged"
-COMPLAINT_REJECTED = "ComplaintRejectedByAgency"
-COMPLAINT_RESPONDED = "ComplaintResponded"
-COMPLAINT_RESOLVED = "ComplaintResolved"
-COMPLAINT_ESCALATED = "ComplaintEscalated"
-COMPLAINT_DISMISSED = "ComplaintDismissed"
-
-FILED = "filed"
-TRIAGE_STATUS = "triage"
-ASSIGNED = "assigned"
-IN_PROGRESS = "in_progress"
-RETURNED = "returned"
-DISMISSED = "dismissed"
-RESOLVED = "resolved"
-
-PUBLIC_STATUS = {
-    FILED: "diterima",
-    TRIAGE_STATUS: "diterima",
-    ASSIGNED: "disetujui",
-    IN_PROGRESS: "diproses",
-    RETURNED: "diproses",
-    DISMISSED: "ditolak",
-    RESOLVED: "selesai",
-}
+#: The actor of a confidentiality turned on by a text that reports an illegal levy.
+CLASSIFIER_ACTOR = "intake:classifier"
 
 NewEvent = tuple[str, dict]
 
@@ -103,17 +98,6 @@ class InvalidAction(DomainError):
     """The request is malformed or makes no sense in the current state."""
 
 
-@dataclass
-class _Progress:
-    acknowledged: bool = False
-    answered: bool = False
-    resolved: bool = False
-
-    @property
-    def acted(self) -> bool:
-        return self.acknowledged or self.answered
-
-
 def _moment(value: Union[datetime, str]) -> datetime:
     return parse_iso(value) if isinstance(value, str) else value
 
@@ -125,17 +109,15 @@ def _blank(value) -> bool:
 class Disposition:
     def __init__(self, complaint_id: str, tracking_code: str, category: str,
                  region_code: Optional[str], priority: str, confidential: bool,
-                 filed_at: Union[datetime, str], desk_code: str = DEFAULT_DESK_CODE):
+                 filed_at: Union[datetime, str], desk_code: str):
         self.complaint_id = complaint_id
         self.tracking_code = tracking_code
         self.category = category
         self.region_code = region_code
         self.priority = priority
-        self.confidential = confidential
         self.filed_at = _moment(filed_at)
         self.desk_code = desk_code
-        self.lead_agencies: list[str] = []
-        self.coordinating_agencies: list[str] = []
+        self.lifecycle = Lifecycle(confidential)
         self.decided_by: Optional[str] = None
         self.reason: Optional[str] = None
         self.routed_at: Optional[datetime] = None
@@ -143,17 +125,13 @@ class Disposition:
         self.escalated: set[str] = set()
         self.dismissal: Optional[dict] = None
         self.version = 0  # routing events applied: the expected version for the next append
-        self._progress: dict[str, _Progress] = {}
-        self._at_desk = False
-        self._been_with_agency = False
-        self._closed: Optional[str] = None
 
     # --- building ------------------------------------------------------------------------------
 
     @classmethod
     def new(cls, complaint_id: str, tracking_code: str, category: str, region_code: Optional[str],
             priority: str, confidential: bool, filed_at: Union[datetime, str],
-            desk_code: str = DEFAULT_DESK_CODE) -> "Disposition":
+            desk_code: str) -> "Disposition":
         if priority not in PRIORITIES:
             raise InvalidAction(f"unknown priority {priority!r}; expected one of {PRIORITIES}")
         return cls(complaint_id, tracking_code, category, region_code, priority, confidential,
@@ -162,14 +140,16 @@ class Disposition:
     @classmethod
     def replay(cls, events: Iterable[tuple[str, dict, Union[datetime, str]]],
                start: Optional["Disposition"] = None,
-               desk_code: str = DEFAULT_DESK_CODE) -> "Disposition":
+               desk_code: Optional[str] = None) -> "Disposition":
         """Rebuild from ``(event_type, data, occurred_at)`` in order. Without ``start`` the first
-        event must be the ``ComplaintFiled`` fact, its data carrying ``complaint_id`` too."""
+        event must be the ``ComplaintFiled`` fact, its data carrying ``complaint_id`` too, and
+        ``desk_code`` names the desk."""
         events = iter(events)
         if start is None:
             first = next(events, None)
-            if first is None or first[0] != COMPLAINT_FILED:
-                raise ValueError("replay needs a start Disposition or a ComplaintFiled first event")
+            if first is None or first[0] != COMPLAINT_FILED or desk_code is None:
+                raise ValueError("replay needs a start Disposition, or a ComplaintFiled first "
+                                 "event and the desk's code")
             data = first[1]
             disposition = cls.new(data["complaint_id"], data["tracking_code"], data["category"],
                                   data.get("region_code"), data["priority"],
@@ -190,60 +170,69 @@ class Disposition:
         handler = getattr(self, f"_on_{event_type}", None)
         if handler is None:
             raise ValueError(f"a disposition has no event {event_type!r}")
+        self.lifecycle.apply(event_type, data)
         handler(data, _moment(occurred_at))
         self.version += 1
+
+    def stamped(self, new_events: Sequence[NewEvent]) -> list[NewEvent]:
+        """The new events, each carrying the lifecycle it leaves (``data.lifecycle``)."""
+        lifecycle = self.lifecycle.copy()
+        out: list[NewEvent] = []
+        for event_type, data in new_events:
+            lifecycle.apply(event_type, data)
+            out.append((event_type, {**data, "lifecycle": lifecycle.snapshot()}))
+        return out
 
     def _on_ComplaintRouted(self, data: dict, occurred_at: datetime) -> None:
         due = {name: parse_iso(value) for name, value in data["due_at"].items()}
         # A clock whose deadline did not move stays escalated; a moved one may escalate again.
         self.escalated = {name for name in self.escalated
                           if name in due and self.due_at.get(name) == due[name]}
-        self.lead_agencies = list(data["lead_agencies"])
-        self.coordinating_agencies = list(data["coordinating_agencies"])
-        assigned = set(self.lead_agencies) | set(self.coordinating_agencies)
-        self._progress = {code: state for code, state in self._progress.items() if code in assigned}
         self.decided_by = data["decided_by"]
         self.reason = data["reason"]
         self.priority = data["priority"]
         self.due_at = due
         self.routed_at = occurred_at
-        self._at_desk = TRIAGE in due
-        if not self._at_desk:
-            self._been_with_agency = True
 
     def _on_ComplaintAcknowledged(self, data: dict, occurred_at: datetime) -> None:
-        self._progress.setdefault(data["agency_code"], _Progress()).acknowledged = True
+        pass
 
     def _on_ComplaintResponded(self, data: dict, occurred_at: datetime) -> None:
-        state = self._progress.setdefault(data["agency_code"], _Progress())
-        state.answered = True
-        state.resolved = state.resolved or bool(data["resolved"])
+        pass
 
     def _on_ComplaintResolved(self, data: dict, occurred_at: datetime) -> None:
-        self._closed = RESOLVED
+        pass
 
     def _on_ComplaintRejectedByAgency(self, data: dict, occurred_at: datetime) -> None:
-        code = data["agency_code"]
-        self.lead_agencies = [c for c in self.lead_agencies if c != code]
-        self.coordinating_agencies = [c for c in self.coordinating_agencies if c != code]
-        self._progress.pop(code, None)
-        if not self.lead_agencies:
-            self.lead_agencies = [self.desk_code]
-            self.coordinating_agencies = []
-            self._progress = {}
-            self.due_at = {name: parse_iso(value)
-                           for name, value in (data.get("due_at") or {}).items()}
+        if self.lifecycle.at_desk_after_routing and data.get("due_at") is not None:
+            self.due_at = {name: parse_iso(value) for name, value in data["due_at"].items()}
             self.escalated = set()
-            self._at_desk = True
 
     def _on_ComplaintEscalated(self, data: dict, occurred_at: datetime) -> None:
         self.escalated.add(data["breach"])
 
     def _on_ComplaintDismissed(self, data: dict, occurred_at: datetime) -> None:
-        self._closed = DISMISSED
-        self.dismissal = dict(data)
+        self.dismissal = {k: v for k, v in data.items() if k != "lifecycle"}
+
+    def _on_ComplaintConfidentialityChanged(self, data: dict, occurred_at: datetime) -> None:
+        pass
 
     # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def confidential(self) -> bool:
+        return self.lifecycle.confidential
+
+    @property
+    def lead_agencies(self) -> list[str]:
+        """The lead agencies; the desk itself while the complaint waits there after routing."""
+        if self.lifecycle.routed and self.lifecycle.at_desk_after_routing:
+            return [self.desk_code]
+        return list(self.lifecycle.lead_agencies)
+
+    @property
+    def coordinating_agencies(self) -> list[str]:
+        return list(self.lifecycle.coordinating_agencies)
 
     @property
     def is_routed(self) -> bool:
@@ -251,32 +240,24 @@ class Disposition:
 
     @property
     def is_open(self) -> bool:
-        return self._closed is None
+        return self.lifecycle.is_open
 
     @property
     def at_desk(self) -> bool:
         """Waiting for the desk: not routed yet, routed to the desk, or handed back to it."""
-        return self.is_open and (not self.is_routed or self._at_desk)
+        return self.lifecycle.at_desk
 
     @property
     def status(self) -> str:
-        if self._closed:
-            return self._closed
-        if not self.is_routed:
-            return FILED
-        if self._at_desk:
-            return RETURNED if self._been_with_agency else TRIAGE_STATUS
-        if any(state.acted for state in self._progress.values()):
-            return IN_PROGRESS
-        return ASSIGNED
+        return self.lifecycle.stage
 
     @property
     def public_status(self) -> str:
-        return PUBLIC_STATUS[self.status]
+        return self.lifecycle.status
 
     @property
     def resolved_agencies(self) -> list[str]:
-        return [code for code in self.lead_agencies if self._state(code).resolved]
+        return [code for code in self.lifecycle.lead_agencies if self._state(code)["resolved"]]
 
     def can_be_seen_by(self, agency_code: str) -> bool:
         return (agency_code == self.desk_code or agency_code in self.lead_agencies
@@ -284,9 +265,7 @@ class Disposition:
 
     def progress_of(self, agency_code: str) -> dict:
         """What one agency has done on the complaint: acknowledged, answered, resolved."""
-        state = self._state(agency_code)
-        return {"acknowledged": state.acknowledged, "answered": state.answered,
-                "resolved": state.resolved}
+        return self._state(agency_code)
 
     def open_deadlines(self) -> dict[str, datetime]:
         """The clocks that can still breach: running, not stopped, not escalated yet."""
@@ -295,23 +274,19 @@ class Disposition:
         return {clock: due for clock, due in self.due_at.items()
                 if clock not in self.escalated and not self._stopped(clock)}
 
-    def _state(self, code: str) -> _Progress:
-        return self._progress.get(code, _Progress())
+    def _state(self, code: str) -> dict:
+        return self.lifecycle.progress_of(code)
 
     def _stopped(self, clock: str) -> bool:
-        if clock == FIRST_RESPONSE:
-            return any(self._state(code).acted for code in self.lead_agencies)
-        if clock == FOLLOW_UP:
-            return any(self._state(code).answered for code in self.lead_agencies)
-        return False  # triage ends only by routing or dismissal, which replace or close it
+        return self.lifecycle.stopped(clock)
 
     # --- checks shared by the commands ---------------------------------------------------------
 
     def _require_open(self) -> None:
-        if self._closed == DISMISSED:
+        if self.lifecycle.closed == DISMISSED:
             raise ComplaintClosed(f"complaint {self.tracking_code} was dismissed (ditolak); "
                                   "nothing more can be done on it")
-        if self._closed == RESOLVED:
+        if self.lifecycle.closed == RESOLVED:
             raise ComplaintClosed(f"complaint {self.tracking_code} is resolved (selesai); "
                                   "nothing more can be done on it")
 
@@ -375,7 +350,7 @@ class Disposition:
         at_desk = codes == [desk]
         lead, coordinating = codes[:1], codes[1:]
         if (self.is_routed and lead == self.lead_agencies
-                and coordinating == self.coordinating_agencies and at_desk == self._at_desk):
+                and coordinating == self.coordinating_agencies and at_desk == self.at_desk):
             raise InvalidAction(f"complaint {self.tracking_code} is already assigned to exactly "
                                 f"{codes}")
         due = sla_policy.due_at(now, self.priority, at_desk=at_desk)
@@ -391,6 +366,27 @@ class Disposition:
         return [(COMPLAINT_DISMISSED,
                  {"reason": reason.strip(), "duplicate_of": duplicate_of, "actor": actor})]
 
+    def set_confidential(self, confidential: bool, reason: str, actor: str) -> list[NewEvent]:
+        """The desk marks or unmarks the complaint as confidential, with its reason. Allowed on
+        closed complaints too: their public status page still shows (or hides) the answers."""
+        if not isinstance(confidential, bool):
+            raise InvalidAction("confidential must be true or false")
+        self._require_text(reason, "a reason for the change")
+        self._require_text(actor, "the operator (actor)")
+        if confidential == self.confidential:
+            word = "already" if confidential else "not"
+            raise InvalidAction(f"complaint {self.tracking_code} is {word} confidential")
+        return [(CONFIDENTIALITY_CHANGED,
+                 {"confidential": confidential, "reason": reason.strip(), "actor": actor})]
+
+    def levy_reported(self) -> list[NewEvent]:
+        """A later text of the complaint reports an illegal levy: it becomes confidential."""
+        if self.confidential:
+            return []
+        return [(CONFIDENTIALITY_CHANGED, {
+            "confidential": True, "actor": CLASSIFIER_ACTOR,
+            "reason": "a later message of the complaint reports an illegal levy (pungli)"})]
+
     def set_priority(self, priority: str, reason: str, actor: str, now: datetime,
                      sla_policy: SlaPolicy) -> list[NewEvent]:
         self._require_open()
@@ -404,7 +400,7 @@ class Disposition:
         self._require_text(reason, "a reason for the new priority")
         self._require_text(actor, "the operator (actor)")
         due = dict(self.due_at)
-        if not self._at_desk:
+        if not self.at_desk:
             due[FIRST_RESPONSE] = sla_policy.due_at(now, priority, at_desk=False)[FIRST_RESPONSE]
         return [self._routed(self.lead_agencies, self.coordinating_agencies, f"operator:{actor}",
                              reason.strip(), priority, due)]
@@ -415,10 +411,10 @@ class Disposition:
         self._require_assigned(agency_code)
         self._require_text(actor, "the officer (actor)")
         state = self._state(agency_code)
-        if state.acknowledged:
+        if state["acknowledged"]:
             raise InvalidAction(f"agency {agency_code!r} has already acknowledged complaint "
                                 f"{self.tracking_code}")
-        if state.answered:
+        if state["answered"]:
             raise InvalidAction(f"agency {agency_code!r} has already answered complaint "
                                 f"{self.tracking_code}")
         return [(COMPLAINT_ACKNOWLEDGED, {"agency_code": agency_code, "actor": actor})]
@@ -429,7 +425,7 @@ class Disposition:
         self._require_assigned(agency_code)
         self._require_text(reason, "a reason for rejecting")
         self._require_text(actor, "the officer (actor)")
-        if self._state(agency_code).resolved:
+        if self._state(agency_code)["resolved"]:
             raise InvalidAction(f"agency {agency_code!r} has already resolved its part of "
                                 f"complaint {self.tracking_code}; it can no longer reject it")
         data = {"agency_code": agency_code, "reason": reason.strip(), "actor": actor}
@@ -440,13 +436,13 @@ class Disposition:
                 triage = sla_policy.due_at(now, self.priority, at_desk=True)[TRIAGE]
                 data["returned_to_desk"] = True
                 data["due_at"] = {TRIAGE: isoformat_utc(triage)}
-            elif all(self._state(code).resolved for code in remaining):
+            elif all(self._state(code)["resolved"] for code in remaining):
                 events.append((COMPLAINT_RESOLVED, {"actor": actor}))
         return events
 
     def respond(self, agency_code: str, text: str, resolved: bool, actor: str) -> list[NewEvent]:
         """A public answer; ``resolved=True`` (leads only) also closes the agency's part."""
-        if self._closed == RESOLVED and resolved is True:
+        if self.lifecycle.closed == RESOLVED and resolved is True:
             raise AlreadyResolved(f"complaint {self.tracking_code} is already resolved")
         self._require_assigned(agency_code)
         self._require_text(text, "the answer text")
@@ -456,13 +452,13 @@ class Disposition:
         if resolved and agency_code not in self.lead_agencies:
             raise InvalidAction(f"agency {agency_code!r} coordinates on complaint "
                                 f"{self.tracking_code}; only a lead agency can resolve it")
-        if resolved and self._state(agency_code).resolved:
+        if resolved and self._state(agency_code)["resolved"]:
             raise AlreadyResolved(f"agency {agency_code!r} has already resolved its part of "
                                   f"complaint {self.tracking_code}")
         events: list[NewEvent] = [(COMPLAINT_RESPONDED, {
             "agency_code": agency_code, "text": text.strip(), "resolved": resolved, "actor": actor,
         })]
-        if resolved and all(code == agency_code or self._state(code).resolved
+        if resolved and all(code == agency_code or self._state(code)["resolved"]
                             for code in self.lead_agencies):
             events.append((COMPLAINT_RESOLVED, {"actor": actor}))
         return events

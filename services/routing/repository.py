@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update, text
 from sqlalchemy.engine import Connection
 
 from shared.events import isoformat_utc
+from shared.events.catalogue import is_current, upcast_log
 from shared.eventstore import EventStore
 from services.routing import tables
 from services.routing.directory import Directory
@@ -133,6 +134,20 @@ def load(connection: Connection, event_store: EventStore, filed: Mapping,
     return disposition
 
 
+def lift_old_events(connection: Connection, event_store: EventStore, events: list[dict]) -> list[dict]:
+    """Routing's events recorded before they carried the lifecycle (v1), lifted to the current
+    version with the lifecycle folded from each complaint's earlier events — so every reader of
+    routing's log (``events_since``, the relay) gets current events."""
+    lifted: dict[str, dict[int, dict]] = {}
+    for complaint_id in {event["complaint_id"] for event in events if not is_current(event)}:
+        filed = facts(connection, complaint_id)
+        history = upcast_log(event_store.events_for(connection, complaint_id),
+                             confidential=bool(filed["confidential"]) if filed else False)
+        lifted[complaint_id] = {event["position"]: event for event in history}
+    return [event if is_current(event) else lifted[event["complaint_id"]][event["position"]]
+            for event in events]
+
+
 def project(connection: Connection, disposition: Disposition, now: datetime) -> None:
     """Rewrite the complaint's state rows from the disposition just changed."""
     open_deadlines = disposition.open_deadlines()
@@ -141,6 +156,7 @@ def project(connection: Connection, disposition: Disposition, now: datetime) -> 
         "status": disposition.status,
         "public_status": disposition.public_status,
         "at_desk": disposition.at_desk,
+        "confidential": disposition.confidential,
         "priority": disposition.priority,
         "lead_agencies": json.dumps(disposition.lead_agencies),
         "coordinating_agencies": json.dumps(disposition.coordinating_agencies),
@@ -187,5 +203,5 @@ def summary(row: Mapping) -> dict:
 def state_query():
     """State rows joined with the facts they summarise."""
     d, c = tables.dispositions, tables.complaints
-    return (select(d, c.c.category, c.c.region_code, c.c.confidential, c.c.filed_at)
+    return (select(d, c.c.category, c.c.region_code, c.c.filed_at)
             .join(c, c.c.complaint_id == d.c.complaint_id))

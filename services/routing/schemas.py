@@ -38,6 +38,11 @@ class SetPriority(_Command):
     reason = _required_text()
 
 
+class SetConfidential(_Command):
+    confidential = fields.Boolean(required=True, truthy={True}, falsy={False})
+    reason = _required_text()
+
+
 class AgencyCommand(_Command):
     agency_code = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
@@ -80,6 +85,11 @@ class DismissBody(_Body):
 
 class PriorityBody(_Body):
     priority = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class ConfidentialityBody(_Body):
+    confidential = fields.Boolean(required=True, truthy={True}, falsy={False})
     reason = fields.String(required=True)
 
 

@@ -19,7 +19,8 @@ from shared.errors import EXPECTED
 from shared.events import utc_now
 from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
-from shared.subscriptions import listens_to
+from shared.events import types as ev
+from shared.subscriptions import EventHandlers, handles, listens_to
 from services.routing import repository, schemas, settings, sla, tables, web
 from services.routing.console import config as console_config
 from services.routing.console import details as console_details
@@ -46,7 +47,11 @@ def check_startup() -> None:
 
 
 def build_store(url: str | None = None) -> ServiceStore:
-    return ServiceStore("routing", tables.metadata, emits_events=True, url=url)
+    store = ServiceStore("routing", tables.metadata, emits_events=True, url=url)
+    event_store = store.event_store
+    event_store.lift_old = lambda connection, events: repository.lift_old_events(
+        connection, event_store, events)
+    return store
 
 
 def workflow_for(store: ServiceStore) -> Workflow:
@@ -80,16 +85,23 @@ def _build_workflow(store: ServiceStore) -> Workflow:
     return store.routing_workflow
 
 
-def handlers(store: ServiceStore) -> dict:
-    workflow = workflow_for(store)
+class RoutingHandlers(EventHandlers):
+    """Intake's facts: a filed complaint is routed, an amended one re-read (and perhaps made
+    confidential). Also routing's subscriptions."""
 
-    def on_complaint_filed(tx, envelope):
-        workflow.on_complaint_filed(tx, envelope)
+    def __init__(self, store: ServiceStore):
+        super().__init__(store)
+        self.workflow = workflow_for(store)
+
+    @handles(ev.COMPLAINT_FILED)
+    def on_complaint_filed(self, tx, envelope):
+        self.workflow.on_complaint_filed(tx, envelope)
         # The console's complaint page shows the classifier's reasons and the attachments.
         console_details.save_filing_details(tx.connection, envelope.complaint_id, envelope.data)
 
-    return {"ComplaintFiled": on_complaint_filed,
-            "ComplaintAmended": workflow.on_complaint_amended}
+    @handles(ev.COMPLAINT_AMENDED)
+    def on_complaint_amended(self, tx, envelope):
+        self.workflow.on_complaint_amended(tx, envelope)
 
 
 class WorkflowProvider(DependencyProvider):
@@ -119,13 +131,13 @@ class ConsoleProvider(DependencyProvider):
         return self.console
 
 
-@listens_to({"intake": ("ComplaintFiled", "ComplaintAmended",)})
+@listens_to(RoutingHandlers)
 class RoutingService(ServiceBase):
     name = "routing"
 
     store = Storage(build_store)
     relay = OutboxRelay()
-    consumer = Consumer(["intake"], handlers)
+    consumer = Consumer(RoutingHandlers)
     workflow = WorkflowProvider()
     console = ConsoleProvider()
     intake = RpcProxy("intake")
@@ -166,6 +178,11 @@ class RoutingService(ServiceBase):
     def set_priority(self, complaint_id, priority, reason, actor):
         """Change the priority (desk); restarts the first-response clock."""
         return self.workflow.set_priority(complaint_id, priority, reason, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_confidential(self, complaint_id, confidential, reason, actor):
+        """Mark (true) or unmark (false) the complaint as confidential (desk), with the reason."""
+        return self.workflow.set_confidential(complaint_id, confidential, reason, actor)
 
     @rpc(expected_exceptions=EXPECTED)
     def desk_queue(self):
@@ -254,6 +271,12 @@ class RoutingService(ServiceBase):
         return web.handle(self.workflow, request, lambda caller, body: self.workflow.set_priority(
             complaint_id, body["priority"], body["reason"], caller.actor,
             caller=caller.agency_code), schemas.PriorityBody)
+
+    @http("POST", "/api/complaints/<complaint_id>/confidentiality")
+    def http_confidentiality(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, body: self.workflow.set_confidential(
+            complaint_id, body["confidential"], body["reason"], caller.actor,
+            caller=caller.agency_code), schemas.ConfidentialityBody)
 
     @http("POST", "/api/complaints/<complaint_id>/acknowledge")
     def http_acknowledge(self, request, complaint_id):

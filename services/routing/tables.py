@@ -7,7 +7,7 @@
   breach timer (derived from the events; never read to decide a command);
 * ``agency_tokens`` — the API's bearer tokens, stored as SHA-256 hashes only.
 """
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, false
 
 metadata = MetaData()
 
@@ -43,6 +43,8 @@ dispositions = Table(
     Column("status", String(16), nullable=False, index=True),
     Column("public_status", String(16), nullable=False),
     Column("at_desk", Boolean, nullable=False, index=True),
+    # The complaint's current confidentiality (filing, a later levy report, desk decisions).
+    Column("confidential", Boolean, nullable=False, server_default=false()),
     Column("priority", String(16), nullable=False),
     Column("lead_agencies", Text, nullable=False),          # JSON list
     Column("coordinating_agencies", Text, nullable=False),  # JSON list

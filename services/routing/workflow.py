@@ -88,8 +88,16 @@ class Workflow:
                                              "event_id": envelope.event_id})
 
     def on_complaint_amended(self, tx: Transaction, envelope: Envelope) -> None:
-        """Agencies read the full, amended text; the routing decision stays."""
-        repository.update_text(tx.connection, envelope.complaint_id, envelope.data["text"])
+        """Agencies read the full, amended text; the routing decision stays. A new text that
+        reports an illegal levy makes the complaint confidential (it stays so unless the desk
+        unmarks it)."""
+        if not repository.update_text(tx.connection, envelope.complaint_id, envelope.data["text"]):
+            return  # routed later, with the amended text: intake's facts are read then
+        if envelope.data["levy_reported"]:
+            disposition = self._load(tx, envelope.complaint_id)
+            new_events = disposition.levy_reported()
+            if new_events:
+                self._record(tx, disposition, new_events, utc_now())
 
     # --- desk commands -------------------------------------------------------------------------
 
@@ -118,6 +126,16 @@ class Workflow:
         self._require_desk(caller, "change a complaint's priority")
         return self._run(args["complaint_id"], lambda d, now: d.set_priority(
             args["priority"], args["reason"], args["actor"], now, self.policy))
+
+    def set_confidential(self, complaint_id, confidential, reason, actor,
+                         caller: Optional[str] = None) -> dict:
+        """The desk marks (``True``) or unmarks (``False``) the complaint as confidential."""
+        args = validated(schemas.SetConfidential, {"complaint_id": complaint_id,
+                                                   "confidential": confidential,
+                                                   "reason": reason, "actor": actor})
+        self._require_desk(caller, "change a complaint's confidentiality")
+        return self._run(args["complaint_id"], lambda d, now: d.set_confidential(
+            args["confidential"], args["reason"], args["actor"]))
 
     def desk_queue(self, caller: Optional[str] = None) -> list[dict]:
         """Complaints waiting for the desk (new, held, handed back) and open escalated ones,
@@ -300,7 +318,9 @@ class Workflow:
 
     def _record(self, tx: Transaction, disposition: Disposition, new_events: list[NewEvent],
                 now: datetime):
-        pending = [PendingEvent(event_type, disposition.complaint_id, self._named(event_type, data),
+        new_events = disposition.stamped([(event_type, self._named(event_type, data))
+                                          for event_type, data in new_events])
+        pending = [PendingEvent(event_type, disposition.complaint_id, data,
                                 expected_version=disposition.version + index, occurred_at=now)
                    for index, (event_type, data) in enumerate(new_events)]
         envelopes = tx.append(pending)
@@ -363,7 +383,7 @@ class Workflow:
             "category": filed["category"],
             "region_code": filed["region_code"],
             "channel": filed["channel"],
-            "confidential": bool(filed["confidential"]),
+            "confidential": disposition.confidential,
             "filed_at": filed["filed_at"],
             "text": filed["text"],
             "priority": disposition.priority,
@@ -382,5 +402,6 @@ class Workflow:
             "escalated": sorted(disposition.escalated),
             "settlement_due": isoformat_utc(self.policy.settlement_due(parse_iso(filed["filed_at"]))),
             "dismissal": disposition.dismissal,
+            "lifecycle": disposition.lifecycle.snapshot(),
             "version": disposition.version,
         }

@@ -1,25 +1,34 @@
-"""One marshmallow schema per event type and schema version: the contract of the design's
-"Event data" table. Events are validated when appended and again when received.
+"""Every event type declared once: its owner, every field a consumer reads (one marshmallow
+schema per version), and its version history with the upcasters that lift an old event to the
+current version before any handler sees it. This is the contract of the design's "Event data"
+table; events are validated when appended and again when received.
+
+Adding an event type: a name in ``shared.events.types``, its schema here and one ``EventContract``
+in ``CONTRACTS``; then the handler in the consuming service's handler table, which is also its
+subscription (see the README, "Where things go").
+
+Changing an event's shape: add ``<Type>V<n+1>``, list it in the contract's ``versions`` and give
+an upcaster from ``n``. ``upcast`` runs them in a row; an upcaster that needs the complaint's
+earlier events (``needs_history``) runs where that history is — routing lifts its own v1 log
+when it reads it (``upcast_log``), so every reader of routing's events gets v2.
 
 Schemas accept extra fields (``unknown = INCLUDE``) because the design allows producers to add
 fields; the listed ones are required and typed.
 """
 from __future__ import annotations
 
+import copy
 import uuid
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from shared.events import types as ev
 from shared.events.envelope import parse_iso
+from shared.reference import CATEGORIES, PRIORITIES, PUBLIC_STATUSES, REGION_CODES, STAGE_WORDS
 
-CATEGORIES = (
-    "koperasi_umkm", "lingkungan_hidup", "infrastruktur", "pungli",
-    "pelayanan_umum", "sosial", "kesehatan", "lainnya",
-)
-REGION_CODES = ("5201", "5202", "5203", "5204", "5205", "5206", "5207", "5208", "5271", "5272")
 CHANNELS = ("facebook_messenger", "facebook_comment", "web", "api", "import", "open311")
-PRIORITIES = ("urgent", "important", "normal")
 BREACHES = ("triage", "first_response", "follow_up")
 NOTIFY_CHANNELS = ("messenger", "comment_public", "comment_private")
 
@@ -168,6 +177,76 @@ class ComplaintDismissedV1(EventData):
     duplicate_of = fields.String(required=True, allow_none=True)
     actor = fields.String(required=True)
 
+class ComplaintAmendedV2(ComplaintAmendedV1):
+    """v2: says whether the new text reports an illegal levy (routing then makes the complaint
+    confidential). v1 amendments never changed confidentiality: they lift with ``False``."""
+    levy_reported = fields.Boolean(required=True, truthy={True}, falsy={False})
+    attachments = fields.List(fields.Nested(Attachment))
+
+
+class AgencyPart(Schema):
+    role = fields.String(required=True, validate=validate.OneOf(("lead", "coordinating", "handed_back")))
+    acknowledged = fields.Boolean(required=True, truthy={True}, falsy={False})
+    answered = fields.Boolean(required=True, truthy={True}, falsy={False})
+    resolved = fields.Boolean(required=True, truthy={True}, falsy={False})
+
+
+class LifecycleSnapshot(Schema):
+    """The complaint's state after the event, as routing decided it (``shared.events.lifecycle``)."""
+    status = fields.String(required=True, validate=validate.OneOf(PUBLIC_STATUSES))
+    stage = fields.String(required=True, validate=validate.OneOf(tuple(STAGE_WORDS)))
+    open = fields.Boolean(required=True, truthy={True}, falsy={False})
+    at_desk = fields.Boolean(required=True, truthy={True}, falsy={False})
+    confidential = fields.Boolean(required=True, truthy={True}, falsy={False})
+    lead_agencies = fields.List(fields.String(), required=True)
+    coordinating_agencies = fields.List(fields.String(), required=True)
+    parts = fields.Dict(keys=fields.String(), values=fields.Nested(AgencyPart), required=True)
+    deadlines = fields.Dict(keys=fields.String(validate=validate.OneOf(BREACHES)), values=IsoTime(),
+                            required=True)
+    agency_names = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class _WithLifecycle:
+    lifecycle = fields.Nested(LifecycleSnapshot, required=True)
+
+
+class ComplaintRoutedV2(_WithLifecycle, ComplaintRoutedV1):
+    agency_names = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ComplaintAcknowledgedV2(_WithLifecycle, ComplaintAcknowledgedV1):
+    agency_name = fields.String()
+
+
+class ComplaintRejectedByAgencyV2(_WithLifecycle, ComplaintRejectedByAgencyV1):
+    agency_name = fields.String()
+    returned_to_desk = fields.Boolean(truthy={True}, falsy={False})
+    due_at = fields.Dict(keys=fields.String(validate=validate.OneOf(BREACHES)), values=IsoTime())
+
+
+class ComplaintRespondedV2(_WithLifecycle, ComplaintRespondedV1):
+    agency_name = fields.String()
+
+
+class ComplaintResolvedV2(_WithLifecycle, ComplaintResolvedV1):
+    pass
+
+
+class ComplaintEscalatedV2(_WithLifecycle, ComplaintEscalatedV1):
+    agency_names = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ComplaintDismissedV2(_WithLifecycle, ComplaintDismissedV1):
+    pass
+
+
+class ComplaintConfidentialityChangedV1(_WithLifecycle, EventData):
+    """The complaint became confidential (a text reported an illegal levy; ``actor`` is then
+    ``intake:classifier``) or the desk marked or unmarked it, with its reason."""
+    confidential = fields.Boolean(required=True, truthy={True}, falsy={False})
+    reason = fields.String(required=True, validate=validate.Length(min=1))
+    actor = fields.String(required=True, validate=validate.Length(min=1))
+
 
 class CitizenNotifiedV1(EventData):
     trigger_event_id = fields.String(required=True, validate=_uuid)
@@ -185,37 +264,130 @@ class CitizenNotificationFailedV1(EventData):
     permanent = fields.Boolean(required=True, truthy={True}, falsy={False})
 
 
-#: (event type, schema version) → schema class; the source service of each type in ``SOURCES``.
+# --- version history -----------------------------------------------------------------------------
+
+class NeedsHistory(Exception):
+    """An upcaster needs the complaint's earlier events; the event must be read from its source's
+    log (``events_since``), which lifts it with that history."""
+
+
+@dataclass(frozen=True)
+class Upcaster:
+    """Lifts ``data`` of version n to n+1. With ``needs_history`` it is called as
+    ``lift(data, event_type, state)`` with the fold of the complaint's earlier events."""
+    lift: Callable[..., dict]
+    needs_history: bool = False
+
+
+def _amended_v1_to_v2(data: dict) -> dict:
+    data.setdefault("levy_reported", False)
+    return data
+
+
+def _routing_v1_to_v2(data: dict, event_type: str, lifecycle) -> dict:
+    # ``lifecycle`` has folded the complaint's earlier routing events; fold this one too and
+    # record the state it leaves, exactly as routing records it on a v2 event.
+    after = lifecycle.copy()
+    after.apply(event_type, data)
+    data["lifecycle"] = after.snapshot()
+    return data
+
+
+_ROUTING_LIFT = {1: Upcaster(_routing_v1_to_v2, needs_history=True)}
+
+
+@dataclass(frozen=True)
+class EventContract:
+    name: str
+    owner: str
+    versions: dict[int, type[Schema]]
+    upcasters: dict[int, Upcaster] = field(default_factory=dict)  # from version n to n+1
+
+    @property
+    def latest(self) -> int:
+        return max(self.versions)
+
+
+CONTRACTS: dict[str, EventContract] = {contract.name: contract for contract in (
+    EventContract(ev.COMPLAINT_FILED, "intake", {1: ComplaintFiledV1}),
+    EventContract(ev.COMPLAINT_AMENDED, "intake", {1: ComplaintAmendedV1, 2: ComplaintAmendedV2},
+                  {1: Upcaster(_amended_v1_to_v2)}),
+    EventContract(ev.CITIZEN_MESSAGE_RECEIVED, "intake", {1: CitizenMessageReceivedV1}),
+    EventContract(ev.CITIZEN_COMMENT_REMOVED, "intake", {1: CitizenCommentRemovedV1}),
+    EventContract(ev.STATUS_REQUESTED, "intake", {1: StatusRequestedV1}),
+    EventContract(ev.COMPLAINT_ROUTED, "routing", {1: ComplaintRoutedV1, 2: ComplaintRoutedV2},
+                  _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_ACKNOWLEDGED, "routing",
+                  {1: ComplaintAcknowledgedV1, 2: ComplaintAcknowledgedV2}, _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_REJECTED_BY_AGENCY, "routing",
+                  {1: ComplaintRejectedByAgencyV1, 2: ComplaintRejectedByAgencyV2}, _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_RESPONDED, "routing",
+                  {1: ComplaintRespondedV1, 2: ComplaintRespondedV2}, _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_RESOLVED, "routing",
+                  {1: ComplaintResolvedV1, 2: ComplaintResolvedV2}, _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_ESCALATED, "routing",
+                  {1: ComplaintEscalatedV1, 2: ComplaintEscalatedV2}, _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_DISMISSED, "routing",
+                  {1: ComplaintDismissedV1, 2: ComplaintDismissedV2}, _ROUTING_LIFT),
+    EventContract(ev.COMPLAINT_CONFIDENTIALITY_CHANGED, "routing",
+                  {1: ComplaintConfidentialityChangedV1}),
+    EventContract(ev.CITIZEN_NOTIFIED, "notification", {1: CitizenNotifiedV1}),
+    EventContract(ev.CITIZEN_NOTIFICATION_FAILED, "notification", {1: CitizenNotificationFailedV1}),
+)}
+
+#: (event type, schema version) → schema class, derived from ``CONTRACTS``.
 CATALOGUE: dict[tuple[str, int], type[Schema]] = {
-    ("ComplaintFiled", 1): ComplaintFiledV1,
-    ("ComplaintAmended", 1): ComplaintAmendedV1,
-    ("CitizenMessageReceived", 1): CitizenMessageReceivedV1,
-    ("CitizenCommentRemoved", 1): CitizenCommentRemovedV1,
-    ("StatusRequested", 1): StatusRequestedV1,
-    ("ComplaintRouted", 1): ComplaintRoutedV1,
-    ("ComplaintAcknowledged", 1): ComplaintAcknowledgedV1,
-    ("ComplaintRejectedByAgency", 1): ComplaintRejectedByAgencyV1,
-    ("ComplaintResponded", 1): ComplaintRespondedV1,
-    ("ComplaintResolved", 1): ComplaintResolvedV1,
-    ("ComplaintEscalated", 1): ComplaintEscalatedV1,
-    ("ComplaintDismissed", 1): ComplaintDismissedV1,
-    ("CitizenNotified", 1): CitizenNotifiedV1,
-    ("CitizenNotificationFailed", 1): CitizenNotificationFailedV1,
-}
+    (contract.name, version): schema
+    for contract in CONTRACTS.values() for version, schema in contract.versions.items()}
+SOURCES: dict[str, str] = {contract.name: contract.owner for contract in CONTRACTS.values()}
+LATEST_VERSION: dict[str, int] = {contract.name: contract.latest for contract in CONTRACTS.values()}
 
-SOURCES: dict[str, str] = {
-    "ComplaintFiled": "intake", "ComplaintAmended": "intake", "CitizenMessageReceived": "intake",
-    "CitizenCommentRemoved": "intake", "StatusRequested": "intake",
-    "ComplaintRouted": "routing", "ComplaintAcknowledged": "routing",
-    "ComplaintRejectedByAgency": "routing", "ComplaintResponded": "routing",
-    "ComplaintResolved": "routing", "ComplaintEscalated": "routing",
-    "ComplaintDismissed": "routing",
-    "CitizenNotified": "notification", "CitizenNotificationFailed": "notification",
-}
 
-LATEST_VERSION: dict[str, int] = {}
-for (_type, _version) in CATALOGUE:
-    LATEST_VERSION[_type] = max(_version, LATEST_VERSION.get(_type, 0))
+def event_types_of(owner: str) -> tuple[str, ...]:
+    return tuple(name for name, contract in CONTRACTS.items() if contract.owner == owner)
+
+
+def is_current(envelope: dict) -> bool:
+    return envelope["schema_version"] >= LATEST_VERSION.get(envelope["event_type"], 0)
+
+
+def upcast(envelope: dict, state=None) -> dict:
+    """The envelope lifted to its type's latest version (a copy; the input is not changed).
+    ``state`` is what a ``needs_history`` upcaster folds from; without it such an event raises
+    ``NeedsHistory``."""
+    contract = CONTRACTS.get(envelope["event_type"])
+    if contract is None or envelope["schema_version"] >= contract.latest:
+        return envelope
+    lifted = dict(envelope)
+    data = copy.deepcopy(envelope["data"])
+    version = envelope["schema_version"]
+    while version < contract.latest:
+        upcaster = contract.upcasters.get(version)
+        if upcaster is None:
+            raise InvalidEvent(f"{contract.name} v{version} has no upcaster to v{version + 1}")
+        if upcaster.needs_history:
+            if state is None:
+                raise NeedsHistory(f"{contract.name} v{version} is lifted by its source, with "
+                                   "the complaint's history")
+            data = upcaster.lift(data, contract.name, state)
+        else:
+            data = upcaster.lift(data)
+        version += 1
+    lifted["data"], lifted["schema_version"] = data, version
+    return lifted
+
+
+def upcast_log(events: Iterable[dict], confidential: bool) -> list[dict]:
+    """One complaint's routing events, in version order, each lifted to its latest version with
+    the lifecycle folded from the ones before it (``confidential``: as filed)."""
+    from shared.events.lifecycle import Lifecycle  # the fold routing records with
+    lifecycle = Lifecycle(confidential)
+    lifted = []
+    for envelope in events:
+        current = upcast(envelope, lifecycle) if not is_current(envelope) else envelope
+        lifted.append(current)
+        lifecycle.apply(envelope["event_type"], envelope["data"])
+    return lifted
 
 
 _SCHEMAS: dict[tuple[str, int], Schema] = {}

@@ -15,9 +15,11 @@ from shared.db import Database
 from shared.events import isoformat_utc, new_envelope, utc_now
 from services.intake import tables
 from services.intake.inbox import WebhookInbox, WebhookSettings
-from services.intake.service import handlers
-from services.intake.store import build_store
+from services.intake.service import IntakeHandlers
+from services.intake.store import build_store, find_complaint
+from shared.events.catalogue import LATEST_VERSION
 from tests.support import facebook as fb
+from tests.support import lifecycle
 from tests.support.platform import DEV_PAGE_ID
 
 
@@ -56,21 +58,23 @@ def log_of(store, event_type=None) -> list[dict]:
 
 
 def envelope(source, event_type, complaint_id, position, data) -> dict:
-    return new_envelope(event_type=event_type, schema_version=1, source=source, position=position,
+    return new_envelope(event_type=event_type, schema_version=LATEST_VERSION[event_type],
+                        source=source, position=position,
                         complaint_id=complaint_id, version=position, occurred_at=isoformat_utc(utc_now()),
                         data=data).to_dict()
 
 
 def test_closed_complaint_then_new_one_and_private_reply_hand_over(store):
     inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
-    consumer = EventConsumer(store.database, store.quarantine, handlers(store), store.checkpoints,
+    consumer = EventConsumer(store.database, store.quarantine, IntakeHandlers(store).table(), store.checkpoints,
                              store.processed, store.failures)
     psid, start = fb.new_psid(), fb.now_ms() - 3_600_000
     assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
         DEV_PAGE_ID, psid, "Jalan rusak di Praya", start))) == {"filed": 1}
     first = log_of(store, "ComplaintFiled")[0]["complaint_id"]
 
-    assert consumer.handle(envelope("routing", "ComplaintResolved", first, 1, {"actor": "agency:pupr"}),
+    assert consumer.handle(envelope("routing", "ComplaintResolved", first, 1, {
+        "actor": "agency:pupr", "lifecycle": lifecycle.snapshot("selesai")}),
                            "routing") == "handled"
     # Even inside the bubble window: the complaint is closed, so this is a new one.
     assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
@@ -78,7 +82,8 @@ def test_closed_complaint_then_new_one_and_private_reply_hand_over(store):
     second = log_of(store, "ComplaintFiled")[1]["complaint_id"]
     assert second != first
     assert consumer.handle(envelope("routing", "ComplaintDismissed", second, 2,
-                                    {"reason": "duplikat", "duplicate_of": None, "actor": "desk:ani"}),
+                                    {"reason": "duplikat", "duplicate_of": None, "actor": "desk:ani",
+                                     "lifecycle": lifecycle.snapshot("ditolak")}),
                            "routing") == "handled"
 
     # A comment complaint; notification's private reply tells intake the commenter's PSID.
@@ -121,3 +126,36 @@ def test_reprocessing_and_redelivery_file_nothing_twice(store):
     edited = fb.comment_change(DEV_PAGE_ID, "Drainase tersumbat di Ampenan", verb="edited")
     assert deliver(inbox, fb.changes_entry(DEV_PAGE_ID, edited)) == {"filed": 1}
     assert deliver(inbox, fb.changes_entry(DEV_PAGE_ID, edited)) == {"duplicate": 1}
+
+
+def test_confidentiality_follows_the_complaint(store):
+    """"Selamat pagi, mau lapor" then a bubble about an illegal levy: the amendment reports the
+    levy and intake keeps the reporter's complaint confidential; the desk's decision (routing's
+    lifecycle) is what intake shows afterwards."""
+    inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
+    consumer = EventConsumer(store.database, store.quarantine, IntakeHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures)
+    psid, start = fb.new_psid(), fb.now_ms() - 60_000
+    assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, "Selamat pagi, mau lapor", start))) == {"filed": 1}
+    filed = log_of(store, "ComplaintFiled")[0]
+    assert filed["data"]["confidential"] is False
+    assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, "petugas desa minta uang 300rb untuk bikin KTP, katanya pungutan",
+        start + 20_000))) == {"amended": 1}
+    [amended] = log_of(store, "ComplaintAmended")
+    assert amended["schema_version"] == 2 and amended["data"]["levy_reported"] is True
+    complaint_id = filed["complaint_id"]
+    with store.database.read() as connection:
+        assert find_complaint(connection, complaint_id)["confidential"] is True
+
+    unmarked = envelope("routing", "ComplaintConfidentialityChanged", complaint_id, 1, {
+        "confidential": False, "reason": "bukan pungli: biaya resmi", "actor": "desk:ani",
+        "lifecycle": lifecycle.snapshot("diterima", confidential=False)})
+    assert consumer.handle(unmarked, "routing") == "handled"
+    with store.database.read() as connection:
+        assert find_complaint(connection, complaint_id)["confidential"] is False
+    # More words that report no levy leave the desk's decision alone.
+    assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, "terima kasih", start + 40_000))) == {"amended": 1}
+    assert log_of(store, "ComplaintAmended")[1]["data"]["levy_reported"] is False

@@ -17,7 +17,7 @@ from shared.events import isoformat_utc, utc_now
 from services.routing import repository
 from services.routing.console.pages import Console
 from services.routing.console.session import COOKIE_NAME, SessionCodec
-from services.routing.service import build_store, handlers, workflow_for
+from services.routing.service import RoutingHandlers, build_store, workflow_for
 
 DESK = "diskominfotik"
 TOKENS = {DESK: "desk-token-123", "dpupr": "dpupr-token-123", "pemkab-loteng": "loteng-token-123",
@@ -32,7 +32,7 @@ def routing(monkeypatch, tmp_path):
     store = build_store(f"sqlite:///{tmp_path / 'routing.db'}")
     store.database.create_all()
     workflow = workflow_for(store)
-    consumer = EventConsumer(store.database, store.quarantine, handlers(store),
+    consumer = EventConsumer(store.database, store.quarantine, RoutingHandlers(store).table(),
                              store.checkpoints, store.processed, store.failures)
     return workflow, consumer, Console(workflow, SessionCodec(b"k" * 32))
 

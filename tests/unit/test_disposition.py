@@ -12,7 +12,7 @@ from services.routing.disposition import (
 )
 from services.routing.rules import Decision, decide, load_rules
 from services.routing.sla import SlaPolicy, WorkingCalendar, load_holidays
-from shared.events.catalogue import validate_data
+from shared.events.catalogue import LATEST_VERSION, validate_data
 from shared.events.envelope import isoformat_utc, parse_iso
 
 WITA = timezone(timedelta(hours=8))
@@ -45,15 +45,18 @@ class Complaint:
 
     def __init__(self, priority="normal", tracking_code="NTB-7K3Q9"):
         self.start = Disposition.new("c0ffee00-0000-4000-8000-000000000001", tracking_code,
-                                     "infrastruktur", "5201", priority, False, T0)
+                                     "infrastruktur", "5201", priority, False, T0, DESK)
         self.log: list[tuple[str, dict, datetime]] = []
         self.d = Disposition.replay([], start=self.start)
 
     def do(self, events, when=T0):
-        for event_type, data in events:
-            validate_data(event_type, 1, data)  # every event matches the design's contract
+        stamped = self.d.stamped(events)
+        for event_type, data in stamped:
+            validate_data(event_type, LATEST_VERSION[event_type], data)  # lifecycle included
             self.log.append((event_type, data, when))
-        self.d.apply_all(events, when)
+        self.d.apply_all(stamped, when)
+        if stamped:
+            assert stamped[-1][1]["lifecycle"] == self.d.lifecycle.snapshot()
         replayed = Disposition.replay(self.log, start=self.start)
         assert (replayed.status, replayed.lead_agencies, replayed.due_at, replayed.escalated) == \
             (self.d.status, self.d.lead_agencies, self.d.due_at, self.d.escalated)
@@ -355,11 +358,12 @@ def test_replay_from_the_complaint_filed_fact(policy):
         "category": "infrastruktur", "region_code": "5201", "priority": "important",
         "confidential": False, "filed_at": isoformat_utc(T0),
     }, isoformat_utc(T0))
-    rebuilt = Disposition.replay([filed] + [(t, d, isoformat_utc(w)) for t, d, w in c.log])
+    rebuilt = Disposition.replay([filed] + [(t, d, isoformat_utc(w)) for t, d, w in c.log],
+                                 desk_code=DESK)
     assert (rebuilt.status, rebuilt.version, rebuilt.priority) == ("in_progress", 2, "important")
     assert rebuilt.due_at["first_response"] == at(24)
     with pytest.raises(ValueError, match="ComplaintFiled"):
-        Disposition.replay([])
+        Disposition.replay([], desk_code=DESK)
     with pytest.raises(ValueError, match="no event"):
         rebuilt.apply("ComplaintTeleported", {}, T0)
 
