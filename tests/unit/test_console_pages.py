@@ -237,3 +237,35 @@ def test_static_files_are_served_from_the_console_folder_only(routing):
     css = browser.call("static", "GET", "/", "console.css")
     assert css.status_code == 200 and css.content_type.startswith("text/css")
     assert browser.call("static", "GET", "/", "../../service.py").status_code == 404
+
+
+def test_the_desk_marks_and_unmarks_confidentiality_with_a_reason(routing):
+    workflow, consumer, console = routing
+    complaint_id = file(consumer, "Ada pungutan di kantor desa untuk surat keterangan")
+    desk = Browser(console)
+    desk.sign_in(DESK, "Sari")
+    page = desk.call("complaint", "GET", f"/console/aduan/{complaint_id}", complaint_id)
+    assert "Jadikan rahasia" in text(page)
+    reasonless = desk.call("act", "POST", "/x", complaint_id, "rahasia", None,
+                           data={"csrf_token": desk.csrf(page), "rahasia": "ya", "alasan": " "})
+    assert reasonless.status_code == 400 and workflow.get_complaint(complaint_id)["confidential"] is False
+    marked = desk.call("act", "POST", "/x", complaint_id, "rahasia", None,
+                       data={"csrf_token": desk.csrf(page), "rahasia": "ya",
+                             "alasan": "Menyebut pungutan oleh petugas"})
+    assert marked.status_code == 303
+    complaint = workflow.get_complaint(complaint_id)
+    assert complaint["confidential"] is True and complaint["lifecycle"]["confidential"] is True
+    page = desk.call("complaint", "GET", f"/console/aduan/{complaint_id}", complaint_id)
+    assert "Cabut status rahasia" in text(page) and "Dijadikan rahasia" in text(page)
+    agency = Browser(console)
+    agency.sign_in("dpupr", "Budi")
+    refused = agency.call("act", "POST", "/x", complaint_id, "rahasia", None,
+                          data={"csrf_token": agency.csrf(agency.call("inbox", "GET", "/")),
+                                "rahasia": "tidak", "alasan": "x"})
+    assert refused.status_code == 403 and workflow.get_complaint(complaint_id)["confidential"] is True
+    unmarked = desk.call("act", "POST", "/x", complaint_id, "rahasia", None,
+                         data={"csrf_token": desk.csrf(page), "rahasia": "tidak",
+                               "alasan": "Biaya resmi sesuai perdes"})
+    assert unmarked.status_code == 303 and workflow.get_complaint(complaint_id)["confidential"] is False
+    timeline = [entry["event_type"] for entry in workflow.timeline(complaint_id)]
+    assert timeline.count("ComplaintConfidentialityChanged") == 2

@@ -53,6 +53,7 @@ MESSAGES = {
     "masuk": "Selamat datang. Anda sudah masuk.",
     "teruskan": "Aduan diteruskan ke instansi.",
     "prioritas": "Prioritas aduan diubah.",
+    "rahasia": "Kerahasiaan aduan diubah.",
     "tutup": "Aduan ditutup (ditolak).",
     "terima": "Aduan diterima untuk ditindaklanjuti.",
     "bukan-wewenang": "Aduan dikembalikan ke meja layanan (bukan wewenang).",
@@ -60,7 +61,7 @@ MESSAGES = {
     "selesai": "Jawaban dicatat dan bagian instansi Anda dinyatakan selesai.",
     "tidak-ditemukan": "Aduan dengan kode itu tidak ditemukan.",
 }
-DESK_ACTIONS = ("teruskan", "prioritas", "tutup", "kontak")
+DESK_ACTIONS = ("teruskan", "prioritas", "tutup", "kontak", "rahasia")
 AGENCY_ACTIONS = ("terima", "bukan-wewenang", "jawab")
 
 
@@ -306,6 +307,9 @@ class Console:
             elif action == "prioritas":
                 self.workflow.set_priority(complaint_id, form.get("prioritas", ""), form.get("alasan", ""),
                                            actor, caller=caller)
+            elif action == "rahasia":
+                self.workflow.set_confidential(complaint_id, form.get("rahasia") == "ya",
+                                               form.get("alasan", ""), actor, caller=caller)
             elif action == "tutup":
                 duplicate = (form.get("ganda") or "").strip().upper() or None
                 self.workflow.dismiss(complaint_id, form.get("alasan", ""), actor, duplicate, caller=caller)

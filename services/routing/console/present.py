@@ -46,6 +46,7 @@ EVENTS = {
     "ComplaintAcknowledged": "Diterima instansi", "ComplaintRejectedByAgency": "Bukan wewenang",
     "ComplaintResponded": "Jawaban kepada warga", "ComplaintResolved": "Selesai",
     "ComplaintEscalated": "Melewati tenggat", "ComplaintDismissed": "Ditolak",
+    "ComplaintConfidentialityChanged": "Kerahasiaan diubah",
 }
 DESK_REASONS = {"triage": "Belum ditriase", "returned": "Dikembalikan instansi (bukan wewenang)",
                 "filed": "Baru masuk"}
@@ -278,6 +279,9 @@ def timeline_entry(entry: Mapping, agency_names: Mapping[str, str]) -> dict:
                      f"({wita(data.get('due_at'))}) terlewati")
         if data.get("notified"):
             lines.append("Diberitahukan kepada: " + ", ".join(map(name, data["notified"])))
+    elif kind == "ComplaintConfidentialityChanged":
+        lines.append("Dijadikan rahasia" if data.get("confidential") else "Status rahasia dicabut")
+        lines.append(f"Alasan: {data.get('reason', '')}")
     elif kind == "ComplaintDismissed":
         lines.append(f"Alasan: {data.get('reason', '')}")
         if data.get("duplicate_of"):
