@@ -10,7 +10,7 @@ from pathlib import Path
 
 from marshmallow import fields
 
-from shared.events.catalogue import CATALOGUE, SOURCES
+from shared.events.catalogue import CONTRACTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,10 +70,18 @@ def render_events() -> str:
         "| `data` | object (below) |",
         "",
     ]
-    for (event_type, version), schema_class in CATALOGUE.items():
-        lines += [f"## {event_type} (v{version}) — from `{SOURCES[event_type]}`", "",
-                  f"Exchange `{SOURCES[event_type]}.events`, routing key `{event_type}`.", "",
-                  "| field | type | required | null allowed |", "|---|---|---|---|"]
+    lines += ["Every routing event carries `lifecycle`: the complaint's state after it, as routing "
+              "decided it (see [lifecycle.md](lifecycle.md)).", ""]
+    for contract in CONTRACTS.values():
+        event_type, version, owner = contract.name, contract.latest, contract.owner
+        schema_class = contract.versions[version]
+        lines += [f"## {event_type} (v{version}) — from `{owner}`", "",
+                  f"Exchange `{owner}.events`, routing key `{event_type}`.", ""]
+        for old, upcaster in sorted(contract.upcasters.items()):
+            where = ("by the source, with the complaint's earlier events" if upcaster.needs_history
+                     else "in every consumer, before its handler")
+            lines += [f"v{old} events are lifted to v{old + 1} {where} (`{upcaster.lift.__name__}`).", ""]
+        lines += ["| field | type | required | null allowed |", "|---|---|---|---|"]
         for name, field in schema_class._declared_fields.items():
             lines.append(f"| `{name}` | {_field_type(field)} | {'yes' if field.required else 'no'} | "
                          f"{'yes' if field.allow_none else 'no'} |")

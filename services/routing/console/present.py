@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
 from shared.events import parse_iso
+from shared.reference import STATUS_LABELS
 
 WITA = ZoneInfo("Asia/Makassar")
 PAGE_SIZE = 20
@@ -33,8 +34,7 @@ STATUSES = {
     "in_progress": "Sedang diproses", "returned": "Dikembalikan ke meja layanan",
     "dismissed": "Ditolak", "resolved": "Selesai",
 }
-PUBLIC_STATUSES = {"diterima": "Diterima", "disetujui": "Disetujui", "diproses": "Diproses",
-                   "ditolak": "Ditolak", "selesai": "Selesai"}
+PUBLIC_STATUSES = STATUS_LABELS
 PRIORITIES = {"urgent": "Mendesak", "important": "Penting", "normal": "Biasa"}
 CLOCKS = {"triage": "verifikasi (triase)", "first_response": "tanggapan pertama",
           "follow_up": "tindak lanjut", "settlement": "penyelesaian"}
