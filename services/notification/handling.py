@@ -1,11 +1,13 @@
-"""Notification's event handlers: keep its own record of each complaint (who to answer, Meta's
-window times, the events that make its public status) and record the outgoing messages each
-event causes — in the consumer's transaction, next to the processed-event record, under stable
-message ids, so a redelivered or replayed event records nothing new and sends nothing twice.
+"""Notification's event handlers (its handler table, which is also its subscriptions): keep its
+own record of each complaint (who to answer, Meta's window times, routing's events with the
+lifecycle each carries) and record the outgoing messages each event causes — in the consumer's
+transaction, next to the processed-event record, under stable message ids, so a redelivered or
+replayed event records nothing new and sends nothing twice.
 
 Messages are recorded in the complaint's event order: routing's events wait until intake's
 ``ComplaintFiled`` and every earlier routing version are known (events of different types travel
-on different queues and may arrive out of order).
+on different queues and may arrive out of order). Status, agencies and confidentiality are read
+from the lifecycle routing put on its events, never worked out here.
 """
 from __future__ import annotations
 
@@ -17,22 +19,20 @@ from sqlalchemy import func, select, update
 
 from shared.consumer import HandlerRejected
 from shared.events import Envelope, isoformat_utc, parse_iso, utc_now
-from shared.nameko_support import ServiceStore
-from services.notification import composer, messages, tables
+from shared.events import types as ev
+from shared.events.catalogue import event_types_of
+from shared.subscriptions import EventHandlers, handles
+from services.notification import composer, tables
 from services.notification.composer import ComplaintView
 from services.notification.messages import split_text
 from services.notification.policy import message_id_for
 
 log = logging.getLogger("notification")
 
-ROUTING_EVENTS = ("ComplaintRouted", "ComplaintAcknowledged", "ComplaintRejectedByAgency",
-                  "ComplaintResponded", "ComplaintResolved", "ComplaintEscalated",
-                  "ComplaintDismissed")
-INTAKE_EVENTS = ("ComplaintFiled", "ComplaintAmended", "CitizenMessageReceived", "StatusRequested")
-# The fields kept per routing event: what status answers and messages need. The agency's
-# answer text is public by contract (it goes to the citizen), so it is kept to compose with.
-_KEPT = ("lead_agencies", "coordinating_agencies", "due_at", "agency_code", "agency_name",
-         "agency_names", "resolved", "text", "reason", "duplicate_of", "breach")
+# The fields kept per routing event: what status answers and messages need — the lifecycle
+# (status, agencies and their names, confidentiality after the event) and what a message quotes.
+# The agency's answer text is public by contract (it goes to the citizen), so it is kept too.
+_KEPT = ("lifecycle", "agency_code", "text", "reason", "duplicate_of")
 
 
 def _iso(value) -> Optional[str]:
@@ -61,7 +61,7 @@ def _ensure_complaint(tx, complaint_id: str) -> dict:
     if row is None:
         tx.execute(tables.complaints.insert().values(
             complaint_id=complaint_id, filed=False, confidential=False, private_reply_used=False,
-            agency_names="{}", updated_at=isoformat_utc(utc_now())))
+            updated_at=isoformat_utc(utc_now())))
         row = _complaint(tx, complaint_id)
     return row
 
@@ -72,27 +72,36 @@ def _update_complaint(tx, complaint_id: str, **values) -> None:
                .values(**values))
 
 
-def view_of(row: dict) -> ComplaintView:
+def view_of(row: dict, history: list[dict]) -> ComplaintView:
+    """The complaint as a message is composed now: confidential as its latest routing event says."""
     return ComplaintView(tracking_code=row["tracking_code"], channel=row["channel"],
                          reply_to=json.loads(row["reply_to"]) if row["reply_to"] else None,
-                         confidential=bool(row["confidential"]),
-                         agency_names=json.loads(row["agency_names"] or "{}"))
+                         confidential=composer.current_confidentiality(history, row["confidential"]))
+
+
+def confidential_now(connection, complaint_id: str) -> bool:
+    """Whether the complaint is confidential now (the sender asks before a public reply)."""
+    row = connection.execute(select(tables.complaints.c.confidential).where(
+        tables.complaints.c.complaint_id == complaint_id)).first()
+    filed_confidential = bool(row and row[0])
+    return composer.current_confidentiality(complaint_history(connection, complaint_id),
+                                            filed_confidential)
 
 
 def complaint_history(connection, complaint_id: str) -> list[dict]:
     """The complaint's recorded events as envelopes (event_type, occurred_at, data) in order:
-    ComplaintFiled first, then routing's events by version, stopping at the first missing one."""
+    ComplaintFiled first, then routing's events by version, stopping at the first missing one —
+    or at one recorded before routing's events carried the lifecycle (revision 8b2c4d6e1f3a has
+    the catch-up record it again, with its lifecycle)."""
     rows = connection.execute(select(tables.complaint_events).where(
         tables.complaint_events.c.complaint_id == complaint_id)).mappings().all()
-    filed = [r for r in rows if r["source"] == "intake"]
+    history = [dict(r, data=json.loads(r["data"])) for r in rows if r["source"] == "intake"]
     routing = sorted((r for r in rows if r["source"] == "routing"), key=lambda r: r["version"])
-    history = [dict(r) for r in filed]
     for expected, row in enumerate(routing, start=1):
-        if row["version"] != expected:
+        data = json.loads(row["data"])
+        if row["version"] != expected or "lifecycle" not in data:
             break
-        history.append(dict(row))
-    for item in history:
-        item["data"] = json.loads(item["data"])
+        history.append(dict(row, data=data))
     return history
 
 
@@ -128,21 +137,15 @@ def plan_messages(tx, complaint_id: str) -> int:
     row = _complaint(tx, complaint_id)
     if row is None or not row["filed"]:
         return 0
-    view = view_of(row)
     history = complaint_history(tx.connection, complaint_id)
-    recorded, seen = 0, []
-    lead_agencies: list = []
+    # Confidential as the complaint is now, not as it was at each event: a message composed late
+    # (waiting for ComplaintFiled) must not name what has become confidential meanwhile.
+    view = view_of(row, history)
+    recorded = 0
     for event in history:
-        seen.append(event)
-        if event["event_type"] == "ComplaintRouted" and not composer.routed_to_desk(event["data"]):
-            lead_agencies = list(event["data"].get("lead_agencies") or [])
         if event["planned"]:
             continue
-        status = messages.public_status(seen)
-        drafts = composer.drafts_for_event(view, event["event_type"], event["data"],
-                                           status.status if status else messages.DITERIMA,
-                                           lead_agencies)
-        for draft in drafts:
+        for draft in composer.drafts_for_event(view, event["event_type"], event["data"]):
             recorded += record_message(
                 tx, trigger_event_id=event["event_id"], complaint_id=complaint_id,
                 lane=complaint_id, page_id=(view.reply_to or {}).get("page_id"), draft=draft,
@@ -154,9 +157,14 @@ def plan_messages(tx, complaint_id: str) -> int:
 
 
 def _record_event(tx, envelope: Envelope, data: dict) -> None:
-    exists = tx.execute(select(tables.complaint_events.c.event_id).where(
-        tables.complaint_events.c.event_id == envelope.event_id)).first()
-    if exists:
+    recorded = tx.execute(select(tables.complaint_events.c.data).where(
+        tables.complaint_events.c.event_id == envelope.event_id)).scalar()
+    if recorded is not None:
+        if "lifecycle" in data and "lifecycle" not in json.loads(recorded):
+            # Recorded before routing's events carried the lifecycle; routing's log now gives it.
+            tx.execute(update(tables.complaint_events)
+                       .where(tables.complaint_events.c.event_id == envelope.event_id)
+                       .values(data=json.dumps(data, ensure_ascii=False)))
         return
     tx.execute(tables.complaint_events.insert().values(
         event_id=envelope.event_id, complaint_id=envelope.complaint_id, source=envelope.source,
@@ -165,8 +173,11 @@ def _record_event(tx, envelope: Envelope, data: dict) -> None:
         data=json.dumps(data, ensure_ascii=False), planned=False))
 
 
-def handlers(store: ServiceStore) -> dict:
-    def on_complaint_filed(tx, envelope: Envelope):
+class NotificationHandlers(EventHandlers):
+    """What notification does with each event it consumes."""
+
+    @handles(ev.COMPLAINT_FILED)
+    def on_complaint_filed(self, tx, envelope: Envelope):
         data = envelope.data
         row = _ensure_complaint(tx, envelope.complaint_id)
         reply_to = data["reply_to"]
@@ -185,7 +196,8 @@ def handlers(store: ServiceStore) -> dict:
         _record_event(tx, envelope, {"channel": data["channel"]})
         plan_messages(tx, envelope.complaint_id)
 
-    def on_complaint_amended(tx, envelope: Envelope):
+    @handles(ev.COMPLAINT_AMENDED)
+    def on_complaint_amended(self, tx, envelope: Envelope):
         row = _ensure_complaint(tx, envelope.complaint_id)
         reply_to = json.loads(row["reply_to"]) if row["reply_to"] else None
         if envelope.data["why"] == "comment_edited" or (reply_to and reply_to.get("comment_id")):
@@ -193,7 +205,8 @@ def handlers(store: ServiceStore) -> dict:
         _update_complaint(tx, envelope.complaint_id, last_citizen_message_at=_later(
             row["last_citizen_message_at"], envelope.data["last_citizen_message_at"]))
 
-    def on_citizen_message(tx, envelope: Envelope):
+    @handles(ev.CITIZEN_MESSAGE_RECEIVED)
+    def on_citizen_message(self, tx, envelope: Envelope):
         data = envelope.data
         reply_to = data.get("reply_to") or {}
         if not reply_to.get("psid"):
@@ -204,14 +217,16 @@ def handlers(store: ServiceStore) -> dict:
                           last_citizen_message_at=_later(row["last_citizen_message_at"],
                                                          data["message_at"]))
 
-    def on_status_requested(tx, envelope: Envelope):
+    @handles(ev.STATUS_REQUESTED)
+    def on_status_requested(self, tx, envelope: Envelope):
         data = envelope.data
         asker = data.get("reply_to")
         code = str(data["tracking_code"]).strip().upper()
         row = tx.execute(select(tables.complaints).where(
             func.upper(tables.complaints.c.tracking_code) == code,
             tables.complaints.c.filed.is_(True))).mappings().first()
-        view = view_of(row) if row else None
+        history = complaint_history(tx.connection, row["complaint_id"]) if row else []
+        view = view_of(row, history) if row else None
         full = composer.is_filer(view, row["known_psid"] if row else None, asker)
         if full:
             # The filer's question is a message of theirs: it reopens Meta's 24-hour window.
@@ -219,32 +234,18 @@ def handlers(store: ServiceStore) -> dict:
                 row["last_citizen_message_at"], data["message_at"]))
         if not asker:
             return
-        status = messages.public_status(complaint_history(tx.connection, row["complaint_id"])) \
-            if row else None
-        draft = composer.status_reply(data["tracking_code"], view, status, full,
+        draft = composer.status_reply(data["tracking_code"], view, history, full,
                                       asked_from_comment=bool(asker.get("comment_id")))
         record_message(tx, trigger_event_id=envelope.event_id, complaint_id=envelope.complaint_id,
                        lane=envelope.complaint_id, page_id=asker.get("page_id"), draft=draft,
                        audience="asker", reply_to=asker, last_message_at=data["message_at"])
 
-    def on_routing_event(tx, envelope: Envelope):
-        data = envelope.data
-        row = _ensure_complaint(tx, envelope.complaint_id)
-        names = json.loads(row["agency_names"] or "{}")
-        names.update({str(k): str(v) for k, v in (data.get("agency_names") or {}).items() if v})
-        if data.get("agency_name") and data.get("agency_code"):
-            names[str(data["agency_code"])] = str(data["agency_name"])
-        _update_complaint(tx, envelope.complaint_id, agency_names=json.dumps(names, ensure_ascii=False))
+    @handles(*event_types_of("routing"))
+    def on_routing_event(self, tx, envelope: Envelope):
+        # Every routing event, ComplaintConfidentialityChanged included: its lifecycle is what
+        # later messages and status answers read (the change itself tells the citizen nothing).
         if envelope.version < 1:
             raise HandlerRejected(f"routing version {envelope.version} is not a version")
-        _record_event(tx, envelope, {k: data[k] for k in _KEPT if k in data})
+        _ensure_complaint(tx, envelope.complaint_id)
+        _record_event(tx, envelope, {k: envelope.data[k] for k in _KEPT if k in envelope.data})
         plan_messages(tx, envelope.complaint_id)
-
-    table = {
-        "ComplaintFiled": on_complaint_filed,
-        "ComplaintAmended": on_complaint_amended,
-        "CitizenMessageReceived": on_citizen_message,
-        "StatusRequested": on_status_requested,
-    }
-    table.update({event_type: on_routing_event for event_type in ROUTING_EVENTS})
-    return table

@@ -1,6 +1,6 @@
 """What notification tells the citizen: rendering the Indonesian templates in
-``templates/messages.yaml``, splitting long texts for the Send API, and the public status of a
-complaint computed from notification's own record of its events.
+``templates/messages.yaml`` and splitting long texts for the Send API. The public status is not
+computed here: routing's events carry it (``data.lifecycle``).
 
 Pure domain code (reads its template file, nothing else); no nameko, no SQLAlchemy.
 """
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping
 
 import jinja2
 import yaml
+
+from shared import reference
 
 DEFAULT_TEMPLATES_PATH = Path(__file__).with_name("templates") / "messages.yaml"
 # Lets a deployment edit the texts without a new image.
@@ -25,19 +26,12 @@ TEMPLATES_PATH_ENV = "NOTIFICATION_TEMPLATES_PATH"
 # Meta: message.text must be *under* 2,000 characters.
 SEND_API_TEXT_LIMIT = 2000
 
-# NTB uses WITA (UTC+8, no daylight saving); citizens read times in their own zone.
-WITA = timezone(timedelta(hours=8), "WITA")
-
-_MONTHS = (
-    "Januari", "Februari", "Maret", "April", "Mei", "Juni",
-    "Juli", "Agustus", "September", "Oktober", "November", "Desember",
-)
-
 
 # --- templates ------------------------------------------------------------------------------
 
 
-def _daftar(items) -> str:
+def daftar(items) -> str:
+    """Names joined the Indonesian way: "A, B dan C"."""
     names = [str(item) for item in items if item]
     if len(names) <= 1:
         return "".join(names)
@@ -55,8 +49,7 @@ def _parse_time(value) -> datetime:
 
 
 def _tanggal(value) -> str:
-    local = _parse_time(value).astimezone(WITA)
-    return f"{local.day} {_MONTHS[local.month - 1]} {local.year} pukul {local:%H.%M} WITA"
+    return reference.tanggal(_parse_time(value))
 
 
 class Catalogue:
@@ -72,7 +65,7 @@ class Catalogue:
             autoescape=False,  # plain text for Messenger and comments, not HTML
             keep_trailing_newline=False,
         )
-        self._env.filters["daftar"] = _daftar
+        self._env.filters["daftar"] = daftar
         self._env.filters["tanggal"] = _tanggal
         self._sources = {}
         for section, entries in raw.items():
@@ -188,72 +181,3 @@ def split_text(text: str, limit: int = SEND_API_TEXT_LIMIT) -> list[str]:
     if current.strip():
         parts.append(current.strip())
     return parts
-
-
-# --- public status --------------------------------------------------------------------------
-
-DITERIMA = "diterima"  # filed, awaiting triage
-DISETUJUI = "disetujui"  # routed to an agency
-DIPROSES = "diproses"  # acknowledged/answered by an agency, or back at the desk after "bukan wewenang"
-DITOLAK = "ditolak"  # dismissed
-SELESAI = "selesai"  # resolved
-PUBLIC_STATUSES = (DITERIMA, DISETUJUI, DIPROSES, DITOLAK, SELESAI)
-
-# Event type -> public status word. ComplaintRouted is refined by public_status(): routed to the
-# desk means "diterima" at first, "diproses" once an agency has had it.
-public_status_words = {
-    "ComplaintFiled": DITERIMA,
-    "ComplaintRouted": DISETUJUI,
-    "ComplaintAcknowledged": DIPROSES,
-    "ComplaintRejectedByAgency": DIPROSES,
-    "ComplaintResponded": DIPROSES,
-    "ComplaintResolved": SELESAI,
-    "ComplaintDismissed": DITOLAK,
-}
-
-
-@dataclass(frozen=True)
-class PublicStatus:
-    status: str
-    agency_codes: tuple  # lead agencies now handling it; empty while at the desk
-    last_update: Optional[datetime]
-
-
-def _routed_to_desk(data: Mapping) -> bool:
-    # The contract marks a desk routing by its due_at holding only the triage deadline.
-    due = data.get("due_at") or {}
-    return "triage" in due
-
-
-def public_status(events: Iterable[Mapping]) -> Optional[PublicStatus]:
-    """Fold a complaint's events (envelopes, in log order) into its public status.
-
-    Events that do not change the public status (amendments, escalations, citizen messages) are
-    ignored, so an escalation is not reported as an update. None when nothing is known.
-    """
-    status, agencies, last_update = None, (), None
-    agency_had_it = False
-    for event in events:
-        event_type = event.get("event_type")
-        word = public_status_words.get(event_type)
-        if word is None:
-            continue
-        data = event.get("data") or {}
-        if event_type == "ComplaintRouted":
-            if _routed_to_desk(data):
-                word = DIPROSES if agency_had_it else DITERIMA
-                agencies = ()
-            else:
-                agencies = tuple(data.get("lead_agencies") or ())
-                agency_had_it = True
-        elif event_type == "ComplaintRejectedByAgency":
-            agency_had_it = True
-        elif event_type == "ComplaintResponded" and data.get("resolved"):
-            word = SELESAI
-        status = word
-        occurred = event.get("occurred_at")
-        if occurred:
-            last_update = _parse_time(occurred)
-    if status is None:
-        return None
-    return PublicStatus(status=status, agency_codes=agencies, last_update=last_update)

@@ -27,9 +27,10 @@ from shared.events import isoformat_utc, parse_iso, utc_now
 from shared.eventstore import PendingEvent
 from shared.nameko_support import Storage, _find
 from services.notification import tables
+from services.notification.handling import confidential_now
 from services.notification.graph_client import GraphApiError, GraphClient
 from services.notification.policy import (COMMENT_PRIVATE, COMMENT_PUBLIC, FAIL_PERMANENT,
-                                          HOLD_PAGE, NEXT_CHANNEL, RESPONSE,
+                                          HOLD_PAGE, NEXT_CHANNEL, RESPONSE, MessageKind,
                                           RETRIES_EXHAUSTED, RETRY, SLOW_DOWN, WINDOW_EXPIRED,
                                           RateLimiter, RetryPolicy, decide_on_error,
                                           plan_delivery)
@@ -247,6 +248,10 @@ class Sender(DependencyProvider):
         plan = self._plan(row, now)
         excluded = set(json.loads(row["excluded_channels"] or "[]"))
         attempts = [attempt for attempt in plan.attempts if attempt.channel not in excluded]
+        if self._public_update_now_confidential(row, attempts):
+            # Composed before the complaint became confidential (a message can wait long, e.g.
+            # behind a held Page): no update under the comment now, only the private channels.
+            attempts = [attempt for attempt in attempts if attempt.channel != COMMENT_PUBLIC]
         if not attempts:
             reason = row["reason"] or plan.skipped_reason or \
                 (plan.fallback_reasons[-1] if plan.fallback_reasons else "unknown")
@@ -285,6 +290,14 @@ class Sender(DependencyProvider):
             self._on_error(row, attempt, plan, error)
             return
         self._mark_sent(row, attempt, messaging_type, graph_id, psid, plan)
+
+    def _public_update_now_confidential(self, row: dict, attempts) -> bool:
+        # The comment's acknowledgment stays: it only gives the tracking code.
+        if row["audience"] != "complaint" or row["kind"] == MessageKind.ACKNOWLEDGMENT or \
+                not any(attempt.channel == COMMENT_PUBLIC for attempt in attempts):
+            return False
+        with self.store.database.read() as connection:
+            return confidential_now(connection, row["complaint_id"])
 
     def _wait_for_rate(self, page_id: str) -> None:
         limiter = self.limiters.get(page_id)

@@ -14,7 +14,7 @@ from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
 from shared.service_base import ServiceBase
 from shared.subscriptions import listens_to
 from services.notification import messages, tables
-from services.notification.handling import INTAKE_EVENTS, ROUTING_EVENTS, handlers
+from services.notification.handling import NotificationHandlers
 from services.notification.sender import Sender
 
 
@@ -22,13 +22,13 @@ def build_store(url: str | None = None) -> ServiceStore:
     return ServiceStore("notification", tables.metadata, emits_events=True, url=url)
 
 
-@listens_to({"intake": INTAKE_EVENTS, "routing": ROUTING_EVENTS})
+@listens_to(NotificationHandlers)
 class NotificationService(ServiceBase):
     name = "notification"
 
     store = Storage(build_store)
     relay = OutboxRelay()
-    consumer = Consumer(["intake", "routing"], handlers)
+    consumer = Consumer(NotificationHandlers)
     sender = Sender()
 
     def receive(self, payload, source):

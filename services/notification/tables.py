@@ -15,17 +15,18 @@ complaints = Table(
     Column("tracking_code", String(32), nullable=True, index=True),
     Column("channel", String(32), nullable=True),
     Column("reply_to", Text, nullable=True),                 # JSON, as intake recorded it
+    # As ComplaintFiled said; the current value is the latest routing event's lifecycle.
     Column("confidential", Boolean, nullable=False, default=False),
     # The citizen's last *Messenger* message, as Meta stamped it (ISO UTC).
     Column("last_citizen_message_at", String(40), nullable=True),
     Column("comment_created_at", String(40), nullable=True),  # comment complaints only
     Column("known_psid", String(64), nullable=True),          # learnt after a comment complaint
     Column("private_reply_used", Boolean, nullable=False, default=False),
-    Column("agency_names", Text, nullable=False, default="{}"),  # JSON code -> name
     Column("updated_at", String(40), nullable=False),
 )
 
-# Every complaint event notification consumed, trimmed to what status answers and messages need.
+# Every complaint event notification consumed, trimmed to what status answers and messages need
+# (for routing's events: the lifecycle after the event, and what a message quotes).
 complaint_events = Table(
     "complaint_events", metadata,
     Column("event_id", String(36), primary_key=True),

@@ -17,6 +17,8 @@ def test_rpc_catalogue_is_in_sync():
 
 def test_every_event_type_is_documented_with_its_fields():
     text = (DOCS / "events.md").read_text()
-    for event_type in ("ComplaintFiled", "ComplaintRouted", "CitizenNotified", "ComplaintEscalated"):
-        assert f"## {event_type} (v1)" in text
+    for event_type, version in (("ComplaintFiled", 1), ("ComplaintRouted", 2), ("CitizenNotified", 1),
+                                ("ComplaintEscalated", 2), ("ComplaintConfidentialityChanged", 1)):
+        assert f"## {event_type} (v{version})" in text
     assert "| `lead_agencies` |" in text and "| `recipient_psid` |" in text
+    assert "| `lifecycle` |" in text and "v1 events are lifted to v2" in text

@@ -1,5 +1,7 @@
 """Unit tests for notification's message texts: Indonesian templates, confidentiality of the
-routed message, splitting for the Send API and the public status fold."""
+routed and answer messages, dates in WITA from the shared reference, and splitting for the Send
+API. (The public status is not computed here: routing's events carry it; see
+test_notification_composer.py.)"""
 
 import random
 import re
@@ -9,12 +11,12 @@ import jinja2
 import pytest
 
 from services.notification import messages
+from shared import reference
 from services.notification.messages import (
     agency_names,
     catalogue,
+    daftar,
     desk_reason,
-    public_status,
-    public_status_words,
     render,
     split_text,
 )
@@ -32,6 +34,8 @@ CONTEXTS = {
     "routed_confidential": dict(tracking_code="K7QX-42MD"),
     "responded": dict(tracking_code="K7QX-42MD", agency_name="Dinas PUPR Provinsi NTB",
                       answer="Jalan akan diperbaiki bulan depan."),
+    "responded_confidential": dict(tracking_code="K7QX-42MD",
+                                   answer="Oknum sudah diperiksa dan uang dikembalikan."),
     "resolved": dict(tracking_code="K7QX-42MD"),
     "dismissed": dict(tracking_code="K7QX-42MD", reason="Bukan kewenangan pemerintah daerah."),
     "dismissed_duplicate": dict(tracking_code="K7QX-42MD", duplicate_of="P3RT-8ZKA"),
@@ -106,6 +110,18 @@ def test_responded_is_attributed_to_the_agency():
     assert text.startswith("Jawaban dari Dinas PUPR Provinsi NTB: Jalan akan diperbaiki bulan depan.")
 
 
+def test_confidential_answer_carries_the_answer_but_names_no_agency():
+    context = dict(CONTEXTS["responded_confidential"], agency_name="Polda NTB", agencies=["Polda NTB"])
+    text = render("responded_confidential", **context)
+    assert "Oknum sudah diperiksa dan uang dikembalikan." in text and "K7QX-42MD" in text
+    assert "Polda" not in text and "dirahasiakan" in text
+
+
+def test_daftar_joins_names_the_indonesian_way():
+    assert daftar([]) == "" and daftar(["A"]) == "A"
+    assert daftar(["A", "B", "C"]) == "A, B dan C"
+
+
 def test_resolved_and_dismissed_give_outcome_and_reason():
     resolved = render("resolved", tracking_code="K7QX", agency_name="Dinas Sosial", reason="Bantuan sudah disalurkan.")
     assert "selesai" in resolved and "Dinas Sosial" in resolved and "Bantuan sudah disalurkan." in resolved
@@ -121,6 +137,8 @@ def test_status_full_and_public():
     assert "1 Desember 2020 pukul 01.05 WITA" in full  # 17:05 UTC is 01:05 next day in WITA
     assert render("status_full", tracking_code="K", status_word="diterima",
                   last_update="2020-11-30T17:05:00Z").endswith("WITA.")
+    # One way of writing a time for people, the shared reference's.
+    assert reference.tanggal(WHEN) in full
     public = render("status_public", **CONTEXTS["status_public"])
     assert public == "Status aduan K7QX-42MD: diproses."
 
@@ -234,46 +252,3 @@ def test_split_random_texts_rejoin_to_the_same_words(seed):
     parts = split_text(text)
     assert all(0 < len(p) < 2000 for p in parts)
     assert " ".join(parts).split() == text.split()
-
-
-# --- public status --------------------------------------------------------------------------
-
-
-def ev(event_type, at, **data):
-    return {"event_type": event_type, "occurred_at": at, "data": data}
-
-
-def test_public_status_words_cover_the_five_statuses():
-    assert set(public_status_words.values()) == set(messages.PUBLIC_STATUSES)
-
-
-def test_public_status_follows_the_complaint():
-    events = [ev("ComplaintFiled", "2020-11-01T01:00:00Z")]
-    assert public_status(events).status == "diterima"
-    events.append(ev("ComplaintRouted", "2020-11-01T02:00:00Z", lead_agencies=["dinas_pupr"],
-                     due_at={"first_response": "x", "follow_up": "y"}))
-    routed = public_status(events)
-    assert routed.status == "disetujui" and routed.agency_codes == ("dinas_pupr",)
-    events.append(ev("ComplaintEscalated", "2020-11-05T02:00:00Z", breach="first_response"))
-    assert public_status(events).last_update == datetime(2020, 11, 1, 2, tzinfo=timezone.utc)
-    events.append(ev("ComplaintRejectedByAgency", "2020-11-06T02:00:00Z", agency_code="dinas_pupr"))
-    events.append(ev("ComplaintRouted", "2020-11-06T03:00:00Z", lead_agencies=["diskominfotik"],
-                     due_at={"triage": "z"}))
-    back_at_desk = public_status(events)
-    assert back_at_desk.status == "diproses" and back_at_desk.agency_codes == ()
-    events.append(ev("ComplaintResolved", "2020-11-09T03:00:00Z"))
-    assert public_status(events).status == "selesai"
-
-
-def test_public_status_desk_routing_before_any_agency_is_diterima():
-    events = [ev("ComplaintFiled", "2020-11-01T01:00:00Z"),
-              ev("ComplaintRouted", "2020-11-01T01:01:00Z", lead_agencies=["diskominfotik"],
-                 due_at={"triage": "t"})]
-    assert public_status(events).status == "diterima"
-
-
-def test_public_status_dismissed_and_unknown():
-    events = [ev("ComplaintFiled", "2020-11-01T01:00:00Z"),
-              ev("ComplaintDismissed", "2020-11-02T01:00:00Z", reason="spam", duplicate_of=None)]
-    assert public_status(events).status == "ditolak"
-    assert public_status([]) is None
