@@ -11,9 +11,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pygal.style import Style
 
 from shared.events import parse_iso
-from services.reporting.labels import (MONTH_NAMES, STATUS_LABELS, agency_name, category_label,
-                                       region_name)
-from services.reporting.months import WITA
+from shared.reference import MONTH_NAMES, category_label, short_wita, status_label
+from services.reporting.labels import agency_name, region_name
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -72,15 +71,15 @@ def _hours(value: float | None) -> str:
 
 
 def _wita(moment: str | None) -> str:
-    return parse_iso(moment).astimezone(WITA).strftime("%d-%m-%Y %H:%M") if moment else "—"
+    return short_wita(parse_iso(moment)) if moment else "—"
 
 
 def render(month_key: str, summary: dict, trend: dict, agencies: list[dict], nearing: list[dict],
-           narrative: str, now: datetime) -> str:
+           narrative: str, now: datetime, agency_names: dict[str, str] | None = None) -> str:
     categories = {category_label(code): n for code, n in summary["by_category"].items()}
     regions = {region_name(code): n for code, n in summary["by_region"].items()}
     agency_rows = [{
-        "code": line["agency_code"], "name": agency_name(line["agency_code"]),
+        "code": line["agency_code"], "name": agency_name(line["agency_code"], agency_names),
         "assigned": line["assigned"], "acknowledged": line["acknowledged"], "answered": line["answered"],
         "resolved": line["resolved"],
         "first_response": _percent(line["within_first_response_deadline"]),
@@ -91,8 +90,9 @@ def render(month_key: str, summary: dict, trend: dict, agencies: list[dict], nea
     nearing_rows = [{
         "ref": row["complaint_id"][:8], "category": category_label(row["category"]),
         "region": region_name(row["region_code"]),
-        "agencies": ", ".join(agency_name(code) for code in row["lead_agencies"]) or "—",
-        "status": STATUS_LABELS.get(row["public_status"], row["public_status"]),
+        "agencies": ", ".join(agency_name(code, row.get("agency_names") or agency_names)
+                              for code in row["lead_agencies"]) or "—",
+        "status": status_label(row["public_status"]),
         "deadline": {"triage": "telaah desk", "first_response": "tanggapan pertama",
                      "follow_up": "tindak lanjut"}.get(row["next_due_kind"], row["next_due_kind"]),
         "due": _wita(row["next_due_at"]),
@@ -109,7 +109,7 @@ def render(month_key: str, summary: dict, trend: dict, agencies: list[dict], nea
         categories=[(category_label(code), code, n) for code, n in summary["by_category"].items()],
         regions=[(region_name(code), code, n) for code, n in summary["by_region"].items()],
         agencies=agency_rows, nearing=nearing_rows, narrative=narrative,
-        generated=now.astimezone(WITA).strftime("%d-%m-%Y %H:%M WITA"))
+        generated=short_wita(now) + " WITA")
 
 
 def static_file(name: str) -> tuple[bytes, str] | None:

@@ -1,28 +1,18 @@
-"""Words the reports print: category labels, region names (BPS) and agency names in Bahasa
-Indonesia. Routing owns the agency directory; reporting only needs display names, and an agency
-missing here is shown by its code, so a new agency never breaks a report."""
+"""Names the reports print beyond the shared reference data (``shared.reference``: categories,
+regions, status words, months): the region key of complaints without one, and agency names.
+Agency names travel in routing's events (``lifecycle.agency_names``) and the projection keeps
+them; ``AGENCY_NAMES`` is only the fallback for an agency no event has named, and an agency
+missing from both is shown by its code, so a new agency never breaks a report."""
 from __future__ import annotations
 
-CATEGORY_LABELS = {
-    "koperasi_umkm": "koperasi dan UMKM",
-    "lingkungan_hidup": "lingkungan hidup",
-    "infrastruktur": "infrastruktur",
-    "pungli": "pungutan liar",
-    "pelayanan_umum": "pelayanan umum",
-    "sosial": "sosial",
-    "kesehatan": "kesehatan",
-    "lainnya": "lainnya",
-}
+from typing import Mapping
 
-REGION_NAMES = {
-    "5201": "Kabupaten Lombok Barat", "5202": "Kabupaten Lombok Tengah",
-    "5203": "Kabupaten Lombok Timur", "5204": "Kabupaten Sumbawa", "5205": "Kabupaten Dompu",
-    "5206": "Kabupaten Bima", "5207": "Kabupaten Sumbawa Barat", "5208": "Kabupaten Lombok Utara",
-    "5271": "Kota Mataram", "5272": "Kota Bima", "unknown": "Tidak diketahui",
-}
+from shared import reference
+
+#: Reports group complaints without a region under this key.
+UNKNOWN_REGION = "unknown"
 
 AGENCY_NAMES = {
-    "diskominfotik": "Diskominfotik NTB (desk)",
     "diskop-ukm": "Dinas Koperasi dan UKM",
     "dlhk": "Dinas Lingkungan Hidup dan Kehutanan",
     "dpupr": "Dinas PUPR",
@@ -40,22 +30,11 @@ AGENCY_NAMES = {
     "kejati-ntb": "Kejati NTB", "bpjn-ntb": "BPJN NTB", "bws-nt1": "BWS Nusa Tenggara I",
 }
 
-MONTH_NAMES = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus",
-               "September", "Oktober", "November", "Desember")
-
-STATUS_LABELS = {
-    "diterima": "Diterima", "disetujui": "Disetujui", "diproses": "Diproses",
-    "ditolak": "Ditolak", "selesai": "Selesai",
-}
-
-
-def category_label(code: str) -> str:
-    return CATEGORY_LABELS.get(code, code)
-
 
 def region_name(code: str | None) -> str:
-    return REGION_NAMES.get(code or "unknown", code or "Tidak diketahui")
+    return reference.region_name(None if code == UNKNOWN_REGION else code)
 
 
-def agency_name(code: str) -> str:
-    return AGENCY_NAMES.get(code, code)
+def agency_name(code: str, known: Mapping[str, str] | None = None) -> str:
+    """``known``: names the events carried (routing's directory), preferred to the fallback."""
+    return (known or {}).get(code) or AGENCY_NAMES.get(code, code)

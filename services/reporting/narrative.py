@@ -1,8 +1,10 @@
 """A monthly narrative in Bahasa Indonesia that a communications office can publish as is,
-generated from ``monthly_summary`` only (so it never says more than the published figures)."""
+generated from ``monthly_summary`` only (so it never says more than the published figures), with
+the agencies' display names the events carried."""
 from __future__ import annotations
 
-from services.reporting.labels import MONTH_NAMES, agency_name, category_label
+from shared.reference import MONTH_NAMES, category_label
+from services.reporting.labels import agency_name
 
 
 def _number(value: float, decimals: int = 1) -> str:
@@ -32,7 +34,7 @@ def _follow_up_phrase(followed_up: int, total: int) -> str:
     return f"{prefix} sudah ditindaklanjuti ({followed_up} dari {total} aduan, {_number(share * 100, 0)}%)"
 
 
-def monthly_narrative(summary: dict) -> str:
+def monthly_narrative(summary: dict, agency_names: dict[str, str] | None = None) -> str:
     period = f"{MONTH_NAMES[summary['month'] - 1]} {summary['year']}"
     total = summary["total"]
     if total == 0:
@@ -48,7 +50,7 @@ def monthly_narrative(summary: dict) -> str:
     ]
     agencies = sorted(summary["by_agency"].items(), key=lambda item: (-item[1], item[0]))
     if agencies:
-        named = [f"{agency_name(code)} ({n} aduan)" for code, n in agencies]
+        named = [f"{agency_name(code, agency_names)} ({n} aduan)" for code, n in agencies]
         sentences.append(f"Instansi yang menangani: {_join(named)}.")
     if summary["median_hours_to_first_response"] is not None:
         sentence = (f"Median waktu tanggapan pertama instansi adalah "

@@ -9,6 +9,12 @@ Two steps, both deterministic:
 2. ``derive`` recomputes a complaint's rows (the complaint, its agencies' assignments, its public
    answers) from *all* its facts, each source's facts in version order.
 
+Routing decides the complaint's lifecycle and every routing event carries it (``data.lifecycle``,
+the state after the event). ``derive`` reads the public status, desk, agencies, each agency's
+part, confidentiality and the running deadlines from the lifecycle of the latest routing fact; it
+never works them out again. What it still takes from the events themselves are *timings*: when an
+agency was assigned, acknowledged, answered, handed back, was escalated against.
+
 Because rows are recomputed from the set of facts rather than patched event by event, the result
 does not depend on the order in which events arrive (``ComplaintRouted`` may come before
 ``ComplaintFiled``; a routing event from one queue before an older one from another), and a live
@@ -19,26 +25,42 @@ from __future__ import annotations
 from typing import Any
 
 from shared.events import parse_iso
-from services.reporting.months import month_key
+from shared.events import types as ev
+from shared.reference import DITERIMA, DITOLAK, SELESAI, month_key as _month_key
 
-DESK = "diskominfotik"
-OPEN_STATUSES = ("diterima", "disetujui", "diproses")
+#: Bump when ``derive`` gives different rows for the same facts: the projection's fingerprint
+#: changes with it, and reporting rebuilds itself at start-up (see ``repository.shape_fingerprint``).
+#: 2: status, desk, agencies, parts, confidentiality and deadlines read from routing's lifecycle.
+PROJECTION_VERSION = 2
+
+#: The parts of routing's lifecycle snapshot reporting keeps (``stage`` is routing's own detail).
+LIFECYCLE_FIELDS = ("status", "open", "at_desk", "confidential", "lead_agencies",
+                    "coordinating_agencies", "parts", "deadlines", "agency_names")
 
 # Per event type: the data fields kept as facts (no personal data, no free text but answers).
+# Also the list of events reporting handles (``service.ReportingHandlers``).
 KEPT_FIELDS: dict[str, tuple[str, ...]] = {
-    "ComplaintFiled": ("tracking_code", "channel", "filed_at", "category", "region_code",
-                       "priority", "confidential"),
-    "ComplaintAmended": ("why",),
-    "ComplaintRouted": ("lead_agencies", "coordinating_agencies", "priority", "due_at"),
-    "ComplaintAcknowledged": ("agency_code",),
-    "ComplaintRejectedByAgency": ("agency_code",),
-    "ComplaintResponded": ("agency_code", "text", "resolved"),
-    "ComplaintResolved": (),
-    "ComplaintEscalated": ("breach", "due_at", "notified"),
-    "ComplaintDismissed": (),
-    "CitizenNotified": ("channel",),
-    "CitizenNotificationFailed": ("code", "permanent"),
+    ev.COMPLAINT_FILED: ("tracking_code", "channel", "filed_at", "category", "region_code",
+                         "priority", "confidential"),
+    ev.COMPLAINT_AMENDED: ("why",),
+    ev.COMPLAINT_ROUTED: ("priority", "due_at", "lifecycle"),
+    ev.COMPLAINT_ACKNOWLEDGED: ("agency_code", "lifecycle"),
+    ev.COMPLAINT_REJECTED_BY_AGENCY: ("agency_code", "lifecycle"),
+    ev.COMPLAINT_RESPONDED: ("agency_code", "text", "resolved", "lifecycle"),
+    ev.COMPLAINT_RESOLVED: ("lifecycle",),
+    ev.COMPLAINT_ESCALATED: ("breach", "due_at", "lifecycle"),
+    ev.COMPLAINT_DISMISSED: ("lifecycle",),
+    ev.COMPLAINT_CONFIDENTIALITY_CHANGED: ("confidential", "lifecycle"),  # not the reason or actor
+    ev.CITIZEN_NOTIFIED: ("channel",),
+    ev.CITIZEN_NOTIFICATION_FAILED: ("code", "permanent"),
 }
+
+# Internal happenings that do not move the public "updated" time.
+_INTERNAL = (ev.COMPLAINT_ESCALATED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED)
+
+
+def month_key(filed_at_iso: str) -> str:
+    return _month_key(parse_iso(filed_at_iso))
 
 
 def fact_from_event(envelope: dict) -> dict | None:
@@ -48,19 +70,29 @@ def fact_from_event(envelope: dict) -> dict | None:
     if kept is None:
         return None
     data = envelope["data"]
+    fact_data = {name: data.get(name) for name in kept}
+    if "lifecycle" in kept:
+        lifecycle = data["lifecycle"]
+        fact_data["lifecycle"] = {name: lifecycle.get(name) for name in LIFECYCLE_FIELDS}
     return {
         "source": envelope["source"], "complaint_id": envelope["complaint_id"],
         "version": int(envelope["version"]), "event_type": envelope["event_type"],
-        "occurred_at": envelope["occurred_at"],
-        "data": {name: data.get(name) for name in kept},
+        "occurred_at": envelope["occurred_at"], "data": fact_data,
     }
 
 
+def before_routing(confidential: bool) -> dict:
+    """What the lifecycle is before routing's first event: filed, waiting for the desk."""
+    return {"status": DITERIMA, "open": True, "at_desk": True, "confidential": confidential,
+            "lead_agencies": [], "coordinating_agencies": [], "parts": {}, "deadlines": {},
+            "agency_names": {}}
+
+
 def _new_assignment(complaint_id: str, agency_code: str) -> dict:
-    return {"complaint_id": complaint_id, "agency_code": agency_code, "role": "other",
-            "assigned_at": None, "first_response_due": None, "follow_up_due": None,
-            "acknowledged_at": None, "first_answer_at": None, "rejected_at": None,
-            "resolved": False, "escalations": 0}
+    return {"complaint_id": complaint_id, "agency_code": agency_code, "agency_name": None,
+            "role": "other", "assigned_at": None, "first_response_due": None,
+            "follow_up_due": None, "acknowledged_at": None, "first_answer_at": None,
+            "rejected_at": None, "resolved": False, "escalations": 0}
 
 
 def _earliest(*moments: str | None) -> str | None:
@@ -74,129 +106,112 @@ def derive(complaint_id: str, facts: list[dict]) -> dict:
         return sorted((f for f in facts if f["source"] == source), key=lambda f: f["version"])
     intake, routing, notification = of("intake"), of("routing"), of("notification")
 
-    filed = next((f for f in intake if f["event_type"] == "ComplaintFiled"), None)
+    filed = next((f for f in intake if f["event_type"] == ev.COMPLAINT_FILED), None)
     filing = filed["data"] if filed else {}
+    # Routing's word on the complaint now: the lifecycle after its latest event.
+    now = routing[-1]["data"]["lifecycle"] if routing else before_routing(bool(filing.get("confidential")))
+    status = now["status"]
     row: dict[str, Any] = {
         "complaint_id": complaint_id, "filed": filed is not None,
         "tracking_code": filing.get("tracking_code"), "channel": filing.get("channel"),
         "category": filing.get("category"), "region_code": filing.get("region_code"),
-        "priority": filing.get("priority"), "confidential": bool(filing.get("confidential")),
+        "priority": filing.get("priority"), "confidential": bool(now["confidential"]),
         "filed_at": filing.get("filed_at"),
         "month": month_key(filing["filed_at"]) if filed else None,
-        "amendments": sum(1 for f in intake if f["event_type"] == "ComplaintAmended"),
+        "amendments": sum(1 for f in intake if f["event_type"] == ev.COMPLAINT_AMENDED),
     }
 
-    status, rejected_before = "diterima", False
-    lead: list[str] = []
-    coordinating: list[str] = []
-    at_desk, current_dues = False, {}
-    acted_since_route = answered_since_route = False
     routed_at = sla_first_response_due = sla_follow_up_due = resolved_at = None
     assignments: dict[str, dict] = {}
     answers: list[dict] = []
     escalations = rejections = 0
+    names: dict[str, str] = {}
 
     def assignment(code: str) -> dict:
         return assignments.setdefault(code, _new_assignment(complaint_id, code))
 
+    # Timings come from the events; "who leads at that moment" from each event's own lifecycle.
     for fact in routing:
         kind, data, at = fact["event_type"], fact["data"], fact["occurred_at"]
-        if kind == "ComplaintRouted":
-            lead, coordinating = list(data["lead_agencies"]), list(data["coordinating_agencies"])
-            current_dues = dict(data["due_at"] or {})
-            at_desk = "triage" in current_dues
-            acted_since_route = answered_since_route = False
+        then = data["lifecycle"]
+        # A name equal to its code means the directory had none: the display fallback applies.
+        names.update({code: name for code, name in (then.get("agency_names") or {}).items()
+                      if name and name != code})
+        if then["status"] == SELESAI and resolved_at is None:
+            resolved_at = at
+        if kind == ev.COMPLAINT_ROUTED:
             if data.get("priority"):
                 row["priority"] = data["priority"]
-            if at_desk:
-                # Back at the desk after an agency's "bukan wewenang" is still being processed.
-                status = "diproses" if rejected_before else "diterima"
-                continue
-            status = "disetujui"
+            if then["at_desk"]:
+                continue  # routed to (or held at) the desk: no agency has a part
+            dues = data.get("due_at") or {}
             if routed_at is None:
                 routed_at = at
-                sla_first_response_due = current_dues.get("first_response")
-                sla_follow_up_due = current_dues.get("follow_up")
-            for code in lead:
+                sla_first_response_due = dues.get("first_response")
+                sla_follow_up_due = dues.get("follow_up")
+            for code in then["lead_agencies"]:
                 entry = assignment(code)
                 if entry["role"] != "lead" or entry["assigned_at"] is None:
                     entry.update(role="lead", assigned_at=at,
-                                 first_response_due=current_dues.get("first_response"),
-                                 follow_up_due=current_dues.get("follow_up"))
-            for code in coordinating:
-                if code not in lead and assignment(code)["role"] == "other":
+                                 first_response_due=dues.get("first_response"),
+                                 follow_up_due=dues.get("follow_up"))
+            for code in then["coordinating_agencies"]:
+                if assignment(code)["role"] == "other":
                     assignment(code).update(role="coordinating", assigned_at=at)
-        elif kind == "ComplaintAcknowledged":
+        elif kind == ev.COMPLAINT_ACKNOWLEDGED:
             entry = assignment(data["agency_code"])
             entry["acknowledged_at"] = entry["acknowledged_at"] or at
-            acted_since_route = True
-            status = "diproses"
-        elif kind == "ComplaintRejectedByAgency":
+        elif kind == ev.COMPLAINT_REJECTED_BY_AGENCY:
             entry = assignment(data["agency_code"])
             entry["rejected_at"] = entry["rejected_at"] or at
             rejections += 1
-            rejected_before = True
-            status = "diproses"
-        elif kind == "ComplaintResponded":
+        elif kind == ev.COMPLAINT_RESPONDED:
             entry = assignment(data["agency_code"])
             entry["first_answer_at"] = entry["first_answer_at"] or at
             answers.append({"complaint_id": complaint_id, "version": fact["version"],
                             "agency_code": data["agency_code"], "text": data["text"],
                             "resolved": bool(data["resolved"]), "answered_at": at})
-            acted_since_route = answered_since_route = True
-            if data["resolved"]:
-                entry["resolved"] = True
-                resolved_at = resolved_at or at
-                status = "selesai"
-            else:
-                status = "diproses"
-        elif kind == "ComplaintResolved":
-            for code in lead:
-                if code in assignments and assignments[code]["role"] == "lead":
-                    assignments[code]["resolved"] = True
-            resolved_at = resolved_at or at
-            status = "selesai"
-        elif kind == "ComplaintEscalated":
+        elif kind == ev.COMPLAINT_ESCALATED:
             escalations += 1
-            if data["breach"] != "triage" and not at_desk:
+            if data["breach"] != "triage" and not then["at_desk"]:
                 # A missed agency deadline counts against the agencies leading at that moment.
-                for code in lead:
+                for code in then["lead_agencies"]:
                     if code in assignments and assignments[code]["role"] == "lead":
                         assignments[code]["escalations"] += 1
-        elif kind == "ComplaintDismissed":
-            status = "ditolak"
+
+    for code, entry in assignments.items():
+        entry["resolved"] = bool((now["parts"].get(code) or {}).get("resolved"))
+        entry["agency_name"] = names.get(code)
 
     leads = [a for a in assignments.values() if a["role"] == "lead"]
     row.update({
-        "lead_agencies": lead, "coordinating_agencies": coordinating, "at_desk": at_desk,
+        "lead_agencies": list(now["lead_agencies"]),
+        "coordinating_agencies": list(now["coordinating_agencies"]),
+        "agency_names": dict(sorted(names.items())),
+        "at_desk": bool(now["at_desk"]),
         "routed_at": routed_at, "first_response_due": sla_first_response_due,
         "follow_up_due": sla_follow_up_due,
         "first_response_at": _earliest(*(m for a in leads for m in (a["acknowledged_at"], a["first_answer_at"]))),
         "first_answer_at": _earliest(*(a["answered_at"] for a in answers)),
         "answers": len(answers), "followed_up": bool(answers),
-        "resolved": status == "selesai", "resolved_at": resolved_at if status == "selesai" else None,
-        "dismissed": status == "ditolak", "escalations": escalations, "rejections": rejections,
+        "resolved": status == SELESAI, "resolved_at": resolved_at if status == SELESAI else None,
+        "dismissed": status == DITOLAK, "escalations": escalations, "rejections": rejections,
         "public_status": status,
-        "notified": sum(1 for f in notification if f["event_type"] == "CitizenNotified"),
-        "notification_failures": sum(1 for f in notification if f["event_type"] == "CitizenNotificationFailed"),
+        "notified": sum(1 for f in notification if f["event_type"] == ev.CITIZEN_NOTIFIED),
+        "notification_failures": sum(1 for f in notification if f["event_type"] == ev.CITIZEN_NOTIFICATION_FAILED),
     })
-    row["next_due_kind"], row["next_due_at"] = _next_deadline(
-        status, at_desk, current_dues, acted_since_route, answered_since_route)
+    row["next_due_kind"], row["next_due_at"] = next_deadline(now)
     # The public "updated" time: the latest thing that happened to the complaint itself
-    # (escalations and notifications are internal).
-    public_moments = [f["occurred_at"] for f in intake + routing if f["event_type"] != "ComplaintEscalated"]
+    # (escalations, confidentiality decisions and notifications are internal).
+    public_moments = [f["occurred_at"] for f in intake + routing if f["event_type"] not in _INTERNAL]
     row["updated_at"] = max(public_moments, key=parse_iso) if public_moments else None
     return {"complaint": row, "assignments": sorted(assignments.values(), key=lambda a: a["agency_code"]),
             "answers": answers}
 
 
-def _next_deadline(status, at_desk, dues, acted, answered) -> tuple[str | None, str | None]:
-    if status not in OPEN_STATUSES:
+def next_deadline(lifecycle: dict) -> tuple[str | None, str | None]:
+    """The earliest clock routing still runs (``triage``, ``first_response``, ``follow_up``)."""
+    if not lifecycle["open"] or not lifecycle["deadlines"]:
         return None, None
-    if at_desk:
-        return ("triage", dues["triage"]) if dues.get("triage") else (None, None)
-    if not acted and dues.get("first_response"):
-        return "first_response", dues["first_response"]
-    if not answered and dues.get("follow_up"):
-        return "follow_up", dues["follow_up"]
-    return None, None
+    kind, due = min(lifecycle["deadlines"].items(), key=lambda item: (parse_iso(item[1]), item[0]))
+    return kind, due

@@ -16,9 +16,8 @@ from datetime import date, datetime, timedelta
 from statistics import median
 
 from shared.events import parse_iso
-from shared.events.catalogue import CATEGORIES
-from services.reporting.months import WITA
-from services.reporting.projections import DESK, OPEN_STATUSES
+from shared.reference import CATEGORIES, OPEN_STATUSES, WITA
+from services.reporting.labels import UNKNOWN_REGION
 
 
 def hours_between(start: str, end: str) -> float:
@@ -52,7 +51,7 @@ def monthly_summary(rows: list[dict], year: int, month: int, now: datetime) -> d
     by_agency: dict[str, int] = {}
     for row in rows:
         by_category[row["category"]] = by_category.get(row["category"], 0) + 1
-        region = row["region_code"] or "unknown"
+        region = row["region_code"] or UNKNOWN_REGION
         by_region[region] = by_region.get(region, 0) + 1
         for code in row["lead_agencies"] if not row["at_desk"] else []:
             by_agency[code] = by_agency.get(code, 0) + 1
@@ -107,10 +106,11 @@ def _first(*moments):
 
 
 def agency_table(assignments: list[dict], now: datetime) -> list[dict]:
-    """One line per agency (the desk left out) over every assignment given."""
+    """One line per agency over every assignment given (the desk is never one: routing's
+    lifecycle names no lead while a complaint is at the desk)."""
     by_agency: dict[str, list[dict]] = {}
     for a in assignments:
-        if a["role"] == "lead" and a["agency_code"] != DESK:
+        if a["role"] == "lead":
             by_agency.setdefault(a["agency_code"], []).append(a)
     table = []
     for code, rows in sorted(by_agency.items()):
@@ -128,7 +128,7 @@ def trends(counts: list[dict], months: list[str]) -> dict:
             continue
         month["total"] += item["n"]
         month["by_category"][item["category"]] = month["by_category"].get(item["category"], 0) + item["n"]
-        region = item["region_code"] or "unknown"
+        region = item["region_code"] or UNKNOWN_REGION
         month["by_region"][region] = month["by_region"].get(region, 0) + item["n"]
     return out
 

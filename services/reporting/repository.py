@@ -1,22 +1,31 @@
 """Reporting's persistence: applying facts to the live projection, reading it for the reports,
-and rebuilding a new generation from the sources' logs while the live one keeps serving."""
+and rebuilding a new generation from the sources' logs while the live one keeps serving.
+
+The projection knows its shape: ``shape_fingerprint`` hashes its tables' columns, the fields kept
+as facts and ``projections.PROJECTION_VERSION``; ``projection_state.fingerprint`` is the one the
+live generation was built with. When they differ (new code), the live generation is kept for
+reading, as the database has it, while ``rebuild`` makes one of the current shape; the live path
+leaves the old one alone meanwhile (see ``apply_event``)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections import defaultdict
 from functools import lru_cache
 from typing import Callable, Iterable
 
-from sqlalchemy import bindparam, delete, func, inspect, select, update
+from sqlalchemy import MetaData, bindparam, delete, func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared.db import Database
 from shared.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
+from shared.events.catalogue import NeedsHistory, upcast
+from shared.reference import CLOSED_STATUSES, OPEN_STATUSES
 from services.reporting import tables
-from services.reporting.projections import OPEN_STATUSES, derive, fact_from_event
+from services.reporting.projections import (KEPT_FIELDS, LIFECYCLE_FIELDS, PROJECTION_VERSION,
+                                            derive, fact_from_event)
 
 log = logging.getLogger("reporting")
 
@@ -24,33 +33,83 @@ SOURCES = ("intake", "routing", "notification")
 Fetch = Callable[[str, int, int], list]
 
 
+# -- the projection's shape ------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def shape_fingerprint() -> str:
+    """A hash of what the projection's rows mean: its tables' columns and indexes (generation
+    suffixes left out), the fields kept from each event, and ``PROJECTION_VERSION``."""
+    def columns(table):
+        return [[c.name, str(c.type), bool(c.nullable), bool(c.primary_key), bool(c.unique)]
+                for c in table.columns]
+    shape = {
+        "version": PROJECTION_VERSION,
+        "kept": {event_type: list(fields) for event_type, fields in KEPT_FIELDS.items()},
+        "lifecycle": list(LIFECYCLE_FIELDS),
+        "tables": {table.name.rsplit("_g", 1)[0]: {
+            "columns": columns(table),
+            "indexes": sorted(sorted(index.columns.keys()) for index in table.indexes)}
+            for table in tables.projection(0).tables},
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 # -- the live generation ------------------------------------------------------------------------
+def live_state(connection, lock: bool = False) -> tuple[int, str | None]:
+    """(generation, the fingerprint of the shape it was built with). ``lock``: hold the row
+    (PostgreSQL) until the transaction ends, so a rebuild cannot switch generations under it."""
+    state = tables.projection_state
+    query = select(state.c.generation, state.c.fingerprint).where(state.c.name == "live")
+    if lock:
+        query = query.with_for_update(read=True)
+    row = connection.execute(query).first()
+    return (int(row[0]), row[1]) if row else (1, shape_fingerprint())
+
+
 def current_generation(connection) -> int:
-    row = connection.execute(select(tables.projection_state.c.generation)
-                             .where(tables.projection_state.c.name == "live")).first()
-    return int(row[0]) if row else 1
+    return live_state(connection)[0]
 
 
-def ensure_live(database: Database, consumer_tables: Iterable) -> None:
-    """Create the live generation's tables. On a database that has none yet, forget what the
-    consumer handled before (an older projection), so catch-up fills the new one from the logs."""
+def shape_is_current(database: Database) -> bool:
+    with database.read() as connection:
+        return live_state(connection)[1] == shape_fingerprint()
+
+
+def ensure_live(database: Database, consumer_tables: Iterable) -> bool:
+    """Create the live generation's tables. On a database that has none yet, record the code's
+    fingerprint and forget what the consumer handled before (an older projection), so catch-up
+    fills the new one from the logs. Returns whether the live generation has the code's shape;
+    when not, ``rebuild`` must replace it (the service starts one in the background)."""
     with database.transaction() as tx:
         state = tx.execute(select(tables.projection_state)).first()
         if state is None:
-            tx.execute(tables.projection_state.insert().values(name="live", generation=1))
+            tx.execute(tables.projection_state.insert().values(
+                name="live", generation=1, fingerprint=shape_fingerprint()))
             for table in consumer_tables:
                 tx.execute(delete(table))
-        generation = current_generation(tx.connection)
+        generation, fingerprint = live_state(tx.connection)
+    # Only missing tables are created: an older generation keeps its own shape until replaced.
     tables.projection(generation).metadata.create_all(database.engine)
+    current = fingerprint == shape_fingerprint()
+    if not current:
+        log.warning("projection generation %s was built with another shape (%s, code: %s); "
+                    "it serves until a rebuild replaces it", generation, fingerprint,
+                    shape_fingerprint())
+    return current
 
 
 # -- applying one event (the live path) --------------------------------------------------------
 def apply_event(tx, envelope: dict) -> None:
-    # A catch-up page is one transaction: read the generation once for it.
-    generation = getattr(tx, "reporting_generation", None)
-    if generation is None:
-        generation = tx.reporting_generation = current_generation(tx.connection)
-    apply_to(tx.connection, tables.projection(generation), envelope)
+    # A catch-up page is one transaction: read the live generation once for it.
+    target = getattr(tx, "reporting_target", None)
+    if target is None:
+        generation, fingerprint = live_state(tx.connection, lock=True)
+        # A live generation of another shape cannot take the code's rows. It is being replaced:
+        # the rebuild reads every log itself and then sets the consumer's checkpoints to where it
+        # read, so what is skipped here is handled again, into the new generation.
+        target = tx.reporting_target = (tables.projection(generation)
+                                        if fingerprint == shape_fingerprint() else False)
+    if target is not False:
+        apply_to(tx.connection, target, envelope)
 
 
 class _Statements:
@@ -110,9 +169,11 @@ def _fact_from_row(row) -> dict:
     return fact
 
 
+_JSON_COLUMNS = {"lead_agencies": list, "coordinating_agencies": list, "agency_names": dict}
+
+
 def _complaint_row(row: dict) -> dict:
-    return dict(row, lead_agencies=json.dumps(row["lead_agencies"]),
-                coordinating_agencies=json.dumps(row["coordinating_agencies"]))
+    return dict(row, **{name: json.dumps(row[name], sort_keys=True) for name in _JSON_COLUMNS})
 
 
 def _insert_derived(connection, projection: tables.Projection, derived: list[dict]) -> None:
@@ -128,15 +189,40 @@ def _insert_derived(connection, projection: tables.Projection, derived: list[dic
 
 
 # -- reading -----------------------------------------------------------------------------------
+def _in_code_shape(row, table) -> dict:
+    """A row with every column the code declares (None where an older generation has none)."""
+    out = dict.fromkeys(table.columns.keys())
+    out.update(row)
+    return out
+
+
 def decode_complaint(row) -> dict:
-    row = dict(row)
-    row["lead_agencies"] = json.loads(row["lead_agencies"])
-    row["coordinating_agencies"] = json.loads(row["coordinating_agencies"])
+    row = _in_code_shape(row, tables.projection(0).complaints)
+    for name, empty in _JSON_COLUMNS.items():
+        row[name] = json.loads(row[name]) if row[name] else empty()
     return row
 
 
+def _assignment(row) -> dict:
+    return _in_code_shape(row, tables.projection(0).assignments)
+
+
+_as_built: dict[tuple, tables.Projection] = {}
+
+
 def live(connection) -> tables.Projection:
-    return tables.projection(current_generation(connection))
+    """The live generation's tables: as the code declares them, or — while a rebuild replaces a
+    generation of another shape — as the database has them, so reports keep answering."""
+    generation, fingerprint = live_state(connection)
+    if fingerprint == shape_fingerprint():
+        return tables.projection(generation)
+    key = (id(connection.engine), generation, fingerprint)
+    if key not in _as_built:
+        names = [table.name for table in tables.projection(generation).tables]
+        meta = MetaData()
+        meta.reflect(bind=connection, only=names)
+        _as_built[key] = tables.Projection(generation, meta, *(meta.tables[name] for name in names))
+    return _as_built[key]
 
 
 def month_complaints(connection, month: str) -> list[dict]:
@@ -158,7 +244,19 @@ def complaint_by_tracking_code(connection, tracking_code: str) -> tuple[dict, li
 
 def agency_assignments(connection, agency_code: str) -> list[dict]:
     a = live(connection).assignments
-    return [dict(row) for row in connection.execute(select(a).where(a.c.agency_code == agency_code)).mappings()]
+    return [_assignment(row) for row in connection.execute(select(a).where(a.c.agency_code == agency_code)).mappings()]
+
+
+def agency_names(connection) -> dict[str, str]:
+    """Display names the events carried, per agency (the latest assignment's, if they differ)."""
+    a = live(connection).assignments
+    if "agency_name" not in a.c:
+        return {}
+    latest = func.max(a.c.assigned_at)
+    query = (select(a.c.agency_code, a.c.agency_name, latest).where(a.c.agency_name.is_not(None))
+             .group_by(a.c.agency_code, a.c.agency_name))
+    ordered = sorted(connection.execute(query), key=lambda row: (row[2] or "", row[1]))
+    return {code: name for code, name, _at in ordered}
 
 
 def month_assignments(connection, month: str) -> list[dict]:
@@ -166,7 +264,7 @@ def month_assignments(connection, month: str) -> list[dict]:
     a, c = projection.assignments, projection.complaints
     query = (select(a).join(c, c.c.complaint_id == a.c.complaint_id)
              .where(c.c.filed.is_(True), c.c.month == month))
-    return [dict(row) for row in connection.execute(query).mappings()]
+    return [_assignment(row) for row in connection.execute(query).mappings()]
 
 
 def trend_counts(connection, months: list[str]) -> list[dict]:
@@ -268,7 +366,7 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
                 apply_to(tx.connection, new, envelope)
         tx.execute(update(tables.projection_state).where(tables.projection_state.c.name == "live")
                    .values(generation=new.generation, rebuilt_at=isoformat_utc(utc_now()),
-                           rebuilt_events=events))
+                           rebuilt_events=events, fingerprint=shape_fingerprint()))
         # From here the consumer continues where the rebuild stopped reading; whatever the old
         # generation handled after that is handled again, into the new one.
         tx.execute(delete(processed))
@@ -285,13 +383,14 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
 
 
 def _pull(fetch: Fetch, source: str, positions: dict, page: int):
-    """Yields validated envelopes (None for an invalid one) after positions[source], advancing it."""
+    """Yields validated envelopes at their type's latest version (None for an invalid one) after
+    positions[source], advancing it."""
     while True:
         batch = fetch(source, positions[source], page)
         for raw in batch:
             try:
-                envelope = validate_envelope(raw, expected_source=source)
-            except InvalidEvent:
+                envelope = upcast(validate_envelope(raw, expected_source=source))
+            except (InvalidEvent, NeedsHistory):
                 envelope = None
             if isinstance(raw, dict) and isinstance(raw.get("position"), int):
                 positions[source] = max(positions[source], raw["position"])
@@ -327,9 +426,9 @@ def find_complaints(connection, tracking_codes=None, category=None, filed_from=N
     if filed_to:
         query = query.where(c.c.filed_at <= filed_to)
     if open_only is True:
-        query = query.where(c.c.public_status.in_(("diterima", "disetujui", "diproses")))
+        query = query.where(c.c.public_status.in_(OPEN_STATUSES))
     elif open_only is False:
-        query = query.where(c.c.public_status.in_(("ditolak", "selesai")))
+        query = query.where(c.c.public_status.in_(CLOSED_STATUSES))
     rows = connection.execute(query.order_by(c.c.filed_at.desc()).limit(limit)).mappings().all()
     found = []
     for row in rows:

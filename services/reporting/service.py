@@ -1,8 +1,10 @@
 """Reporting: projections of every service's events (public status, monthly figures, agency
-performance, trends), the dashboard, and a rebuild of everything from the sources' logs."""
+performance, trends), the dashboard, and a rebuild of everything from the sources' logs — run by
+hand (``rebuild``) or by itself when the code's projection shape differs from the stored one."""
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 
 import eventlet
 from marshmallow import ValidationError
@@ -19,9 +21,9 @@ from shared.events import Envelope, isoformat_utc, utc_now
 from shared.http import json_response, too_many_requests
 from shared.nameko_support import Consumer, RateLimit, ServiceStore, Storage
 from shared.service_base import ServiceBase
-from shared.subscriptions import listens_to
+from shared.subscriptions import EventHandlers, handles, listens_to
+from shared.reference import month_key
 from services.reporting import dashboard, reports, repository, tables
-from services.reporting.months import WITA
 from services.reporting.narrative import monthly_narrative
 from services.reporting.projections import KEPT_FIELDS
 from services.reporting.public import complaint_status, summary_csv
@@ -29,6 +31,10 @@ from shared.tracking import normalise as normalise_tracking_code
 from services.reporting.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
 
 log = logging.getLogger("reporting")
+
+#: How often reporting checks that its live projection has the code's shape (and retries a
+#: failed shape rebuild).
+SHAPE_CHECK_SECONDS = 30
 
 
 def build_store(url: str | None = None) -> ServiceStore:
@@ -40,10 +46,12 @@ def build_store(url: str | None = None) -> ServiceStore:
     return store
 
 
-def handlers(store: ServiceStore) -> dict:
-    def apply(tx, envelope: Envelope):
+class ReportingHandlers(EventHandlers):
+    """Every event a projection keeps a fact of: the types are ``KEPT_FIELDS``' keys."""
+
+    @handles(*KEPT_FIELDS)
+    def apply(self, tx, envelope: Envelope):
         repository.apply_event(tx, envelope.to_dict())
-    return {event_type: apply for event_type in KEPT_FIELDS}
 
 
 class SourceLogs(DependencyProvider):
@@ -56,21 +64,36 @@ class SourceLogs(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return self
 
-    def rebuild(self, store: ServiceStore) -> dict:
+    def rebuild(self, store: ServiceStore, fetch: repository.Fetch | None = None) -> dict:
+        """``fetch(source, position, limit)``: the sources' logs (default: their RPC)."""
         if not self.lock.acquire(blocking=False):
             raise Conflict("a rebuild is already running")
         try:
-            with ClusterRpcProxy(self.container.config, timeout=120) as proxy:
-                def fetch(source, position, limit):
-                    return getattr(proxy, source).events_since(position, limit)
-                self.progress = {"events": 0, "phase": "starting", "running": True}
+            self.progress = {"events": 0, "phase": "starting", "running": True}
+            with ExitStack() as stack:
+                if fetch is None:
+                    proxy = stack.enter_context(ClusterRpcProxy(self.container.config, timeout=120))
+
+                    def fetch(source, position, limit):
+                        return getattr(proxy, source).events_since(position, limit)
                 result = repository.rebuild(store.database, fetch, store.checkpoints,
                                             store.processed, store.failures, progress=self.progress)
-                self.progress.update(result, phase="done")
-                return result
+            self.progress.update(result, phase="done")
+            return result
         finally:
             self.progress["running"] = False
             self.lock.release()
+
+    def rebuild_if_shape_changed(self, store: ServiceStore, fetch: repository.Fetch | None = None) -> dict | None:
+        """Rebuild when the live generation was built with another shape than the code's (the
+        rebuild records the code's fingerprint when it switches); None when nothing was to do."""
+        if self.lock.locked() or repository.shape_is_current(store.database):
+            return None
+        log.warning("the projection's shape changed: rebuilding it from the sources' logs")
+        try:
+            return self.rebuild(store, fetch)
+        except Conflict:
+            return None  # a rebuild by hand started meanwhile; it records the fingerprint too
 
 
 def _load(schema, data: dict) -> dict:
@@ -80,12 +103,12 @@ def _load(schema, data: dict) -> dict:
         raise ValidationFailed(error.messages)
 
 
-@listens_to({"intake": ("ComplaintFiled", "ComplaintAmended",), "routing": ("ComplaintRouted", "ComplaintAcknowledged", "ComplaintRejectedByAgency", "ComplaintResponded", "ComplaintResolved", "ComplaintEscalated", "ComplaintDismissed",), "notification": ("CitizenNotified", "CitizenNotificationFailed",)})
+@listens_to(ReportingHandlers)
 class ReportingService(ServiceBase):
     name = "reporting"
 
     store = Storage(build_store)
-    consumer = Consumer(["intake", "routing", "notification"], handlers, batch_catch_up=True)
+    consumer = Consumer(ReportingHandlers, batch_catch_up=True)
     logs = SourceLogs()
     # Anyone may look a code up; limiting per address keeps guessing codes slow.
     status_rate_limit = RateLimit("REPORTING_STATUS_RATE_PER_MINUTE", "120")
@@ -93,7 +116,23 @@ class ReportingService(ServiceBase):
     # -- events: every type the projections use, from the service that emits it ---------------
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
+        if not repository.shape_is_current(self.store.database):
+            return  # the shape rebuild reads the logs itself, then sets the checkpoints
         self.consumer.catch_up()
+
+    @timer(interval=SHAPE_CHECK_SECONDS, eager=True)
+    def rebuild_when_shape_changed(self):
+        """At start (and again until it succeeds, e.g. while a source is still starting):
+        replace a projection built with another shape, in the background — the old generation
+        keeps answering meanwhile."""
+        try:
+            result = self.logs.rebuild_if_shape_changed(self.store)
+        except Exception as error:  # a source not up yet: the next tick tries again
+            log.warning("shape rebuild failed, retrying in %ss: %s: %s", SHAPE_CHECK_SECONDS,
+                        type(error).__name__, error)
+            return
+        if result is not None:
+            log.info("projection rebuilt for its new shape: %s", result)
 
     # -- RPC ---------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
@@ -105,7 +144,7 @@ class ReportingService(ServiceBase):
     def monthly_narrative(self, year, month):
         args = _load(MonthArgs(), {"year": year, "month": month})
         return {"year": args["year"], "month": args["month"],
-                "text": monthly_narrative(self._summary(args["year"], args["month"]))}
+                "text": monthly_narrative(self._summary(args["year"], args["month"]), self._agency_names())}
 
     @rpc(expected_exceptions=EXPECTED)
     def complaint_status(self, tracking_code):
@@ -173,7 +212,7 @@ class ReportingService(ServiceBase):
             return json_response(400, {"error": "invalid month", "fields": error.args[0]})
         summary = self._summary(args["year"], args["month"])
         if request.args.get("format") == "csv":
-            response = Response(summary_csv(summary), status=200, mimetype="text/csv")
+            response = Response(summary_csv(summary, self._agency_names()), status=200, mimetype="text/csv")
             response.headers["Content-Type"] = "text/csv; charset=utf-8"
             response.headers["Content-Disposition"] = (
                 f'attachment; filename="ntbcare-{args["year"]:04d}-{args["month"]:02d}.csv"')
@@ -186,7 +225,7 @@ class ReportingService(ServiceBase):
             args = _load(MonthArgs(), {"year": year, "month": month})
         except ValidationFailed as error:
             return json_response(400, {"error": "invalid month", "fields": error.args[0]})
-        text = monthly_narrative(self._summary(args["year"], args["month"]))
+        text = monthly_narrative(self._summary(args["year"], args["month"]), self._agency_names())
         if request.args.get("format") == "text":
             return Response(text, status=200, mimetype="text/plain", content_type="text/plain; charset=utf-8")
         return json_response(200, {"year": args["year"], "month": args["month"], "text": text})
@@ -198,7 +237,7 @@ class ReportingService(ServiceBase):
         except ValidationError as error:
             return json_response(400, {"error": "month must look like 2020-11", "fields": error.messages})
         now = utc_now()
-        key = args["month"] or now.astimezone(WITA).strftime("%Y-%m")
+        key = args["month"] or month_key(now)
         year, month = (int(part) for part in key.split("-"))
         months = reports.last_months(year, month, 12)
         with self.store.database.read() as connection:
@@ -206,11 +245,12 @@ class ReportingService(ServiceBase):
             assignments = repository.month_assignments(connection, key)
             counts = repository.trend_counts(connection, months)
             open_rows = repository.open_complaints_with_deadline(connection)
+            names = repository.agency_names(connection)
         summary = reports.monthly_summary(rows, year, month, now)
         page = dashboard.render(key, summary, reports.trends(counts, months),
                                 reports.agency_table(assignments, now),
                                 reports.nearing_deadline(open_rows, now)[:25],
-                                monthly_narrative(summary), now)
+                                monthly_narrative(summary, names), now, names)
         response = Response(page, status=200, mimetype="text/html", content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -228,6 +268,10 @@ class ReportingService(ServiceBase):
         with self.store.database.read() as connection:
             rows = repository.month_complaints(connection, f"{year:04d}-{month:02d}")
         return reports.monthly_summary(rows, year, month, utc_now())
+
+    def _agency_names(self) -> dict[str, str]:
+        with self.store.database.read() as connection:
+            return repository.agency_names(connection)
 
     def _status(self, tracking_code: str) -> dict:
         code = normalise_tracking_code(tracking_code)

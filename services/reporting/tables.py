@@ -21,6 +21,7 @@ projection_state = Table(
     Column("generation", Integer, nullable=False),
     Column("rebuilt_at", String(40), nullable=True),
     Column("rebuilt_events", BigInteger, nullable=True),
+    Column("fingerprint", String(64), nullable=True),     # null: built before fingerprints
 )
 
 
@@ -65,8 +66,9 @@ def projection(generation: int) -> Projection:
         Column("filed_at", String(40), nullable=True),
         Column("month", String(7), nullable=True),            # YYYY-MM in WITA
         Column("amendments", Integer, nullable=False),
-        Column("lead_agencies", Text, nullable=False),        # JSON list, latest routing
+        Column("lead_agencies", Text, nullable=False),        # JSON list, routing's lifecycle now
         Column("coordinating_agencies", Text, nullable=False),
+        Column("agency_names", Text, nullable=True),          # JSON {code: name} the events carried
         Column("at_desk", Boolean, nullable=False),
         Column("routed_at", String(40), nullable=True),
         Column("first_response_due", String(40), nullable=True),
@@ -93,6 +95,7 @@ def projection(generation: int) -> Projection:
         "assignments" + suffix, meta,
         Column("complaint_id", String(36), primary_key=True),
         Column("agency_code", String(64), primary_key=True),
+        Column("agency_name", String(200), nullable=True),    # as the events named it
         Column("role", String(16), nullable=False),           # lead | coordinating | other
         Column("assigned_at", String(40), nullable=True),
         Column("first_response_due", String(40), nullable=True),

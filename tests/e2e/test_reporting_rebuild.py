@@ -1,6 +1,7 @@
 """A history of 10,000 complaints with every event type, seeded through the services' own event
-stores before the platform starts: reporting catches up live (pulling every source's log), and a
-rebuild from scratch — while the live projection serves — equals it row for row."""
+stores before the platform starts: reporting catches up live (pulling every source's log), a
+rebuild from scratch — while the live projection serves — equals it row for row, and a projection
+built with another shape is rebuilt by reporting itself when it starts."""
 from __future__ import annotations
 
 import re
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from services.reporting.repository import shape_fingerprint
+from shared.events.catalogue import CONTRACTS
 from tests.support.platform import Platform, wait_for
 from tests.support.reporting_seed import Seeder
 
@@ -58,7 +61,7 @@ def test_live_catch_up_then_rebuild_equals_live(seeded):
     for store in seeder.stores.values():
         with store.database.read() as connection:
             event_types |= {row[0] for row in connection.exec_driver_sql("SELECT DISTINCT event_type FROM events")}
-    assert len(event_types) == 14, event_types  # every type in the catalogue
+    assert event_types == set(CONTRACTS), event_types  # every type in the catalogue
 
     started = time.monotonic()
     wait_for(lambda: all(checkpoints(platform).get(s, 0) >= last[s] for s in last), timeout=400,
@@ -103,3 +106,27 @@ def test_a_rebuild_keeps_serving_and_nothing_personal_is_projected(seeded):
     leaked = [secret for secret in seeder.secrets if secret.split()[0] in words]
     assert not leaked, leaked[:5]
     assert "Nama saya" not in dump and "officer:andi" not in dump
+
+
+def test_a_changed_shape_is_rebuilt_at_start_up_while_the_old_generation_serves(seeded):
+    platform, seeder, last = seeded
+    platform.stop("reporting")
+    generation, before = snapshot(platform)
+    # As if the projection had been built by a release with another shape.
+    with sqlite3.connect(Path(platform.data_dir) / "reporting.db") as connection:
+        connection.execute("UPDATE projection_state SET fingerprint = 'an-older-shape'")
+    platform.start("reporting")
+    code = seeder.complaints[0]["tracking_code"]
+    assert requests.get(f"{platform.url('reporting')}/api/complaints/{code}", timeout=30).status_code == 200
+
+    def rebuilt():
+        with reporting_db(platform) as connection:
+            row = connection.execute("SELECT generation, fingerprint FROM projection_state").fetchone()
+        return row if row == (generation + 1, shape_fingerprint()) else None
+    wait_for(rebuilt, timeout=300, interval=1, message="reporting rebuilt its projection for the new shape")
+    wait_for(lambda: all(checkpoints(platform).get(s, 0) >= last[s] for s in last), timeout=60,
+             interval=1, message="reporting's checkpoints at the end of the logs")
+    _generation, after = snapshot(platform)
+    for name in before:
+        assert after[name] == before[name], name
+    assert "rebuilding it from the sources' logs" in platform.log("reporting")

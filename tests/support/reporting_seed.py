@@ -1,7 +1,10 @@
 """Seeds a history straight into the services' own event stores (their real append API), before
 the platform starts — how the reporting tests get thousands of complaints without filing each
 one over RPC. The history counts as already published and already consumed by routing and
-notification (outbox emptied, their checkpoints set), so only reporting works through it."""
+notification (outbox emptied, their checkpoints set), so only reporting works through it.
+
+The seeder plays routing's part for routing's events, so it records them as routing does (v2):
+each carries ``data.lifecycle``, folded with routing's own ``shared.events.lifecycle``."""
 from __future__ import annotations
 
 import random
@@ -12,15 +15,22 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
-from shared.events.catalogue import CATEGORIES, REGION_CODES
+from shared.events import types as ev
+from shared.events.catalogue import SOURCES
+from shared.events.lifecycle import Lifecycle
 from shared.eventstore import PendingEvent
 from shared.nameko_support import ServiceStore
+from shared.reference import CATEGORIES, CONFIDENTIAL_CATEGORIES, REGION_CODES
 
 PAGE_ID = "100000000000001"
 AGENCY_FOR = {"koperasi_umkm": "diskop-ukm", "lingkungan_hidup": "dlhk", "infrastruktur": "dpupr",
               "pungli": "polda-ntb", "pelayanan_umum": "biro-organisasi", "sosial": "dinsos",
               "kesehatan": "dikes", "lainnya": "inspektorat"}
 FIRST_RESPONSE_HOURS = {"urgent": 1, "important": 24, "normal": 48}
+AGENCY_NAMES = {"diskop-ukm": "Dinas Koperasi dan UKM", "dlhk": "Dinas Lingkungan Hidup dan Kehutanan",
+                "dpupr": "Dinas PUPR", "polda-ntb": "Polda NTB (Saber Pungli)",
+                "biro-organisasi": "Biro Organisasi", "dinsos": "Dinas Sosial", "dikes": "Dinas Kesehatan",
+                "inspektorat": "Inspektorat"}
 
 
 def iso(moment: datetime) -> str:
@@ -49,9 +59,20 @@ class Seeder:
         self.pending: dict[str, list[PendingEvent]] = defaultdict(list)
         self.secrets: list[str] = []     # personal data that must never reach reporting
         self.complaints: list[dict] = []
+        self.lifecycles: dict[str, Lifecycle] = {}
 
     # -- building blocks ---------------------------------------------------------------------
     def add(self, source: str, event_type: str, complaint_id: str, at: datetime, data: dict) -> PendingEvent:
+        if SOURCES[event_type] == "routing":
+            # As routing records it: the lifecycle after this event.
+            lifecycle = self.lifecycles.get(complaint_id)
+            if lifecycle is None:
+                raise ValueError("routing events are added between the complaint's filing and "
+                                 "the flush that writes it")
+            lifecycle.apply(event_type, data)
+            data = dict(data, lifecycle=lifecycle.snapshot())
+        elif event_type == ev.COMPLAINT_AMENDED:
+            data = {"levy_reported": False, **data}
         event = PendingEvent(event_type, complaint_id, data, occurred_at=at)
         self.pending[source].append(event)
         return event
@@ -65,12 +86,14 @@ class Seeder:
                     if channel == "facebook_comment" else {"page_id": PAGE_ID, "psid": psid})
         self.secrets += [psid, name, phone]
         code = "NTB-" + uuid.uuid4().hex[:5].upper() + "-" + uuid.uuid4().hex[:5].upper()
+        confidential = category in CONFIDENTIAL_CATEGORIES
+        self.lifecycles[complaint_id] = Lifecycle(confidential)
         self.add("intake", "ComplaintFiled", complaint_id, filed_at, {
             "tracking_code": code, "channel": channel, "filed_at": iso(filed_at),
             "text": f"Nama saya {name}, HP {phone}. Mohon perhatian atas masalah {category}.",
             "attachments": [], "category": category, "region_code": region_code, "priority": priority,
             "reasons": {"category": [], "region": [], "priority": []},
-            "confidential": category == "pungli", "reply_to": reply_to,
+            "confidential": confidential, "reply_to": reply_to,
             "last_citizen_message_at": iso(filed_at), "external_ref": None})
         complaint = {"complaint_id": complaint_id, "tracking_code": code, "filed_at": filed_at,
                      "category": category, "region_code": region_code, "priority": priority,
@@ -89,8 +112,20 @@ class Seeder:
         self.add("routing", "ComplaintRouted", c["complaint_id"], at, {
             "lead_agencies": [agency], "coordinating_agencies": list(coordinating),
             "decided_by": "operator:desk-ani", "reason": "sesuai kewenangan", "priority": c["priority"],
-            "due_at": due})
+            "due_at": due, "agency_names": {code: AGENCY_NAMES[code] for code in (agency, *coordinating)
+                                            if code in AGENCY_NAMES}})
         return due
+
+    def rejected(self, c: dict, at: datetime, agency: str) -> None:
+        """"Bukan wewenang" by the only lead: back to the desk with a triage clock."""
+        self.add("routing", "ComplaintRejectedByAgency", c["complaint_id"], at, {
+            "agency_code": agency, "reason": "bukan wewenang", "actor": "officer:andi",
+            "returned_to_desk": True, "due_at": {"triage": iso(at + timedelta(days=3))}})
+
+    def confidentiality(self, c: dict, at: datetime, confidential: bool) -> None:
+        self.add("routing", "ComplaintConfidentialityChanged", c["complaint_id"], at, {
+            "confidential": confidential, "reason": "ditelaah desk: menyebut pungutan liar",
+            "actor": "operator:desk-ani"})
 
     def acknowledged(self, c, at, agency):
         self.add("routing", "ComplaintAcknowledged", c["complaint_id"], at, {"agency_code": agency, "actor": "officer:andi"})
@@ -98,6 +133,10 @@ class Seeder:
     def responded(self, c, at, agency, resolved=False, text="Sudah kami tindak lanjuti di lapangan."):
         event = self.add("routing", "ComplaintResponded", c["complaint_id"], at, {
             "agency_code": agency, "text": text, "resolved": resolved, "actor": "officer:andi"})
+        lifecycle = self.lifecycles[c["complaint_id"]]
+        if resolved and all(lifecycle.parts[code]["resolved"] for code in lifecycle.lead_agencies):
+            # As routing does: the last lead resolving its part resolves the complaint.
+            self.add("routing", "ComplaintResolved", c["complaint_id"], at, {"actor": "officer:andi"})
         return event
 
     def notified(self, c, at):
@@ -150,12 +189,15 @@ class Seeder:
             t += timedelta(hours=rng.uniform(0.5, 30))
             due = self.routed(c, t, agency, coordinating=["inspektorat"] if rng.random() < 0.1 else [])
             if rng.random() < 0.05:
-                self.add("routing", "ComplaintRejectedByAgency", cid, t + timedelta(hours=2), {
-                    "agency_code": agency, "reason": "bukan wewenang", "actor": "officer:andi"})
-                self.at_desk(c, t + timedelta(hours=2, seconds=1))
+                self.rejected(c, t + timedelta(hours=2), agency)
                 agency = "inspektorat"
                 t += timedelta(hours=5)
                 due = self.routed(c, t, agency)
+            if rng.random() < 0.03:
+                # The desk marks it confidential (a levy it read in the text), sometimes unmarks it.
+                self.confidentiality(c, t + timedelta(minutes=30), True)
+                if rng.random() < 0.3:
+                    self.confidentiality(c, t + timedelta(hours=1), False)
             if rng.random() < 0.12:
                 self.add("routing", "ComplaintEscalated", cid, t + timedelta(hours=FIRST_RESPONSE_HOURS[priority]), {
                     "breach": "first_response", "due_at": due["first_response"],
@@ -177,7 +219,8 @@ class Seeder:
                     "trigger_event_id": str(uuid.uuid4()), "reason": "outside window", "code": 10,
                     "permanent": True})
             if not resolved_in_answer and rng.random() < 0.3:
-                self.add("routing", "ComplaintResolved", cid, t + timedelta(days=2), {"actor": "operator:desk-ani"})
+                self.responded(c, t + timedelta(days=2), agency, resolved=True,
+                               text="Masalah sudah selesai ditangani.")
 
     # -- writing -----------------------------------------------------------------------------
     def flush(self, chunk: int = 5000) -> dict[str, int]:
@@ -191,6 +234,7 @@ class Seeder:
             with store.database.transaction() as tx:
                 tx.execute(delete(store.event_store.outbox))
         self.pending.clear()
+        self.lifecycles.clear()  # written: memory stays flat over many rounds (bench)
         for source, store in self.stores.items():
             with store.database.read() as connection:
                 last[source] = store.event_store.last_position(connection)

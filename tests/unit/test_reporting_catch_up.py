@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from services.reporting import repository, tables
-from services.reporting.service import build_store, handlers
+from services.reporting.service import ReportingHandlers, build_store
 from shared.consumer import EventConsumer
 from tests.support.reporting_seed import Seeder
 
@@ -17,7 +17,7 @@ from tests.support.reporting_seed import Seeder
 def consumer_for(path):
     store = build_store(f"sqlite:///{path}")
     store.prepare()  # migrate, then the projection tables
-    return store, EventConsumer(store.database, store.quarantine, handlers(store), store.checkpoints,
+    return store, EventConsumer(store.database, store.quarantine, ReportingHandlers(store).table(), store.checkpoints,
                                 store.processed, store.failures, service="reporting")
 
 
