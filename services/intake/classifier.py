@@ -17,21 +17,14 @@ from typing import Any
 
 import yaml
 
+from shared import reference
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KEYWORDS_FILE = DATA_DIR / "classifier_keywords.yaml"
 GAZETTEER_FILE = DATA_DIR / "gazetteer.yaml"
 
-CATEGORIES: tuple[str, ...] = (
-    "koperasi_umkm",
-    "lingkungan_hidup",
-    "infrastruktur",
-    "pungli",
-    "pelayanan_umum",
-    "sosial",
-    "kesehatan",
-    "lainnya",
-)
-PRIORITIES: tuple[str, ...] = ("urgent", "important", "normal")
+CATEGORIES: tuple[str, ...] = reference.CATEGORIES
+PRIORITIES: tuple[str, ...] = reference.PRIORITIES
 
 # Specificity of a matched name: a place or kecamatan says where the problem is,
 # a kabupaten name is often only the agency addressed ("dinas PU kabupaten ...").

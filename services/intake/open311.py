@@ -13,6 +13,7 @@ import hmac
 from typing import Any
 from xml.etree import ElementTree
 
+from shared import reference
 from shared.events.catalogue import CATEGORIES
 
 SERVICE_NAMES = {
@@ -26,7 +27,7 @@ SERVICE_NAMES = {
     "lainnya": ("Lainnya", "Aduan lain yang belum tercakup"),
 }
 
-OPEN_STATUSES = {"diterima", "disetujui", "diproses"}
+OPEN_STATUSES = frozenset(reference.OPEN_STATUSES)
 
 
 def services() -> list[dict]:

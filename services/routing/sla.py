@@ -31,10 +31,11 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from shared.events.catalogue import PRIORITIES
+from shared import reference
+from shared.reference import PRIORITIES
 
 DEFAULT_HOLIDAYS_PATH = Path(__file__).parent / "data" / "holidays.yaml"
-WITA = "Asia/Makassar"
+WITA = reference.WITA.key  # "Asia/Makassar"
 
 TRIAGE = "triage"
 FIRST_RESPONSE = "first_response"

@@ -6,17 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Optional
-from zoneinfo import ZoneInfo
 
 from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
 from shared.events import parse_iso
-from shared.reference import STATUS_LABELS
+from shared.reference import OPEN_STAGES, STATUS_LABELS, WITA
 
-WITA = ZoneInfo("Asia/Makassar")
 PAGE_SIZE = 20
 NEARING_DEADLINE = timedelta(hours=24)
 MESSENGER_LIMIT = 2000
-OPEN_STATUSES = ("filed", "triage", "assigned", "in_progress", "returned")
+OPEN_STATUSES = OPEN_STAGES
 
 CATEGORIES = {
     "koperasi_umkm": "Koperasi & UMKM", "lingkungan_hidup": "Lingkungan hidup",
