@@ -12,14 +12,19 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from shared.consumer import MAX_HANDLER_FAILURES, CatchUp, EventConsumer, HandlerRejected
 from shared.nameko_support import ServiceStore
 
+from shared.events.catalogue import LATEST_VERSION
+from tests.support.lifecycle import snapshot
+
 SOURCE = "routing"
 
 
 def envelope(position, event_type="ComplaintResolved", data=None, complaint_id=None):
     return {
-        "event_id": str(uuid.uuid4()), "event_type": event_type, "schema_version": 1, "source": SOURCE,
+        "event_id": str(uuid.uuid4()), "event_type": event_type,
+        "schema_version": LATEST_VERSION[event_type], "source": SOURCE,
         "position": position, "complaint_id": complaint_id or str(uuid.uuid4()), "version": 1,
-        "occurred_at": "2026-11-01T00:00:00Z", "data": data if data is not None else {"actor": f"a{position}"},
+        "occurred_at": "2026-11-01T00:00:00Z",
+        "data": data if data is not None else {"actor": f"a{position}", "lifecycle": snapshot("selesai")},
     }
 
 

@@ -12,10 +12,14 @@ from sqlalchemy import Column, MetaData, String, Table, select, text
 from shared.db import Database
 from shared.events import InvalidEvent
 from shared.eventstore import ConcurrencyError, EventStore, PendingEvent
+from tests.support.lifecycle import snapshot
+
+
+CLOSED = snapshot("selesai")
 
 
 def resolved(complaint_id, actor="desk", **kw):
-    return PendingEvent("ComplaintResolved", complaint_id, {"actor": actor}, **kw)
+    return PendingEvent("ComplaintResolved", complaint_id, {"actor": actor, "lifecycle": CLOSED}, **kw)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -52,12 +56,12 @@ def test_append_assigns_envelope_positions_and_versions(database):
         first = tx.append([resolved(a), resolved(b), resolved(a, actor="x")])
     assert [e.position for e in first] == [1, 2, 3]
     assert [e.version for e in first] == [1, 1, 2]
-    assert all(e.source == "routing" and e.schema_version == 1 for e in first)
+    assert all(e.source == "routing" and e.schema_version == 2 for e in first)  # the latest version
     assert first[0].occurred_at.endswith("Z")
     with database.read() as connection:
         log = database.event_store.events_since(connection, 0)
     assert [e["position"] for e in log] == [1, 2, 3]
-    assert log[2]["data"] == {"actor": "x"}
+    assert log[2]["data"] == {"actor": "x", "lifecycle": CLOSED}
     assert set(log[0]) == {"event_id", "event_type", "schema_version", "source", "position",
                            "complaint_id", "version", "occurred_at", "data"}
 

@@ -277,6 +277,7 @@ API_SCOPE = {
     "http_me": "any", "http_agencies": "any", "http_desk_queue": "desk",
     "http_complaints_for": "own_agency", "http_complaint": "assigned", "http_timeline": "assigned",
     "http_assign": "desk", "http_dismiss": "desk", "http_priority": "desk",
+    "http_confidentiality": "desk",
     "http_acknowledge": "assigned", "http_reject": "assigned", "http_respond": "assigned",
 }
 CONSOLE_SCOPE = {
@@ -286,6 +287,7 @@ CONSOLE_SCOPE = {
 PUBLIC = {"health", "metrics", "console_login_form", "console_login", "console_logout", "console_static"}
 BODIES = {"http_assign": {"agency_codes": ["dikes"], "note": "Coba"},
           "http_dismiss": {"reason": "Coba"}, "http_priority": {"priority": "urgent", "reason": "Coba"},
+          "http_confidentiality": {"confidential": True, "reason": "Coba"},
           "http_reject": {"reason": "Coba"}, "http_respond": {"text": "Coba", "resolved": False}}
 
 
