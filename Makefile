@@ -21,7 +21,7 @@ run: setup
 	scripts/run.sh
 
 migrate: setup
-	$(PY) -m shared.migrations upgrade
+	$(PY) -m shared.core.migrations upgrade
 
 test: setup
 	scripts/ensure-infra.sh broker postgres browser

@@ -145,8 +145,8 @@ def _eventstore_appends(url: str, limit_s: float = 6.0, single_n: int = 2000, ba
     """The same through the platform's own append path (validation, versions, outbox)."""
     from sqlalchemy import MetaData
 
-    from shared.db import Database
-    from shared.eventstore import EventStore, PendingEvent
+    from shared.core.db import Database
+    from shared.core.eventstore import EventStore, PendingEvent
 
     metadata = MetaData()
     store = EventStore("intake", metadata)
@@ -172,7 +172,7 @@ def _eventstore_appends(url: str, limit_s: float = 6.0, single_n: int = 2000, ba
 
 def _filed_data() -> dict:
     """A valid ComplaintFiled data dict (the catalogue's own vocabularies)."""
-    from shared.events import catalogue
+    from shared.core.events import catalogue
     return {
         "tracking_code": "NTB-7K3QD-9XW2M", "channel": "facebook_messenger",
         "filed_at": "2025-01-01T00:00:00.000000Z",

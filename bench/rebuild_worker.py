@@ -36,7 +36,7 @@ def main(mode: str, directory: str, fraction: str) -> dict:
             db.close()
     else:
         from tests.support.reporting_seed import _metadata
-        from shared.nameko_support import ServiceStore
+        from shared.core.store import ServiceStore
         stores = {name: ServiceStore(name, _metadata(name), emits_events=True,
                                      url=f"sqlite:///{directory / 'sources' / (name + '.db')}") for name in SOURCES}
 

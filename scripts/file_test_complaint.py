@@ -13,7 +13,7 @@ import uuid  # noqa: E402
 import requests  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-from shared import config  # noqa: E402
+from shared.core import config  # noqa: E402
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from marshmallow import fields
 
-from shared.events.catalogue import CONTRACTS
+from shared.core.events.catalogue import CONTRACTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def render_events() -> str:
     lines = [
         "# Event catalogue",
         "",
-        "Generated from `shared/events/catalogue.py` by `python -m shared.catalogue_docs`; a test keeps",
+        "Generated from `shared/core/events/catalogue.py` by `python -m shared.catalogue_docs`; a test keeps",
         "it in sync. Every event travels in the envelope below, on the topic exchange `<source>.events`",
         "with the event type as routing key. Producers may add fields to `data`; the listed ones are",
         "always there.",
@@ -133,11 +133,11 @@ def render_rpc() -> str:
         "keeps it in sync. Call with nameko (`ClusterRpcProxy`) or any AMQP client speaking nameko's",
         "RPC protocol on the `nameko-rpc` exchange. Arguments and results are JSON. Errors arrive as",
         "`ValidationFailed`, `NotFound`, `Forbidden`, `IllegalAction` or `Conflict` (import",
-        "`shared.errors` to get them as real exception types).",
+        "`shared.glue.remote_errors` to get them as real exception types).",
         "",
         "```python",
         "from nameko.standalone.rpc import ClusterRpcProxy",
-        "import shared.errors  # registers the remote error types",
+        "import shared.glue.remote_errors  # registers the remote error types",
         "with ClusterRpcProxy({'AMQP_URI': 'amqp://guest:guest@127.0.0.1:5672/'}, timeout=30) as rpc:",
         "    filed = rpc.intake.file_complaint({'text': 'Jalan rusak di Praya', 'channel': 'api'})",
         "    page = rpc.intake.events_since(0, 1000)",

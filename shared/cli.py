@@ -32,8 +32,8 @@ from urllib.parse import quote, urlparse  # noqa: E402
 import requests  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
-import shared.errors  # noqa: E402,F401 - registers remote exception types
-from shared import config  # noqa: E402
+import shared.glue.remote_errors  # noqa: E402,F401 - registers remote exception types
+from shared.core import config  # noqa: E402
 
 EMITTING = config.EMITTING_SERVICES
 
@@ -208,7 +208,7 @@ def cmd_import(args) -> int:
                 complaint["reporter"] = reporter
             try:
                 result = rpc.intake.file_complaint(complaint)
-            except shared.errors.ValidationFailed as error:
+            except shared.core.errors.ValidationFailed as error:
                 failed += 1
                 print(f"line {number}: refused: {error}", file=sys.stderr)
                 continue

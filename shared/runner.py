@@ -20,8 +20,9 @@ import sys
 
 from nameko.runners import ServiceRunner
 
-from shared import config, nameko_compat
-from shared.logs import configure_logging
+from shared.core import config
+from shared.glue import compat as nameko_compat
+from shared.core.logs import configure_logging
 
 SERVICE_CLASSES = {
     "intake": "services.intake.service:IntakeService",
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         print(f"{name}: refusing to start: {error}", file=sys.stderr)
         return 3
-    nameko_compat.install()  # survive a broker restart (see shared/nameko_compat.py)
+    nameko_compat.install()  # survive a broker restart (see shared/glue/compat.py)
     runner = ServiceRunner(config.nameko_config(name))
     runner.add_service(service_class)
 

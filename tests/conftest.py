@@ -3,7 +3,6 @@ database, and an override of nameko's ``web_session`` (its own imports ``werkzeu
 which werkzeug 3 removed)."""
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest

@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-from shared import reference
-
+from shared.core import reference
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KEYWORDS_FILE = DATA_DIR / "classifier_keywords.yaml"
 GAZETTEER_FILE = DATA_DIR / "gazetteer.yaml"

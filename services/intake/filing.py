@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.events import isoformat_utc, parse_iso
+from shared.core.events import isoformat_utc, parse_iso
 from services.intake.classifier import classify
-from shared.reference import CONFIDENTIAL_CATEGORIES
+from shared.core.reference import CONFIDENTIAL_CATEGORIES
 from services.intake.tracking import new_tracking_code
 
 

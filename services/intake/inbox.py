@@ -16,16 +16,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, InterfaceError
 
-from shared import config
-from shared.db import Transaction
-from shared.events import InvalidEvent, isoformat_utc, parse_iso, utc_now
-from shared.eventstore import ConcurrencyError, PendingEvent
-from shared.http import check_unicode
-from shared.nameko_support import ServiceStore
+from shared.core import config
+from shared.core.db import Transaction
+from shared.core.events import InvalidEvent, isoformat_utc, parse_iso, utc_now
+from shared.core.eventstore import ConcurrencyError, PendingEvent
+from shared.glue.http import check_unicode
+from shared.core.store import ServiceStore
 from services.intake import tables
 from services.intake.classifier import classify
-from shared.events import types as ev
-from shared.reference import CONFIDENTIAL_CATEGORIES
+from shared.core.events import types as ev
+from shared.core.reference import CONFIDENTIAL_CATEGORIES
 from services.intake.conversation import (AMEND, AWAIT_NEW, FILE, MESSAGE, STATUS, Conversation,
                                           attachment_text, decide, extended_text)
 from services.intake.filing import file_new

@@ -13,8 +13,8 @@ import hmac
 from typing import Any
 from xml.etree import ElementTree
 
-from shared import reference
-from shared.events.catalogue import CATEGORIES
+from shared.core import reference
+from shared.core.events.catalogue import CATEGORIES
 
 SERVICE_NAMES = {
     "koperasi_umkm": ("Koperasi dan UMKM", "Koperasi, usaha mikro, kecil dan menengah"),
@@ -118,7 +118,7 @@ def _zoned(value: str | None) -> str | None:
     """Open311 wants ISO 8601 with a zone; ours end in Z, which is one — keep seconds only."""
     if not value:
         return None
-    from shared.events import isoformat_utc, parse_iso
+    from shared.core.events import isoformat_utc, parse_iso
     return isoformat_utc(parse_iso(value)).split(".")[0] + "Z"
 
 

@@ -14,11 +14,11 @@ from nameko.extensions import DependencyProvider
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
-from shared import config
-from shared.errors import NotFound
-from shared.errors import ValidationFailed as RemoteValidationFailed
-from shared.http import BodyTooLarge, read_body
-from shared.ratelimit import limiter_from_env
+from shared.core import config
+from shared.core.errors import NotFound
+from shared.core.errors import ValidationFailed as RemoteValidationFailed
+from shared.glue.http import BodyTooLarge, read_body
+from shared.core.ratelimit import limiter_from_env
 from services.intake import open311
 from services.intake.schemas import RpcComplaint
 

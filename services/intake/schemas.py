@@ -2,7 +2,7 @@
 may send. Errors come back per field."""
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from shared.events.catalogue import CATEGORIES, CHANNELS, REGION_CODES, Attachment, IsoTime, ReplyTo
+from shared.core.events.catalogue import CATEGORIES, CHANNELS, REGION_CODES, Attachment, IsoTime, ReplyTo
 
 
 class Reporter(Schema):

@@ -15,15 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from shared import config
-from shared.errors import EXPECTED, NotFound, ValidationFailed
-from shared.events import Envelope, isoformat_utc, utc_now
-from shared.http import BodyTooLarge, check_unicode, json_response, read_body, read_json, too_many_requests
-from shared.nameko_support import Consumer, OutboxRelay, RateLimit, ServiceStore, Storage
-from shared.ratelimit import per_minute_from_env
-from shared.service_base import ServiceBase
-from shared.events import types as ev
-from shared.subscriptions import EventHandlers, handles, listens_to
+from shared.core import config
+from shared.core.errors import EXPECTED, NotFound, ValidationFailed
+from shared.core.events import Envelope, isoformat_utc, utc_now
+from shared.glue.http import BodyTooLarge, check_unicode, json_response, read_body, read_json, too_many_requests
+from shared.glue.providers import Consumer, RateLimit, Storage
+from shared.glue.relay import OutboxRelay
+from shared.core.ratelimit import per_minute_from_env
+from shared.glue.service_base import ServiceBase
+from shared.core.events import types as ev
+from shared.core.handlers import EventHandlers, handles
+from shared.glue.subscriptions import listens_to
 from services.intake import tables
 from services.intake.open311_web import Open311Endpoints
 from services.intake.filing import file_new

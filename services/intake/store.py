@@ -5,9 +5,9 @@ import json
 
 from sqlalchemy import select, update
 
-from shared.db import Transaction
-from shared.eventstore import PendingEvent
-from shared.nameko_support import ServiceStore
+from shared.core.db import Transaction
+from shared.core.eventstore import PendingEvent
+from shared.core.store import ServiceStore
 from services.intake import tables
 from services.intake.filing import NewComplaint
 

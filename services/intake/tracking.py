@@ -1,9 +1,9 @@
 """Minting tracking codes: short, human-typable and unguessable (random, not a counter), because
 anyone may look up a complaint's public status with one; 10 random symbols of the shared
-alphabet give 50 bits. The format and its normalisation live in ``shared.tracking``."""
+alphabet give 50 bits. The format and its normalisation live in ``shared.core.tracking``."""
 import secrets
 
-from shared.tracking import ALPHABET, PREFIX, SYMBOLS, normalise  # noqa: F401 - re-exported
+from shared.core.tracking import ALPHABET, PREFIX, SYMBOLS, normalise  # noqa: F401 - re-exported
 
 
 def new_tracking_code() -> str:

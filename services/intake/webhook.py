@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from shared.events import parse_iso
+from shared.core.events import parse_iso
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 MAX_WEBHOOK_BYTES = 1024 * 1024  # Meta's own batches are far smaller; more is not Meta

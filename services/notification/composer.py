@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from shared import reference
-from shared.events import types as ev
+from shared.core import reference
+from shared.core.events import types as ev
 from services.notification import messages
 from services.notification.policy import COMMENT_PRIVATE, COMMENT_PUBLIC, MESSENGER, MessageKind
 

@@ -17,11 +17,11 @@ from typing import Optional
 
 from sqlalchemy import func, select, update
 
-from shared.consumer import HandlerRejected
-from shared.events import Envelope, isoformat_utc, parse_iso, utc_now
-from shared.events import types as ev
-from shared.events.catalogue import event_types_of
-from shared.subscriptions import EventHandlers, handles
+from shared.core.consumer import HandlerRejected
+from shared.core.events import Envelope, isoformat_utc, parse_iso, utc_now
+from shared.core.events import types as ev
+from shared.core.events.catalogue import event_types_of
+from shared.core.handlers import EventHandlers, handles
 from services.notification import composer, tables
 from services.notification.composer import ComplaintView
 from services.notification.messages import split_text

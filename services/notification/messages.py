@@ -17,8 +17,7 @@ from typing import Iterable, Mapping
 import jinja2
 import yaml
 
-from shared import reference
-
+from shared.core import reference
 DEFAULT_TEMPLATES_PATH = Path(__file__).with_name("templates") / "messages.yaml"
 # Lets a deployment edit the texts without a new image.
 TEMPLATES_PATH_ENV = "NOTIFICATION_TEMPLATES_PATH"

@@ -22,10 +22,10 @@ from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 from sqlalchemy import delete, func, select, update
 
-from shared import config
-from shared.events import isoformat_utc, parse_iso, utc_now
-from shared.eventstore import PendingEvent
-from shared.nameko_support import Storage, _find
+from shared.core import config
+from shared.core.events import isoformat_utc, parse_iso, utc_now
+from shared.core.eventstore import PendingEvent
+from shared.glue.providers import Storage, _find
 from services.notification import tables
 from services.notification.handling import confidential_now
 from services.notification.graph_client import GraphApiError, GraphClient

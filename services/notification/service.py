@@ -9,10 +9,12 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from sqlalchemy import select
 
-from shared import config
-from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
-from shared.service_base import ServiceBase
-from shared.subscriptions import listens_to
+from shared.core import config
+from shared.core.store import ServiceStore
+from shared.glue.providers import Consumer, Storage
+from shared.glue.relay import OutboxRelay
+from shared.glue.service_base import ServiceBase
+from shared.glue.subscriptions import listens_to
 from services.notification import messages, tables
 from services.notification.handling import NotificationHandlers
 from services.notification.sender import Sender

@@ -10,8 +10,8 @@ import pygal
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pygal.style import Style
 
-from shared.events import parse_iso
-from shared.reference import MONTH_NAMES, category_label, short_wita, status_label
+from shared.core.events import parse_iso
+from shared.core.reference import MONTH_NAMES, category_label, short_wita, status_label
 from services.reporting.labels import agency_name, region_name
 
 HERE = Path(__file__).resolve().parent

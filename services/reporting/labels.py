@@ -1,4 +1,4 @@
-"""Names the reports print beyond the shared reference data (``shared.reference``: categories,
+"""Names the reports print beyond the shared reference data (``shared.core.reference``: categories,
 regions, status words, months): the region key of complaints without one, and agency names.
 Agency names travel in routing's events (``lifecycle.agency_names``) and the projection keeps
 them; ``AGENCY_NAMES`` is only the fallback for an agency no event has named, and an agency
@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from shared import reference
-
+from shared.core import reference
 #: Reports group complaints without a region under this key.
 UNKNOWN_REGION = "unknown"
 

@@ -3,7 +3,7 @@ generated from ``monthly_summary`` only (so it never says more than the publishe
 the agencies' display names the events carried."""
 from __future__ import annotations
 
-from shared.reference import MONTH_NAMES, category_label
+from shared.core.reference import MONTH_NAMES, category_label
 from services.reporting.labels import agency_name
 
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.events import parse_iso
-from shared.events import types as ev
-from shared.reference import DITERIMA, DITOLAK, SELESAI, month_key as _month_key
+from shared.core.events import parse_iso
+from shared.core.events import types as ev
+from shared.core.reference import DITERIMA, DITOLAK, SELESAI, month_key as _month_key
 
 #: Bump when ``derive`` gives different rows for the same facts: the projection's fingerprint
 #: changes with it, and reporting rebuilds itself at start-up (see ``repository.shape_fingerprint``).

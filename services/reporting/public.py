@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 
-from shared.reference import OPEN_STATUSES, category_label, status_label
+from shared.core.reference import OPEN_STATUSES, category_label, status_label
 from services.reporting.labels import agency_name, region_name
 
 

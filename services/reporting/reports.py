@@ -15,8 +15,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from statistics import median
 
-from shared.events import parse_iso
-from shared.reference import CATEGORIES, OPEN_STATUSES, WITA
+from shared.core.events import parse_iso
+from shared.core.reference import CATEGORIES, OPEN_STATUSES, WITA
 from services.reporting.labels import UNKNOWN_REGION
 
 

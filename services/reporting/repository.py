@@ -19,10 +19,10 @@ from sqlalchemy import MetaData, bindparam, delete, func, inspect, select, updat
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from shared.db import Database
-from shared.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
-from shared.events.catalogue import NeedsHistory, upcast
-from shared.reference import CLOSED_STATUSES, OPEN_STATUSES
+from shared.core.db import Database
+from shared.core.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
+from shared.core.events.catalogue import NeedsHistory, upcast
+from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES
 from services.reporting import tables
 from services.reporting.projections import (KEPT_FIELDS, LIFECYCLE_FIELDS, PROJECTION_VERSION,
                                             derive, fact_from_event)

@@ -15,19 +15,21 @@ from nameko.timer import timer
 from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
-from shared import config
-from shared.errors import EXPECTED, Conflict, NotFound, ValidationFailed
-from shared.events import Envelope, isoformat_utc, utc_now
-from shared.http import json_response, too_many_requests
-from shared.nameko_support import Consumer, RateLimit, ServiceStore, Storage
-from shared.service_base import ServiceBase
-from shared.subscriptions import EventHandlers, handles, listens_to
-from shared.reference import month_key
+from shared.core import config
+from shared.core.errors import EXPECTED, Conflict, NotFound, ValidationFailed
+from shared.core.events import Envelope, isoformat_utc, utc_now
+from shared.glue.http import json_response, too_many_requests
+from shared.core.store import ServiceStore
+from shared.glue.providers import Consumer, RateLimit, Storage
+from shared.glue.service_base import ServiceBase
+from shared.core.handlers import EventHandlers, handles
+from shared.glue.subscriptions import listens_to
+from shared.core.reference import month_key
 from services.reporting import dashboard, reports, repository, tables
 from services.reporting.narrative import monthly_narrative
 from services.reporting.projections import KEPT_FIELDS
 from services.reporting.public import complaint_status, summary_csv
-from shared.tracking import normalise as normalise_tracking_code
+from shared.core.tracking import normalise as normalise_tracking_code
 from services.reporting.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
 
 log = logging.getLogger("reporting")

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Optional
 
 import yaml
 
-from shared.events.catalogue import CATEGORIES, REGION_CODES
+from shared.core.events.catalogue import CATEGORIES, REGION_CODES
 
 DEFAULT_PATH = Path(__file__).parent / "data" / "agencies.yaml"
 

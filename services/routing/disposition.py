@@ -32,7 +32,7 @@ Choices where the brief is silent:
   at the desk after being with agencies), ``dismissed``, ``resolved``; see ``PUBLIC_STATUS``.
   A re-route to new agencies that have not acted yet shows *disetujui* again. The status, the
   agencies' parts, at-the-desk, open/closed and confidentiality are the complaint's *lifecycle*
-  (``shared.events.lifecycle``): ``stamped`` attaches its snapshot after each new event, so every
+  (``shared.core.events.lifecycle``): ``stamped`` attaches its snapshot after each new event, so every
   routing event carries the state it leaves and no other service computes it.
 - Confidentiality. On from filing for an illegal levy; turned on by a later text that reports
   one (``ComplaintAmended.levy_reported``); the desk may mark or unmark it with a reason.
@@ -42,17 +42,16 @@ Pure domain code: no nameko, no SQLAlchemy, no clock reads (callers pass ``now``
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional, Sequence, Union
 
 from services.routing.directory import Directory
 from services.routing.rules import Decision
 from services.routing.sla import FIRST_RESPONSE, FOLLOW_UP, TRIAGE, SlaPolicy
-from shared.events import types as ev
-from shared.events.envelope import isoformat_utc, parse_iso
-from shared.events.lifecycle import Lifecycle
-from shared.reference import (
+from shared.core.events import types as ev
+from shared.core.events.envelope import isoformat_utc, parse_iso
+from shared.core.events.lifecycle import Lifecycle
+from shared.core.reference import (  # noqa: F401 - routing's stage names, re-exported
     PRIORITIES, STAGE_ASSIGNED as ASSIGNED, STAGE_DISMISSED as DISMISSED, STAGE_FILED as FILED,
     STAGE_IN_PROGRESS as IN_PROGRESS, STAGE_RESOLVED as RESOLVED, STAGE_RETURNED as RETURNED,
     STAGE_TRIAGE as TRIAGE_STATUS, STAGE_WORDS as PUBLIC_STATUS,

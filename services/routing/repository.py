@@ -14,9 +14,9 @@ from typing import Iterable, Mapping, Optional
 from sqlalchemy import delete, select, update, text
 from sqlalchemy.engine import Connection
 
-from shared.events import isoformat_utc
-from shared.events.catalogue import is_current, upcast_log
-from shared.eventstore import EventStore
+from shared.core.events import isoformat_utc
+from shared.core.events.catalogue import is_current, upcast_log
+from shared.core.eventstore import EventStore
 from services.routing import tables
 from services.routing.directory import Directory
 from services.routing.disposition import Disposition

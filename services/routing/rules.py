@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 import yaml
 
 from services.routing.directory import Directory
-from shared.events.catalogue import CATEGORIES, PRIORITIES, REGION_CODES
+from shared.core.events.catalogue import CATEGORIES, PRIORITIES, REGION_CODES
 
 DEFAULT_PATH = Path(__file__).parent / "data" / "rules.yaml"
 

@@ -2,7 +2,7 @@
 refuse the same malformed requests with the same per-field messages."""
 from marshmallow import RAISE, Schema, fields, validate
 
-from shared.events.catalogue import PRIORITIES
+from shared.core.events.catalogue import PRIORITIES
 
 from services.routing.disposition import PUBLIC_STATUS
 

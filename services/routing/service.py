@@ -14,13 +14,16 @@ from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
 
-from shared import config
-from shared.errors import EXPECTED
-from shared.events import utc_now
-from shared.nameko_support import Consumer, OutboxRelay, ServiceStore, Storage
-from shared.service_base import ServiceBase
-from shared.events import types as ev
-from shared.subscriptions import EventHandlers, handles, listens_to
+from shared.core import config
+from shared.core.errors import EXPECTED
+from shared.core.events import utc_now
+from shared.core.store import ServiceStore
+from shared.glue.providers import Consumer, Storage
+from shared.glue.relay import OutboxRelay
+from shared.glue.service_base import ServiceBase
+from shared.core.events import types as ev
+from shared.core.handlers import EventHandlers, handles
+from shared.glue.subscriptions import listens_to
 from services.routing import repository, schemas, settings, sla, tables, web
 from services.routing.console import config as console_config
 from services.routing.console import details as console_details

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.config import ConfigError, env, parse_pairs
+from shared.core.config import ConfigError, env, parse_pairs
 from services.routing import directory, rules, sla
 
 

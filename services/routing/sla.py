@@ -31,8 +31,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from shared import reference
-from shared.reference import PRIORITIES
+from shared.core import reference
+from shared.core.reference import PRIORITIES
 
 DEFAULT_HOLIDAYS_PATH = Path(__file__).parent / "data" / "holidays.yaml"
 WITA = reference.WITA.key  # "Asia/Makassar"

@@ -15,8 +15,8 @@ from typing import Any, Callable, Optional
 
 from marshmallow import Schema, ValidationError
 
-from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
-from shared.http import BodyTooLarge, json_response, read_json
+from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.glue.http import BodyTooLarge, json_response, read_json
 
 log = logging.getLogger("routing")
 

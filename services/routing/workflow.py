@@ -4,7 +4,7 @@ arrives over RPC, over the HTTP API or from the breach timer.
 Each command loads the complaint's ``Disposition`` (the filed facts plus routing's own events),
 asks the aggregate for the new events, and — in ONE transaction — appends them with
 ``expected_version`` and rewrites the complaint's state rows. A refused command raises one of
-``shared.errors`` and records nothing; a concurrent change (``ConcurrencyError``) is retried with
+``shared.core.errors`` and records nothing; a concurrent change (``ConcurrencyError``) is retried with
 fresh state, then reported as ``Conflict``.
 
 ``caller`` is the agency code a bearer token authenticated (HTTP), or None for RPC callers, who
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional
 from marshmallow import Schema, ValidationError
 from sqlalchemy import and_, or_, select
 
-from shared.db import Transaction
-from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
-from shared.events import Envelope, isoformat_utc, parse_iso, utc_now
-from shared.eventstore import ConcurrencyError, PendingEvent
+from shared.core.db import Transaction
+from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.core.events import Envelope, isoformat_utc, parse_iso, utc_now
+from shared.core.eventstore import ConcurrencyError, PendingEvent
 from services.routing import repository, schemas, tables
 from services.routing.directory import Directory
 from services.routing.disposition import (
@@ -36,8 +36,7 @@ from services.routing.rules import FALLBACK_ID, FALLBACK_REASON, Decision, RuleS
 from services.routing.sla import SlaPolicy
 
 if TYPE_CHECKING:
-    from shared.nameko_support import ServiceStore
-
+    from shared.core.store import ServiceStore
 log = logging.getLogger("routing")
 
 MAX_ATTEMPTS = 5

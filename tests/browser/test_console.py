@@ -14,7 +14,7 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from shared.events import isoformat_utc, utc_now
+from shared.core.events import isoformat_utc, utc_now
 from tests.support.browser import headless_chromium, require_chromium
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from shared.errors import ValidationFailed
+from shared.core.errors import ValidationFailed
 from tests.support import facebook as fb
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-import shared.errors  # noqa: F401 - registers remote exception types
-from shared.reference import OPEN_STATUSES, STATUS_LABELS
+import shared.glue.remote_errors  # noqa: F401 - registers remote exception types
+from shared.core.reference import OPEN_STATUSES, STATUS_LABELS
 from tests.support import facebook as fb
 from tests.support.platform import DEV_PAGE_ID, ROOT, Platform, wait_for
 

@@ -20,7 +20,7 @@ import yaml
 
 from sandbox.graph_sandbox import commenter_psid
 from services.routing.rules import DEFAULT_PATH as ROUTING_RULES
-from shared.errors import IllegalAction
+from shared.core.errors import IllegalAction
 from tests.support import facebook
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 

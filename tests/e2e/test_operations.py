@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest

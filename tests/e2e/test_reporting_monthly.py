@@ -17,7 +17,7 @@ import pika
 import pytest
 import requests
 
-from shared.errors import IllegalAction, NotFound
+from shared.core.errors import IllegalAction, NotFound
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
 # (category, lead agency, answered, resolved) — the brief's November 2020: 11 complaints,

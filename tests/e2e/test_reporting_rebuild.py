@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from services.reporting.repository import shape_fingerprint
-from shared.events.catalogue import CONTRACTS
+from shared.core.events.catalogue import CONTRACTS
 from tests.support.platform import Platform, wait_for
 from tests.support.reporting_seed import Seeder
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import shared.errors  # noqa: F401 - registers remote exception types
-from shared.events import parse_iso, utc_now
+import shared.glue.remote_errors  # noqa: F401 - registers remote exception types
+from shared.core.events import parse_iso, utc_now
 from tests.support.platform import Platform, wait_for
 
 DESK = "diskominfotik"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-import shared.errors  # noqa: F401 - registers remote exception types
-from shared.errors import Forbidden, IllegalAction, NotFound, ValidationFailed
+import shared.glue.remote_errors  # noqa: F401 - registers remote exception types
+from shared.core.errors import Forbidden, IllegalAction, NotFound, ValidationFailed
 from tests.support.platform import Platform, wait_for
 
 DESK = "diskominfotik"

@@ -5,7 +5,6 @@ ComplaintFiled envelope the way another government system would."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -13,7 +12,7 @@ import pika
 import pytest
 import requests
 
-from shared.events import parse_iso
+from shared.core.events import parse_iso
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, strategies as st
 from marshmallow import fields
 
-from shared.events import InvalidEvent, isoformat_utc, validate_data, validate_envelope
-from shared.events.catalogue import (BREACHES, CATALOGUE, CATEGORIES, CHANNELS, NOTIFY_CHANNELS, PRIORITIES,
+from shared.core.events import InvalidEvent, isoformat_utc, validate_data, validate_envelope
+from shared.core.events.catalogue import (BREACHES, CATALOGUE, CATEGORIES, CHANNELS, NOTIFY_CHANNELS, PRIORITIES,
                                      REGION_CODES, SOURCES, event_types_of)
-from shared.reference import PUBLIC_STATUSES
+from shared.core.reference import PUBLIC_STATUSES
 from tests.support.lifecycle import snapshot
 from tests.fuzz.strategies import PURE, json_values
 

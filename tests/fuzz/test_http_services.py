@@ -17,7 +17,7 @@ import requests
 from hypothesis import given, settings, strategies as st
 
 from services.routing.service import RoutingService
-from tests.fuzz.strategies import HTTP, PAGE_ID, hostile_text, json_values, mostly_valid_bodies, webhook_bodies
+from tests.fuzz.strategies import HTTP, hostile_text, json_values, mostly_valid_bodies, webhook_bodies
 from tests.security.routes import fill, http_routes, params
 from tests.support import facebook as fb
 from tests.support.platform import Platform, wait_for

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import func, select
 
-from shared.events import validate_envelope
+from shared.core.events import validate_envelope
 from services.intake import tables
 from services.intake.inbox import WebhookInbox, WebhookSettings
 from services.intake.store import build_store

@@ -9,10 +9,9 @@ import uuid
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
-from shared.consumer import MAX_HANDLER_FAILURES, CatchUp, EventConsumer, HandlerRejected
-from shared.nameko_support import ServiceStore
-
-from shared.events.catalogue import LATEST_VERSION
+from shared.core.consumer import MAX_HANDLER_FAILURES, CatchUp, EventConsumer, HandlerRejected
+from shared.core.store import ServiceStore
+from shared.core.events.catalogue import LATEST_VERSION
 from tests.support.lifecycle import snapshot
 
 SOURCE = "routing"

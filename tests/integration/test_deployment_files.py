@@ -63,7 +63,7 @@ def test_services_have_healthchecks_restart_policies_and_wait_for_migrations(ren
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert service["environment"]["AMQP_URI"].startswith(f"amqp://ntbcare-{name}:")
         assert service["environment"]["NTBCARE_AUTO_MIGRATE"] == "0"
-    assert rendered["migrate"]["command"] == ["shared.migrations", "upgrade"]
+    assert rendered["migrate"]["command"] == ["shared.core.migrations", "upgrade"]
     assert rendered["broker-setup"]["command"] == ["shared.broker_setup"]
     for name in ("rabbitmq", "postgres"):
         assert "healthcheck" in rendered[name]

@@ -9,9 +9,9 @@ import uuid
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, select, text
 
-from shared.db import Database
-from shared.events import InvalidEvent
-from shared.eventstore import ConcurrencyError, EventStore, PendingEvent
+from shared.core.db import Database
+from shared.core.events import InvalidEvent
+from shared.core.eventstore import ConcurrencyError, EventStore, PendingEvent
 from tests.support.lifecycle import snapshot
 
 

@@ -12,9 +12,9 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from shared.consumer import EventConsumer
-from shared.events import isoformat_utc, utc_now
-from shared.events.catalogue import LATEST_VERSION
+from shared.core.consumer import EventConsumer
+from shared.core.events import isoformat_utc, utc_now
+from shared.core.events.catalogue import LATEST_VERSION
 from services.routing.service import RoutingHandlers, build_store, workflow_for
 
 _positions = iter(range(1, 1_000_000))

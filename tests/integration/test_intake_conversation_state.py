@@ -10,14 +10,14 @@ import uuid
 
 import pytest
 
-from shared.consumer import EventConsumer
-from shared.db import Database
-from shared.events import isoformat_utc, new_envelope, utc_now
+from shared.core.consumer import EventConsumer
+from shared.core.db import Database
+from shared.core.events import isoformat_utc, new_envelope, utc_now
 from services.intake import tables
 from services.intake.inbox import WebhookInbox, WebhookSettings
 from services.intake.service import IntakeHandlers
 from services.intake.store import build_store, find_complaint
-from shared.events.catalogue import LATEST_VERSION
+from shared.core.events.catalogue import LATEST_VERSION
 from tests.support import facebook as fb
 from tests.support import lifecycle
 from tests.support.platform import DEV_PAGE_ID

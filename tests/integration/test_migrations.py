@@ -10,9 +10,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from shared import migrations
-from shared.alembic_env import include_object
-from shared.db import make_engine
+from shared.core import migrations
+from shared.core.alembic_env import include_object
+from shared.core.db import make_engine
 from tests.support import infra
 from tests.support.platform import ROOT
 
@@ -39,7 +39,7 @@ def test_upgrade_to_head_matches_the_code(service, database_url):
             context = MigrationContext.configure(connection, opts={"compare_type": False,
                                                                     "include_object": include_object})
             differences = compare_metadata(context, migrations.metadata_for(service))
-        assert differences == [], f"{service}: models differ from migrations; run python -m shared.migrations revision {service} '…'"
+        assert differences == [], f"{service}: models differ from migrations; run python -m shared.core.migrations revision {service} '…'"
         migrations.upgrade(service, database_url)  # idempotent
     finally:
         engine.dispose()
@@ -52,7 +52,7 @@ def test_service_refuses_an_unmigrated_database(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 3
     assert "routing database is at revision none" in result.stderr and "make migrate" in result.stderr
-    upgraded = subprocess.run([sys.executable, "-m", "shared.migrations", "upgrade", "routing"], cwd=ROOT, env=env,
+    upgraded = subprocess.run([sys.executable, "-m", "shared.core.migrations", "upgrade", "routing"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"routing: at {migrations.head('routing')}" in upgraded.stdout

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from services.reporting import projections, repository, tables
 from services.reporting.service import ReportingHandlers, SourceLogs, build_store
-from shared.consumer import EventConsumer
+from shared.core.consumer import EventConsumer
 from tests.support.reporting_seed import Seeder
 
 

@@ -1,8 +1,8 @@
 """Lifecycle snapshots for tests that play routing's part by hand: the shape every routing event
-carries in ``data.lifecycle`` (see ``shared/events/lifecycle.py``), with the given values."""
+carries in ``data.lifecycle`` (see ``shared/core/events/lifecycle.py``), with the given values."""
 from __future__ import annotations
 
-from shared.reference import STAGE_WORDS
+from shared.core.reference import STAGE_WORDS
 
 _STAGE_OF = {"diterima": "triage", "disetujui": "assigned", "diproses": "in_progress",
              "ditolak": "dismissed", "selesai": "resolved"}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from shared.errors import IllegalAction, NotFound
+from shared.core.errors import IllegalAction, NotFound
 from tests.support import facebook
 from tests.support.platform import DEV_PAGE_ID
 

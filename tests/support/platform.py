@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-import shared.errors  # noqa: F401 - registers remote exception types for callers
+import shared.glue.remote_errors  # noqa: F401 - registers remote exception types for callers
 from tests.support.infra import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ one over RPC. The history counts as already published and already consumed by ro
 notification (outbox emptied, their checkpoints set), so only reporting works through it.
 
 The seeder plays routing's part for routing's events, so it records them as routing does (v2):
-each carries ``data.lifecycle``, folded with routing's own ``shared.events.lifecycle``."""
+each carries ``data.lifecycle``, folded with routing's own ``shared.core.events.lifecycle``."""
 from __future__ import annotations
 
 import random
@@ -15,12 +15,12 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
-from shared.events import types as ev
-from shared.events.catalogue import SOURCES
-from shared.events.lifecycle import Lifecycle
-from shared.eventstore import PendingEvent
-from shared.nameko_support import ServiceStore
-from shared.reference import CATEGORIES, CONFIDENTIAL_CATEGORIES, REGION_CODES
+from shared.core.events import types as ev
+from shared.core.events.catalogue import SOURCES
+from shared.core.events.lifecycle import Lifecycle
+from shared.core.eventstore import PendingEvent
+from shared.core.store import ServiceStore
+from shared.core.reference import CATEGORIES, CONFIDENTIAL_CATEGORIES, REGION_CODES
 
 PAGE_ID = "100000000000001"
 AGENCY_FOR = {"koperasi_umkm": "diskop-ukm", "lingkungan_hidup": "dlhk", "infrastruktur": "dpupr",

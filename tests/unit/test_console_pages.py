@@ -12,8 +12,8 @@ from http.cookies import SimpleCookie
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from shared.consumer import EventConsumer
-from shared.events import isoformat_utc, utc_now
+from shared.core.consumer import EventConsumer
+from shared.core.events import isoformat_utc, utc_now
 from services.routing import repository
 from services.routing.console.pages import Console
 from services.routing.console.session import COOKIE_NAME, SessionCodec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
 from services.routing.console import present
 
 NOW = datetime(2025, 1, 6, 2, 0, tzinfo=timezone.utc)  # Monday 10.00 WITA

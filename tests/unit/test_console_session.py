@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError
+from shared.core.config import ConfigError
 from services.routing.console import config
 from services.routing.console.session import SessionCodec, anonymous, csrf_matches
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.consumer import EventConsumer, read_envelope
-from shared.events import isoformat_utc, utc_now
-from shared.events import types as ev
-from shared.events.catalogue import (CONTRACTS, LATEST_VERSION, NeedsHistory, event_types_of,
+from shared.core.consumer import EventConsumer, read_envelope
+from shared.core.events import isoformat_utc, utc_now
+from shared.core.events import types as ev
+from shared.core.events.catalogue import (CONTRACTS, LATEST_VERSION, NeedsHistory, event_types_of,
                                      schema_for, upcast)
-from shared.subscriptions import EventHandlers, handles
-
+from shared.core.handlers import EventHandlers, handles
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,7 +33,7 @@ def imports_of(path: Path) -> set[str]:
 def test_only_routing_computes_the_lifecycle(service):
     """Consumers read the lifecycle from routing's events; they never import the fold."""
     offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "services" / service).rglob("*.py")
-                 if any(name.startswith("shared.events.lifecycle") for name in imports_of(path))]
+                 if any(name.startswith("shared.core.events.lifecycle") for name in imports_of(path))]
     assert offenders == []
 
 
@@ -63,9 +62,9 @@ def test_a_stateless_upcaster_runs_before_the_handler_sees_the_event():
 
 
 def test_a_pushed_v1_routing_event_waits_for_the_source_to_lift_it(tmp_path):
-    from shared.db import Database
-    from shared.quarantine import Quarantine, quarantine_table
-    from shared.consumer import consumer_tables
+    from shared.core.db import Database
+    from shared.core.quarantine import Quarantine, quarantine_table
+    from shared.core.consumer import consumer_tables
     from sqlalchemy import MetaData
 
     metadata = MetaData()

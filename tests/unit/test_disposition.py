@@ -12,8 +12,8 @@ from services.routing.disposition import (
 )
 from services.routing.rules import Decision, decide, load_rules
 from services.routing.sla import SlaPolicy, WorkingCalendar, load_holidays
-from shared.events.catalogue import LATEST_VERSION, validate_data
-from shared.events.envelope import isoformat_utc, parse_iso
+from shared.core.events.catalogue import LATEST_VERSION, validate_data
+from shared.core.events.envelope import isoformat_utc, parse_iso
 
 WITA = timezone(timedelta(hours=8))
 DESK = "diskominfotik"

@@ -11,7 +11,7 @@ import jinja2
 import pytest
 
 from services.notification import messages
-from shared import reference
+from shared.core import reference
 from services.notification.messages import (
     agency_names,
     catalogue,

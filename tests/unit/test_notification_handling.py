@@ -13,9 +13,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from shared.consumer import EventConsumer
-from shared.events import isoformat_utc, utc_now
-from shared.events.catalogue import event_types_of
+from shared.core.consumer import EventConsumer
+from shared.core.events import isoformat_utc, utc_now
+from shared.core.events.catalogue import event_types_of
 from services.notification import tables
 from services.notification.handling import NotificationHandlers, complaint_history, confidential_now
 from services.notification.policy import COMMENT_PUBLIC

@@ -1,11 +1,11 @@
-"""The token bucket of ``shared.ratelimit``: burst, refill, Retry-After, per-key isolation,
+"""The token bucket of ``shared.core.ratelimit``: burst, refill, Retry-After, per-key isolation,
 bounded memory, and no lost update when many green threads take at once."""
 from __future__ import annotations
 
 import eventlet
 import pytest
 
-from shared.ratelimit import TokenBucketLimiter
+from shared.core.ratelimit import TokenBucketLimiter
 
 
 class Clock:

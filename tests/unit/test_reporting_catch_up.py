@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from services.reporting import repository, tables
 from services.reporting.service import ReportingHandlers, build_store
-from shared.consumer import EventConsumer
+from shared.core.consumer import EventConsumer
 from tests.support.reporting_seed import Seeder
 
 

@@ -16,8 +16,8 @@ from services.reporting import reports
 from services.reporting.narrative import monthly_narrative
 from services.reporting.projections import derive, fact_from_event
 from services.reporting.public import complaint_status, summary_csv
-from shared.events.catalogue import LATEST_VERSION, validate_data
-from shared.tracking import normalise as normalise_tracking_code
+from shared.core.events.catalogue import LATEST_VERSION, validate_data
+from shared.core.tracking import normalise as normalise_tracking_code
 
 CID = "0b7b6f9e-3a0c-4d55-9a39-2f1f6a0f0001"
 STAGES = {"diterima": "triage", "disetujui": "assigned", "diproses": "in_progress",

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from shared.consumer import EventConsumer
-from shared.errors import Forbidden, IllegalAction, NotFound
-from shared.events import isoformat_utc, utc_now
+from shared.core.consumer import EventConsumer
+from shared.core.errors import Forbidden, IllegalAction, NotFound
+from shared.core.events import isoformat_utc, utc_now
 from services.routing import directory as directory_module
 from services.routing import tables
 from services.routing.service import build_store, workflow_for

@@ -1,4 +1,4 @@
-"""Alembic environment of the notification database (see shared/alembic_env.py)."""
-from shared.alembic_env import run
+"""Alembic environment of the notification database (see shared/core/alembic_env.py)."""
+from shared.core.alembic_env import run
 
 run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 
-from shared.config import ConfigError, env, is_development
+from shared.core.config import ConfigError, env, is_development
 
 MIN_SECRET_LENGTH = 32
 SECURE_MODES = ("auto", "true", "false")

@@ -21,8 +21,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from shared.errors import EXPECTED, Forbidden, NotFound
-from shared.events import utc_now
+from shared.core.errors import EXPECTED, Forbidden, NotFound
+from shared.core.events import utc_now
 from services.routing import repository
 from services.routing.console import details, present
 from services.routing.console.session import (COOKIE_NAME, COOKIE_PATH, Session, SessionCodec,

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Optional
 
-from shared.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
-from shared.events import parse_iso
-from shared.reference import OPEN_STAGES, STATUS_LABELS, WITA
+from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.core.events import parse_iso
+from shared.core.reference import OPEN_STAGES, STATUS_LABELS, WITA
 
 PAGE_SIZE = 20
 NEARING_DEADLINE = timedelta(hours=24)

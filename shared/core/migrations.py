@@ -4,7 +4,7 @@ Every service keeps its revisions in ``services/<service>/migrations/versions``.
 its database on start: at the newest revision it runs; with ``NTBCARE_AUTO_MIGRATE`` on (the
 default when ``NTBCARE_ENV=development``, i.e. ``make run`` and the tests) it upgrades first;
 otherwise it refuses to start and says which command migrates it, instead of failing later on a
-missing table. ``make migrate`` / ``python -m shared.migrations upgrade [SERVICE]`` migrates.
+missing table. ``make migrate`` / ``python -m shared.core.migrations upgrade [SERVICE]`` migrates.
 """
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
 
-from shared import config
-
-ROOT = Path(__file__).resolve().parents[1]
+from shared.core import config
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class UnmigratedDatabase(config.ConfigError):
@@ -100,14 +99,14 @@ def _check_or_upgrade(service: str, database) -> None:
     if at != newest:
         raise UnmigratedDatabase(
             f"the {service} database is at revision {at or 'none (empty or unmanaged)'}, this version needs "
-            f"{newest}. Run `make migrate` (or `python -m shared.migrations upgrade {service}`), "
+            f"{newest}. Run `make migrate` (or `python -m shared.core.migrations upgrade {service}`), "
             f"or set NTBCARE_AUTO_MIGRATE=1.")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("upgrade", "current", "revision"):
-        print("usage: python -m shared.migrations upgrade [SERVICE…] | current [SERVICE…] | "
+        print("usage: python -m shared.core.migrations upgrade [SERVICE…] | current [SERVICE…] | "
               "revision SERVICE MESSAGE", file=sys.stderr)
         return 2
     if argv[0] == "revision":
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(service, url)
             print(f"{service}: at {head(service)}")
         else:
-            from shared.db import make_engine
+            from shared.core.db import make_engine
             engine = make_engine(url)
             print(f"{service}: at {current(engine)}, newest {head(service)}")
             engine.dispose()

@@ -5,7 +5,6 @@ Defaults are the ones the design and the issues name; nothing secret has a defau
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVICES = ("intake", "routing", "notification", "reporting")

@@ -1,6 +1,6 @@
 """The name of every event type, as a constant: handlers, commands and subscriptions use these,
 never string literals. Each type is declared once, with its owner, fields and versions, in
-``shared.events.catalogue``."""
+``shared.core.events.catalogue``."""
 from __future__ import annotations
 
 # intake

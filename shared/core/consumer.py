@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from shared import metrics
-from shared.db import Database, Transaction
-from shared.events import Envelope, InvalidEvent, isoformat_utc, utc_now, validate_envelope
-from shared.events.catalogue import NeedsHistory, upcast
-from shared.quarantine import Quarantine
+from shared.core import metrics
+from shared.core.db import Database, Transaction
+from shared.core.events import Envelope, InvalidEvent, isoformat_utc, utc_now, validate_envelope
+from shared.core.events.catalogue import NeedsHistory, upcast
+from shared.core.quarantine import Quarantine
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Event envelope and the catalogue of event schemas shared by every service."""
-from shared.events.envelope import Envelope, new_envelope, utc_now, isoformat_utc, parse_iso  # noqa: F401
-from shared.events.catalogue import (  # noqa: F401
+from shared.core.events.envelope import Envelope, new_envelope, utc_now, isoformat_utc, parse_iso  # noqa: F401
+from shared.core.events.catalogue import (  # noqa: F401
     CATALOGUE,
     InvalidEvent,
     schema_for,

@@ -67,7 +67,7 @@ class TokenBucketLimiter:
 def per_minute_from_env(variable: str, default: str) -> float:
     """A per-minute rate from the environment (0: no limit); a malformed value stops the service
     at start with a clear message rather than silently meaning "no limit"."""
-    from shared.config import ConfigError, env
+    from shared.core.config import ConfigError, env
     raw = env(variable, default)
     try:
         value = float(raw)

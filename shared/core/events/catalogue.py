@@ -3,7 +3,7 @@ schema per version), and its version history with the upcasters that lift an old
 current version before any handler sees it. This is the contract of the design's "Event data"
 table; events are validated when appended and again when received.
 
-Adding an event type: a name in ``shared.events.types``, its schema here and one ``EventContract``
+Adding an event type: a name in ``shared.core.events.types``, its schema here and one ``EventContract``
 in ``CONTRACTS``; then the handler in the consuming service's handler table, which is also its
 subscription (see the README, "Where things go").
 
@@ -20,13 +20,13 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from shared.events import types as ev
-from shared.events.envelope import parse_iso
-from shared.reference import CATEGORIES, PRIORITIES, PUBLIC_STATUSES, REGION_CODES, STAGE_WORDS
+from shared.core.events import types as ev
+from shared.core.events.envelope import parse_iso
+from shared.core.reference import CATEGORIES, PRIORITIES, PUBLIC_STATUSES, REGION_CODES, STAGE_WORDS
 
 CHANNELS = ("facebook_messenger", "facebook_comment", "web", "api", "import", "open311")
 BREACHES = ("triage", "first_response", "follow_up")
@@ -192,7 +192,7 @@ class AgencyPart(Schema):
 
 
 class LifecycleSnapshot(Schema):
-    """The complaint's state after the event, as routing decided it (``shared.events.lifecycle``)."""
+    """The complaint's state after the event, as routing decided it (``shared.core.events.lifecycle``)."""
     status = fields.String(required=True, validate=validate.OneOf(PUBLIC_STATUSES))
     stage = fields.String(required=True, validate=validate.OneOf(tuple(STAGE_WORDS)))
     open = fields.Boolean(required=True, truthy={True}, falsy={False})
@@ -374,7 +374,7 @@ def upcast(envelope: dict, state=None) -> dict:
 def upcast_log(events: Iterable[dict], confidential: bool) -> list[dict]:
     """One complaint's routing events, in version order, each lifted to its latest version with
     the lifecycle folded from the ones before it (``confidential``: as filed)."""
-    from shared.events.lifecycle import Lifecycle  # the fold routing records with
+    from shared.core.events.lifecycle import Lifecycle  # the fold routing records with
     lifecycle = Lifecycle(confidential)
     lifted = []
     for envelope in events:

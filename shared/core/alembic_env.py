@@ -6,7 +6,7 @@ import re
 
 from alembic import context
 
-from shared.db import make_engine
+from shared.core.db import make_engine
 
 
 GENERATION_TABLE = re.compile(r".*_g\d+$")
@@ -21,8 +21,8 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
 
 
 def run() -> None:
-    from shared import config as ntbcare_config
-    from shared.migrations import metadata_for
+    from shared.core import config as ntbcare_config
+    from shared.core.migrations import metadata_for
 
     cfg = context.config
     service = cfg.attributes["service"]

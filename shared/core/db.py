@@ -17,7 +17,6 @@ from typing import Callable, Iterator
 
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 

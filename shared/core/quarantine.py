@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, select, update
 from sqlalchemy.engine import Connection
 
-from shared.events import isoformat_utc, utc_now
+from shared.core.events import isoformat_utc, utc_now
 
 
 def quarantine_table(metadata: MetaData) -> Table:

@@ -11,17 +11,17 @@ table itself is never updated.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import (BigInteger, Column, Index, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (BigInteger, Column, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, func, select, text)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from shared.events import Envelope, isoformat_utc, new_envelope, utc_now, validate_data
-from shared.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, is_current, upcast
+from shared.core.events import Envelope, isoformat_utc, new_envelope, utc_now, validate_data
+from shared.core.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, is_current, upcast
 
 MAX_PAGE = 1000
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from nameko.rpc import rpc
 from nameko.web.handlers import http
 
-from shared.errors import EXPECTED, NotFound, ValidationFailed
+import shared.glue.remote_errors  # noqa: F401 - the errors cross RPC as their own types
+from shared.core.errors import EXPECTED, NotFound, ValidationFailed
 from werkzeug.wrappers import Response
 
-from shared import metrics
-from shared.http import json_response
-from shared.nameko_support import health_report
-from shared.quarantine import QuarantineNotFound
+from shared.core import metrics
+from shared.glue.http import json_response
+from shared.glue.health import health_report
+from shared.core.quarantine import QuarantineNotFound
 
 
 class ServiceBase:
@@ -48,7 +49,7 @@ class ServiceBase:
         return {"item_id": int(item_id), "outcome": self.replay_item(item, str(actor))}
 
     def receive(self, payload, source: str) -> None:
-        """Every pushed event lands here (see shared.subscriptions.listens_to)."""
+        """Every pushed event lands here (see shared.glue.subscriptions.listens_to)."""
         self.consumer.handle(payload, source)
 
     def replay_item(self, item: dict, actor: str) -> str:

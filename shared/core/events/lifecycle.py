@@ -29,8 +29,8 @@ from __future__ import annotations
 import copy
 from typing import Mapping, Optional
 
-from shared.events import types as ev
-from shared.reference import (
+from shared.core.events import types as ev
+from shared.core.reference import (
     STAGE_ASSIGNED, STAGE_DISMISSED, STAGE_FILED, STAGE_IN_PROGRESS, STAGE_RESOLVED,
     STAGE_RETURNED, STAGE_TRIAGE, STAGE_WORDS,
 )

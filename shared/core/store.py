@@ -1,0 +1,36 @@
+"""Everything a service keeps in its own database — its ``Database`` (the unit of work), its event
+store, quarantine and consumer bookkeeping — built once per process. Framework-free: the nameko
+``Storage`` provider (``shared.glue.providers``) only hands it to workers."""
+from __future__ import annotations
+
+from typing import Callable
+
+from shared.core import config, metrics, migrations
+from shared.core.consumer import consumer_tables
+from shared.core.db import Database
+from shared.core.eventstore import EventStore
+from shared.core.quarantine import Quarantine, quarantine_table
+
+
+class ServiceStore:
+    """Everything a service keeps in its own database, built once per process."""
+
+    def __init__(self, name: str, metadata, emits_events: bool, url: str | None = None):
+        self.name = name
+        self.metadata = metadata
+        self.event_store = EventStore(name, metadata) if emits_events else None
+        self.quarantine = Quarantine(quarantine_table(metadata))
+        self.checkpoints, self.processed, self.failures = consumer_tables(metadata)
+        self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
+        self.database.after_commit_hooks.append(lambda envelopes: metrics.record_appended(name, envelopes))
+        self.on_ready: list[Callable[[], None]] = []
+
+    def prepare(self) -> None:
+        """Migrate (or check) the database, then let the service set up run-time tables."""
+        migrations.prepare(self.name, self.database)
+        for step in self.on_ready:
+            step()
+
+    def events_since(self, position: int, limit: int = 1000) -> list[dict]:
+        with self.database.read() as connection:
+            return self.event_store.events_since(connection, position, limit)

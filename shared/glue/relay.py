@@ -1,0 +1,176 @@
+"""The outbox relay: publishes recorded events to ``<service>.events`` from the event store only,
+deletes the outbox row after the broker confirmed, and retries on a timer after a broker outage
+or a crash (no worker interface)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import eventlet
+from kombu import Connection, Producer
+from nameko.events import get_event_exchange
+from nameko.extensions import DependencyProvider
+
+from shared.core import config, metrics
+from shared.core.store import ServiceStore
+from shared.glue.providers import Storage, _find
+
+log = logging.getLogger(__name__)
+
+
+class RelayStatus:
+    def __init__(self, relay: "OutboxRelay"):
+        self._relay = relay
+
+    @property
+    def broker_ok(self) -> bool:
+        return self._relay.broker_ok
+
+    @property
+    def last_error(self) -> str | None:
+        return self._relay.last_error
+
+    @property
+    def published(self) -> int:
+        return self._relay.published_count
+
+    def wake(self) -> None:
+        self._relay.wake()
+
+
+class OutboxRelay(DependencyProvider):
+    batch_size = 500
+
+    def setup(self):
+        self.store: ServiceStore = _find(self.container, Storage).ensure()
+        self.exchange = get_event_exchange(self.container.service_name, self.container.config)
+        self._wake = threading.Event()  # green under eventlet's monkey patching
+        self._running = False
+        self._connection: Connection | None = None
+        self._unsettled: dict[int, dict] = {}
+        self.broker_ok = False
+        self.last_error: str | None = None
+        self.published_count = 0
+        self.store.database.after_commit_hooks.append(lambda _envelopes: self.wake())
+
+    def start(self):
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._run)
+
+    def stop(self):
+        self._running = False
+        self._wake.set()
+        self._close()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return RelayStatus(self)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self):
+        backoff = 0.5
+        poll = config.outbox_poll_seconds()
+        while self._running:
+            try:
+                sent = self.publish_pending()
+                backoff = 0.5
+                if sent >= self.batch_size:
+                    continue
+            except Exception as error:  # broker down, connection lost, nack
+                self.broker_ok = False
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("outbox relay: publish failed (%s); retrying in %.1fs", self.last_error, backoff)
+                self._close()
+                eventlet.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self._wake.wait(poll)
+            self._wake.clear()
+
+    def _producer(self) -> Producer:
+        if self._connection is None:
+            # Confirms are enabled on the channel and awaited per batch (below), not per
+            # message: kombu's confirm_publish would wait one broker round trip per event.
+            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5)
+            self._connection.ensure_connection(max_retries=1)
+            self._channel = self._connection.channel()
+            self._channel.confirm_select()
+            self._next_tag = 1  # the broker numbers a confirm channel's publishes from 1
+            self._acked: set[int] = set()
+            self._nacked: set[int] = set()
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
+            self.exchange(self._channel).declare()
+            self._producer_obj = Producer(self._channel, exchange=self.exchange, serializer="json")
+        return self._producer_obj
+
+    def _settle(self, into: set, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            into.update(tag for tag in self._unsettled if tag <= delivery_tag)
+        else:
+            into.add(delivery_tag)
+
+    def _on_ack(self, delivery_tag, multiple):
+        self._settle(self._acked, delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag, multiple):
+        self._settle(self._nacked, delivery_tag, multiple)
+
+    def _close(self):
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:
+                pass
+
+    def publish_pending(self) -> int:
+        """Publish one batch of unpublished events and wait for the broker's confirms of the
+        whole batch; only confirmed events leave the outbox (in one statement)."""
+        database, event_store = self.store.database, self.store.event_store
+        with database.read() as connection:
+            pending = event_store.unpublished(connection, self.batch_size)
+        if not pending:
+            self.broker_ok = self.broker_ok or self._connection is not None
+            return 0
+        producer = self._producer()
+        connection = self._connection
+        by_tag: dict[int, dict] = {}
+        self._unsettled = by_tag
+        confirmed: list[int] = []
+        try:
+            for envelope in pending:
+                producer.publish(envelope, routing_key=envelope["event_type"],
+                                 delivery_mode=2,
+                                 headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
+                by_tag[self._next_tag] = envelope
+                self._next_tag += 1
+            deadline = time.monotonic() + 30
+            while not set(by_tag) <= (self._acked | self._nacked):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no publisher confirm within 30s")
+                connection.drain_events(timeout=min(remaining, 5))
+        finally:
+            for tag, envelope in by_tag.items():
+                if tag in self._acked:
+                    confirmed.append(envelope["position"])
+                    metrics.EVENTS_PUBLISHED.labels(self.store.name, envelope["event_type"]).inc()
+            self._acked.difference_update(by_tag)
+            nacked = self._nacked & set(by_tag)
+            self._nacked.difference_update(by_tag)
+            self._unsettled = {}
+            if confirmed:
+                with database.transaction() as tx:
+                    event_store.mark_published(tx.connection, confirmed)
+                self.published_count += len(confirmed)
+        if nacked:
+            raise RuntimeError(f"broker nacked {len(nacked)} of {len(by_tag)} events")
+        self.broker_ok = True
+        self.last_error = None
+        return len(confirmed)
