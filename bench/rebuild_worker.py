@@ -56,7 +56,7 @@ def main(mode: str, directory: str, fraction: str) -> dict:
                     events += len(page)
                     position = page[-1]["position"]
         else:
-            from services.reporting import repository
+            from services.reporting.adapters import repository
             from services.reporting.service import build_store
             target = directory / f"reporting-{fraction}.db"
             store = build_store(f"sqlite:///{target}")

@@ -18,7 +18,8 @@ from werkzeug.wrappers import Response
 from shared.core import config
 from shared.core.errors import EXPECTED, NotFound, ValidationFailed
 from shared.core.events import Envelope, isoformat_utc, utc_now
-from shared.glue.http import BodyTooLarge, check_unicode, json_response, read_body, read_json, too_many_requests
+from shared.core.text import check_unicode
+from shared.glue.http import BodyTooLarge, json_response, read_body, read_json, too_many_requests
 from shared.glue.providers import Consumer, RateLimit, Storage
 from shared.glue.relay import OutboxRelay
 from shared.core.ratelimit import per_minute_from_env
@@ -26,14 +27,14 @@ from shared.glue.service_base import ServiceBase
 from shared.core.events import types as ev
 from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
-from services.intake import tables
-from services.intake.open311_web import Open311Endpoints
-from services.intake.filing import file_new
-from services.intake.inbox import WebhookInbox, settings_from_env
-from services.intake.schemas import RpcComplaint, WebComplaint
-from services.intake.store import (build_store, find_by_external_ref, find_complaint, public_complaint,
+from services.intake.adapters import tables
+from services.intake.adapters.open311_web import Open311Endpoints
+from services.intake.domain.filing import file_new
+from services.intake.application.inbox import WebhookInbox, settings_from_env
+from services.intake.adapters.schemas import RpcComplaint, WebComplaint
+from services.intake.adapters.store import (build_store, find_by_external_ref, find_complaint, public_complaint,
                                    record_new_complaint, remember_conversation, set_state)
-from services.intake.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
+from services.intake.domain.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
 
 log = logging.getLogger("intake")
 

@@ -15,9 +15,10 @@ from shared.glue.providers import Consumer, Storage
 from shared.glue.relay import OutboxRelay
 from shared.glue.service_base import ServiceBase
 from shared.glue.subscriptions import listens_to
-from services.notification import messages, tables
-from services.notification.handling import NotificationHandlers
-from services.notification.sender import Sender
+from services.notification.domain import messages
+from services.notification.adapters import tables
+from services.notification.application.handling import NotificationHandlers
+from services.notification.adapters.sender import Sender
 
 
 def build_store(url: str | None = None) -> ServiceStore:

@@ -25,12 +25,13 @@ from shared.glue.service_base import ServiceBase
 from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
 from shared.core.reference import month_key
-from services.reporting import dashboard, reports, repository, tables
-from services.reporting.narrative import monthly_narrative
-from services.reporting.projections import KEPT_FIELDS
-from services.reporting.public import complaint_status, summary_csv
+from services.reporting.adapters import dashboard, repository, tables
+from services.reporting.domain import reports
+from services.reporting.domain.narrative import monthly_narrative
+from services.reporting.domain.projections import KEPT_FIELDS
+from services.reporting.domain.public import complaint_status, summary_csv
 from shared.core.tracking import normalise as normalise_tracking_code
-from services.reporting.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
+from services.reporting.adapters.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
 
 log = logging.getLogger("reporting")
 

@@ -1,7 +1,7 @@
 """Routing: dispatches complaints to provincial, district/city and vertical agencies, runs the
 desk's and the agencies' workflow (RPC, the ``/api`` HTTP API and the ``/console/`` web pages) and
 keeps the service-level clocks. Every entrypoint is a thin adapter over
-``services.routing.workflow.Workflow``."""
+``services.routing.application.workflow.Workflow``."""
 from __future__ import annotations
 
 import logging
@@ -24,14 +24,16 @@ from shared.glue.service_base import ServiceBase
 from shared.core.events import types as ev
 from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
-from services.routing import repository, schemas, settings, sla, tables, web
-from services.routing.console import config as console_config
-from services.routing.console import details as console_details
-from services.routing.console.pages import Console
-from services.routing.console.session import SessionCodec
-from services.routing.directory import DirectoryError, load_directory
-from services.routing.rules import load_rules
-from services.routing.workflow import Workflow
+from services.routing.adapters import repository, settings, tables, web
+from services.routing.application import schemas
+from services.routing.domain import sla
+from services.routing.adapters.console import config as console_config
+from services.routing.adapters.console import details as console_details
+from services.routing.adapters.console.pages import Console
+from services.routing.adapters.console.session import SessionCodec
+from services.routing.domain.directory import DirectoryError, load_directory
+from services.routing.domain.rules import load_rules
+from services.routing.application.workflow import Workflow
 
 log = logging.getLogger("routing")
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
+from shared.core.text import check_unicode
+
 MAX_BODY_BYTES = 256 * 1024
 
 
@@ -44,15 +46,6 @@ def read_json(request, limit: int = MAX_BODY_BYTES) -> Any:
         raise ValueError(f"body is not usable JSON: {str(error)[:200]}") from None
     check_unicode(value)
     return value
-
-
-def check_unicode(value: Any) -> None:
-    """JSON may spell lone UTF-16 surrogates (``"\\ud800"``) that no UTF-8 database can store:
-    refuse them at the door (``ValueError``) rather than fail later, half-way through a write."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("body holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def too_many_requests(decision, message: str) -> Response:

@@ -19,7 +19,7 @@ import requests
 import yaml
 
 from sandbox.graph_sandbox import commenter_psid
-from services.routing.rules import DEFAULT_PATH as ROUTING_RULES
+from services.routing.domain.rules import DEFAULT_PATH as ROUTING_RULES
 from shared.core.errors import IllegalAction
 from tests.support import facebook
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.reporting.repository import shape_fingerprint
+from services.reporting.adapters.repository import shape_fingerprint
 from shared.core.events.catalogue import CONTRACTS
 from tests.support.platform import Platform, wait_for
 from tests.support.reporting_seed import Seeder

@@ -11,9 +11,9 @@ from hypothesis import given, settings, strategies as st
 from sqlalchemy import func, select
 
 from shared.core.events import validate_envelope
-from services.intake import tables
-from services.intake.inbox import WebhookInbox, WebhookSettings
-from services.intake.store import build_store
+from services.intake.adapters import tables
+from services.intake.application.inbox import WebhookInbox, WebhookSettings
+from services.intake.adapters.store import build_store
 from tests.fuzz.strategies import PAGE_ID, PURE, json_values, mostly_valid_bodies, webhook_bodies
 
 ONE_EVENT_OUTCOMES = {"filed", "amended", "message_received", "status_requested", "comment_removed"}

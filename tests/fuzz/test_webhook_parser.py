@@ -8,7 +8,7 @@ import json
 
 from hypothesis import given, strategies as st
 
-from services.intake.webhook import (CommentChange, Ignored, MessengerMessage, Problem, meta_time,
+from services.intake.domain.webhook import (CommentChange, Ignored, MessengerMessage, Problem, meta_time,
                                      NotUnderstood, parse_body, sign, signature_valid)
 from tests.fuzz.strategies import PAGE_ID, PURE, json_values, mostly_valid_bodies, times, webhook_bodies
 

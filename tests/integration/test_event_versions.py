@@ -112,7 +112,7 @@ def test_a_v1_log_reads_as_the_live_v2_log(routing):
 
 def reporting_projection(path, intake_log: list[dict], routing_log_reader) -> dict:
     """Reporting's rows per tracking code after a rebuild from these logs."""
-    from services.reporting import repository as reporting
+    from services.reporting.adapters import repository as reporting
     from services.reporting.service import build_store as reporting_store
 
     store = reporting_store(f"sqlite:///{path}")

@@ -16,7 +16,7 @@ import requests
 
 from sandbox import start_sandbox
 from sandbox.graph_sandbox import commenter_psid
-from services.notification.graph_client import (
+from services.notification.adapters.graph_client import (
     INVALID_TOKEN,
     OUTSIDE_WINDOW,
     PERMANENT,

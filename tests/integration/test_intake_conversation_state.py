@@ -13,10 +13,10 @@ import pytest
 from shared.core.consumer import EventConsumer
 from shared.core.db import Database
 from shared.core.events import isoformat_utc, new_envelope, utc_now
-from services.intake import tables
-from services.intake.inbox import WebhookInbox, WebhookSettings
+from services.intake.adapters import tables
+from services.intake.application.inbox import WebhookInbox, WebhookSettings
 from services.intake.service import IntakeHandlers
-from services.intake.store import build_store, find_complaint
+from services.intake.adapters.store import build_store, find_complaint
 from shared.core.events.catalogue import LATEST_VERSION
 from tests.support import facebook as fb
 from tests.support import lifecycle

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select, update
 
-from services.reporting import projections, repository, tables
+from services.reporting.domain import projections
+from services.reporting.adapters import repository, tables
 from services.reporting.service import ReportingHandlers, SourceLogs, build_store
 from shared.core.consumer import EventConsumer
 from tests.support.reporting_seed import Seeder

@@ -39,11 +39,11 @@ def iso(moment: datetime) -> str:
 
 def _metadata(service: str):
     if service == "intake":
-        from services.intake import tables
+        from services.intake.adapters import tables
     elif service == "routing":
-        from services.routing import tables
+        from services.routing.adapters import tables
     else:
-        from services.notification import tables
+        from services.notification.adapters import tables
     return tables.metadata
 
 

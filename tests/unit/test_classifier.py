@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.intake import classifier as clf
-from services.intake.classifier import CATEGORIES, REGIONS, Classification, Classifier, classify
+from services.intake.domain import classifier as clf
+from services.intake.domain.classifier import CATEGORIES, REGIONS, Classification, Classifier, classify
 
 LABELLED = Path(__file__).resolve().parents[1] / "data" / "labelled_complaints.yaml"
 MIN_CATEGORY_ACCURACY = 0.85
@@ -216,7 +216,7 @@ def test_domain_module_has_no_framework_imports():
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
     assert not imported & {"nameko", "sqlalchemy"}
-    code = ("import sys, services.intake.classifier as c; c.classify('x'); "
+    code = ("import sys, services.intake.domain.classifier as c; c.classify('x'); "
             "print(any(m.split('.')[0] in ('nameko', 'sqlalchemy') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], check=True)

@@ -14,9 +14,9 @@ from werkzeug.test import EnvironBuilder
 
 from shared.core.consumer import EventConsumer
 from shared.core.events import isoformat_utc, utc_now
-from services.routing import repository
-from services.routing.console.pages import Console
-from services.routing.console.session import COOKIE_NAME, SessionCodec
+from services.routing.adapters import repository
+from services.routing.adapters.console.pages import Console
+from services.routing.adapters.console.session import COOKIE_NAME, SessionCodec
 from services.routing.service import RoutingHandlers, build_store, workflow_for
 
 DESK = "diskominfotik"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
-from services.routing.console import present
+from services.routing.adapters.console import present
 
 NOW = datetime(2025, 1, 6, 2, 0, tzinfo=timezone.utc)  # Monday 10.00 WITA
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from shared.core.config import ConfigError
-from services.routing.console import config
-from services.routing.console.session import SessionCodec, anonymous, csrf_matches
+from services.routing.adapters.console import config
+from services.routing.adapters.console.session import SessionCodec, anonymous, csrf_matches
 
 SECRET = b"s" * 32
 NOW = 1_700_000_000

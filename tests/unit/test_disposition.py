@@ -6,12 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.routing.directory import load_directory
-from services.routing.disposition import (
+from services.routing.domain.directory import load_directory
+from services.routing.domain.disposition import (
     AlreadyResolved, ComplaintClosed, Disposition, InvalidAction, NotAssigned, UnknownAgency,
 )
-from services.routing.rules import Decision, decide, load_rules
-from services.routing.sla import SlaPolicy, WorkingCalendar, load_holidays
+from services.routing.domain.rules import Decision, decide, load_rules
+from services.routing.domain.sla import SlaPolicy, WorkingCalendar, load_holidays
 from shared.core.events.catalogue import LATEST_VERSION, validate_data
 from shared.core.events.envelope import isoformat_utc, parse_iso
 

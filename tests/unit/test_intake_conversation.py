@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.intake.conversation import (AMEND, AWAIT_NEW, FILE, MESSAGE, STATUS, Conversation, decide,
+from services.intake.domain.conversation import (AMEND, AWAIT_NEW, FILE, MESSAGE, STATUS, Conversation, decide,
                                           extended_text, status_query)
 
 T0 = datetime(2024, 5, 1, 3, 0, tzinfo=timezone.utc)

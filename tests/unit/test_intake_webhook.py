@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.intake.webhook import (CommentChange, Ignored, MessengerMessage, NotUnderstood, Problem, meta_time,
+from services.intake.domain.webhook import (CommentChange, Ignored, MessengerMessage, NotUnderstood, Problem, meta_time,
                                      parse_body, sign, signature_valid)
 from tests.support import facebook as fb
 

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 import jinja2
 import pytest
 
-from services.notification import messages
+from services.notification.domain import messages
 from shared.core import reference
-from services.notification.messages import (
+from services.notification.domain.messages import (
     agency_names,
     catalogue,
     daftar,
@@ -150,8 +150,7 @@ def test_comment_public_reply_has_tracking_code_and_no_personal_details():
 
 
 def test_desk_reasons_exist_for_every_policy_reason():
-    from services.notification import policy
-
+    from services.notification.domain import policy
     reasons = [
         policy.MESSENGER_WINDOW_CLOSED, policy.OUTSIDE_24H_AUTOMATED, policy.PRIVATE_REPLY_USED,
         policy.PRIVATE_REPLY_WINDOW_CLOSED, policy.INVALID_REPLY_TO, policy.WINDOW_EXPIRED,

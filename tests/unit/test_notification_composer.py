@@ -2,9 +2,9 @@
 status, agencies, names and confidentiality all come from the lifecycle routing's events carry."""
 from __future__ import annotations
 
-from services.notification.composer import (ComplaintView, current_confidentiality, drafts_for_event,
+from services.notification.domain.composer import (ComplaintView, current_confidentiality, drafts_for_event,
                                             is_filer, last_update, latest_lifecycle, status_reply)
-from services.notification.policy import COMMENT_PRIVATE, COMMENT_PUBLIC, MESSENGER, MessageKind, message_id_for
+from services.notification.domain.policy import COMMENT_PRIVATE, COMMENT_PUBLIC, MESSENGER, MessageKind, message_id_for
 from tests.support.lifecycle import snapshot
 
 PAGE = "100000000000001"

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from shared.core.consumer import EventConsumer
 from shared.core.events import isoformat_utc, utc_now
 from shared.core.events.catalogue import event_types_of
-from services.notification import tables
-from services.notification.handling import NotificationHandlers, complaint_history, confidential_now
-from services.notification.policy import COMMENT_PUBLIC
+from services.notification.adapters import tables
+from services.notification.application.handling import NotificationHandlers, complaint_history, confidential_now
+from services.notification.domain.policy import COMMENT_PUBLIC
 from services.notification.service import build_store
 from tests.support.lifecycle import snapshot
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.notification import policy
-from services.notification.policy import (
+from services.notification.domain import policy
+from services.notification.domain.policy import (
     COMMENT_PRIVATE,
     COMMENT_PUBLIC,
     FAIL_PERMANENT,

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from services.reporting import repository, tables
+from services.reporting.adapters import repository, tables
 from services.reporting.service import ReportingHandlers, build_store
 from shared.core.consumer import EventConsumer
 from tests.support.reporting_seed import Seeder

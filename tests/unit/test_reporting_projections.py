@@ -12,10 +12,10 @@ import random
 import uuid
 from datetime import date, datetime, timezone
 
-from services.reporting import reports
-from services.reporting.narrative import monthly_narrative
-from services.reporting.projections import derive, fact_from_event
-from services.reporting.public import complaint_status, summary_csv
+from services.reporting.domain import reports
+from services.reporting.domain.narrative import monthly_narrative
+from services.reporting.domain.projections import derive, fact_from_event
+from services.reporting.domain.public import complaint_status, summary_csv
 from shared.core.events.catalogue import LATEST_VERSION, validate_data
 from shared.core.tracking import normalise as normalise_tracking_code
 

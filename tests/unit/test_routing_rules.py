@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.routing.directory import (
+from services.routing.domain.directory import (
     Directory, DirectoryError, UnknownAgencyCode, load_directory,
 )
-from services.routing.rules import (
+from services.routing.domain.rules import (
     FALLBACK_ID, RuleError, RuleSet, decide, load_rules, normalise,
 )
 

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from shared.core.consumer import EventConsumer
 from shared.core.errors import Forbidden, IllegalAction, NotFound
 from shared.core.events import isoformat_utc, utc_now
-from services.routing import directory as directory_module
-from services.routing import tables
+from services.routing.domain import directory as directory_module
+from services.routing.adapters import tables
 from services.routing.service import build_store, workflow_for
 
 DESK = "diskominfotik"

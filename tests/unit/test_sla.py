@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from services.routing.sla import (
+from services.routing.domain.sla import (
     SlaPolicy, WorkingCalendar, load_holidays, parse_sla_seconds,
 )
 

@@ -1,0 +1,85 @@
+"""Intake's persistence: the service store and the complaint repository used by its entrypoints."""
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select, update
+
+from shared.core.db import Transaction
+from shared.core.eventstore import PendingEvent
+from shared.core.store import ServiceStore
+from services.intake.adapters import tables
+from services.intake.domain.filing import NewComplaint
+
+
+def build_store(url: str | None = None) -> ServiceStore:
+    return ServiceStore("intake", tables.metadata, emits_events=True, url=url)
+
+
+def find_by_external_ref(connection, external_ref: str):
+    return connection.execute(select(tables.complaints.c.complaint_id, tables.complaints.c.tracking_code)
+                              .where(tables.complaints.c.external_ref == external_ref)).first()
+
+
+def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = None) -> None:
+    """The complaint row, the reporter row and ``ComplaintFiled`` — one transaction."""
+    data = new.data
+    tx.execute(tables.complaints.insert().values(
+        complaint_id=new.complaint_id, tracking_code=new.tracking_code, channel=data["channel"],
+        filed_at=data["filed_at"], text=data["text"], category=data["category"],
+        region_code=data["region_code"], priority=data["priority"], confidential=data["confidential"],
+        reply_to=json.dumps(data["reply_to"]) if data["reply_to"] else None,
+        external_ref=data["external_ref"], last_citizen_message_at=data["last_citizen_message_at"],
+        attachments=json.dumps(data["attachments"]), open=True))
+    reporter = new.reporter
+    if any(reporter.get(k) for k in ("name", "phone", "email")) or psid:
+        tx.execute(tables.reporters.insert().values(
+            complaint_id=new.complaint_id, name=reporter.get("name"), phone=reporter.get("phone"),
+            email=reporter.get("email"), psid=psid))
+    tx.append([PendingEvent("ComplaintFiled", new.complaint_id, data, expected_version=0)])
+
+
+def public_complaint(row) -> dict:
+    """A complaint without personal data (no reporter, no PSID or comment id)."""
+    reply_to = json.loads(row["reply_to"]) if row["reply_to"] else None
+    return {
+        "complaint_id": row["complaint_id"], "tracking_code": row["tracking_code"],
+        "channel": row["channel"], "filed_at": row["filed_at"], "text": row["text"],
+        "category": row["category"], "region_code": row["region_code"],
+        "priority": row["priority"], "confidential": bool(row["confidential"]),
+        "has_reply_to": reply_to is not None, "external_ref": row["external_ref"],
+        "attachments": json.loads(row["attachments"]) if row["attachments"] else [],
+        "last_citizen_message_at": row["last_citizen_message_at"], "open": bool(row["open"]),
+    }
+
+
+def find_complaint(connection, complaint_id: str):
+    return connection.execute(select(tables.complaints).where(
+        tables.complaints.c.complaint_id == str(complaint_id))).mappings().first()
+
+
+def find_by_tracking_code(connection, tracking_code: str):
+    return connection.execute(select(tables.complaints).where(
+        tables.complaints.c.tracking_code == tracking_code)).mappings().first()
+
+
+def set_state(tx: Transaction, complaint_id: str, is_open: bool, confidential: bool) -> None:
+    """What routing's lifecycle says of the complaint: open or closed, confidential or not."""
+    tx.execute(update(tables.complaints).where(tables.complaints.c.complaint_id == complaint_id)
+               .values(open=is_open, confidential=confidential))
+
+
+def remember_conversation(tx: Transaction, page_id: str, psid: str, complaint_id: str | None,
+                          in_first_burst: bool, last_message_at: str | None) -> None:
+    """Point (Page, PSID) at a complaint (None: the next message files a new one)."""
+    key = (tables.conversations.c.page_id == page_id) & (tables.conversations.c.psid == psid)
+    values = {"complaint_id": complaint_id, "in_first_burst": in_first_burst}
+    if last_message_at is not None:
+        values["last_message_at"] = last_message_at
+    if tx.execute(select(tables.conversations.c.psid).where(key)).first():
+        tx.execute(update(tables.conversations).where(key).values(**values))
+    else:
+        tx.execute(tables.conversations.insert().values(page_id=page_id, psid=psid,
+                                                        last_message_at=last_message_at,
+                                                        **{k: v for k, v in values.items()
+                                                           if k != "last_message_at"}))

@@ -1,0 +1,215 @@
+"""Which messages an event gives the citizen, with their texts: the bridge between the events
+notification consumes and the templates in ``messages.py``.
+
+Pure domain code (no nameko, no SQLAlchemy, no clock). The complaint's state is read, never worked
+out: every routing event carries ``data.lifecycle``, the state routing decided after that event
+(public status word, at the desk or not, lead and coordinating agencies with their names,
+confidentiality). Channels and Meta's windows are decided later, at send time, by
+``policy.plan_delivery``; a draft only says which channels it must not use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from shared.core import reference
+from shared.core.events import types as ev
+from services.notification.domain import messages
+from services.notification.domain.policy import COMMENT_PRIVATE, COMMENT_PUBLIC, MESSENGER, MessageKind
+
+# Imports carry history, not a conversation: the design says they never notify anyone.
+SILENT_CHANNELS = ("import",)
+
+# What the citizen can see of the lifecycle: a change of any of these is an "update" in a status
+# answer; an escalation or a change of confidentiality is not.
+_VISIBLE = ("status", "lead_agencies", "coordinating_agencies", "parts")
+
+
+@dataclass(frozen=True)
+class ComplaintView:
+    """What notification knows of a complaint when it composes a message."""
+
+    tracking_code: str
+    channel: str
+    reply_to: Optional[dict]
+    # Whether the complaint is confidential *now* (``current_confidentiality``), not as filed.
+    confidential: bool
+
+    @property
+    def from_comment(self) -> bool:
+        return bool(self.reply_to and self.reply_to.get("comment_id"))
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One message to record; ``text`` is split into Send API parts by the caller."""
+
+    kind: str  # policy.MessageKind, used to plan the delivery
+    text: str
+    # What a public comment reply says instead (status words, never the content); None when a
+    # public reply must not carry this message.
+    public_text: Optional[str]
+    excluded_channels: tuple = ()
+    human_written: bool = False
+    id_kind: Optional[str] = None  # the kind naming the message id, when not ``kind``
+
+    @property
+    def identity_kind(self) -> str:
+        return self.id_kind or self.kind
+
+
+# --- reading the complaint's recorded events -----------------------------------------------------
+# ``history``: the complaint's events as notification recorded them, in order (ComplaintFiled,
+# then routing's by version), each a mapping with ``event_type``, ``occurred_at`` and ``data``.
+
+def latest_lifecycle(history: Sequence[Mapping]) -> Optional[Mapping]:
+    """The lifecycle on the complaint's latest routing event; None before routing has spoken."""
+    for event in reversed(history):
+        lifecycle = (event.get("data") or {}).get("lifecycle")
+        if lifecycle is not None:
+            return lifecycle
+    return None
+
+
+def current_confidentiality(history: Sequence[Mapping], filed_confidential: bool) -> bool:
+    """Confidential now: as the latest routing event says (the desk or a later text may have
+    changed it), else as ``ComplaintFiled`` said."""
+    lifecycle = latest_lifecycle(history)
+    return bool(lifecycle["confidential"]) if lifecycle is not None else bool(filed_confidential)
+
+
+def last_update(history: Sequence[Mapping]) -> Optional[str]:
+    """When what the citizen can see last changed (the filing, else a routing event that changed
+    the status or an agency's part)."""
+    moment, seen = None, None
+    for event in history:
+        lifecycle = (event.get("data") or {}).get("lifecycle")
+        if lifecycle is None:
+            if event.get("event_type") == ev.COMPLAINT_FILED:
+                moment = event.get("occurred_at")
+            continue
+        visible = {key: lifecycle.get(key) for key in _VISIBLE}
+        if visible != seen:
+            moment, seen = event.get("occurred_at"), visible
+    return moment
+
+
+def agency_names(lifecycle: Mapping, codes) -> list[str]:
+    """Display names of ``codes`` as the event names them (the code when it does not)."""
+    return messages.agency_names(codes or (), lifecycle.get("agency_names") or {})
+
+
+# --- composing ----------------------------------------------------------------------------------
+
+def notifies(view: ComplaintView) -> bool:
+    return bool(view.reply_to) and view.channel not in SILENT_CHANNELS
+
+
+def _update(view: ComplaintView, kind: str, text: str, status_word: str,
+            human_written: bool = False) -> Draft:
+    """A later update for the citizen. On a comment complaint its public fallback says only that
+    there is an update, with the status word — and a confidential complaint gets no public reply
+    at all: a stream of replies under the comment would show onlookers (the accused among them)
+    that the report is being acted on. Its updates go privately or, failing that, to the desk."""
+    if not view.from_comment:
+        return Draft(kind, text, None, human_written=human_written)
+    if view.confidential:
+        return Draft(kind, text, None, excluded_channels=(COMMENT_PUBLIC,),
+                     human_written=human_written)
+    public = messages.render("comment_public_update", tracking_code=view.tracking_code,
+                             status_word=status_word)
+    return Draft(kind, text, public, human_written=human_written)
+
+
+def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping) -> list[Draft]:
+    """The messages one complaint event gives its citizen (possibly none). ``data`` is the event's
+    data as recorded; a routing event's ``lifecycle`` is the state after it."""
+    if not notifies(view):
+        return []
+    code = view.tracking_code
+    lifecycle = data.get("lifecycle") or {}
+    status_word = lifecycle.get("status", reference.DITERIMA)
+    if event_type == ev.COMPLAINT_FILED:
+        # Generic even for a confidential complaint: the tracking code and where to look.
+        ack = messages.render("filed_ack", tracking_code=code)
+        if not view.from_comment:
+            return [Draft(MessageKind.ACKNOWLEDGMENT, ack, None)]
+        public_ack = messages.render("comment_public", tracking_code=code)
+        return [
+            # The private reply; its own public fallback would repeat the public reply below.
+            Draft(MessageKind.ACKNOWLEDGMENT, ack, None, excluded_channels=(COMMENT_PUBLIC,)),
+            Draft(MessageKind.ACKNOWLEDGMENT, public_ack, public_ack,
+                  excluded_channels=(MESSENGER, COMMENT_PRIVATE), id_kind=MessageKind.COMMENT_ACK),
+        ]
+    if event_type == ev.COMPLAINT_ROUTED:
+        if lifecycle.get("at_desk"):
+            return []  # with the desk: the acknowledgment already said it is being verified
+        if view.confidential:
+            text = messages.render("routed_confidential", tracking_code=code)
+        else:
+            text = messages.render("routed", tracking_code=code,
+                                   agencies=agency_names(lifecycle, lifecycle.get("lead_agencies")),
+                                   coordinating=agency_names(lifecycle,
+                                                             lifecycle.get("coordinating_agencies")))
+        return [_update(view, MessageKind.ROUTED, text, status_word)]
+    if event_type == ev.COMPLAINT_RESPONDED:
+        # The citizen is the reporter: a confidential complaint's answer still reaches them,
+        # privately, without naming the agency.
+        if view.confidential:
+            text = messages.render("responded_confidential", tracking_code=code, answer=data["text"])
+        else:
+            [agency] = agency_names(lifecycle, [data["agency_code"]])
+            text = messages.render("responded", tracking_code=code, agency_name=agency,
+                                   answer=data["text"])
+        return [_update(view, MessageKind.ANSWER, text, status_word, human_written=True)]
+    if event_type == ev.COMPLAINT_RESOLVED:
+        context = {"tracking_code": code}
+        leads = lifecycle.get("lead_agencies")
+        if not view.confidential and leads:
+            context["agency_name"] = messages.daftar(agency_names(lifecycle, leads))
+        return [_update(view, MessageKind.RESOLVED, messages.render("resolved", **context),
+                        status_word)]
+    if event_type == ev.COMPLAINT_DISMISSED:
+        if data.get("duplicate_of"):
+            text = messages.render("dismissed_duplicate", tracking_code=code,
+                                   duplicate_of=data["duplicate_of"], reason=data.get("reason"))
+        else:
+            text = messages.render("dismissed", tracking_code=code, reason=data["reason"])
+        return [_update(view, MessageKind.DISMISSED, text, status_word)]
+    # Acknowledged, handed back, escalated, confidentiality changed: nothing to tell the citizen
+    # (a status answer shows their effect).
+    return []
+
+
+def is_filer(view: Optional[ComplaintView], known_psid: Optional[str], asker: Optional[Mapping]) -> bool:
+    """Whether the person asking (their ``reply_to``) is the citizen who filed the complaint: the
+    same Page and the complaint's PSID, or the PSID learnt after a comment complaint."""
+    if view is None or not view.reply_to or not asker or not asker.get("psid"):
+        return False
+    if asker.get("page_id") != view.reply_to.get("page_id"):
+        return False
+    return asker["psid"] in {view.reply_to.get("psid"), known_psid} - {None}
+
+
+def status_reply(tracking_code: str, view: Optional[ComplaintView], history: Sequence[Mapping],
+                 full: bool, asked_from_comment: bool) -> Draft:
+    """The answer to ``CEK <code>``, from the latest routing event's lifecycle (*diterima* before
+    routing has one): the full status to the complaint's own citizen, the public status words
+    alone to anyone else, a polite "not found" for a code we do not know.
+
+    The status word may be answered in public even for a confidential complaint: it is what the
+    public status page shows anyone with the code; agencies are never named for one."""
+    if view is None or not history:
+        text = messages.render("status_unknown", tracking_code=tracking_code)
+        return Draft(MessageKind.STATUS_REPLY, text, text if asked_from_comment else None)
+    code = view.tracking_code
+    lifecycle = latest_lifecycle(history) or {}
+    status_word = lifecycle.get("status", reference.DITERIMA)
+    public = messages.render("status_public", tracking_code=code, status_word=status_word)
+    if full:
+        agencies = [] if view.confidential else agency_names(lifecycle, lifecycle.get("lead_agencies"))
+        text = messages.render("status_full", tracking_code=code, status_word=status_word,
+                               agencies=agencies, last_update=last_update(history))
+    else:
+        text = public
+    return Draft(MessageKind.STATUS_REPLY, text, public if asked_from_comment else None)

@@ -1,0 +1,438 @@
+"""Reporting's persistence: applying facts to the live projection, reading it for the reports,
+and rebuilding a new generation from the sources' logs while the live one keeps serving.
+
+The projection knows its shape: ``shape_fingerprint`` hashes its tables' columns, the fields kept
+as facts and ``projections.PROJECTION_VERSION``; ``projection_state.fingerprint`` is the one the
+live generation was built with. When they differ (new code), the live generation is kept for
+reading, as the database has it, while ``rebuild`` makes one of the current shape; the live path
+leaves the old one alone meanwhile (see ``apply_event``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from functools import lru_cache
+from typing import Callable, Iterable
+
+from sqlalchemy import MetaData, bindparam, delete, func, inspect, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from shared.core.db import Database
+from shared.core.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
+from shared.core.events.catalogue import NeedsHistory, upcast
+from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES
+from services.reporting.adapters import tables
+from services.reporting.domain.projections import (KEPT_FIELDS, LIFECYCLE_FIELDS, PROJECTION_VERSION,
+                                            derive, fact_from_event)
+
+log = logging.getLogger("reporting")
+
+SOURCES = ("intake", "routing", "notification")
+Fetch = Callable[[str, int, int], list]
+
+
+# -- the projection's shape ------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def shape_fingerprint() -> str:
+    """A hash of what the projection's rows mean: its tables' columns and indexes (generation
+    suffixes left out), the fields kept from each event, and ``PROJECTION_VERSION``."""
+    def columns(table):
+        return [[c.name, str(c.type), bool(c.nullable), bool(c.primary_key), bool(c.unique)]
+                for c in table.columns]
+    shape = {
+        "version": PROJECTION_VERSION,
+        "kept": {event_type: list(fields) for event_type, fields in KEPT_FIELDS.items()},
+        "lifecycle": list(LIFECYCLE_FIELDS),
+        "tables": {table.name.rsplit("_g", 1)[0]: {
+            "columns": columns(table),
+            "indexes": sorted(sorted(index.columns.keys()) for index in table.indexes)}
+            for table in tables.projection(0).tables},
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# -- the live generation ------------------------------------------------------------------------
+def live_state(connection, lock: bool = False) -> tuple[int, str | None]:
+    """(generation, the fingerprint of the shape it was built with). ``lock``: hold the row
+    (PostgreSQL) until the transaction ends, so a rebuild cannot switch generations under it."""
+    state = tables.projection_state
+    query = select(state.c.generation, state.c.fingerprint).where(state.c.name == "live")
+    if lock:
+        query = query.with_for_update(read=True)
+    row = connection.execute(query).first()
+    return (int(row[0]), row[1]) if row else (1, shape_fingerprint())
+
+
+def current_generation(connection) -> int:
+    return live_state(connection)[0]
+
+
+def shape_is_current(database: Database) -> bool:
+    with database.read() as connection:
+        return live_state(connection)[1] == shape_fingerprint()
+
+
+def ensure_live(database: Database, consumer_tables: Iterable) -> bool:
+    """Create the live generation's tables. On a database that has none yet, record the code's
+    fingerprint and forget what the consumer handled before (an older projection), so catch-up
+    fills the new one from the logs. Returns whether the live generation has the code's shape;
+    when not, ``rebuild`` must replace it (the service starts one in the background)."""
+    with database.transaction() as tx:
+        state = tx.execute(select(tables.projection_state)).first()
+        if state is None:
+            tx.execute(tables.projection_state.insert().values(
+                name="live", generation=1, fingerprint=shape_fingerprint()))
+            for table in consumer_tables:
+                tx.execute(delete(table))
+        generation, fingerprint = live_state(tx.connection)
+    # Only missing tables are created: an older generation keeps its own shape until replaced.
+    tables.projection(generation).metadata.create_all(database.engine)
+    current = fingerprint == shape_fingerprint()
+    if not current:
+        log.warning("projection generation %s was built with another shape (%s, code: %s); "
+                    "it serves until a rebuild replaces it", generation, fingerprint,
+                    shape_fingerprint())
+    return current
+
+
+# -- applying one event (the live path) --------------------------------------------------------
+def apply_event(tx, envelope: dict) -> None:
+    # A catch-up page is one transaction: read the live generation once for it.
+    target = getattr(tx, "reporting_target", None)
+    if target is None:
+        generation, fingerprint = live_state(tx.connection, lock=True)
+        # A live generation of another shape cannot take the code's rows. It is being replaced:
+        # the rebuild reads every log itself and then sets the consumer's checkpoints to where it
+        # read, so what is skipped here is handled again, into the new generation.
+        target = tx.reporting_target = (tables.projection(generation)
+                                        if fingerprint == shape_fingerprint() else False)
+    if target is not False:
+        apply_to(tx.connection, target, envelope)
+
+
+class _Statements:
+    """Statements built once per generation and dialect (building them per event costs more
+    than running them)."""
+
+    def __init__(self, projection: tables.Projection, dialect: str):
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        facts, complaints = projection.facts, projection.complaints
+        self.insert_fact = insert(facts).on_conflict_do_nothing()
+        self.facts_of = select(facts).where(facts.c.complaint_id == bindparam("cid"))
+        upsert = insert(complaints)
+        self.upsert_complaint = upsert.on_conflict_do_update(
+            index_elements=[complaints.c.complaint_id],
+            set_={column.name: upsert.excluded[column.name] for column in complaints.columns
+                  if column.name != "complaint_id"})
+        self.delete_assignments = delete(projection.assignments).where(
+            projection.assignments.c.complaint_id == bindparam("cid"))
+        self.delete_answers = delete(projection.answers).where(
+            projection.answers.c.complaint_id == bindparam("cid"))
+        self.insert_assignments = projection.assignments.insert()
+        self.insert_answers = projection.answers.insert()
+
+
+@lru_cache(maxsize=None)
+def _statements(generation: int, dialect: str) -> _Statements:
+    return _Statements(tables.projection(generation), dialect)
+
+
+def apply_to(connection, projection: tables.Projection, envelope: dict) -> None:
+    fact = fact_from_event(envelope)
+    if fact is None:
+        return
+    sql = _statements(projection.generation, connection.dialect.name)
+    cid = fact["complaint_id"]
+    connection.execute(sql.insert_fact, _fact_row(fact))
+    derived = derive(cid, [_fact_from_row(row) for row in connection.execute(sql.facts_of, {"cid": cid}).mappings()])
+    connection.execute(sql.upsert_complaint, _complaint_row(derived["complaint"]))
+    # Only routing facts shape assignments and answers.
+    if fact["source"] == "routing":
+        connection.execute(sql.delete_assignments, {"cid": cid})
+        if derived["assignments"]:
+            connection.execute(sql.insert_assignments, derived["assignments"])
+        if fact["event_type"] == "ComplaintResponded":
+            connection.execute(sql.delete_answers, {"cid": cid})
+            if derived["answers"]:
+                connection.execute(sql.insert_answers, derived["answers"])
+
+
+def _fact_row(fact: dict) -> dict:
+    return dict(fact, data=json.dumps(fact["data"], ensure_ascii=False, sort_keys=True))
+
+
+def _fact_from_row(row) -> dict:
+    fact = dict(row)
+    fact["data"] = json.loads(fact["data"])
+    return fact
+
+
+_JSON_COLUMNS = {"lead_agencies": list, "coordinating_agencies": list, "agency_names": dict}
+
+
+def _complaint_row(row: dict) -> dict:
+    return dict(row, **{name: json.dumps(row[name], sort_keys=True) for name in _JSON_COLUMNS})
+
+
+def _insert_derived(connection, projection: tables.Projection, derived: list[dict]) -> None:
+    complaints = [_complaint_row(item["complaint"]) for item in derived]
+    assignments = [row for item in derived for row in item["assignments"]]
+    answers = [row for item in derived for row in item["answers"]]
+    if complaints:
+        connection.execute(projection.complaints.insert(), complaints)
+    if assignments:
+        connection.execute(projection.assignments.insert(), assignments)
+    if answers:
+        connection.execute(projection.answers.insert(), answers)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _in_code_shape(row, table) -> dict:
+    """A row with every column the code declares (None where an older generation has none)."""
+    out = dict.fromkeys(table.columns.keys())
+    out.update(row)
+    return out
+
+
+def decode_complaint(row) -> dict:
+    row = _in_code_shape(row, tables.projection(0).complaints)
+    for name, empty in _JSON_COLUMNS.items():
+        row[name] = json.loads(row[name]) if row[name] else empty()
+    return row
+
+
+def _assignment(row) -> dict:
+    return _in_code_shape(row, tables.projection(0).assignments)
+
+
+_as_built: dict[tuple, tables.Projection] = {}
+
+
+def live(connection) -> tables.Projection:
+    """The live generation's tables: as the code declares them, or — while a rebuild replaces a
+    generation of another shape — as the database has them, so reports keep answering."""
+    generation, fingerprint = live_state(connection)
+    if fingerprint == shape_fingerprint():
+        return tables.projection(generation)
+    key = (id(connection.engine), generation, fingerprint)
+    if key not in _as_built:
+        names = [table.name for table in tables.projection(generation).tables]
+        meta = MetaData()
+        meta.reflect(bind=connection, only=names)
+        _as_built[key] = tables.Projection(generation, meta, *(meta.tables[name] for name in names))
+    return _as_built[key]
+
+
+def month_complaints(connection, month: str) -> list[dict]:
+    c = live(connection).complaints
+    rows = connection.execute(select(c).where(c.c.filed.is_(True), c.c.month == month)).mappings()
+    return [decode_complaint(row) for row in rows]
+
+
+def complaint_by_tracking_code(connection, tracking_code: str) -> tuple[dict, list[dict]] | None:
+    projection = live(connection)
+    c, a = projection.complaints, projection.answers
+    row = connection.execute(select(c).where(c.c.tracking_code == tracking_code, c.c.filed.is_(True))).mappings().first()
+    if row is None:
+        return None
+    answers = connection.execute(select(a).where(a.c.complaint_id == row["complaint_id"])
+                                 .order_by(a.c.version)).mappings().all()
+    return decode_complaint(row), [dict(answer) for answer in answers]
+
+
+def agency_assignments(connection, agency_code: str) -> list[dict]:
+    a = live(connection).assignments
+    return [_assignment(row) for row in connection.execute(select(a).where(a.c.agency_code == agency_code)).mappings()]
+
+
+def agency_names(connection) -> dict[str, str]:
+    """Display names the events carried, per agency (the latest assignment's, if they differ)."""
+    a = live(connection).assignments
+    if "agency_name" not in a.c:
+        return {}
+    latest = func.max(a.c.assigned_at)
+    query = (select(a.c.agency_code, a.c.agency_name, latest).where(a.c.agency_name.is_not(None))
+             .group_by(a.c.agency_code, a.c.agency_name))
+    ordered = sorted(connection.execute(query), key=lambda row: (row[2] or "", row[1]))
+    return {code: name for code, name, _at in ordered}
+
+
+def month_assignments(connection, month: str) -> list[dict]:
+    projection = live(connection)
+    a, c = projection.assignments, projection.complaints
+    query = (select(a).join(c, c.c.complaint_id == a.c.complaint_id)
+             .where(c.c.filed.is_(True), c.c.month == month))
+    return [_assignment(row) for row in connection.execute(query).mappings()]
+
+
+def trend_counts(connection, months: list[str]) -> list[dict]:
+    c = live(connection).complaints
+    query = (select(c.c.month, c.c.category, c.c.region_code, func.count().label("n"))
+             .where(c.c.filed.is_(True), c.c.month.in_(months))
+             .group_by(c.c.month, c.c.category, c.c.region_code))
+    return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def open_complaints_with_deadline(connection) -> list[dict]:
+    c = live(connection).complaints
+    query = select(c).where(c.c.filed.is_(True), c.c.public_status.in_(OPEN_STATUSES),
+                            c.c.next_due_at.is_not(None))
+    return [decode_complaint(row) for row in connection.execute(query).mappings()]
+
+
+# -- rebuilding --------------------------------------------------------------------------------
+def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
+            sources: Iterable[str] = SOURCES, page: int = 1000, chunk: int = 2000,
+            progress: dict | None = None) -> dict:
+    """Fill generation n+1 from every source's log, switch to it in one transaction (with the
+    consumer's checkpoints set to where the rebuild read up to), drop the old generation."""
+    started = time.monotonic()
+    sources = list(sources)
+    with database.read() as connection:
+        old_generation = current_generation(connection)
+    new = tables.projection(old_generation + 1)
+    new.metadata.drop_all(database.engine)     # a leftover of an interrupted rebuild
+    new.metadata.create_all(database.engine)
+
+    positions = {source: 0 for source in sources}
+    events = skipped = 0
+    progress = progress if progress is not None else {}
+    progress.update(events=0, phase="reading")
+
+    # Memory stays flat whatever the history's size: facts go to the new generation's table in
+    # chunks as they are read, then complaints are derived from it in complaint order.
+    buffer: list[dict] = []
+
+    def write_facts() -> None:
+        if buffer:
+            with database.transaction() as tx:
+                tx.execute(new.facts.insert(), buffer)
+            buffer.clear()
+            time.sleep(0)  # let the live service answer between chunks (green under eventlet)
+
+    for source in sources:
+        for envelope in _pull(fetch, source, positions, page):
+            events += 1
+            if events % 1000 == 0:
+                progress["events"] = events
+            if envelope is None:
+                skipped += 1
+                continue
+            fact = fact_from_event(envelope)
+            if fact is not None:
+                buffer.append(_fact_row(fact))
+                if len(buffer) >= 5 * chunk:
+                    write_facts()
+    write_facts()
+
+    progress.update(events=events, phase="writing")
+    derived: list[dict] = []
+
+    def write_derived() -> None:
+        if derived:
+            with database.transaction() as tx:
+                _insert_derived(tx.connection, new, derived)
+            derived.clear()
+            time.sleep(0)
+
+    with database.read() as reader:
+        rows = reader.execution_options(stream_results=True, yield_per=chunk).execute(
+            select(new.facts).order_by(new.facts.c.complaint_id)).mappings()
+        current_id, current = None, []
+        for row in rows:
+            if row["complaint_id"] != current_id:
+                if current_id is not None:
+                    derived.append(derive(current_id, current))
+                    if len(derived) >= chunk:
+                        write_derived()
+                current_id, current = row["complaint_id"], []
+            current.append(_fact_from_row(row))
+        if current_id is not None:
+            derived.append(derive(current_id, current))
+    write_derived()
+
+    # Events recorded while the bulk was written: read them now (no RPC inside a transaction),
+    # apply them and switch in one transaction.
+    tail = [(source, envelope) for source in sources
+            for envelope in _pull(fetch, source, positions, page)]
+    with database.transaction() as tx:
+        for _source, envelope in tail:
+            events += 1
+            if envelope is None:
+                skipped += 1
+            else:
+                apply_to(tx.connection, new, envelope)
+        tx.execute(update(tables.projection_state).where(tables.projection_state.c.name == "live")
+                   .values(generation=new.generation, rebuilt_at=isoformat_utc(utc_now()),
+                           rebuilt_events=events, fingerprint=shape_fingerprint()))
+        # From here the consumer continues where the rebuild stopped reading; whatever the old
+        # generation handled after that is handled again, into the new one.
+        tx.execute(delete(processed))
+        tx.execute(delete(failures))
+        now = isoformat_utc(utc_now())
+        for source, position in positions.items():
+            tx.execute(delete(checkpoints).where(checkpoints.c.source == source))
+            tx.execute(checkpoints.insert().values(source=source, position=position, updated_at=now))
+    drop_other_generations(database, new.generation)
+    seconds = round(time.monotonic() - started, 3)
+    log.info("projections rebuilt: generation %s, %s events (%s skipped) in %ss",
+             new.generation, events, skipped, seconds)
+    return {"events": events, "seconds": seconds, "generation": new.generation, "skipped": skipped}
+
+
+def _pull(fetch: Fetch, source: str, positions: dict, page: int):
+    """Yields validated envelopes at their type's latest version (None for an invalid one) after
+    positions[source], advancing it."""
+    while True:
+        batch = fetch(source, positions[source], page)
+        for raw in batch:
+            try:
+                envelope = upcast(validate_envelope(raw, expected_source=source))
+            except (InvalidEvent, NeedsHistory):
+                envelope = None
+            if isinstance(raw, dict) and isinstance(raw.get("position"), int):
+                positions[source] = max(positions[source], raw["position"])
+            yield envelope
+        if len(batch) < page:
+            return
+
+
+def drop_other_generations(database: Database, keep: int) -> None:
+    names = inspect(database.engine).get_table_names()
+    for generation in sorted({int(name.rsplit("_g", 1)[1]) for name in names
+                              if name.startswith("complaints_g") and name.rsplit("_g", 1)[1].isdigit()}):
+        if generation == keep:
+            continue
+        try:
+            tables.projection(generation).metadata.drop_all(database.engine)
+        except Exception as error:  # a reader still on it: the next rebuild drops it
+            log.warning("could not drop projection generation %s: %s", generation, error)
+
+
+def find_complaints(connection, tracking_codes=None, category=None, filed_from=None, filed_to=None,
+                    open_only=None, limit: int = 200) -> list[tuple[dict, list[dict]]]:
+    """Complaints for Open311's ``GET requests``: newest first, with their answers."""
+    projection = live(connection)
+    c, a = projection.complaints, projection.answers
+    query = select(c).where(c.c.filed.is_(True))
+    if tracking_codes:
+        query = query.where(c.c.tracking_code.in_(list(tracking_codes)))
+    if category:
+        query = query.where(c.c.category == category)
+    if filed_from:
+        query = query.where(c.c.filed_at >= filed_from)
+    if filed_to:
+        query = query.where(c.c.filed_at <= filed_to)
+    if open_only is True:
+        query = query.where(c.c.public_status.in_(OPEN_STATUSES))
+    elif open_only is False:
+        query = query.where(c.c.public_status.in_(CLOSED_STATUSES))
+    rows = connection.execute(query.order_by(c.c.filed_at.desc()).limit(limit)).mappings().all()
+    found = []
+    for row in rows:
+        answers = connection.execute(select(a).where(a.c.complaint_id == row["complaint_id"])
+                                     .order_by(a.c.version)).mappings().all()
+        found.append((decode_complaint(row), [dict(answer) for answer in answers]))
+    return found

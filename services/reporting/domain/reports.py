@@ -1,0 +1,151 @@
+"""The published figures, computed from projection rows — pure functions, no database.
+
+Definitions (also in docs/reporting.md):
+
+* a complaint belongs to the month (Asia/Makassar, WITA) of its filing time;
+* *followed up* — at least one agency answer (``ComplaintResponded``);
+* *first response* — the first ``ComplaintAcknowledged`` or ``ComplaintResponded`` of a lead
+  agency (an agency it was routed to), measured from the filing time;
+* *within the first-response SLA* — the first response came at or before the ``first_response``
+  deadline of the complaint's first routing to agencies; a complaint without a response counts
+  as missed once that deadline has passed, and is left out while it has not.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from statistics import median
+
+from shared.core.events import parse_iso
+from shared.core.reference import CATEGORIES, OPEN_STATUSES, WITA
+from services.reporting.domain.labels import UNKNOWN_REGION
+
+
+def hours_between(start: str, end: str) -> float:
+    return (parse_iso(end) - parse_iso(start)).total_seconds() / 3600
+
+
+def _median_hours(pairs) -> float | None:
+    values = [hours_between(start, end) for start, end in pairs if start and end]
+    return round(median(values), 2) if values else None
+
+
+def _share_within(items, now: datetime) -> float | None:
+    """items: (done_at or None, due_at or None). Share done by the deadline among the decided."""
+    decided = on_time = 0
+    for done_at, due_at in items:
+        if not due_at:
+            continue
+        due = parse_iso(due_at)
+        if done_at:
+            decided += 1
+            on_time += parse_iso(done_at) <= due
+        elif now > due:
+            decided += 1
+    return round(on_time / decided, 4) if decided else None
+
+
+def monthly_summary(rows: list[dict], year: int, month: int, now: datetime) -> dict:
+    """``rows``: the filed complaints of that month."""
+    by_category = {code: 0 for code in CATEGORIES}
+    by_region: dict[str, int] = {}
+    by_agency: dict[str, int] = {}
+    for row in rows:
+        by_category[row["category"]] = by_category.get(row["category"], 0) + 1
+        region = row["region_code"] or UNKNOWN_REGION
+        by_region[region] = by_region.get(region, 0) + 1
+        for code in row["lead_agencies"] if not row["at_desk"] else []:
+            by_agency[code] = by_agency.get(code, 0) + 1
+    total = len(rows)
+    followed_up = sum(1 for row in rows if row["followed_up"])
+    return {
+        "year": year, "month": month, "total": total, "by_category": by_category,
+        "by_region": dict(sorted(by_region.items())), "by_agency": dict(sorted(by_agency.items())),
+        "followed_up": followed_up,
+        "follow_up_rate": round(followed_up / total, 4) if total else 0.0,
+        "resolved": sum(1 for row in rows if row["resolved"]),
+        "median_hours_to_first_response": _median_hours(
+            (row["filed_at"], row["first_response_at"]) for row in rows),
+        "within_first_response_sla": _share_within(
+            ((row["first_response_at"], row["first_response_due"]) for row in rows), now),
+    }
+
+
+def wita_day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]:
+    """[start of date_from, start of the day after date_to) in WITA, as aware datetimes."""
+    start = datetime(date_from.year, date_from.month, date_from.day, tzinfo=WITA)
+    end = datetime(date_to.year, date_to.month, date_to.day, tzinfo=WITA) + timedelta(days=1)
+    return start, end
+
+
+def agency_performance(assignments: list[dict], agency_code: str, date_from: date, date_to: date,
+                       now: datetime) -> dict:
+    """``assignments``: the agency's rows; counted when the agency was made lead within the
+    period (WITA days, both ends included)."""
+    start, end = wita_day_bounds(date_from, date_to)
+    rows = [a for a in assignments if a["role"] == "lead" and a["assigned_at"]
+            and start <= parse_iso(a["assigned_at"]) < end]
+    return {
+        "agency_code": agency_code, "date_from": date_from.isoformat(), "date_to": date_to.isoformat(),
+        "assigned": len(rows),
+        "acknowledged": sum(1 for a in rows if a["acknowledged_at"] or a["first_answer_at"]),
+        "answered": sum(1 for a in rows if a["first_answer_at"]),
+        "resolved": sum(1 for a in rows if a["resolved"]),
+        "within_first_response_deadline": _share_within(
+            ((_first(a["acknowledged_at"], a["first_answer_at"]), a["first_response_due"]) for a in rows), now),
+        "within_follow_up_deadline": _share_within(
+            ((a["first_answer_at"], a["follow_up_due"]) for a in rows), now),
+        "median_hours_to_first_answer": _median_hours((a["assigned_at"], a["first_answer_at"]) for a in rows),
+        "escalations": sum(a["escalations"] for a in rows),
+        "rejections": sum(1 for a in rows if a["rejected_at"]),
+    }
+
+
+def _first(*moments):
+    present = [m for m in moments if m]
+    return min(present, key=parse_iso) if present else None
+
+
+def agency_table(assignments: list[dict], now: datetime) -> list[dict]:
+    """One line per agency over every assignment given (the desk is never one: routing's
+    lifecycle names no lead while a complaint is at the desk)."""
+    by_agency: dict[str, list[dict]] = {}
+    for a in assignments:
+        if a["role"] == "lead":
+            by_agency.setdefault(a["agency_code"], []).append(a)
+    table = []
+    for code, rows in sorted(by_agency.items()):
+        far = date(1970, 1, 1), date(2999, 12, 31)
+        table.append(agency_performance(rows, code, far[0], far[1], now))
+    return sorted(table, key=lambda line: (-line["assigned"], line["agency_code"]))
+
+
+def trends(counts: list[dict], months: list[str]) -> dict:
+    """``counts``: rows of (month, category, region_code, n) → per month, by category and region."""
+    out = {m: {"total": 0, "by_category": {c: 0 for c in CATEGORIES}, "by_region": {}} for m in months}
+    for item in counts:
+        month = out.get(item["month"])
+        if month is None:
+            continue
+        month["total"] += item["n"]
+        month["by_category"][item["category"]] = month["by_category"].get(item["category"], 0) + item["n"]
+        region = item["region_code"] or UNKNOWN_REGION
+        month["by_region"][region] = month["by_region"].get(region, 0) + item["n"]
+    return out
+
+
+def last_months(year: int, month: int, count: int) -> list[str]:
+    keys = []
+    for _ in range(count):
+        keys.append(f"{year:04d}-{month:02d}")
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return list(reversed(keys))
+
+
+def nearing_deadline(rows: list[dict], now: datetime, within_hours: float = 24,
+                     overdue_days: float = 7) -> list[dict]:
+    """Open complaints whose next deadline falls within ``within_hours`` or passed less than
+    ``overdue_days`` ago (older misses have been escalated and belong to the agency table)."""
+    horizon, since = now + timedelta(hours=within_hours), now - timedelta(days=overdue_days)
+    found = [row for row in rows if row["public_status"] in OPEN_STATUSES and row["next_due_at"]
+             and since <= parse_iso(row["next_due_at"]) <= horizon]
+    return sorted(found, key=lambda row: parse_iso(row["next_due_at"]))
