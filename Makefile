@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test test-fast bench migrate clean
+.PHONY: setup run test test-fast lint bench migrate clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -23,12 +23,20 @@ run: setup
 migrate: setup
 	$(PY) -m shared.core.migrations upgrade
 
-test: setup
+test: lint
 	scripts/ensure-infra.sh broker postgres browser
 	$(PY) -m pytest
 
+# Unit and in-process interface tests: no broker, no database server; under a minute.
 test-fast: setup
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -m "(unit or interface) and not db"
+
+# The architecture and the style keep: layers and a framework-free core (import-linter), ruff,
+# and mypy (strict on every service's domain/ and on shared/core).
+lint: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	scripts/ensure-infra.sh broker postgres

@@ -38,3 +38,21 @@ def web_session():
     session = requests.Session()
     yield session
     session.close()
+
+
+# --- the test pyramid ------------------------------------------------------------------------------
+# A test's tier is its folder (tests/<tier>/…); `integration` holds the database contract tests and
+# is the `db` tier. A test of any folder that asks for PostgreSQL is also `db`, so the fast tier
+# (`make test-fast`: unit and interface, `-m "(unit or interface) and not db"`) needs no server.
+TIERS = {"unit": "unit", "interface": "interface", "integration": "db", "e2e": "e2e",
+         "faults": "faults", "fuzz": "fuzz", "security": "security", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = item.path.relative_to(config.rootpath).parts
+        tier = TIERS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
+        if "postgres_url" in getattr(item, "fixturenames", ()) and tier != "db":
+            item.add_marker(pytest.mark.db)

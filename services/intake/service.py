@@ -11,13 +11,11 @@ from marshmallow import ValidationError
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from shared.core import config
-from shared.core.errors import EXPECTED, NotFound, ValidationFailed
-from shared.core.events import Envelope, isoformat_utc, utc_now
+from shared.core.errors import EXPECTED, ValidationFailed
+from shared.core.events import Envelope
 from shared.core.text import check_unicode
 from shared.glue.http import BodyTooLarge, json_response, read_body, read_json, too_many_requests
 from shared.glue.providers import Consumer, RateLimit, Storage
@@ -27,13 +25,11 @@ from shared.glue.service_base import ServiceBase
 from shared.core.events import types as ev
 from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
-from services.intake.adapters import tables
 from services.intake.adapters.open311_web import Open311Endpoints
-from services.intake.domain.filing import file_new
+from services.intake.application.complaints import Complaints
 from services.intake.application.inbox import WebhookInbox, settings_from_env
 from services.intake.adapters.schemas import RpcComplaint, WebComplaint
-from services.intake.adapters.store import (build_store, find_by_external_ref, find_complaint, public_complaint,
-                                   record_new_complaint, remember_conversation, set_state)
+from services.intake.adapters.store import (build_store, find_complaint, remember_conversation, set_state)
 from services.intake.domain.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
 
 log = logging.getLogger("intake")
@@ -174,70 +170,15 @@ class IntakeService(Open311Endpoints, ServiceBase):
         return self._file(payload)
 
     def _file(self, payload: dict) -> dict:
-        database = self.store.database
-        external_ref = payload.get("external_ref")
-        if external_ref:
-            with database.read() as connection:
-                existing = find_by_external_ref(connection, external_ref)
-            if existing:
-                return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
-        new = file_new(payload, utc_now())
-        reply_to = payload.get("reply_to") or {}
-        psid = reply_to.get("psid")
-        try:
-            with database.transaction() as tx:
-                existing = find_by_external_ref(tx.connection, external_ref) if external_ref else None
-                if existing:
-                    return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
-                record_new_complaint(tx, new, psid=psid)
-                if psid and payload.get("channel") != "import":
-                    # The caller holds this Messenger conversation: the citizen's next messages
-                    # continue this complaint.
-                    remember_conversation(tx, str(reply_to["page_id"]), str(psid), new.complaint_id,
-                                          False, None)
-        except IntegrityError:
-            # The same external_ref filed at the same moment by another worker: the unique
-            # constraint let exactly one win; answer with that one.
-            if not external_ref:
-                raise
-            with database.read() as connection:
-                existing = find_by_external_ref(connection, external_ref)
-            if existing is None:
-                raise
-            return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
-        log.info("complaint filed", extra={"complaint_id": new.complaint_id})
-        return {"complaint_id": new.complaint_id, "tracking_code": new.tracking_code}
+        return Complaints(self.store).file(payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_complaint(self, complaint_id):
-        with self.store.database.read() as connection:
-            row = connection.execute(select(tables.complaints).where(
-                tables.complaints.c.complaint_id == str(complaint_id))).mappings().first()
-        if row is None:
-            raise NotFound(f"no complaint {complaint_id}")
-        return public_complaint(row)
+        return Complaints(self.store).get(complaint_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def reporter_contact(self, complaint_id, actor, reason):
-        if not actor or not str(actor).strip():
-            raise ValidationFailed("actor is required")
-        if not reason or len(str(reason).strip()) < 5:
-            raise ValidationFailed("a reason (at least 5 characters) is required and is recorded")
-        with self.store.database.transaction() as tx:
-            complaint = tx.execute(select(tables.complaints.c.complaint_id).where(
-                tables.complaints.c.complaint_id == str(complaint_id))).first()
-            if complaint is None:
-                raise NotFound(f"no complaint {complaint_id}")
-            tx.execute(tables.contact_audit.insert().values(
-                complaint_id=str(complaint_id), actor=str(actor), reason=str(reason),
-                at=isoformat_utc(utc_now())))
-            row = tx.execute(select(tables.reporters).where(
-                tables.reporters.c.complaint_id == str(complaint_id))).mappings().first()
-        log.info("reporter contact read by the desk", extra={"complaint_id": str(complaint_id)})
-        if row is None:
-            return {"complaint_id": str(complaint_id), "name": None, "phone": None, "email": None}
-        return {"complaint_id": str(complaint_id), "name": row["name"], "phone": row["phone"],
-                "email": row["email"]}
+        return Complaints(self.store).reporter_contact(complaint_id, actor, reason)
 
     @http("POST", "/api/complaints")
     def web_complaint(self, request):

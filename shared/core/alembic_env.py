@@ -3,6 +3,7 @@ database named by the config (or the service's configured URL) against the servi
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from alembic import context
 
@@ -12,7 +13,7 @@ from shared.core.db import make_engine
 GENERATION_TABLE = re.compile(r".*_g\d+$")
 
 
-def include_object(obj, name, type_, reflected, compare_to) -> bool:
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Reporting's projection generations (``complaints_g3`` …) are created and dropped at run
     time by its rebuild; migrations must leave them alone."""
     if type_ == "table" and GENERATION_TABLE.match(name or ""):

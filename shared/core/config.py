@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, overload
 
 SERVICES = ("intake", "routing", "notification", "reporting")
 EMITTING_SERVICES = ("intake", "routing", "notification")
@@ -22,7 +23,14 @@ class ConfigError(RuntimeError):
     """A required setting is missing or malformed; the message says which and how to fix it."""
 
 
+@overload
+def env(name: str, default: str) -> str: ...
+@overload
+def env(name: str, default: None = None) -> str | None: ...
+
+
 def env(name: str, default: str | None = None) -> str | None:
+    """The variable's value; unset or empty gives ``default`` (so a default makes it a ``str``)."""
     value = os.environ.get(name)
     return value if value not in (None, "") else default
 
@@ -110,7 +118,7 @@ def facebook_verify_token() -> str | None:
     return env("FACEBOOK_VERIFY_TOKEN")
 
 
-def nameko_config(service: str) -> dict:
+def nameko_config(service: str) -> dict[str, Any]:
     """The nameko container config for one service (each service runs in its own process, so
     WEB_SERVER_ADDRESS is that service's own address)."""
     return {

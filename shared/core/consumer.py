@@ -130,18 +130,18 @@ class EventConsumer:
             self._count_failure(source, envelope, error)
             raise
 
-    def handle_many(self, raws: list, source: str) -> dict[str, int]:
+    def handle_many(self, raws: list[Any], source: str) -> dict[str, int]:
         """Handle a page of pulled events in ONE transaction (catching up a long history is
         dominated by per-transaction cost): the same outcomes as ``handle`` one by one, each
         handler in its own savepoint. A handler that raises is rolled back alone and counted as
         a failure after the commit, exactly as ``handle`` would."""
         outcomes: dict[str, int] = {}
 
-        def count(outcome):
+        def count(outcome: str) -> None:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             metrics.EVENTS_HANDLED.labels(self.service, source, outcome).inc()
 
-        envelopes = []
+        envelopes: list[Envelope] = []
         for raw in raws:
             try:
                 envelopes.append(read_envelope(raw, source))
@@ -184,10 +184,10 @@ class EventConsumer:
                     outcome = "failed"
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             return outcomes
-        for envelope, error in failed:
+        for envelope, failure in failed:
             log.warning("handler for %s/%s failed: %s: %s", source, envelope.position,
-                        type(error).__name__, error)
-            self._count_failure(source, envelope, error)
+                        type(failure).__name__, failure)
+            self._count_failure(source, envelope, failure)
             count("failed")
         return outcomes
 
@@ -206,7 +206,7 @@ class EventConsumer:
                                 source=source, position=envelope.position)
             return "quarantined"
 
-    def replay(self, item: dict, actor: str) -> str:
+    def replay(self, item: dict[str, Any], actor: str) -> str:
         """Run a quarantined event's handler again (after a fix); the item is marked replayed
         only if the handler now succeeds."""
         raw = json.loads(item["payload"])
@@ -345,7 +345,7 @@ class CatchUp:
     """Pulls each source's log from the consumer's checkpoint until it has seen everything."""
 
     def __init__(self, consumer: EventConsumer, sources: Iterable[str],
-                 fetch: Callable[[str, int, int], list], page: int = 1000, batch: bool = False):
+                 fetch: Callable[[str, int, int], list[Any]], page: int = 1000, batch: bool = False):
         self.consumer = consumer
         self.sources = list(sources)
         self.fetch = fetch

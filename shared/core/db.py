@@ -13,10 +13,14 @@ import contextlib
 import json
 import logging
 import os
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import MetaData, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
+
+if TYPE_CHECKING:
+    from shared.core.events import Envelope
+    from shared.core.eventstore import EventStore, PendingEvent
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ def sqlite_busy_seconds() -> float:
     return float(os.environ.get("NTBCARE_SQLITE_BUSY_SECONDS", "30"))
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -37,7 +41,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection, _record):
+        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
             # Let SQLAlchemy's "begin" event decide how a transaction starts (see below).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -48,7 +52,7 @@ def make_engine(url: str, **kwargs) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):
+        def _sqlite_begin(connection: Connection) -> None:
             if connection.get_execution_options().get("readonly"):
                 connection.exec_driver_sql("BEGIN")
             else:
@@ -62,7 +66,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, json_serializer=_json_dumps, **kwargs)
 
 
-def _json_dumps(value) -> str:
+def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -72,12 +76,12 @@ class Transaction:
     def __init__(self, connection: Connection, database: "Database"):
         self.connection = connection
         self.database = database
-        self.appended: list = []
+        self.appended: list[Envelope] = []
 
-    def execute(self, *args, **kwargs):
+    def execute(self, *args: Any, **kwargs: Any) -> CursorResult[Any]:
         return self.connection.execute(*args, **kwargs)
 
-    def append(self, pending_events):
+    def append(self, pending_events: Iterable[PendingEvent]) -> list[Envelope]:
         if self.database.event_store is None:
             raise RuntimeError(f"{self.database.name} has no event store")
         envelopes = self.database.event_store.append(self.connection, pending_events)
@@ -89,13 +93,13 @@ class Database:
     """One service's database: its engine, its metadata, its event store, and hooks run after a
     commit that appended events (the outbox relay's wake-up call)."""
 
-    def __init__(self, name: str, url: str, metadata: MetaData, event_store=None):
+    def __init__(self, name: str, url: str, metadata: MetaData, event_store: EventStore | None = None):
         self.name = name
         self.url = url
         self.metadata = metadata
         self.engine = make_engine(url)
         self.event_store = event_store
-        self.after_commit_hooks: list[Callable[[list], None]] = []
+        self.after_commit_hooks: list[Callable[[list[Envelope]], None]] = []
 
     @property
     def dialect(self) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import (BigInteger, Column, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, func, select, text)
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from shared.core.events import Envelope, isoformat_utc, new_envelope, utc_now, validate_data
@@ -73,7 +73,7 @@ class EventStore:
         # What leaves the store (``events_since``, the relay) is at each type's latest version.
         # Stateless upcasters run here; a source whose upcasters need a complaint's history sets
         # ``lift_old(connection, events) -> events`` (routing does).
-        self.lift_old: Callable[[Connection, list[dict]], list[dict]] | None = None
+        self.lift_old: Callable[[Connection, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, connection: Connection, pending: Iterable[PendingEvent]) -> list[Envelope]:
@@ -127,11 +127,12 @@ class EventStore:
 
     # -- reading ---------------------------------------------------------------------------
     def current_version(self, connection: Connection, complaint_id: str) -> int:
-        return connection.execute(
+        version: int = connection.execute(
             select(func.coalesce(func.max(self.events.c.version), 0))
             .where(self.events.c.complaint_id == complaint_id)).scalar_one()
+        return version
 
-    def current_versions(self, connection: Connection, complaint_ids) -> dict[str, int]:
+    def current_versions(self, connection: Connection, complaint_ids: Iterable[str]) -> dict[str, int]:
         """The current version of each complaint (0 when it has none), in one query per 500 ids
         instead of one per complaint: a large append is dominated by these look-ups otherwise."""
         ids = list(complaint_ids)
@@ -149,29 +150,30 @@ class EventStore:
         return versions
 
     def last_position(self, connection: Connection) -> int:
-        return connection.execute(
+        position: int = connection.execute(
             select(func.coalesce(func.max(self.events.c.position), 0))).scalar_one()
+        return position
 
-    def events_since(self, connection: Connection, position: int, limit: int = MAX_PAGE) -> list[dict]:
+    def events_since(self, connection: Connection, position: int, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
         position, limit = int(position), max(0, min(int(limit), MAX_PAGE))
         rows = connection.execute(
             select(self.events).where(self.events.c.position > position)
             .order_by(self.events.c.position).limit(limit)).mappings()
         return self._current(connection, [self._to_dict(row) for row in rows])
 
-    def events_for(self, connection: Connection, complaint_id: str) -> list[dict]:
+    def events_for(self, connection: Connection, complaint_id: str) -> list[dict[str, Any]]:
         rows = connection.execute(
             select(self.events).where(self.events.c.complaint_id == complaint_id)
             .order_by(self.events.c.version)).mappings()
         return [self._to_dict(row) for row in rows]
 
-    def unpublished(self, connection: Connection, limit: int = 500) -> list[dict]:
+    def unpublished(self, connection: Connection, limit: int = 500) -> list[dict[str, Any]]:
         rows = connection.execute(
             select(self.events).join(self.outbox, self.outbox.c.position == self.events.c.position)
             .order_by(self.events.c.position).limit(limit)).mappings()
         return self._current(connection, [self._to_dict(row) for row in rows])
 
-    def _current(self, connection: Connection, events: list[dict]) -> list[dict]:
+    def _current(self, connection: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if all(is_current(event) for event in events):
             return events  # the everyday case: nothing recorded before an upgrade
         if self.lift_old is not None:
@@ -186,7 +188,7 @@ class EventStore:
         return connection.execute(select(func.count()).select_from(self.outbox)).scalar_one()
 
     @staticmethod
-    def _to_dict(row) -> dict:
+    def _to_dict(row: RowMapping) -> dict[str, Any]:
         envelope = dict(row)
         envelope["data"] = json.loads(envelope["data"])
         envelope["position"] = int(envelope["position"])

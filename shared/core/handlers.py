@@ -8,19 +8,25 @@ Framework-free: handlers are ``(tx, envelope)`` functions run by ``shared.core.c
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from shared.core.events.catalogue import SOURCES
 
+if TYPE_CHECKING:
+    from shared.core.consumer import Handler
+    from shared.core.store import ServiceStore
 
-def handles(*event_types: str) -> Callable:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles(*event_types: str) -> Callable[[F], F]:
     """Marks an ``EventHandlers`` method as the handler of these event types."""
     unknown = [event_type for event_type in event_types if event_type not in SOURCES]
     if unknown:
         raise ValueError(f"no event types {unknown} in the catalogue")
 
-    def mark(function):
-        function.handles = tuple(event_types)
+    def mark(function: F) -> F:
+        setattr(function, "handles", tuple(event_types))  # a plain function has no declared slot for it
         return function
     return mark
 
@@ -28,7 +34,7 @@ def handles(*event_types: str) -> Callable:
 class EventHandlers:
     """Base of a service's handler table: methods ``(tx, envelope)`` marked with ``@handles``."""
 
-    def __init__(self, store):
+    def __init__(self, store: ServiceStore):
         self.store = store
 
     @classmethod
@@ -53,5 +59,5 @@ class EventHandlers:
     def sources(cls) -> list[str]:
         return list(cls.subscriptions())
 
-    def table(self) -> dict[str, Callable]:
+    def table(self) -> dict[str, Handler]:
         return {event_type: getattr(self, name) for event_type, name in self._marked().items()}

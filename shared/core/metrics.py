@@ -7,7 +7,14 @@ are read when scraped.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from shared.core.consumer import EventConsumer
+    from shared.core.events import Envelope
+    from shared.core.store import ServiceStore
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,7 +42,7 @@ CONSUMER_LAG = Gauge("ntbcare_consumer_lag_events", "Highest position seen from 
 QUARANTINED = Gauge("ntbcare_quarantined_items", "Items waiting in quarantine", ["service"], registry=REGISTRY)
 
 
-def record_appended(service: str, envelopes) -> None:
+def record_appended(service: str, envelopes: Iterable[Envelope]) -> None:
     for envelope in envelopes:
         EVENTS_APPENDED.labels(service, envelope.event_type).inc()
         data = envelope.data
@@ -49,7 +56,7 @@ def record_appended(service: str, envelopes) -> None:
             SLA_BREACHES.labels(data.get("breach", "unknown")).inc()
 
 
-def render(store, consumer=None) -> tuple[bytes, str]:
+def render(store: ServiceStore, consumer: EventConsumer | None = None) -> tuple[bytes, str]:
     """Refresh the gauges from the database and return the exposition text."""
     service = store.name
     with store.database.read() as connection:

@@ -11,14 +11,20 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
+from sqlalchemy.engine import Engine
 
 from shared.core import config
+
+if TYPE_CHECKING:
+    from shared.core.db import Database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,7 +40,8 @@ def metadata_for(service: str) -> MetaData:
     """The service's full metadata: its own tables plus the event store, outbox, quarantine and
     consumer tables the shared store adds."""
     module = importlib.import_module(f"services.{service}.service")
-    return module.build_store("sqlite://").metadata
+    metadata: MetaData = module.build_store("sqlite://").metadata
+    return metadata
 
 
 def alembic_config(service: str, url: str) -> Config:
@@ -50,7 +57,7 @@ def head(service: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(service, "sqlite://")).get_current_head()
 
 
-def current(engine) -> str | None:
+def current(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -59,7 +66,7 @@ def upgrade(service: str, url: str | None = None, revision: str = "head") -> Non
     command.upgrade(alembic_config(service, url or config.database_url(service)), revision)
 
 
-def _has_tables(engine) -> bool:
+def _has_tables(engine: Engine) -> bool:
     from sqlalchemy import inspect
     return bool(set(inspect(engine).get_table_names()) - {"alembic_version"})
 
@@ -74,7 +81,7 @@ def auto_migrate_enabled() -> bool:
 _prepared: set[tuple[str, str]] = set()
 
 
-def prepare(service: str, database) -> None:
+def prepare(service: str, database: Database) -> None:
     """Called by each service on start, before it touches its tables. The runner's pre-flight and
     the service's storage both call it; the check (and any upgrade) runs once per process."""
     if (service, database.url) in _prepared:
@@ -83,7 +90,7 @@ def prepare(service: str, database) -> None:
     _prepared.add((service, database.url))
 
 
-def _check_or_upgrade(service: str, database) -> None:
+def _check_or_upgrade(service: str, database: Database) -> None:
     if not (migrations_dir(service) / "versions").is_dir():
         database.create_all()  # a service without revisions yet (development only)
         return

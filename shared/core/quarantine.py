@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 
 from shared.core.events import isoformat_utc, utc_now
 
@@ -48,13 +48,13 @@ class Quarantine:
             attempts=1))
         return int(result.inserted_primary_key[0])
 
-    def list(self, connection: Connection, limit: int = 100, include_replayed: bool = False) -> list[dict]:
+    def list(self, connection: Connection, limit: int = 100, include_replayed: bool = False) -> list[dict[str, Any]]:
         query = select(self.table).order_by(self.table.c.item_id).limit(max(1, min(int(limit), 1000)))
         if not include_replayed:
             query = query.where(self.table.c.state == "quarantined")
         return [self._public(row) for row in connection.execute(query).mappings()]
 
-    def get(self, connection: Connection, item_id: int) -> dict:
+    def get(self, connection: Connection, item_id: int) -> dict[str, Any]:
         row = connection.execute(select(self.table).where(self.table.c.item_id == int(item_id))).mappings().first()
         if row is None:
             raise QuarantineNotFound(f"no quarantined item {item_id}")
@@ -75,7 +75,7 @@ class Quarantine:
                                   .where(self.table.c.state == "quarantined")).scalar_one()
 
     @staticmethod
-    def _public(row) -> dict:
+    def _public(row: RowMapping) -> dict[str, Any]:
         # The payload may hold personal data (a webhook body): listings show its size only.
         return {
             "item_id": row["item_id"], "kind": row["kind"], "source": row["source"],

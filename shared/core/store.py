@@ -3,7 +3,9 @@ store, quarantine and consumer bookkeeping — built once per process. Framework
 ``Storage`` provider (``shared.glue.providers``) only hands it to workers."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
+
+from sqlalchemy import MetaData
 
 from shared.core import config, metrics, migrations
 from shared.core.consumer import consumer_tables
@@ -15,7 +17,7 @@ from shared.core.quarantine import Quarantine, quarantine_table
 class ServiceStore:
     """Everything a service keeps in its own database, built once per process."""
 
-    def __init__(self, name: str, metadata, emits_events: bool, url: str | None = None):
+    def __init__(self, name: str, metadata: MetaData, emits_events: bool, url: str | None = None):
         self.name = name
         self.metadata = metadata
         self.event_store = EventStore(name, metadata) if emits_events else None
@@ -31,6 +33,8 @@ class ServiceStore:
         for step in self.on_ready:
             step()
 
-    def events_since(self, position: int, limit: int = 1000) -> list[dict]:
+    def events_since(self, position: int, limit: int = 1000) -> list[dict[str, Any]]:
+        if self.event_store is None:  # callers ask only a service that emits events
+            raise RuntimeError(f"{self.name} has no event store")
         with self.database.read() as connection:
             return self.event_store.events_since(connection, position, limit)

@@ -15,7 +15,7 @@ def normalise(code: str) -> str:
     cleaned = "".join(ch for ch in str(code).upper() if ch.isalnum())
     if cleaned.startswith(PREFIX):
         cleaned = cleaned[len(PREFIX):]
-    cleaned = cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    cleaned = cleaned.translate(str.maketrans("OIL", "011"))
     if len(cleaned) != SYMBOLS or any(ch not in ALPHABET for ch in cleaned):
         return str(code).strip().upper()
     return f"{PREFIX}-{cleaned[:5]}-{cleaned[5:]}"

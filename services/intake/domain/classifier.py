@@ -13,7 +13,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -72,7 +72,8 @@ class _Place:
 
 def _load_yaml(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        data: dict[str, Any] = yaml.safe_load(fh)
+    return data
 
 
 def _regions_from_gazetteer() -> dict[str, str]:
@@ -90,7 +91,8 @@ class Classifier:
                  gazetteer_path: Path = GAZETTEER_FILE) -> None:
         from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
 
-        self._present: tuple | None = None  # (tokens, their written forms, their stems)
+        # (tokens, their written forms, their stems)
+        self._present: tuple[list[_Token], set[str], set[str]] | None = None
 
         rules = _load_yaml(keywords_path)
         gaz = _load_yaml(gazetteer_path)
@@ -149,7 +151,7 @@ class Classifier:
 
     # ---------------------------------------------------------------- loading
     @staticmethod
-    def _gazetteer_names(gaz: dict[str, Any]):
+    def _gazetteer_names(gaz: dict[str, Any]) -> Iterator[str]:
         for spec in gaz["regions"].values():
             yield spec["name"]
             yield from spec.get("aliases", ())
@@ -204,7 +206,7 @@ class Classifier:
     def _dedupe(patterns: list[_Pattern]) -> list[_Pattern]:
         # "penebangan" and "ditebang" share the stem "tebang": one word in the
         # text must not score twice, so keep the heaviest of such duplicates.
-        best: dict[tuple, _Pattern] = {}
+        best: dict[tuple[str, ...], _Pattern] = {}
         for p in patterns:
             key = tuple(stem or written for written, stem in p.words)
             if key not in best or p.weight > best[key].weight:
@@ -287,7 +289,7 @@ class Classifier:
         return tokens
 
     # --------------------------------------------------------------- matching
-    def _words_in(self, tokens: list[_Token]) -> tuple[set, set]:
+    def _words_in(self, tokens: list[_Token]) -> tuple[set[str], set[str]]:
         """The written forms and stems in ``tokens``, kept for the list being classified."""
         present = self._present
         if present is None or present[0] is not tokens:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.intake.domain.tracking import ALPHABET, normalise
 
@@ -95,7 +96,7 @@ def extended_text(previous: str, addition: str) -> str:
     return f"{previous}\n{addition}" if previous else addition
 
 
-def attachment_text(attachments: list[dict]) -> str:
+def attachment_text(attachments: list[dict[str, Any]]) -> str:
     """Stands in for the text of a message that is only photos/files (events need a text)."""
     kinds = ", ".join(dict.fromkeys(a.get("type", "file") for a in attachments)) or "file"
     return f"[lampiran: {kinds}]"

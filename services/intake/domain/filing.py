@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from shared.core.events import isoformat_utc, parse_iso
 from services.intake.domain.classifier import classify
@@ -16,11 +17,11 @@ from services.intake.domain.tracking import new_tracking_code
 class NewComplaint:
     complaint_id: str
     tracking_code: str
-    data: dict          # ComplaintFiled data
-    reporter: dict      # name/phone/email: stays in intake
+    data: dict[str, Any]      # ComplaintFiled data
+    reporter: dict[str, Any]  # name/phone/email: stays in intake
 
 
-def file_new(payload: dict, now: datetime, tracking_code: str | None = None) -> NewComplaint:
+def file_new(payload: dict[str, Any], now: datetime, tracking_code: str | None = None) -> NewComplaint:
     text = payload["text"].strip()
     found = classify(text)
     location = payload.get("location") or {}

@@ -14,7 +14,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from shared.core import reference
-from shared.core.events.catalogue import CATEGORIES
+from shared.core.reference import CATEGORIES
 
 SERVICE_NAMES = {
     "koperasi_umkm": ("Koperasi dan UMKM", "Koperasi, usaha mikro, kecil dan menengah"),
@@ -30,13 +30,13 @@ SERVICE_NAMES = {
 OPEN_STATUSES = frozenset(reference.OPEN_STATUSES)
 
 
-def services() -> list[dict]:
+def services() -> list[dict[str, Any]]:
     return [{"service_code": code, "service_name": SERVICE_NAMES[code][0], "description": SERVICE_NAMES[code][1],
              "metadata": False, "type": "realtime", "keywords": code.replace("_", ", "),
              "group": "NTBCare"} for code in CATEGORIES]
 
 
-def service_definition(code: str) -> dict | None:
+def service_definition(code: str) -> dict[str, Any] | None:
     if code not in CATEGORIES:
         return None
     return {"service_code": code, "attributes": []}
@@ -64,7 +64,7 @@ class ApiKeys:
         return found
 
 
-def complaint_from_request(form: dict, client: str) -> dict:
+def complaint_from_request(form: dict[str, Any], client: str) -> dict[str, Any]:
     """A POSTed Open311 request → the payload of intake's filing (channel ``open311``)."""
     text = (form.get("description") or "").strip()
     complaint: dict[str, Any] = {"text": text, "channel": "open311"}
@@ -89,9 +89,11 @@ def complaint_from_request(form: dict, client: str) -> dict:
     return complaint
 
 
-def request_view(status: dict) -> dict:
+def request_view(status: dict[str, Any]) -> dict[str, Any]:
     """reporting's public status of a complaint → an Open311 service request."""
     agencies = status.get("agencies") or []
+    category = status.get("category")
+    names = SERVICE_NAMES.get(category) if isinstance(category, str) else None
     public = status.get("status")
     notes = status.get("status_label") or public
     answers = status.get("answers") or []
@@ -101,8 +103,8 @@ def request_view(status: dict) -> dict:
         "service_request_id": status["tracking_code"],
         "status": "open" if public in OPEN_STATUSES else "closed",
         "status_notes": notes,
-        "service_name": SERVICE_NAMES.get(status.get("category"), (status.get("category"),))[0],
-        "service_code": status.get("category"),
+        "service_name": names[0] if names else category,
+        "service_code": category,
         "description": None,
         "agency_responsible": ", ".join(a.get("name") or a.get("code") for a in agencies) or None,
         "service_notice": None,
@@ -126,10 +128,11 @@ def definition_xml(code: str) -> bytes:
     top = ElementTree.Element("service_definition")
     ElementTree.SubElement(top, "service_code").text = code
     ElementTree.SubElement(top, "attributes")
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(top, encoding="utf-8")
+    body: bytes = ElementTree.tostring(top, encoding="utf-8")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body
 
 
-def to_xml(root: str, item: str, rows: list[dict]) -> bytes:
+def to_xml(root: str, item: str, rows: list[dict[str, Any]]) -> bytes:
     top = ElementTree.Element(root)
     for row in rows:
         element = ElementTree.SubElement(top, item)
@@ -143,8 +146,9 @@ def to_xml(root: str, item: str, rows: list[dict]) -> bytes:
                     sub.text = str(entry)
             elif value is not None:
                 child.text = str(value)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(top, encoding="utf-8")
+    body: bytes = ElementTree.tostring(top, encoding="utf-8")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + body
 
 
-def errors(code: int, description: str) -> list[dict]:
+def errors(code: int, description: str) -> list[dict[str, Any]]:
     return [{"code": code, "description": description}]

@@ -3,7 +3,9 @@ anyone may look up a complaint's public status with one; 10 random symbols of th
 alphabet give 50 bits. The format and its normalisation live in ``shared.core.tracking``."""
 import secrets
 
-from shared.core.tracking import ALPHABET, PREFIX, SYMBOLS, normalise  # noqa: F401 - re-exported
+from shared.core.tracking import ALPHABET, PREFIX, SYMBOLS, normalise
+
+__all__ = ["ALPHABET", "PREFIX", "SYMBOLS", "new_tracking_code", "normalise"]  # the format is re-exported
 
 
 def new_tracking_code() -> str:

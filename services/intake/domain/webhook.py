@@ -39,7 +39,7 @@ class MessengerMessage:
     psid: str
     mid: str
     text: str
-    attachments: list[dict]
+    attachments: list[dict[str, str]]
     sent_at: datetime           # Meta's ``timestamp``
 
 
@@ -52,7 +52,7 @@ class CommentChange:
     parent_id: str | None
     author_id: str | None
     text: str
-    attachments: list[dict]
+    attachments: list[dict[str, str]]
     created_at: datetime | None  # Meta's ``created_time``
 
 
@@ -69,12 +69,15 @@ class Problem:
     page_id: str | None = None
 
 
+Item = MessengerMessage | CommentChange | Ignored | Problem
+
+
 @dataclass
 class ParsedBody:
     """Items in delivery order, each with a one-item body it can be quarantined and replayed as."""
-    items: list = field(default_factory=list)
+    items: list[tuple[Item, Any]] = field(default_factory=list)
 
-    def add(self, item, one_item_body) -> None:
+    def add(self, item: Item, one_item_body: Any) -> None:
         self.items.append((item, one_item_body))
 
 
@@ -123,7 +126,7 @@ def _id(value: Any, what: str) -> str:
     return str(value).strip()
 
 
-def _attachments(raw: Any) -> list[dict]:
+def _attachments(raw: Any) -> list[dict[str, str]]:
     if raw in (None, []):
         return []
     if not isinstance(raw, list):
@@ -132,7 +135,8 @@ def _attachments(raw: Any) -> list[dict]:
     for item in raw:
         if not isinstance(item, dict):
             raise NotUnderstood("an attachment is not an object")
-        payload = item.get("payload") if isinstance(item.get("payload"), dict) else {}
+        raw_payload = item.get("payload")
+        payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
         url = payload.get("url") or item.get("url")
         kind = str(item.get("type") or "file")
         if isinstance(url, str) and url:
@@ -145,7 +149,7 @@ def _attachments(raw: Any) -> list[dict]:
     return kept
 
 
-def parse_messaging(page_id: str, event: Any):
+def parse_messaging(page_id: str, event: Any) -> MessengerMessage | Ignored:
     if not isinstance(event, dict):
         raise NotUnderstood("a messaging item is not an object")
     message = event.get("message")
@@ -161,7 +165,8 @@ def parse_messaging(page_id: str, event: Any):
         return Ignored(page_id, "echo")
     psid = _id((event.get("sender") or {}).get("id") if isinstance(event.get("sender"), dict) else None,
                "sender.id")
-    recipient = event.get("recipient") if isinstance(event.get("recipient"), dict) else {}
+    raw_recipient = event.get("recipient")
+    recipient: dict[str, Any] = raw_recipient if isinstance(raw_recipient, dict) else {}
     if recipient.get("id") is not None and str(recipient["id"]) != page_id:
         raise NotUnderstood("recipient.id is not the entry's Page")
     if psid == page_id:
@@ -176,7 +181,7 @@ def parse_messaging(page_id: str, event: Any):
     return MessengerMessage(page_id, psid, mid, text, attachments, meta_time(event.get("timestamp")))
 
 
-def parse_change(page_id: str, change: Any):
+def parse_change(page_id: str, change: Any) -> CommentChange | Ignored:
     if not isinstance(change, dict):
         raise NotUnderstood("a change is not an object")
     if change.get("field") != "feed":
@@ -191,7 +196,8 @@ def parse_change(page_id: str, change: Any):
         raise NotUnderstood(f"comment verb {verb!r}")
     if verb in ("hide", "unhide"):
         return Ignored(page_id, f"comment {verb}")
-    author = value.get("from") if isinstance(value.get("from"), dict) else {}
+    raw_author = value.get("from")
+    author: dict[str, Any] = raw_author if isinstance(raw_author, dict) else {}
     author_id = str(author["id"]) if author.get("id") is not None else None
     if author_id == page_id:
         return Ignored(page_id, "page_own_comment")
@@ -201,7 +207,7 @@ def parse_change(page_id: str, change: Any):
     if verb == "remove":
         return CommentChange(page_id, verb, comment_id, post_id, parent_id, author_id, "", [], None)
     text = _text(value.get("message"), "value.message")
-    attachments = []
+    attachments: list[dict[str, str]] = []
     photo = value.get("photo")
     if isinstance(photo, str) and photo:
         attachments.append({"type": "image", "url": photo})

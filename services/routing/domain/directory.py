@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
-from shared.core.events.catalogue import CATEGORIES, REGION_CODES
+from shared.core.reference import CATEGORIES, REGION_CODES
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "agencies.yaml"
 
@@ -57,7 +57,7 @@ class Directory:
         }
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping]) -> "Directory":
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> "Directory":
         return cls(_agency_from_record(record) for record in records)
 
     def _check(self) -> None:
@@ -116,7 +116,7 @@ class Directory:
         return self.get(code).supervisor
 
 
-def _agency_from_record(record: Mapping) -> Agency:
+def _agency_from_record(record: Mapping[str, Any]) -> Agency:
     code = record.get("code")
     if not isinstance(code, str) or not code.strip():
         raise DirectoryError(f"an agency without a code: {dict(record)!r}")

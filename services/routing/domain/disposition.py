@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from services.routing.domain.directory import Directory
 from services.routing.domain.rules import Decision
@@ -70,7 +70,7 @@ CONFIDENTIALITY_CHANGED = ev.COMPLAINT_CONFIDENTIALITY_CHANGED
 #: The actor of a confidentiality turned on by a text that reports an illegal levy.
 CLASSIFIER_ACTOR = "intake:classifier"
 
-NewEvent = tuple[str, dict]
+NewEvent = tuple[str, dict[str, Any]]
 
 
 class DomainError(Exception):
@@ -101,7 +101,7 @@ def _moment(value: Union[datetime, str]) -> datetime:
     return parse_iso(value) if isinstance(value, str) else value
 
 
-def _blank(value) -> bool:
+def _blank(value: Any) -> bool:
     return not isinstance(value, str) or not value.strip()
 
 
@@ -122,7 +122,7 @@ class Disposition:
         self.routed_at: Optional[datetime] = None
         self.due_at: dict[str, datetime] = {}
         self.escalated: set[str] = set()
-        self.dismissal: Optional[dict] = None
+        self.dismissal: Optional[dict[str, Any]] = None
         self.version = 0  # routing events applied: the expected version for the next append
 
     # --- building ------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class Disposition:
                    filed_at, desk_code)
 
     @classmethod
-    def replay(cls, events: Iterable[tuple[str, dict, Union[datetime, str]]],
+    def replay(cls, events: Iterable[tuple[str, dict[str, Any], Union[datetime, str]]],
                start: Optional["Disposition"] = None,
                desk_code: Optional[str] = None) -> "Disposition":
         """Rebuild from ``(event_type, data, occurred_at)`` in order. Without ``start`` the first
@@ -165,7 +165,7 @@ class Disposition:
         for event_type, data in new_events:
             self.apply(event_type, data, occurred_at)
 
-    def apply(self, event_type: str, data: dict, occurred_at: Union[datetime, str]) -> None:
+    def apply(self, event_type: str, data: dict[str, Any], occurred_at: Union[datetime, str]) -> None:
         handler = getattr(self, f"_on_{event_type}", None)
         if handler is None:
             raise ValueError(f"a disposition has no event {event_type!r}")
@@ -182,7 +182,7 @@ class Disposition:
             out.append((event_type, {**data, "lifecycle": lifecycle.snapshot()}))
         return out
 
-    def _on_ComplaintRouted(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintRouted(self, data: dict[str, Any], occurred_at: datetime) -> None:
         due = {name: parse_iso(value) for name, value in data["due_at"].items()}
         # A clock whose deadline did not move stays escalated; a moved one may escalate again.
         self.escalated = {name for name in self.escalated
@@ -193,27 +193,27 @@ class Disposition:
         self.due_at = due
         self.routed_at = occurred_at
 
-    def _on_ComplaintAcknowledged(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintAcknowledged(self, data: dict[str, Any], occurred_at: datetime) -> None:
         pass
 
-    def _on_ComplaintResponded(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintResponded(self, data: dict[str, Any], occurred_at: datetime) -> None:
         pass
 
-    def _on_ComplaintResolved(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintResolved(self, data: dict[str, Any], occurred_at: datetime) -> None:
         pass
 
-    def _on_ComplaintRejectedByAgency(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintRejectedByAgency(self, data: dict[str, Any], occurred_at: datetime) -> None:
         if self.lifecycle.at_desk_after_routing and data.get("due_at") is not None:
             self.due_at = {name: parse_iso(value) for name, value in data["due_at"].items()}
             self.escalated = set()
 
-    def _on_ComplaintEscalated(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintEscalated(self, data: dict[str, Any], occurred_at: datetime) -> None:
         self.escalated.add(data["breach"])
 
-    def _on_ComplaintDismissed(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintDismissed(self, data: dict[str, Any], occurred_at: datetime) -> None:
         self.dismissal = {k: v for k, v in data.items() if k != "lifecycle"}
 
-    def _on_ComplaintConfidentialityChanged(self, data: dict, occurred_at: datetime) -> None:
+    def _on_ComplaintConfidentialityChanged(self, data: dict[str, Any], occurred_at: datetime) -> None:
         pass
 
     # --- reading -------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Disposition:
         return (agency_code == self.desk_code or agency_code in self.lead_agencies
                 or agency_code in self.coordinating_agencies)
 
-    def progress_of(self, agency_code: str) -> dict:
+    def progress_of(self, agency_code: str) -> dict[str, Any]:
         """What one agency has done on the complaint: acknowledged, answered, resolved."""
         return self._state(agency_code)
 
@@ -273,7 +273,7 @@ class Disposition:
         return {clock: due for clock, due in self.due_at.items()
                 if clock not in self.escalated and not self._stopped(clock)}
 
-    def _state(self, code: str) -> dict:
+    def _state(self, code: str) -> dict[str, Any]:
         return self.lifecycle.progress_of(code)
 
     def _stopped(self, clock: str) -> bool:
@@ -299,7 +299,7 @@ class Disposition:
                               f"{self.tracking_code}")
 
     @staticmethod
-    def _require_text(value, what: str) -> None:
+    def _require_text(value: Any, what: str) -> None:
         if _blank(value):
             raise InvalidAction(f"{what} is required")
 
@@ -427,7 +427,7 @@ class Disposition:
         if self._state(agency_code)["resolved"]:
             raise InvalidAction(f"agency {agency_code!r} has already resolved its part of "
                                 f"complaint {self.tracking_code}; it can no longer reject it")
-        data = {"agency_code": agency_code, "reason": reason.strip(), "actor": actor}
+        data: dict[str, Any] = {"agency_code": agency_code, "reason": reason.strip(), "actor": actor}
         remaining = [code for code in self.lead_agencies if code != agency_code]
         events: list[NewEvent] = [(COMPLAINT_REJECTED, data)]
         if agency_code in self.lead_agencies:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import yaml
 
 from services.routing.domain.directory import Directory
-from shared.core.events.catalogue import CATEGORIES, PRIORITIES, REGION_CODES
+from shared.core.reference import CATEGORIES, PRIORITIES, REGION_CODES
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "rules.yaml"
 
@@ -108,14 +108,14 @@ class Rule:
 class RuleSet:
     rules: tuple[Rule, ...] = field(default_factory=tuple)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
 
     def __len__(self) -> int:
         return len(self.rules)
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping]) -> "RuleSet":
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> "RuleSet":
         rules = tuple(_rule_from_record(record) for record in records)
         seen: set[str] = set()
         for rule in rules:
@@ -132,7 +132,7 @@ class RuleSet:
                     raise RuleError(f"rule {rule.id!r}: unknown agency {code!r}")
 
 
-def _tuple_of_strings(rule_id: str, name: str, value) -> tuple[str, ...]:
+def _tuple_of_strings(rule_id: str, name: str, value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -142,7 +142,7 @@ def _tuple_of_strings(rule_id: str, name: str, value) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
-def _rule_from_record(record: Mapping) -> Rule:
+def _rule_from_record(record: Mapping[str, Any]) -> Rule:
     rule_id = record.get("id")
     if not isinstance(rule_id, str) or not rule_id.strip():
         raise RuleError(f"a rule without an id: {dict(record)!r}")
@@ -233,7 +233,9 @@ def decide(directory: Directory, rules: Iterable[Rule], category: str, region_co
             continue
         if not rule.matches(category, known_region, normalised, priority):
             continue
-        substitutions = {DISTRICT: district.code if district else None, DESK: desk}
+        substitutions = {DESK: desk}
+        if district is not None:  # (a rule naming {district} was skipped above when it is unknown)
+            substitutions[DISTRICT] = district.code
         lead = _unique(substitutions.get(code, code) for code in rule.lead)
         coordinating = _unique((substitutions.get(code, code) for code in rule.coordinating),
                                exclude=lead)

@@ -7,3 +7,6 @@ from shared.core.events.catalogue import (  # noqa: F401
     validate_data,
     validate_envelope,
 )
+
+__all__ = ["CATALOGUE", "Envelope", "InvalidEvent", "isoformat_utc", "new_envelope", "parse_iso", "schema_for",
+           "utc_now", "validate_data", "validate_envelope"]

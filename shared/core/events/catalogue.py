@@ -20,13 +20,16 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.core.events import types as ev
 from shared.core.events.envelope import parse_iso
 from shared.core.reference import CATEGORIES, PRIORITIES, PUBLIC_STATUSES, REGION_CODES, STAGE_WORDS
+
+if TYPE_CHECKING:  # imported where used at run time: lifecycle imports this package
+    from shared.core.events.lifecycle import Lifecycle
 
 CHANNELS = ("facebook_messenger", "facebook_comment", "web", "api", "import", "open311")
 BREACHES = ("triage", "first_response", "follow_up")
@@ -48,7 +51,7 @@ def _iso_utc(value: str) -> None:
         raise ValidationError(f"not an ISO 8601 time with zone: {error}") from None
 
 
-def IsoTime(**kwargs) -> fields.String:  # noqa: N802 - reads like a field class
+def IsoTime(**kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field class
     return fields.String(validate=_iso_utc, **kwargs)
 
 
@@ -84,7 +87,7 @@ class ReplyTo(Schema):
     post_id = fields.String(allow_none=True)
 
     @validates_schema
-    def _one_target(self, data, **kwargs):
+    def _one_target(self, data: dict[str, Any], **kwargs: Any) -> None:
         if bool(data.get("psid")) == bool(data.get("comment_id")):
             raise ValidationError("reply_to needs exactly one of psid or comment_id")
 
@@ -275,16 +278,16 @@ class NeedsHistory(Exception):
 class Upcaster:
     """Lifts ``data`` of version n to n+1. With ``needs_history`` it is called as
     ``lift(data, event_type, state)`` with the fold of the complaint's earlier events."""
-    lift: Callable[..., dict]
+    lift: Callable[..., dict[str, Any]]
     needs_history: bool = False
 
 
-def _amended_v1_to_v2(data: dict) -> dict:
+def _amended_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     data.setdefault("levy_reported", False)
     return data
 
 
-def _routing_v1_to_v2(data: dict, event_type: str, lifecycle) -> dict:
+def _routing_v1_to_v2(data: dict[str, Any], event_type: str, lifecycle: Lifecycle) -> dict[str, Any]:
     # ``lifecycle`` has folded the complaint's earlier routing events; fold this one too and
     # record the state it leaves, exactly as routing records it on a v2 event.
     after = lifecycle.copy()
@@ -341,11 +344,12 @@ def event_types_of(owner: str) -> tuple[str, ...]:
     return tuple(name for name, contract in CONTRACTS.items() if contract.owner == owner)
 
 
-def is_current(envelope: dict) -> bool:
-    return envelope["schema_version"] >= LATEST_VERSION.get(envelope["event_type"], 0)
+def is_current(envelope: dict[str, Any]) -> bool:
+    version: int = envelope["schema_version"]
+    return version >= LATEST_VERSION.get(envelope["event_type"], 0)
 
 
-def upcast(envelope: dict, state=None) -> dict:
+def upcast(envelope: dict[str, Any], state: Lifecycle | None = None) -> dict[str, Any]:
     """The envelope lifted to its type's latest version (a copy; the input is not changed).
     ``state`` is what a ``needs_history`` upcaster folds from; without it such an event raises
     ``NeedsHistory``."""
@@ -371,7 +375,7 @@ def upcast(envelope: dict, state=None) -> dict:
     return lifted
 
 
-def upcast_log(events: Iterable[dict], confidential: bool) -> list[dict]:
+def upcast_log(events: Iterable[dict[str, Any]], confidential: bool) -> list[dict[str, Any]]:
     """One complaint's routing events, in version order, each lifted to its latest version with
     the lifecycle folded from the ones before it (``confidential``: as filed)."""
     from shared.core.events.lifecycle import Lifecycle  # the fold routing records with
@@ -434,7 +438,7 @@ class EnvelopeSchema(Schema):
 _ENVELOPE_SCHEMA = EnvelopeSchema()
 
 
-def validate_envelope(raw: Any, expected_source: str | None = None) -> dict:
+def validate_envelope(raw: Any, expected_source: str | None = None) -> dict[str, Any]:
     """Check a received envelope completely; raise InvalidEvent with the reason otherwise."""
     if not isinstance(raw, dict):
         raise InvalidEvent("an event must be a JSON object")

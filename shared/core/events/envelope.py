@@ -54,7 +54,7 @@ class Envelope:
         return cls(**{name: raw[name] for name in cls.__dataclass_fields__})
 
 
-def _copy_json(value):
+def _copy_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _copy_json(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -64,6 +64,6 @@ def _copy_json(value):
     return value
 
 
-def new_envelope(**fields) -> Envelope:
+def new_envelope(**fields: Any) -> Envelope:
     fields.setdefault("event_id", str(uuid.uuid4()))
     return Envelope(**fields)

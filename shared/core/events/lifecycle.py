@@ -27,7 +27,7 @@ Pure: no framework, no clock, no I/O.
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from shared.core.events import types as ev
 from shared.core.reference import (
@@ -39,7 +39,7 @@ LEAD, COORDINATING, HANDED_BACK = "lead", "coordinating", "handed_back"
 TRIAGE, FIRST_RESPONSE, FOLLOW_UP = "triage", "first_response", "follow_up"
 
 
-def _part(role: str) -> dict:
+def _part(role: str) -> dict[str, Any]:
     return {"role": role, "acknowledged": False, "answered": False, "resolved": False}
 
 
@@ -50,7 +50,7 @@ class Lifecycle:
         self.confidential = bool(confidential)
         self.lead_agencies: list[str] = []
         self.coordinating_agencies: list[str] = []
-        self.parts: dict[str, dict] = {}
+        self.parts: dict[str, dict[str, Any]] = {}
         self.due_at: dict[str, str] = {}
         self.agency_names: dict[str, str] = {}
         self.routed = False
@@ -63,14 +63,14 @@ class Lifecycle:
 
     # --- folding -------------------------------------------------------------------------------
 
-    def apply(self, event_type: str, data: Mapping) -> None:
+    def apply(self, event_type: str, data: Mapping[str, Any]) -> None:
         fold = _FOLD.get(event_type)
         if fold is None:
             raise ValueError(f"{event_type!r} is not a routing event the lifecycle knows")
         fold(self, data)
         self._learn_names(data)
 
-    def _learn_names(self, data: Mapping) -> None:
+    def _learn_names(self, data: Mapping[str, Any]) -> None:
         # v2 events carry the names in their snapshot; v1 events carried them beside the codes.
         names = dict((data.get("lifecycle") or {}).get("agency_names") or {})
         names.update(data.get("agency_names") or {})
@@ -83,7 +83,7 @@ class Lifecycle:
         self.parts = {code: part for code, part in self.parts.items() if part["role"] == HANDED_BACK}
         self.at_desk_after_routing = True
 
-    def _routed(self, data: Mapping) -> None:
+    def _routed(self, data: Mapping[str, Any]) -> None:
         self.routed = True
         self.due_at = dict(data["due_at"])
         if TRIAGE in self.due_at:  # routed to (or held at) the desk: no agency has a part now
@@ -105,15 +105,15 @@ class Lifecycle:
                     part = self.parts[code] = _part(role)
                 part["role"] = role
 
-    def _acknowledged(self, data: Mapping) -> None:
+    def _acknowledged(self, data: Mapping[str, Any]) -> None:
         self._active_part(data["agency_code"])["acknowledged"] = True
 
-    def _responded(self, data: Mapping) -> None:
+    def _responded(self, data: Mapping[str, Any]) -> None:
         part = self._active_part(data["agency_code"])
         part["answered"] = True
         part["resolved"] = part["resolved"] or bool(data["resolved"])
 
-    def _rejected(self, data: Mapping) -> None:
+    def _rejected(self, data: Mapping[str, Any]) -> None:
         code = data["agency_code"]
         self.lead_agencies = [c for c in self.lead_agencies if c != code]
         self.coordinating_agencies = [c for c in self.coordinating_agencies if c != code]
@@ -123,19 +123,19 @@ class Lifecycle:
             self._keep_handed_back_only()
             self.due_at = dict(data.get("due_at") or {})
 
-    def _resolved(self, data: Mapping) -> None:
+    def _resolved(self, data: Mapping[str, Any]) -> None:
         self.closed = STAGE_RESOLVED
 
-    def _dismissed(self, data: Mapping) -> None:
+    def _dismissed(self, data: Mapping[str, Any]) -> None:
         self.closed = STAGE_DISMISSED
 
-    def _confidentiality(self, data: Mapping) -> None:
+    def _confidentiality(self, data: Mapping[str, Any]) -> None:
         self.confidential = bool(data["confidential"])
 
-    def _nothing(self, data: Mapping) -> None:
+    def _nothing(self, data: Mapping[str, Any]) -> None:
         pass
 
-    def _active_part(self, code: str) -> dict:
+    def _active_part(self, code: str) -> dict[str, Any]:
         part = self.parts.get(code)
         if part is None or part["role"] == HANDED_BACK:
             part = self.parts[code] = _part(LEAD if code in self.lead_agencies else COORDINATING)
@@ -168,7 +168,7 @@ class Lifecycle:
     def status(self) -> str:
         return STAGE_WORDS[self.stage]
 
-    def progress_of(self, code: str) -> dict:
+    def progress_of(self, code: str) -> dict[str, Any]:
         part = self.parts.get(code)
         if part is None or part["role"] == HANDED_BACK:
             return {"acknowledged": False, "answered": False, "resolved": False}
@@ -189,7 +189,7 @@ class Lifecycle:
             return {}
         return {clock: due for clock, due in self.due_at.items() if not self.stopped(clock)}
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         codes = sorted(self.parts)
         return {
             "status": self.status,

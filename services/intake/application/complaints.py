@@ -1,0 +1,88 @@
+"""Intake's use cases for complaints filed by other systems and the web form, each inside one
+unit of work: file one (idempotent on ``external_ref``), read what outside systems may see, and
+give the desk a reporter's contact with the access recorded."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from shared.core.errors import NotFound, ValidationFailed
+from shared.core.events import isoformat_utc, utc_now
+from shared.core.store import ServiceStore
+from services.intake.adapters import tables
+from services.intake.adapters.store import (find_by_external_ref, public_complaint, record_new_complaint,
+                                            remember_conversation)
+from services.intake.domain.filing import file_new
+
+log = logging.getLogger("intake")
+
+
+class Complaints:
+    def __init__(self, store: ServiceStore):
+        self.store = store
+
+    def file(self, payload: dict) -> dict:
+        database = self.store.database
+        external_ref = payload.get("external_ref")
+        if external_ref:
+            with database.read() as connection:
+                existing = find_by_external_ref(connection, external_ref)
+            if existing:
+                return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
+        new = file_new(payload, utc_now())
+        reply_to = payload.get("reply_to") or {}
+        psid = reply_to.get("psid")
+        try:
+            with database.transaction() as tx:
+                existing = find_by_external_ref(tx.connection, external_ref) if external_ref else None
+                if existing:
+                    return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
+                record_new_complaint(tx, new, psid=psid)
+                if psid and payload.get("channel") != "import":
+                    # The caller holds this Messenger conversation: the citizen's next messages
+                    # continue this complaint.
+                    remember_conversation(tx, str(reply_to["page_id"]), str(psid), new.complaint_id,
+                                          False, None)
+        except IntegrityError:
+            # The same external_ref filed at the same moment by another worker: the unique
+            # constraint let exactly one win; answer with that one.
+            if not external_ref:
+                raise
+            with database.read() as connection:
+                existing = find_by_external_ref(connection, external_ref)
+            if existing is None:
+                raise
+            return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
+        log.info("complaint filed", extra={"complaint_id": new.complaint_id})
+        return {"complaint_id": new.complaint_id, "tracking_code": new.tracking_code}
+
+    def get(self, complaint_id) -> dict:
+        with self.store.database.read() as connection:
+            row = connection.execute(select(tables.complaints).where(
+                tables.complaints.c.complaint_id == str(complaint_id))).mappings().first()
+        if row is None:
+            raise NotFound(f"no complaint {complaint_id}")
+        return public_complaint(row)
+
+    def reporter_contact(self, complaint_id, actor, reason) -> dict:
+        if not actor or not str(actor).strip():
+            raise ValidationFailed("actor is required")
+        if not reason or len(str(reason).strip()) < 5:
+            raise ValidationFailed("a reason (at least 5 characters) is required and is recorded")
+        with self.store.database.transaction() as tx:
+            complaint = tx.execute(select(tables.complaints.c.complaint_id).where(
+                tables.complaints.c.complaint_id == str(complaint_id))).first()
+            if complaint is None:
+                raise NotFound(f"no complaint {complaint_id}")
+            tx.execute(tables.contact_audit.insert().values(
+                complaint_id=str(complaint_id), actor=str(actor), reason=str(reason),
+                at=isoformat_utc(utc_now())))
+            row = tx.execute(select(tables.reporters).where(
+                tables.reporters.c.complaint_id == str(complaint_id))).mappings().first()
+        log.info("reporter contact read by the desk", extra={"complaint_id": str(complaint_id)})
+        if row is None:
+            return {"complaint_id": str(complaint_id), "name": None, "phone": None, "email": None}
+        return {"complaint_id": str(complaint_id), "name": row["name"], "phone": row["phone"],
+                "email": row["email"]}
