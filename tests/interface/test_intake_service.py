@@ -1,0 +1,629 @@
+"""Intake's interface tier: every entrypoint of ``IntakeService`` (its RPC methods, Meta's webhook,
+the web form, the Open311 routes, health and metrics, the event handlers and the timers) driven
+in-process on a SQLite file — no broker, no database server.
+
+The worker comes from nameko's ``worker_factory`` with real dependencies: intake's own
+``ServiceStore`` (migrated), the real ``ConsumerApi`` over an ``EventConsumer`` built from
+``IntakeHandlers``, the real Open311 settings and rate limiter. Only what needs a broker is a
+fake: the outbox relay and the ``reporting`` RPC proxy. Each test asserts what the caller gets
+(result, status, body) and what intake recorded (its event log, tables, quarantine), including
+the refusals. ``test_every_intake_entrypoint_has_an_interface_test`` fails when an entrypoint is
+added without a test here.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+import pytest
+from nameko.exceptions import UnknownService
+
+from shared.core.errors import NotFound, ValidationFailed
+from shared.core.events.catalogue import CATEGORIES
+from shared.core.store import ServiceStore
+from shared.glue.providers import RateLimit
+from services.intake.adapters import tables
+from services.intake.adapters.open311_web import Open311Settings
+from services.intake.adapters.store import build_store
+from services.intake.application.inbox import WebhookInbox, settings_from_env
+from services.intake.domain.webhook import SIGNATURE_HEADER
+from services.intake.service import WEB_RATE_DEFAULT, WEB_RATE_VARIABLE, IntakeHandlers, IntakeService
+from tests.interface.harness import (FakeRelay, SourceLog, check_coverage, consumer_api, covers, instrument,
+                                     json_of, real_dependencies, request, rows, text_of)
+from tests.support import facebook as fb
+from tests.support import lifecycle
+
+PAGE, OTHER_PAGE = "100000000000001", "200000000000002"
+APP_SECRET, VERIFY_TOKEN = "interface-app-secret", "interface-verify-token"
+OPEN311_CLIENT, OPEN311_KEY = "kota-mataram", "open311-key-of-mataram"
+ROAD = {"text": "Jalan provinsi rusak parah di Praya, banyak lubang", "category": "infrastruktur",
+        "location": {"region_code": "5202"}}
+REPORTER = {"name": "Ani Lestari", "phone": "+62 812 3456 7890", "email": "ani@example.org"}
+
+
+class FakeReporting:
+    """The ``reporting`` RPC proxy as Open311's status reads use it, answering from ``statuses``
+    (tracking code → reporting's public status); ``failure`` makes every call raise it."""
+
+    def __init__(self):
+        self.statuses: dict[str, dict] = {}
+        self.calls: list[tuple] = []
+        self.failure: Exception | None = None
+
+    def find_complaints(self, filters):
+        self.calls.append(("find_complaints", filters))
+        if self.failure:
+            raise self.failure
+        wanted = filters.get("tracking_codes")
+        return [s for code, s in self.statuses.items() if wanted is None or code in wanted]
+
+    def complaint_status(self, tracking_code):
+        self.calls.append(("complaint_status", tracking_code))
+        if self.failure:
+            raise self.failure
+        if tracking_code not in self.statuses:
+            raise NotFound(f"no complaint {tracking_code}")
+        return self.statuses[tracking_code]
+
+
+@dataclass
+class Intake:
+    worker: IntakeService
+    store: ServiceStore
+    reporting: FakeReporting
+    routing_log: SourceLog        # what routing recorded, for pushes and catch-up
+    notification_log: SourceLog
+
+    def log(self, event_type: str | None = None) -> list[dict]:
+        return [e for e in self.worker.events_since(0) if event_type in (None, e["event_type"])]
+
+    def file(self, **overrides) -> dict:
+        return self.worker.file_complaint({**ROAD, **overrides})
+
+    def webhook(self, body: dict, *, secret: str = APP_SECRET, raw: bytes | None = None):
+        raw = raw if raw is not None else json.dumps(body, separators=(",", ":")).encode()
+        return self.worker.facebook_webhook(request(
+            "POST", "/webhooks/facebook", data=raw, content_type="application/json",
+            headers={SIGNATURE_HEADER: fb.signature(raw, secret)}))
+
+
+@pytest.fixture
+def intake(tmp_path, monkeypatch, called):
+    monkeypatch.setenv("FACEBOOK_APP_SECRET", APP_SECRET)
+    monkeypatch.setenv("FACEBOOK_VERIFY_TOKEN", VERIFY_TOKEN)
+    monkeypatch.setenv("FACEBOOK_PAGES", f"{PAGE}:page-token")
+    monkeypatch.setenv("OPEN311_API_KEYS", f"{OPEN311_CLIENT}:{OPEN311_KEY}")
+    monkeypatch.setenv("INTAKE_STATUS_URL", "https://status.example/aduan/{tracking_code}")
+    store = build_store(f"sqlite:///{tmp_path / 'intake.db'}")
+    store.prepare()
+    routing_log, notification_log = SourceLog("routing"), SourceLog("notification")
+    web_rate_limit = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
+    web_rate_limit.setup()
+    open311_settings = Open311Settings()
+    open311_settings.setup()
+    reporting = FakeReporting()
+    worker = real_dependencies(
+        IntakeService, store=store, relay=FakeRelay(), reporting=reporting,
+        consumer=consumer_api(store, IntakeHandlers, {"routing": routing_log, "notification": notification_log}),
+        web_rate_limit=web_rate_limit.limiter, open311_settings=open311_settings)
+    yield Intake(instrument(worker, called), store, reporting, routing_log, notification_log)
+    store.database.dispose()
+
+
+def limited(monkeypatch, variable: str, per_minute: int):
+    """A fresh rate limit of ``per_minute`` as the providers build it from the environment."""
+    monkeypatch.setenv(variable, str(per_minute))
+    if variable == WEB_RATE_VARIABLE:
+        provider = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
+        provider.setup()
+        return provider.limiter
+    settings = Open311Settings()
+    settings.setup()
+    return settings
+
+
+def test_every_intake_entrypoint_has_an_interface_test():
+    check_coverage(IntakeService, sys.modules[__name__])
+
+
+# --- RPC -----------------------------------------------------------------------------------------
+
+@covers("file_complaint", "events_since", "get_complaint")
+def test_file_complaint_records_the_complaint_and_keeps_the_reporter_out_of_the_event(intake):
+    filed = intake.file(reporter=REPORTER)
+
+    [event] = intake.log()
+    assert (event["event_type"], event["complaint_id"], event["position"]) == (
+        "ComplaintFiled", filed["complaint_id"], 1)
+    data = event["data"]
+    assert (data["tracking_code"], data["channel"], data["category"], data["region_code"]) == (
+        filed["tracking_code"], "api", "infrastruktur", "5202")
+    assert "Ani Lestari" not in json.dumps(event) and "812" not in json.dumps(event)
+    [reporter] = rows(intake.store, tables.reporters)
+    assert (reporter["complaint_id"], reporter["name"], reporter["email"]) == (
+        filed["complaint_id"], "Ani Lestari", "ani@example.org")
+
+    complaint = intake.worker.get_complaint(filed["complaint_id"])
+    assert (complaint["tracking_code"], complaint["open"], complaint["confidential"]) == (
+        filed["tracking_code"], True, False)
+    assert "reporter" not in complaint and "name" not in complaint
+
+
+@covers("file_complaint", "events_since")
+def test_file_complaint_with_the_same_external_ref_answers_the_first_filing(intake):
+    first = intake.file(external_ref="simpel:2024/881")
+    again = intake.file(external_ref="simpel:2024/881", text="Isi yang dikirim ulang oleh sistem lain")
+    assert again == first
+    assert len(intake.worker.events_since(0)) == 1
+
+
+@pytest.mark.parametrize("complaint, field", [
+    ({"text": "rusak"[:3]}, "text"),                                          # too short
+    ({"text": "Jalan rusak di desa kami", "category": "cuaca"}, "category"),
+    ({"text": "Jalan rusak di desa kami", "channel": "import"}, "received_at"),  # imports say when
+    ({"text": "Jalan rusak di desa kami", "reporter": {"phone": "bukan nomor"}}, "reporter"),
+    ({"text": "Jalan rusak di desa kami", "reply_to": {"page_id": PAGE}}, "reply_to"),
+    ("not a complaint", "text"),
+])
+@covers("file_complaint", "events_since")
+def test_file_complaint_refuses_malformed_input_and_records_nothing(intake, complaint, field):
+    with pytest.raises(ValidationFailed) as refused:
+        intake.worker.file_complaint(complaint)
+    assert field in str(refused.value)
+    assert intake.worker.events_since(0) == [] and rows(intake.store, tables.complaints) == []
+
+
+@covers("file_complaint")
+def test_file_complaint_refuses_text_no_database_can_store(intake):
+    with pytest.raises(ValidationFailed):
+        intake.worker.file_complaint({"text": "Jalan rusak \ud800 di desa kami"})
+    assert rows(intake.store, tables.complaints) == []
+
+
+@covers("events_since")
+def test_events_since_pages_through_the_log_in_order(intake):
+    ids = [intake.file(text=f"Jalan provinsi rusak nomor {n} di Praya")["complaint_id"] for n in range(3)]
+    assert [e["complaint_id"] for e in intake.worker.events_since(0)] == ids
+    assert [e["position"] for e in intake.worker.events_since(1, limit=1)] == [2]
+    assert intake.worker.events_since(3) == []
+
+
+@covers("get_complaint")
+def test_get_complaint_of_an_unknown_id_is_not_found(intake):
+    with pytest.raises(NotFound):
+        intake.worker.get_complaint("00000000-0000-0000-0000-000000000000")
+
+
+@covers("reporter_contact")
+def test_reporter_contact_is_given_to_a_named_actor_with_a_reason_and_audited(intake):
+    with_reporter = intake.file(reporter=REPORTER)["complaint_id"]
+    anonymous = intake.file(text="Lampu jalan provinsi mati di Praya")["complaint_id"]
+
+    contact = intake.worker.reporter_contact(with_reporter, "desk:sari", "Menanyakan lokasi persisnya")
+    assert contact == {"complaint_id": with_reporter, "name": "Ani Lestari", "phone": "+62 812 3456 7890",
+                       "email": "ani@example.org"}
+    assert intake.worker.reporter_contact(anonymous, "desk:sari", "Menanyakan lokasi") == {
+        "complaint_id": anonymous, "name": None, "phone": None, "email": None}
+    audit = rows(intake.store, tables.contact_audit)
+    assert [(a["complaint_id"], a["actor"], a["reason"]) for a in audit] == [
+        (with_reporter, "desk:sari", "Menanyakan lokasi persisnya"),
+        (anonymous, "desk:sari", "Menanyakan lokasi")]
+
+
+@pytest.mark.parametrize("actor, reason, refusal", [
+    ("", "Menanyakan lokasi", ValidationFailed),
+    ("   ", "Menanyakan lokasi", ValidationFailed),
+    ("desk:sari", "ok", ValidationFailed),            # a reason of at least 5 characters
+    ("desk:sari", None, ValidationFailed),
+])
+@covers("reporter_contact")
+def test_reporter_contact_is_refused_without_actor_or_reason_and_nothing_is_audited(intake, actor, reason,
+                                                                                    refusal):
+    complaint_id = intake.file(reporter=REPORTER)["complaint_id"]
+    with pytest.raises(refusal):
+        intake.worker.reporter_contact(complaint_id, actor, reason)
+    assert rows(intake.store, tables.contact_audit) == []
+
+
+@covers("reporter_contact")
+def test_reporter_contact_of_an_unknown_complaint_is_not_found_and_not_audited(intake):
+    with pytest.raises(NotFound):
+        intake.worker.reporter_contact("00000000-0000-0000-0000-000000000000", "desk:sari", "Menanyakan lokasi")
+    assert rows(intake.store, tables.contact_audit) == []
+
+
+# --- quarantine -----------------------------------------------------------------------------------
+
+@covers("on_complaint_resolved", "quarantined", "replay_quarantined")
+def test_an_unreadable_pushed_event_is_quarantined_listed_without_payload_and_stays_so_on_replay(intake):
+    complaint_id = intake.file()["complaint_id"]
+    broken = intake.routing_log.append("ComplaintResolved", complaint_id, {"actor": "dpupr:budi"})  # no lifecycle
+    intake.worker.on_complaint_resolved(broken)
+
+    [item] = intake.worker.quarantined()
+    assert (item["kind"], item["source"], item["position"], item["state"]) == ("event", "routing", 1, "quarantined")
+    assert "lifecycle" in item["reason"] and "payload" not in item and item["payload_bytes"] > 0
+    assert intake.worker.get_complaint(complaint_id)["open"] is True
+
+    assert intake.worker.replay_quarantined(item["item_id"], "ops:ani") == {
+        "item_id": item["item_id"], "outcome": "still_quarantined"}
+    [again] = intake.worker.quarantined()
+    assert (again["attempts"], again["replayed_by"]) == (2, "ops:ani")
+
+
+@covers("replay_quarantined")
+def test_replay_quarantined_refuses_without_actor_or_for_an_unknown_item(intake):
+    with pytest.raises(ValidationFailed):
+        intake.worker.replay_quarantined(1, " ")
+    with pytest.raises(NotFound):
+        intake.worker.replay_quarantined(999, "ops:ani")
+
+
+@covers("facebook_webhook", "quarantined", "replay_quarantined")
+def test_a_message_to_an_unconfigured_page_is_quarantined_then_replayed_once_configured(intake, monkeypatch):
+    psid = fb.new_psid()
+    body = fb.page_body(fb.messaging_entry(OTHER_PAGE, fb.text_message(
+        OTHER_PAGE, psid, "Jembatan desa putus di Sumbawa")))
+    assert intake.webhook(body).status_code == 200
+    [item] = intake.worker.quarantined()
+    assert (item["kind"], item["source"]) == ("webhook", "facebook") and "not configured" in item["reason"]
+    assert intake.log() == []
+
+    monkeypatch.setenv("FACEBOOK_PAGES", f"{PAGE}:page-token,{OTHER_PAGE}:second-token")
+    assert intake.worker.replay_quarantined(item["item_id"], "ops:ani")["outcome"] == "replayed"
+    [filed] = intake.log("ComplaintFiled")
+    assert filed["data"]["channel"] == "facebook_messenger"
+    assert filed["data"]["reply_to"] == {"page_id": OTHER_PAGE, "psid": psid}
+    assert intake.worker.quarantined() == []
+    assert intake.worker.replay_quarantined(item["item_id"], "ops:ani")["outcome"] == "already_replayed"
+    assert len(intake.log("ComplaintFiled")) == 1
+
+
+# --- Meta's webhook ---------------------------------------------------------------------------------
+
+@covers("facebook_verify")
+def test_facebook_verify_echoes_the_challenge_only_for_the_verify_token(intake, monkeypatch):
+    def verify(**args):
+        return intake.worker.facebook_verify(request("GET", "/webhooks/facebook", query=args))
+
+    accepted = verify(**{"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"})
+    assert (accepted.status_code, text_of(accepted), accepted.mimetype) == (200, "1158201444", "text/plain")
+    assert verify(**{"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}).status_code == 403
+    assert verify(**{"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN}).status_code == 403
+    assert verify(**{"hub.mode": "subscribe", "hub.challenge": "1"}).status_code == 403
+    monkeypatch.delenv("FACEBOOK_VERIFY_TOKEN")
+    assert verify(**{"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "1"}).status_code == 403
+
+
+@covers("facebook_webhook")
+def test_facebook_webhook_stores_a_signed_body_and_files_its_message_once(intake):
+    psid = fb.new_psid()
+    body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, psid, "Sampah menumpuk di pasar Praya"),
+                                           fb.delivery(PAGE, psid)))
+    response = intake.webhook(body)
+    assert (response.status_code, text_of(response)) == (200, "EVENT_RECEIVED")
+    [stored] = rows(intake.store, tables.webhook_inbox)
+    assert stored["state"] == "processed" and json.loads(stored["outcome"]) == {"filed": 1, "ignored": 1}
+    [filed] = intake.log("ComplaintFiled")
+    assert filed["data"]["channel"] == "facebook_messenger" and "Sampah" in filed["data"]["text"]
+    [conversation] = rows(intake.store, tables.conversations)
+    assert (conversation["psid"], conversation["complaint_id"]) == (psid, filed["complaint_id"])
+
+    assert intake.webhook(body).status_code == 200     # Meta delivers it again
+    assert len(intake.log("ComplaintFiled")) == 1
+    assert json.loads(rows(intake.store, tables.webhook_inbox)[1]["outcome"]) == {"duplicate": 1, "ignored": 1}
+
+
+@covers("facebook_webhook")
+def test_facebook_webhook_refuses_forged_unsigned_and_oversized_bodies_and_stores_nothing(intake):
+    body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Jalan rusak")))
+    assert intake.webhook(body, secret="someone-else").status_code == 403
+    unsigned = intake.worker.facebook_webhook(request("POST", "/webhooks/facebook", json_body=body))
+    assert (unsigned.status_code, text_of(unsigned)) == (403, "forbidden")
+    oversized = intake.webhook({}, raw=b"{" + b" " * (1024 * 1024) + b"}")
+    assert oversized.status_code == 413
+    assert rows(intake.store, tables.webhook_inbox) == [] and intake.log() == []
+
+
+# --- the web form -------------------------------------------------------------------------------------
+
+@covers("web_complaint")
+def test_web_complaint_files_on_the_web_channel_and_answers_with_the_status_url(intake):
+    response = intake.worker.web_complaint(request("POST", "/api/complaints", json_body={
+        **ROAD, "reporter": REPORTER, "channel": "import"}))   # a citizen cannot choose the channel
+    assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
+    body = json_of(response)
+    assert body["status_url"] == f"https://status.example/aduan/{body['tracking_code']}"
+    [filed] = intake.log("ComplaintFiled")
+    assert (filed["complaint_id"], filed["data"]["channel"]) == (body["complaint_id"], "web")
+    assert rows(intake.store, tables.reporters)[0]["name"] == "Ani Lestari"
+
+
+@pytest.mark.parametrize("raw, status, error", [
+    (b"{not json", 400, "body is not JSON"),
+    (json.dumps({"text": "abc"}).encode(), 400, "invalid complaint"),
+    (json.dumps({"text": "Jalan rusak", "location": {"region_code": "9999"}}).encode(), 400, "invalid complaint"),
+    (json.dumps({"text": "x" * 300_000}).encode(), 413, "body over"),
+])
+@covers("web_complaint")
+def test_web_complaint_refuses_bad_bodies_and_records_nothing(intake, raw, status, error):
+    response = intake.worker.web_complaint(request("POST", "/api/complaints", data=raw,
+                                                   content_type="application/json"))
+    assert response.status_code == status and error in json_of(response)["error"]
+    assert intake.log() == []
+
+
+@covers("web_complaint")
+def test_web_complaint_is_rate_limited_per_client_address(intake, monkeypatch):
+    intake.worker.web_rate_limit = limited(monkeypatch, WEB_RATE_VARIABLE, 1)
+
+    def post(address):
+        return intake.worker.web_complaint(request("POST", "/api/complaints", json_body=ROAD, remote_addr=address))
+
+    assert post("198.51.100.1").status_code == 201
+    refused = post("198.51.100.1")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert json_of(refused)["retry_after_seconds"] >= 1
+    assert post("198.51.100.2").status_code == 201
+    assert len(intake.log("ComplaintFiled")) == 2
+
+
+# --- Open311 ------------------------------------------------------------------------------------------
+
+@covers("open311_services")
+def test_open311_services_lists_every_category_in_json_and_xml(intake):
+    as_json = intake.worker.open311_services(request("GET", "/open311/v2/services.json"), "json")
+    assert as_json.status_code == 200
+    assert [s["service_code"] for s in json_of(as_json)] == list(CATEGORIES)
+    as_xml = intake.worker.open311_services(request("GET", "/open311/v2/services.xml"), "xml")
+    assert as_xml.content_type.startswith("text/xml")
+    assert text_of(as_xml).count("<service>") == len(CATEGORIES) and "<services>" in text_of(as_xml)
+    assert intake.worker.open311_services(request("GET", "/open311/v2/services.csv"), "csv").status_code == 404
+
+
+@covers("open311_service_definition")
+def test_open311_service_definition_of_a_known_and_an_unknown_code(intake):
+    def definition(code, fmt):
+        return intake.worker.open311_service_definition(
+            request("GET", f"/open311/v2/services/{code}.{fmt}"), code, fmt)
+
+    assert json_of(definition("pungli", "json")) == {"service_code": "pungli", "attributes": []}
+    xml = definition("pungli", "xml")
+    assert xml.status_code == 200 and "<service_code>pungli</service_code>" in text_of(xml)
+    unknown = definition("cuaca", "json")
+    assert unknown.status_code == 404 and json_of(unknown)[0]["code"] == 404
+    assert definition("pungli", "html").status_code == 404
+
+
+@covers("open311_create")
+def test_open311_create_files_for_the_client_of_the_api_key(intake):
+    response = intake.worker.open311_create(request("POST", "/open311/v2/requests.json", data={
+        "api_key": OPEN311_KEY, "service_code": "infrastruktur", "service_request_id": "MTR-77",
+        "description": "Jalan provinsi berlubang di depan pasar Praya", "first_name": "Ani",
+        "last_name": "Lestari", "email": "ani@example.org", "lat": "-8.71", "long": "116.27"}), "json")
+    assert response.status_code == 201
+    [answer] = json_of(response)
+    [filed] = intake.log("ComplaintFiled")
+    assert answer["service_request_id"] == filed["data"]["tracking_code"]
+    assert (filed["data"]["channel"], filed["data"]["category"], filed["data"]["external_ref"]) == (
+        "open311", "infrastruktur", f"open311:{OPEN311_CLIENT}:MTR-77")
+    assert rows(intake.store, tables.reporters)[0]["name"] == "Ani Lestari"
+
+
+@pytest.mark.parametrize("form, status", [
+    ({"description": "Jalan provinsi berlubang di Praya"}, 403),                       # no api_key
+    ({"api_key": "guessed", "description": "Jalan provinsi berlubang di Praya"}, 403),
+    ({"api_key": OPEN311_KEY, "description": "abc"}, 400),                              # too short
+    ({"api_key": OPEN311_KEY, "description": "Jalan rusak di Praya", "service_code": "cuaca"}, 400),
+])
+@covers("open311_create")
+def test_open311_create_refuses_without_a_key_or_with_an_invalid_request(intake, form, status):
+    response = intake.worker.open311_create(request("POST", "/open311/v2/requests.xml", data=form), "xml")
+    assert response.status_code == status and "<errors>" in text_of(response)
+    assert intake.log() == []
+
+
+def status_of(tracking_code: str) -> dict:
+    """reporting's public status of a complaint, as ``complaint_status`` answers it."""
+    return {"tracking_code": tracking_code, "status": "diproses", "status_label": "Sedang diproses",
+            "category": "infrastruktur", "agencies": [{"code": "dpupr", "name": "Dinas PUPR NTB"}],
+            "filed_at": "2024-05-01T03:04:05.000000Z", "updated_at": "2024-05-02T01:00:00.000000Z",
+            "answers": [{"text": "Ruas ini kami perbaiki pekan depan."}], "region_name": "Lombok Tengah"}
+
+
+@covers("open311_requests")
+def test_open311_requests_are_answered_from_reporting_with_the_filters_given(intake):
+    intake.reporting.statuses = {"NTB-AAA111": status_of("NTB-AAA111"), "NTB-BBB222": status_of("NTB-BBB222")}
+    response = intake.worker.open311_requests(request("GET", "/open311/v2/requests.json", query={
+        "service_request_id": "NTB-AAA111, ", "service_code": "infrastruktur", "status": "open"}), "json")
+    assert response.status_code == 200
+    [found] = json_of(response)
+    assert (found["service_request_id"], found["status"], found["agency_responsible"]) == (
+        "NTB-AAA111", "open", "Dinas PUPR NTB")
+    assert found["description"] is None      # the citizen's own words are never in status answers
+    assert intake.reporting.calls == [("find_complaints", {"tracking_codes": ["NTB-AAA111"],
+                                                           "category": "infrastruktur", "status": "open",
+                                                           "limit": 1000})]
+    as_xml = intake.worker.open311_requests(request("GET", "/open311/v2/requests.xml"), "xml")
+    assert text_of(as_xml).count("<request>") == 2
+
+
+@pytest.mark.parametrize("failure, status", [
+    (UnknownService("reporting"), 503), (ConnectionRefusedError(), 503),
+    (ValidationFailed("start_date: not a date"), 400)])
+@covers("open311_requests")
+def test_open311_requests_when_reporting_refuses_or_is_away(intake, failure, status):
+    intake.reporting.failure = failure
+    response = intake.worker.open311_requests(request("GET", "/open311/v2/requests.json"), "json")
+    assert response.status_code == status and json_of(response)[0]["code"] == status
+    if status == 503:
+        assert response.headers["Retry-After"] == "30"
+
+
+@covers("open311_request")
+def test_open311_request_by_id_found_unknown_or_reporting_away(intake):
+    intake.reporting.statuses = {"NTB-AAA111": status_of("NTB-AAA111")}
+
+    def read(request_id, fmt="json"):
+        return intake.worker.open311_request(request("GET", f"/open311/v2/requests/{request_id}.{fmt}"),
+                                             request_id, fmt)
+
+    found = read("NTB-AAA111")
+    assert found.status_code == 200 and json_of(found)[0]["status_notes"] == (
+        "Sedang diproses: Ruas ini kami perbaiki pekan depan.")
+    assert read("NTB-AAA111", "xml").status_code == 200
+    assert read("NTB-ZZZ999").status_code == 404
+    assert read("NTB-AAA111", "yaml").status_code == 404
+    intake.reporting.failure = UnknownService("reporting")
+    assert read("NTB-AAA111").status_code == 503
+
+
+@covers("open311_requests", "open311_request")
+def test_open311_status_reads_are_rate_limited_per_client_address(intake, monkeypatch):
+    intake.worker.open311_settings = limited(monkeypatch, "OPEN311_RATE_PER_MINUTE", 1)
+    intake.reporting.statuses = {"NTB-AAA111": status_of("NTB-AAA111")}
+    assert intake.worker.open311_requests(request("GET", "/x"), "json").status_code == 200
+    refused = intake.worker.open311_request(request("GET", "/x"), "NTB-AAA111", "json")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert intake.worker.open311_request(request("GET", "/x", remote_addr="198.51.100.9"),
+                                         "NTB-AAA111", "json").status_code == 200
+    assert len(intake.reporting.calls) == 2    # the refused read never reached reporting
+
+
+# --- routing's and notification's events ---------------------------------------------------------------
+
+@covers("on_complaint_resolved")
+def test_a_resolved_complaint_is_closed_and_a_redelivery_changes_nothing(intake):
+    complaint_id = intake.file()["complaint_id"]
+    resolved = intake.routing_log.append("ComplaintResolved", complaint_id, {
+        "actor": "dpupr:budi", "lifecycle": lifecycle.snapshot("selesai")})
+    intake.worker.on_complaint_resolved(resolved)
+    assert intake.worker.get_complaint(complaint_id)["open"] is False
+    [processed] = rows(intake.store, intake.store.checkpoints)
+    assert (processed["source"], processed["position"]) == ("routing", 1)
+
+    intake.worker.on_complaint_resolved(resolved)          # the broker redelivers it
+    assert intake.worker.get_complaint(complaint_id)["open"] is False
+    assert intake.worker.quarantined() == [] and intake.log() == intake.log("ComplaintFiled")
+
+
+@covers("on_complaint_dismissed", "facebook_webhook")
+def test_after_a_dismissal_the_citizens_next_message_files_a_new_complaint(intake):
+    psid = fb.new_psid()
+    first_sent = fb.now_ms() - 10_000
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(
+        PAGE, psid, "Halo admin, jalan desa kami rusak", first_sent))))
+    [first] = intake.log("ComplaintFiled")
+    intake.worker.on_complaint_dismissed(intake.routing_log.append("ComplaintDismissed", first["complaint_id"], {
+        "reason": "Bukan aduan", "duplicate_of": None, "actor": "diskominfotik:sari",
+        "lifecycle": lifecycle.snapshot("ditolak")}))
+    assert intake.worker.get_complaint(first["complaint_id"])["open"] is False
+
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(
+        PAGE, psid, "Lampu jalan di depan sekolah mati", first_sent + 5_000))))   # inside the bubble window
+    assert [e["complaint_id"] != first["complaint_id"] for e in intake.log("ComplaintFiled")] == [False, True]
+    assert intake.log("ComplaintAmended") == []
+
+
+@covers("on_complaint_confidentiality_changed")
+def test_confidentiality_follows_routings_decision_both_ways(intake):
+    complaint_id = intake.file()["complaint_id"]
+    for confidential in (True, False):
+        intake.worker.on_complaint_confidentiality_changed(intake.routing_log.append(
+            "ComplaintConfidentialityChanged", complaint_id, {
+                "confidential": confidential, "reason": "Menyebut pungutan", "actor": "diskominfotik:sari",
+                "lifecycle": lifecycle.snapshot("disetujui", confidential=confidential)}))
+        assert intake.worker.get_complaint(complaint_id)["confidential"] is confidential
+
+
+@covers("on_citizen_notified", "facebook_webhook")
+def test_a_private_reply_to_a_comment_makes_the_commenters_messages_continue_its_complaint(intake):
+    comment = fb.comment_change(PAGE, "Sampah di pantai Senggigi tidak diangkut")
+    intake.webhook(fb.page_body(fb.changes_entry(PAGE, comment)))
+    [filed] = intake.log("ComplaintFiled")
+    commenter = fb.new_psid()
+    notified = intake.notification_log.append("CitizenNotified", filed["complaint_id"], {
+        "trigger_event_id": filed["event_id"], "channel": "comment_private", "messaging_type": None,
+        "tag": None, "graph_message_id": "m_private", "recipient_psid": commenter})
+    intake.worker.on_citizen_notified(notified)
+    [conversation] = rows(intake.store, tables.conversations)
+    assert (conversation["page_id"], conversation["psid"], conversation["complaint_id"]) == (
+        PAGE, commenter, filed["complaint_id"])
+
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, commenter, "Ini fotonya"))))
+    [continued] = intake.log("CitizenMessageReceived")
+    assert continued["complaint_id"] == filed["complaint_id"] and len(intake.log("ComplaintFiled")) == 1
+
+
+@covers("on_citizen_notified")
+def test_a_messenger_notification_without_psid_remembers_no_conversation(intake):
+    complaint_id = intake.file()["complaint_id"]
+    intake.worker.on_citizen_notified(intake.notification_log.append("CitizenNotified", complaint_id, {
+        "trigger_event_id": "5f0c2a7e-6d1b-4f38-9a41-1c0b9c2d7e11", "channel": "messenger",
+        "messaging_type": "RESPONSE", "tag": None, "graph_message_id": "m_1"}))
+    assert rows(intake.store, tables.conversations) == []
+    assert rows(intake.store, intake.store.checkpoints)[0]["position"] == 1   # handled, not lost
+
+
+# --- timers -----------------------------------------------------------------------------------------
+
+@covers("catch_up")
+def test_catch_up_pulls_the_events_push_did_not_deliver(intake):
+    closed = intake.file()["complaint_id"]
+    secret = intake.file(text="Jalan provinsi rusak di Praya lagi")["complaint_id"]
+    intake.routing_log.append("ComplaintResolved", closed, {
+        "actor": "dpupr:budi", "lifecycle": lifecycle.snapshot("selesai")})
+    intake.routing_log.append("ComplaintConfidentialityChanged", secret, {
+        "confidential": True, "reason": "Menyebut pungutan", "actor": "diskominfotik:sari",
+        "lifecycle": lifecycle.snapshot("disetujui", confidential=True)})
+
+    intake.worker.catch_up()
+    assert intake.worker.get_complaint(closed)["open"] is False
+    assert intake.worker.get_complaint(secret)["confidential"] is True
+    assert intake.worker.consumer.checkpoint("routing") == 2
+    intake.worker.catch_up()                                  # nothing new: nothing changes
+    assert intake.worker.consumer.checkpoint("routing") == 2
+
+
+@covers("process_left_over_bodies")
+def test_webhook_bodies_left_pending_are_processed_by_the_timer(intake, monkeypatch):
+    monkeypatch.setenv("INTAKE_INBOX_RETRY_SECONDS", "0")
+    inbox = WebhookInbox(intake.store, settings_from_env())
+    body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Air PDAM mati tiga hari")))
+    inbox.store_body(json.dumps(body).encode())          # stored, then the process died before processing
+
+    intake.worker.process_left_over_bodies()
+    assert [r["state"] for r in rows(intake.store, tables.webhook_inbox)] == ["processed"]
+    assert len(intake.log("ComplaintFiled")) == 1
+    intake.worker.process_left_over_bodies()
+    assert len(intake.log("ComplaintFiled")) == 1
+
+
+# --- operations --------------------------------------------------------------------------------------
+
+@covers("health")
+def test_health_is_ok_with_database_and_broker_and_counts_pending_bodies(intake, broker_up):
+    WebhookInbox(intake.store, settings_from_env()).store_body(b'{"object":"page","entry":[]}')
+    response = intake.worker.health(request("GET", "/health"))
+    assert (response.status_code, json_of(response)) == (200, {
+        "service": "intake", "status": "ok", "published": 0, "webhook_bodies_pending": 1})
+
+
+@covers("health")
+def test_health_is_unavailable_without_the_broker(intake, broker_down):
+    response = intake.worker.health(request("GET", "/health"))
+    body = json_of(response)
+    assert response.status_code == 503 and body["status"] == "unavailable"
+    assert body["reason"] == "broker: ConnectionRefusedError"      # the database is fine
+
+
+@covers("metrics")
+def test_metrics_show_the_outbox_and_quarantine_of_this_store(intake):
+    intake.file()
+    intake.worker.on_complaint_resolved(intake.routing_log.append("ComplaintResolved", "x", {"actor": "a"}))
+    response = intake.worker.metrics(request("GET", "/metrics"))
+    assert response.status_code == 200 and response.content_type.startswith("text/plain")
+    exposition = text_of(response)
+    assert 'ntbcare_outbox_pending_events{service="intake"} 1.0' in exposition   # nothing published yet
+    assert 'ntbcare_quarantined_items{service="intake"} 1.0' in exposition
