@@ -209,7 +209,8 @@ def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, conc
     accepted = [p for p in psids if p in load.answered]
     acked_during_load = watcher.acked(accepted)
     waited = wait_settled(watcher, accepted, drain_timeout)
-    ack_times = [c["at"] for p in accepted for c in watcher.calls.get(p, ()) if c["kind"] == "ack" and c["status"] == 200]
+    ack_times = [c["at"] for p in accepted for c in watcher.calls.get(p, ())
+                 if c["kind"] == "ack" and c["status"] == 200]
     settle_times = [max(c["at"] for c in watcher.calls[p] if c["status"] == 200)
                     for p in accepted if _kinds(watcher.calls.get(p, ())) >= {"ack", "other"}]
     last = max(settle_times) if settle_times else time.time()
@@ -220,7 +221,8 @@ def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, conc
         "acknowledged_per_s_during_load": round(acked_during_load / (sending_ended - started), 1),
         "complaints_settled": len(settle_times),
         "sustained_complaints_per_s": round(len(settle_times) / max(0.001, last - started), 1),
-        "acks_per_s_incl_drain": round(len(ack_times) / max(0.001, (max(ack_times) if ack_times else last) - started), 1),
+        "acks_per_s_incl_drain": round(
+            len(ack_times) / max(0.001, (max(ack_times) if ack_times else last) - started), 1),
         "drain_wait_s": round(waited, 1),
         **latency_report(load, watcher, psids),
     }

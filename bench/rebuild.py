@@ -42,8 +42,8 @@ def seed(directory: Path, events_wanted: int) -> dict:
 
 def _worker(mode: str, directory: Path, fraction: float) -> dict:
     env = dict(os.environ, NTBCARE_AUTO_MIGRATE="1")
-    output = subprocess.run([sys.executable, "-m", "bench.rebuild_worker", mode, str(directory), str(fraction)], env=env,
-                            cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    output = subprocess.run([sys.executable, "-m", "bench.rebuild_worker", mode, str(directory), str(fraction)],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     if output.returncode != 0:
         return {"error": output.stderr[-2000:]}
     return json.loads(output.stdout.strip().splitlines()[-1])

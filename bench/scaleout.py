@@ -25,9 +25,11 @@ def order_proof(platform, watcher) -> dict:
             position = page[-1]["position"]
     gaps = sum(1 for v in versions.values() if v != list(range(1, len(v) + 1)))
     out_of_order = sum(1 for calls in watcher.calls.values()
-                       if [c["kind"] for c in sorted(calls, key=lambda c: c["seq"]) if c["status"] == 200][:1] == ["other"])
+                       if [c["kind"] for c in sorted(calls, key=lambda c: c["seq"])
+                           if c["status"] == 200][:1] == ["other"])
     return {"routing_complaints": len(versions), "routing_complaints_with_version_gaps_or_disorder": gaps,
-            "citizens": len(watcher.calls), "citizens_whose_routed_message_came_before_the_acknowledgment": out_of_order,
+            "citizens": len(watcher.calls),
+            "citizens_whose_routed_message_came_before_the_acknowledgment": out_of_order,
             "ok": gaps == 0 and out_of_order == 0}
 
 

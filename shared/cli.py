@@ -193,8 +193,8 @@ def cmd_import(args) -> int:
         reader = csv.DictReader(handle)
         missing = [f for f in IMPORT_FIELDS if f not in (reader.fieldnames or [])]
         if missing:
-            print(f"ntbcare import: the CSV needs the columns {', '.join(IMPORT_FIELDS)} (missing: {', '.join(missing)})",
-                  file=sys.stderr)
+            print(f"ntbcare import: the CSV needs the columns {', '.join(IMPORT_FIELDS)} "
+                  f"(missing: {', '.join(missing)})", file=sys.stderr)
             return 2
         for number, row in enumerate(reader, start=2):
             complaint = {"text": row["text"], "channel": "import", "received_at": row["received_at"],

@@ -3,11 +3,8 @@ within Meta's messaging windows, exactly once as far as the world allows (see
 docs/notification.md)."""
 from __future__ import annotations
 
-import json
-
 from nameko.rpc import rpc
 from nameko.timer import timer
-from sqlalchemy import select
 
 from shared.core import config
 from shared.core.store import ServiceStore
@@ -15,8 +12,8 @@ from shared.glue.providers import Consumer, Storage
 from shared.glue.relay import OutboxRelay
 from shared.glue.service_base import ServiceBase
 from shared.glue.subscriptions import listens_to
-from services.notification.domain import messages
 from services.notification.adapters import tables
+from services.notification.application import desk
 from services.notification.application.handling import NotificationHandlers
 from services.notification.adapters.sender import Sender
 
@@ -48,38 +45,12 @@ class NotificationService(ServiceBase):
     def undelivered(self, limit=100):
         """Messages Facebook could not carry, oldest first, for an officer to reach the citizen
         another way. No texts and no PSIDs: the desk reads the complaint in routing."""
-        out = tables.outgoing
-        with self.store.database.read() as connection:
-            rows = connection.execute(
-                select(out.c.message_id, out.c.trigger_event_id, out.c.complaint_id, out.c.kind,
-                       out.c.part_index, out.c.channel, out.c.reason, out.c.code,
-                       out.c.fallback_reasons, out.c.created_at, out.c.finished_at,
-                       tables.complaints.c.tracking_code)
-                .select_from(out.outerjoin(tables.complaints,
-                                           tables.complaints.c.complaint_id == out.c.complaint_id))
-                .where(out.c.state == "undeliverable")
-                .order_by(out.c.finished_at).limit(max(1, min(int(limit), 1000)))).mappings().all()
-        result = []
-        for row in rows:
-            item = dict(row)
-            item["fallback_reasons"] = json.loads(item["fallback_reasons"] or "[]")
-            item["explanation"] = messages.desk_reason(item["reason"] or "unknown",
-                                                       code=item["code"])
-            result.append(item)
-        return result
+        return desk.undelivered(self.store.database, limit)
 
     @rpc
     def delivery_state(self, trigger_event_id):
         """The messages one event caused and where each stands (for the desk and for tests)."""
-        out = tables.outgoing
-        with self.store.database.read() as connection:
-            rows = connection.execute(
-                select(out.c.message_id, out.c.kind, out.c.part_index, out.c.state, out.c.channel,
-                       out.c.messaging_type, out.c.tag, out.c.attempts, out.c.next_attempt_at,
-                       out.c.reason, out.c.code, out.c.last_error)
-                .where(out.c.trigger_event_id == str(trigger_event_id))
-                .order_by(out.c.seq)).mappings().all()
-        return [dict(row) for row in rows]
+        return desk.delivery_state(self.store.database, trigger_event_id)
 
     def health_extra(self) -> dict:
         held = self.sender.held_pages() if self.sender else {}

@@ -1,6 +1,10 @@
 """Reporting: projections of every service's events (public status, monthly figures, agency
 performance, trends), the dashboard, and a rebuild of everything from the sources' logs — run by
-hand (``rebuild``) or by itself when the code's projection shape differs from the stored one."""
+hand (``rebuild``) or by itself when the code's projection shape differs from the stored one.
+
+The entrypoints only translate: they parse their arguments (``adapters.schemas``), call a use
+case (``application.queries`` for every report, ``application.projection`` for the projection
+itself), and shape the answer (JSON, CSV, text, the dashboard's HTML)."""
 from __future__ import annotations
 
 import logging
@@ -17,21 +21,17 @@ from werkzeug.wrappers import Response
 
 from shared.core import config
 from shared.core.errors import EXPECTED, Conflict, NotFound, ValidationFailed
-from shared.core.events import Envelope, isoformat_utc, utc_now
 from shared.glue.http import json_response, too_many_requests
 from shared.core.store import ServiceStore
 from shared.glue.providers import Consumer, RateLimit, Storage
 from shared.glue.service_base import ServiceBase
-from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
-from shared.core.reference import month_key
 from services.reporting.adapters import dashboard, repository, tables
-from services.reporting.domain import reports
-from services.reporting.domain.narrative import monthly_narrative
-from services.reporting.domain.projections import KEPT_FIELDS
-from services.reporting.domain.public import complaint_status, summary_csv
-from shared.core.tracking import normalise as normalise_tracking_code
 from services.reporting.adapters.schemas import DashboardArgs, FindArgs, MonthArgs, PerformanceArgs, TrackingCodeArgs
+from services.reporting.application import projection, queries
+from services.reporting.application.projection import ReportingHandlers
+
+__all__ = ["ReportingHandlers", "ReportingService", "SourceLogs", "build_store"]
 
 log = logging.getLogger("reporting")
 
@@ -49,16 +49,12 @@ def build_store(url: str | None = None) -> ServiceStore:
     return store
 
 
-class ReportingHandlers(EventHandlers):
-    """Every event a projection keeps a fact of: the types are ``KEPT_FIELDS``' keys."""
-
-    @handles(*KEPT_FIELDS)
-    def apply(self, tx, envelope: Envelope):
-        repository.apply_event(tx, envelope.to_dict())
-
-
 class SourceLogs(DependencyProvider):
-    """Reads ``<source>.events_since`` for a rebuild; one rebuild at a time."""
+    """Reads ``<source>.events_since`` for a rebuild; one rebuild at a time. ``fetch`` (source,
+    position, limit) reads the logs some other way than over RPC."""
+
+    def __init__(self, fetch: repository.Fetch | None = None):
+        self.fetch = fetch
 
     def setup(self):
         self.lock = eventlet.semaphore.Semaphore()
@@ -74,13 +70,13 @@ class SourceLogs(DependencyProvider):
         try:
             self.progress = {"events": 0, "phase": "starting", "running": True}
             with ExitStack() as stack:
+                fetch = fetch or self.fetch
                 if fetch is None:
                     proxy = stack.enter_context(ClusterRpcProxy(self.container.config, timeout=120))
 
                     def fetch(source, position, limit):
                         return getattr(proxy, source).events_since(position, limit)
-                result = repository.rebuild(store.database, fetch, store.checkpoints,
-                                            store.processed, store.failures, progress=self.progress)
+                result = projection.rebuild(store, fetch, progress=self.progress)
             self.progress.update(result, phase="done")
             return result
         finally:
@@ -90,7 +86,7 @@ class SourceLogs(DependencyProvider):
     def rebuild_if_shape_changed(self, store: ServiceStore, fetch: repository.Fetch | None = None) -> dict | None:
         """Rebuild when the live generation was built with another shape than the code's (the
         rebuild records the code's fingerprint when it switches); None when nothing was to do."""
-        if self.lock.locked() or repository.shape_is_current(store.database):
+        if self.lock.locked() or projection.live_path_open(store):
             return None
         log.warning("the projection's shape changed: rebuilding it from the sources' logs")
         try:
@@ -106,6 +102,10 @@ def _load(schema, data: dict) -> dict:
         raise ValidationFailed(error.messages)
 
 
+def _invalid_month(error: ValidationFailed) -> Response:
+    return json_response(400, {"error": "invalid month", "fields": error.args[0]})
+
+
 @listens_to(ReportingHandlers)
 class ReportingService(ServiceBase):
     name = "reporting"
@@ -119,7 +119,7 @@ class ReportingService(ServiceBase):
     # -- events: every type the projections use, from the service that emits it ---------------
     @timer(interval=config.catchup_seconds(), eager=True)
     def catch_up(self):
-        if not repository.shape_is_current(self.store.database):
+        if not projection.live_path_open(self.store):
             return  # the shape rebuild reads the logs itself, then sets the checkpoints
         self.consumer.catch_up()
 
@@ -141,50 +141,40 @@ class ReportingService(ServiceBase):
     @rpc(expected_exceptions=EXPECTED)
     def monthly_summary(self, year, month):
         args = _load(MonthArgs(), {"year": year, "month": month})
-        return self._summary(args["year"], args["month"])
+        return queries.monthly_summary(self.store.database, args["year"], args["month"])
 
     @rpc(expected_exceptions=EXPECTED)
     def monthly_narrative(self, year, month):
         args = _load(MonthArgs(), {"year": year, "month": month})
         return {"year": args["year"], "month": args["month"],
-                "text": monthly_narrative(self._summary(args["year"], args["month"]), self._agency_names())}
+                "text": queries.monthly_narrative(self.store.database, args["year"], args["month"])}
 
     @rpc(expected_exceptions=EXPECTED)
     def complaint_status(self, tracking_code):
         args = _load(TrackingCodeArgs(), {"tracking_code": tracking_code})
-        return self._status(args["tracking_code"])
+        return queries.complaint_status(self.store.database, args["tracking_code"])
 
     @rpc(expected_exceptions=EXPECTED)
     def find_complaints(self, filters):
-        """Public statuses of complaints matching filters (tracking_codes, category, filed_from, filed_to, status open/closed, limit); newest first."""
+        """Public statuses of complaints matching filters (tracking_codes, category, filed_from, filed_to,
+        status open/closed, limit); newest first."""
         args = _load(FindArgs(), filters if isinstance(filters, dict) else {})
-        codes = [normalise_tracking_code(code) for code in args["tracking_codes"] or []] or None
-        with self.store.database.read() as connection:
-            found = repository.find_complaints(
-                connection, codes, args["category"],
-                isoformat_utc(args["filed_from"]) if args["filed_from"] else None,
-                isoformat_utc(args["filed_to"]) if args["filed_to"] else None,
-                None if args["status"] is None else args["status"] == "open", args["limit"])
-        return [complaint_status(row, answers) for row, answers in found]
+        return queries.find_complaints(self.store.database, args["tracking_codes"], args["category"],
+                                       args["filed_from"], args["filed_to"], args["status"], args["limit"])
 
     @rpc(expected_exceptions=EXPECTED)
     def agency_performance(self, agency_code, date_from, date_to):
         args = _load(PerformanceArgs(), {"agency_code": agency_code, "date_from": date_from,
                                          "date_to": date_to})
-        with self.store.database.read() as connection:
-            rows = repository.agency_assignments(connection, args["agency_code"])
-        return reports.agency_performance(rows, args["agency_code"], args["date_from"],
-                                          args["date_to"], utc_now())
+        return queries.agency_performance(self.store.database, args["agency_code"], args["date_from"],
+                                          args["date_to"])
 
     @rpc(expected_exceptions=EXPECTED)
     def trends(self, year, month, months=12):
         args = _load(MonthArgs(), {"year": year, "month": month})
         if not isinstance(months, int) or not 1 <= months <= 60:
             raise ValidationFailed("months must be a whole number from 1 to 60")
-        keys = reports.last_months(args["year"], args["month"], months)
-        with self.store.database.read() as connection:
-            counts = repository.trend_counts(connection, keys)
-        return reports.trends(counts, keys)
+        return queries.trends(self.store.database, args["year"], args["month"], months)
 
     @rpc
     def rebuild_progress(self):
@@ -203,7 +193,7 @@ class ReportingService(ServiceBase):
             if not decision.allowed:
                 return too_many_requests(decision, "too many lookups from this address; try again later")
         try:
-            return json_response(200, self._status(tracking_code))
+            return json_response(200, queries.complaint_status(self.store.database, tracking_code))
         except NotFound as error:
             return json_response(404, {"error": str(error)})
 
@@ -212,23 +202,23 @@ class ReportingService(ServiceBase):
         try:
             args = _load(MonthArgs(), {"year": year, "month": month})
         except ValidationFailed as error:
-            return json_response(400, {"error": "invalid month", "fields": error.args[0]})
-        summary = self._summary(args["year"], args["month"])
+            return _invalid_month(error)
         if request.args.get("format") == "csv":
-            response = Response(summary_csv(summary, self._agency_names()), status=200, mimetype="text/csv")
+            report = queries.monthly_report(self.store.database, args["year"], args["month"])
+            response = Response(report.csv, status=200, mimetype="text/csv")
             response.headers["Content-Type"] = "text/csv; charset=utf-8"
             response.headers["Content-Disposition"] = (
                 f'attachment; filename="ntbcare-{args["year"]:04d}-{args["month"]:02d}.csv"')
             return response
-        return json_response(200, summary)
+        return json_response(200, queries.monthly_summary(self.store.database, args["year"], args["month"]))
 
     @http("GET", "/api/reports/monthly/<int:year>/<int:month>/narrative")
     def http_monthly_narrative(self, request, year, month):
         try:
             args = _load(MonthArgs(), {"year": year, "month": month})
         except ValidationFailed as error:
-            return json_response(400, {"error": "invalid month", "fields": error.args[0]})
-        text = monthly_narrative(self._summary(args["year"], args["month"]), self._agency_names())
+            return _invalid_month(error)
+        text = queries.monthly_narrative(self.store.database, args["year"], args["month"])
         if request.args.get("format") == "text":
             return Response(text, status=200, mimetype="text/plain", content_type="text/plain; charset=utf-8")
         return json_response(200, {"year": args["year"], "month": args["month"], "text": text})
@@ -239,21 +229,7 @@ class ReportingService(ServiceBase):
             args = DashboardArgs().load(dict(request.args))
         except ValidationError as error:
             return json_response(400, {"error": "month must look like 2020-11", "fields": error.messages})
-        now = utc_now()
-        key = args["month"] or month_key(now)
-        year, month = (int(part) for part in key.split("-"))
-        months = reports.last_months(year, month, 12)
-        with self.store.database.read() as connection:
-            rows = repository.month_complaints(connection, key)
-            assignments = repository.month_assignments(connection, key)
-            counts = repository.trend_counts(connection, months)
-            open_rows = repository.open_complaints_with_deadline(connection)
-            names = repository.agency_names(connection)
-        summary = reports.monthly_summary(rows, year, month, now)
-        page = dashboard.render(key, summary, reports.trends(counts, months),
-                                reports.agency_table(assignments, now),
-                                reports.nearing_deadline(open_rows, now)[:25],
-                                monthly_narrative(summary, names), now, names)
+        page = dashboard.render(*queries.dashboard(self.store.database, args["month"]).render_args())
         response = Response(page, status=200, mimetype="text/html", content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -265,21 +241,3 @@ class ReportingService(ServiceBase):
             return json_response(404, {"error": "not found"})
         body, content_type = found
         return Response(body, status=200, content_type=content_type)
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _summary(self, year: int, month: int) -> dict:
-        with self.store.database.read() as connection:
-            rows = repository.month_complaints(connection, f"{year:04d}-{month:02d}")
-        return reports.monthly_summary(rows, year, month, utc_now())
-
-    def _agency_names(self) -> dict[str, str]:
-        with self.store.database.read() as connection:
-            return repository.agency_names(connection)
-
-    def _status(self, tracking_code: str) -> dict:
-        code = normalise_tracking_code(tracking_code)
-        with self.store.database.read() as connection:
-            found = repository.complaint_by_tracking_code(connection, code)
-        if found is None:
-            raise NotFound("no complaint with that tracking code")
-        return complaint_status(*found)

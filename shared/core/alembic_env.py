@@ -29,12 +29,20 @@ def run() -> None:
     service = cfg.attributes["service"]
     url = cfg.attributes.get("url") or ntbcare_config.database_url(service)
     metadata = metadata_for(service)
+    # ``python -m shared.core.migrations revision`` compares only the target branch's tables.
+    include_table = cfg.attributes.get("include_table")
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if include_table is not None and type_ == "table" and not include_table(name or ""):
+            return False
+        return include_object(obj, name, type_, reflected, compare_to)
+
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
             context.configure(connection=connection, target_metadata=metadata,
                               render_as_batch=connection.dialect.name == "sqlite",
-                              compare_type=True, include_object=include_object)
+                              compare_type=True, include_object=include)
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()

@@ -219,7 +219,8 @@ class EventConsumer:
                     handler(tx, envelope)
                 self.quarantine.mark_replayed(tx.connection, item["item_id"], actor)
                 self._lock_checkpoint(tx, source)
-                if not self._seen(tx, source, envelope.position) and envelope.position > self._checkpoint_value(tx, source):
+                if (not self._seen(tx, source, envelope.position)
+                        and envelope.position > self._checkpoint_value(tx, source)):
                     self._record(tx, source, envelope, "handled")
             return "replayed"
         except (InvalidEvent, NeedsHistory, KeyError, TypeError, HandlerRejected) as error:

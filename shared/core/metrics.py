@@ -37,7 +37,8 @@ HANDLER_SECONDS = Histogram("ntbcare_handler_seconds", "Time to handle one recei
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 OUTBOX_PENDING = Gauge("ntbcare_outbox_pending_events", "Recorded events not yet confirmed by the broker (outbox lag)",
                        ["service"], registry=REGISTRY)
-CONSUMER_LAG = Gauge("ntbcare_consumer_lag_events", "Highest position seen from a source minus the contiguous checkpoint",
+CONSUMER_LAG = Gauge("ntbcare_consumer_lag_events",
+                     "Highest position seen from a source minus the contiguous checkpoint",
                      ["service", "source"], registry=REGISTRY)
 QUARANTINED = Gauge("ntbcare_quarantined_items", "Items waiting in quarantine", ["service"], registry=REGISTRY)
 
@@ -51,7 +52,8 @@ def record_appended(service: str, envelopes: Iterable[Envelope]) -> None:
         elif envelope.event_type == "CitizenNotified":
             NOTIFICATIONS_SENT.labels(data.get("channel", "unknown")).inc()
         elif envelope.event_type == "CitizenNotificationFailed":
-            NOTIFICATIONS_FAILED.labels(str(data.get("reason", "unknown"))[:64], str(bool(data.get("permanent"))).lower()).inc()
+            NOTIFICATIONS_FAILED.labels(str(data.get("reason", "unknown"))[:64],
+                                        str(bool(data.get("permanent"))).lower()).inc()
         elif envelope.event_type == "ComplaintEscalated":
             SLA_BREACHES.labels(data.get("breach", "unknown")).inc()
 

@@ -165,7 +165,8 @@ def report_counts(platform) -> tuple[int, int]:
 # --- the scripted histories ------------------------------------------------------------------
 
 def test_single_agency_cycle(platform, desk):
-    citizen, complaint = file_by_messenger(platform, "Jalan kabupaten di Praya Lombok Tengah rusak parah, banyak lubang")
+    citizen, complaint = file_by_messenger(
+        platform, "Jalan kabupaten di Praya Lombok Tengah rusak parah, banyak lubang")
     cid = complaint["complaint_id"]
     complaint = routed(platform, cid)
     assert complaint["lead_agencies"] == ["pemkab-loteng"]
@@ -217,7 +218,8 @@ def test_hand_back_then_the_desk_reroutes(platform, desk):
 
 
 def test_escalation_after_a_breach_changes_no_status(platform, desk):
-    citizen, complaint = file_by_messenger(platform, "Jalan kabupaten di Praya Lombok Tengah berlubang di depan sekolah")
+    citizen, complaint = file_by_messenger(
+        platform, "Jalan kabupaten di Praya Lombok Tengah berlubang di depan sekolah")
     cid = complaint["complaint_id"]
     routed(platform, cid)
 

@@ -102,8 +102,10 @@ def test_cli_import_is_idempotent_by_external_ref(platform, tmp_path):
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["external_ref", "received_at", "text", "category", "region_code", "reporter_name"])
-        writer.writerow(["LAPOR-2020-0001", "2020-11-03T02:00:00Z", "Koperasi simpan pinjam di Dompu macet.", "koperasi_umkm", "5205", "Ibu Sari"])
-        writer.writerow(["LAPOR-2020-0002", "2020-11-04T03:00:00Z", "Limbah tambak mencemari pantai di Sekotong.", "", "", ""])
+        writer.writerow(["LAPOR-2020-0001", "2020-11-03T02:00:00Z", "Koperasi simpan pinjam di Dompu macet.",
+                         "koperasi_umkm", "5205", "Ibu Sari"])
+        writer.writerow(["LAPOR-2020-0002", "2020-11-04T03:00:00Z", "Limbah tambak mencemari pantai di Sekotong.",
+                         "", "", ""])
     def imported_count():
         with platform.rpc() as rpc:
             return len([e for e in rpc.intake.events_since(0, 1000) if e["event_type"] == "ComplaintFiled"
@@ -126,8 +128,8 @@ def test_cli_quarantine_list_and_replay(platform):
     connection.close()
     wait_for(lambda: "missing data" in ntbcare(platform, "quarantine", "list", "routing").stdout.lower(), 20,
              message="the poison message listed")
-    line = [l for l in ntbcare(platform, "quarantine", "list", "routing").stdout.splitlines()
-            if "missing data" in l.lower()][0]
+    line = [listed for listed in ntbcare(platform, "quarantine", "list", "routing").stdout.splitlines()
+            if "missing data" in listed.lower()][0]
     item_id = int(line.split("#", 1)[1].split(" ", 1)[0])
     out = ntbcare(platform, "quarantine", "replay", "routing", str(item_id), "--actor", "ops-test").stdout
     assert json.loads(out)["outcome"] == "still_quarantined"  # it is still not an event

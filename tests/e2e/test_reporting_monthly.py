@@ -134,8 +134,9 @@ def test_public_status_by_tracking_code(platform, november):
     base = platform.url("reporting")
     by_category = {category: result for result, category, *_ in november["filed"]}
     code = by_category["infrastruktur"]["tracking_code"]
-    status = wait_for(lambda: (lambda r: r.json() if r.status_code == 200 and r.json()["status"] == "selesai" else None)(
-        requests.get(f"{base}/api/complaints/{code}", timeout=10)), 30, message="public status")
+    status = wait_for(
+        lambda: (lambda r: r.json() if r.status_code == 200 and r.json()["status"] == "selesai" else None)(
+            requests.get(f"{base}/api/complaints/{code}", timeout=10)), 30, message="public status")
     assert status["category"] == "infrastruktur" and status["region_code"] == "5271"
     assert [a["code"] for a in status["agencies"]] == ["dpupr"]
     assert status["answers"][0]["text"].startswith("Terima kasih") and status["answers"][0]["answered_at"]

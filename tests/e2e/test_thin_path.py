@@ -132,7 +132,8 @@ def test_redelivered_event_changes_nothing_across_services(platform, amqp_uri):
         item = rpc.routing.quarantined(10)[0]
     assert len(routed) == 1 and len(notified) == 1
     acknowledgments = [c for c in platform.sandbox_calls()
-                       if (c.get("recipient") or {}).get("id") == psid and envelope["data"]["tracking_code"] in c["text"]
+                       if (c.get("recipient") or {}).get("id") == psid
+                       and envelope["data"]["tracking_code"] in c["text"]
                        and "telah kami terima" in c["text"]]
     assert len(acknowledgments) == 1
     assert "envelope" in item["reason"]

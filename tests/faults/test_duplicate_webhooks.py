@@ -75,7 +75,8 @@ def test_duplicate_out_of_order_webhooks_and_a_burst_of_bubbles(platform, rabbit
     filed = [e for e in events if e["event_type"] == "ComplaintFiled"
              and (e["data"].get("reply_to") or {}).get("psid") == psid]
     assert len(filed) == 1
-    amended = [e for e in events if e["event_type"] == "ComplaintAmended" and e["complaint_id"] == filed[0]["complaint_id"]]
+    amended = [e for e in events
+               if e["event_type"] == "ComplaintAmended" and e["complaint_id"] == filed[0]["complaint_id"]]
     others = [e for e in events if e["complaint_id"] == filed[0]["complaint_id"]
               and e["event_type"] not in ("ComplaintFiled", "ComplaintAmended")]
     assert len(amended) == BUBBLES - 1 and not others

@@ -135,8 +135,9 @@ def test_arbitrary_data_is_accepted_or_refused_with_a_reason(tried, event_type, 
 @pytest.mark.parametrize("event_type, version", SCHEMAS)
 def test_valid_events_validate_and_round_trip(tried, event_type, version):
     @PER_SCHEMA
-    @given(data=VALID_DATA_BY_VERSION[(event_type, version)], position=st.integers(min_value=1, max_value=2 ** 40), occurred=iso_times,
-           mutate=st.one_of(st.none(), st.sampled_from(field_names(event_type, version))), junk=json_values)
+    @given(data=VALID_DATA_BY_VERSION[(event_type, version)], position=st.integers(min_value=1, max_value=2 ** 40),
+           occurred=iso_times, mutate=st.one_of(st.none(), st.sampled_from(field_names(event_type, version))),
+           junk=json_values)
     def run(data, position, occurred, mutate, junk):
         tried[f"event schema {event_type} v{version}: valid events (+ one field mutated)"] += 1
         assert accept_or_invalid(event_type, version, data), data

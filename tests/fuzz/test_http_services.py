@@ -75,7 +75,8 @@ def deliver(platform, raw: bytes):
     assert answer.status_code == 200, (answer.status_code, answer.text[:300])
     assert count(platform, "intake", "webhook_inbox") == inbox_before + 1
     with sqlite3.connect(f"file:{platform.data_dir / 'intake.db'}?mode=ro", uri=True, timeout=10) as db:
-        state, outcome = db.execute("SELECT state, outcome FROM webhook_inbox ORDER BY inbox_id DESC LIMIT 1").fetchone()
+        state, outcome = db.execute(
+            "SELECT state, outcome FROM webhook_inbox ORDER BY inbox_id DESC LIMIT 1").fetchone()
     assert state == "processed"
     outcomes = json.loads(outcome)
     assert count(platform, "intake", "events") - events_before == \
@@ -101,7 +102,8 @@ def test_webhook_signed_arbitrary_bytes(tried, platform, raw):
 web_complaints = st.fixed_dictionaries(
     {"text": st.one_of(hostile_text, st.text(min_size=5, max_size=200), json_values)},
     optional={"reporter": st.one_of(json_values, st.fixed_dictionaries({}, optional={
-                  "name": st.one_of(hostile_text, json_values), "phone": st.one_of(hostile_text, st.just("+62 812 3456 7890")),
+                  "name": st.one_of(hostile_text, json_values),
+                  "phone": st.one_of(hostile_text, st.just("+62 812 3456 7890")),
                   "email": st.one_of(hostile_text, st.emails())})),
               "location": st.one_of(json_values, st.fixed_dictionaries({}, optional={
                   "region_code": st.one_of(st.sampled_from(["5201", "5272", "9999"]), json_values),

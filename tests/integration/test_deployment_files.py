@@ -23,8 +23,8 @@ def tool(name: str) -> str:
 
 
 def compose(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("docker-compose"), "--env-file", str(ENV_EXAMPLE), "-f", str(ROOT / "docker-compose.yml"),
-                           *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([tool("docker-compose"), "--env-file", str(ENV_EXAMPLE),
+                           "-f", str(ROOT / "docker-compose.yml"), *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_compose_file_is_valid():

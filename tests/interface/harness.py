@@ -3,9 +3,12 @@ the broker, so one service's entrypoints can be driven on a SQLite file with no 
 
 * ``entrypoints(ServiceClass)`` — every nameko entrypoint of the class (RPC, HTTP, event handler,
   timer), read from the class itself, so a new entrypoint shows up in the coverage checks;
+* ``check_coverage(ServiceClass, module)`` — every entrypoint has a ``@covers`` test in the module;
+* ``real_dependencies(ServiceClass, **deps)`` — nameko's ``worker_factory``, refusing to leave any
+  dependency as its default ``MagicMock``;
 * ``instrument(worker, called)`` — records which entrypoints a test really drove (``@covers``
   names are checked against it after each test, see conftest.py);
-* ``request(...)`` — a werkzeug request as nameko's ``@http`` hands it over;
+* ``request(...)`` — a werkzeug request as nameko's ``@http`` hands it over; ``rows(store, table)``;
 * ``SourceLog`` — another service's event log: envelopes to push to ``on_<event>`` handlers and
   the ``events_since`` that catch-up pulls from;
 * ``InProcessConsumer`` — stands in for the ``Consumer`` provider: the real ``EventConsumer`` over
@@ -19,21 +22,21 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from typing import Callable
 
+import pytest
 from nameko.events import EventHandler
-from nameko.extensions import Entrypoint
+from nameko.extensions import DependencyProvider, Entrypoint
 from nameko.rpc import Rpc
+from nameko.testing.services import worker_factory
 from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
+from sqlalchemy import select
 from werkzeug.test import EnvironBuilder
 
 from shared.core.consumer import CatchUp, EventConsumer
 from shared.core.events import isoformat_utc, new_envelope, utc_now
 from shared.core.events.catalogue import LATEST_VERSION
 from shared.glue.providers import ConsumerApi
-
-import pytest
 
 
 def covers(*entrypoint_names: str):
@@ -169,14 +172,12 @@ class InProcessConsumer:
                                       service=store.name)
 
     def catch_up(self) -> dict[str, int]:
-        results = {}
-        for source in self.sources:
-            log = self.logs.get(source)
-            if log is None:
-                continue
-            fetch: Callable = lambda _source, position, limit, log=log: log.events_since(position, limit)
-            results[source] = CatchUp(self.consumer, [source], fetch, batch=self.batch_catch_up).pull(source)
-        return results
+        def fetch(source: str, position: int, limit: int) -> list[dict]:
+            return self.logs[source].events_since(position, limit)
+
+        pulling = CatchUp(self.consumer, [s for s in self.sources if s in self.logs], fetch,
+                          batch=self.batch_catch_up)
+        return pulling.run_once()
 
 
 def consumer_api(store, handlers_cls, logs: dict[str, SourceLog]) -> ConsumerApi:
@@ -227,9 +228,6 @@ class BrokerRefuses(BrokerAnswers):
 def real_dependencies(service_cls, **dependencies):
     """``worker_factory(service_cls, **dependencies)``, refusing to leave any dependency as
     nameko's default ``MagicMock`` (a mock would let a test pass without the real behaviour)."""
-    from nameko.extensions import DependencyProvider
-    from nameko.testing.services import worker_factory
-
     names = {name for name, attribute in inspect.getmembers(service_cls)
              if isinstance(attribute, DependencyProvider)}
     missing = sorted(names - set(dependencies))
@@ -239,8 +237,6 @@ def real_dependencies(service_cls, **dependencies):
 
 def rows(store, table, *where) -> list[dict]:
     """The rows of one of the service's tables (optionally filtered), as dicts."""
-    from sqlalchemy import select
-
     query = select(table)
     for condition in where:
         query = query.where(condition)

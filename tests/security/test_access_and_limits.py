@@ -316,7 +316,8 @@ def test_api_without_a_valid_token_is_401(platform, road, method, url, name):
         answer = call(platform, method, url, road["complaint_id"], token, name=name)
         assert answer.status_code == 401, (token, answer.status_code)
         assert answer.headers.get("WWW-Authenticate", "").startswith("Bearer")
-    basic = requests.request(method, f"{platform.url('routing')}{fill(url, **{p: road['complaint_id'] if p == 'complaint_id' else 'dpupr' for p in params(url)})}",
+    path = fill(url, **{p: road["complaint_id"] if p == "complaint_id" else "dpupr" for p in params(url)})
+    basic = requests.request(method, f"{platform.url('routing')}{path}",
                              auth=("dpupr", TOKENS["dpupr"]), timeout=TIMEOUT)
     assert basic.status_code == 401
     assert count(platform, "routing", "events") == events_before

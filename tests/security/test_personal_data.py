@@ -63,7 +63,8 @@ def flow(platform):
             "reply_to": {"page_id": DEV_PAGE_ID, "psid": PSIDS[2]}}))
     for psid in PSIDs_messenger():
         assert fb.signed_post(f"{platform.url('intake')}/webhooks/facebook", fb.page_body(fb.messaging_entry(
-            DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, psid, "Jalan rusak berlubang di Praya Lombok Tengah")))).status_code == 200
+            DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, psid, "Jalan rusak berlubang di Praya Lombok Tengah")))
+        ).status_code == 200
     assert fb.signed_post(f"{platform.url('intake')}/webhooks/facebook", fb.page_body(fb.changes_entry(
         DEV_PAGE_ID, fb.comment_change(DEV_PAGE_ID, "Jalan rusak di Praya Lombok Tengah tolong diperbaiki",
                                        comment_id=COMMENT_ID, post_id=POST_ID, author_id=PSIDS[1],
@@ -99,7 +100,8 @@ def flow(platform):
                 and any(c.get("kind") == "comment_reply" and "selesai" in (c.get("text") or "") for c in calls))
     wait_for(answered, 60, message="answers at the Graph API sandbox")
     # Reporting has projected them.
-    wait_for(lambda: requests.get(f"{platform.url('reporting')}/api/complaints/{complaints[0]['data']['tracking_code']}",
+    first_code = complaints[0]["data"]["tracking_code"]
+    wait_for(lambda: requests.get(f"{platform.url('reporting')}/api/complaints/{first_code}",
                                   timeout=10).status_code == 200, 60, message="reporting's status")
     return complaints
 

@@ -21,4 +21,5 @@ def test_status_lookups_are_limited_per_address(platform):
     answers = [requests.get(url, timeout=10) for _ in range(8)]
     assert [a.status_code for a in answers[:5]] == [404] * 5
     assert all(a.status_code == 429 and int(a.headers["Retry-After"]) >= 1 for a in answers[5:])
-    assert requests.get(f"{platform.url('reporting')}/health", timeout=10).status_code == 200  # only lookups are limited
+    # Only lookups are limited.
+    assert requests.get(f"{platform.url('reporting')}/health", timeout=10).status_code == 200

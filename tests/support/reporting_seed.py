@@ -128,7 +128,8 @@ class Seeder:
             "actor": "operator:desk-ani"})
 
     def acknowledged(self, c, at, agency):
-        self.add("routing", "ComplaintAcknowledged", c["complaint_id"], at, {"agency_code": agency, "actor": "officer:andi"})
+        self.add("routing", "ComplaintAcknowledged", c["complaint_id"], at,
+                 {"agency_code": agency, "actor": "officer:andi"})
 
     def responded(self, c, at, agency, resolved=False, text="Sudah kami tindak lanjuti di lapangan."):
         event = self.add("routing", "ComplaintResponded", c["complaint_id"], at, {

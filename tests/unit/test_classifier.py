@@ -1,6 +1,8 @@
 """Tests of the intake complaint classifier: accuracy on the labelled set and focused rules."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import ast
 import dataclasses
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from services.intake.domain import classifier as clf
+from services.intake.domain.filing import file_new
 from services.intake.domain.classifier import CATEGORIES, REGIONS, Classification, Classifier, classify
 
 LABELLED = Path(__file__).resolve().parents[1] / "data" / "labelled_complaints.yaml"
@@ -122,12 +125,12 @@ def test_ambiguous_places_are_not_guessed():
     assert classify("hutan Rinjani wilayah Sembalun digunduli").region_code == "5203"
 
 
-def test_pungli_is_confidential():
+def test_a_levy_report_is_filed_confidential():
     result = classify("urus KTP di kantor desa diminta 50rb tanpa kwitansi")
-    assert result.category == "pungli"
-    assert result.confidential is True
-    assert result.priority == "important"
-    assert classify("jalan rusak di kec. kopang").confidential is False
+    assert (result.category, result.priority) == ("pungli", "important")
+    now = datetime.now(timezone.utc)
+    assert file_new({"text": "urus KTP di kantor desa diminta 50rb tanpa kwitansi"}, now).data["confidential"] is True
+    assert file_new({"text": "jalan rusak di kec. kopang"}, now).data["confidential"] is False
 
 
 def test_kota_bima_vs_kabupaten_bima():

@@ -26,7 +26,8 @@ def test_deadline_states_of_the_inbox():
     assert present.deadline_state(iso(NOW + timedelta(hours=23)), item, NOW) == "mendekati"
     assert present.deadline_state(iso(NOW + timedelta(hours=25)), item, NOW) is None
     assert present.deadline_state(None, {"status": "in_progress", "escalated": ["follow_up"]}, NOW) == "terlambat"
-    assert present.deadline_state(iso(NOW - timedelta(days=1)), {"status": "resolved", "escalated": ["follow_up"]}, NOW) is None
+    resolved = {"status": "resolved", "escalated": ["follow_up"]}
+    assert present.deadline_state(iso(NOW - timedelta(days=1)), resolved, NOW) is None
 
 
 def test_inbox_groups():

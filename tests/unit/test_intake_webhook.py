@@ -87,7 +87,8 @@ def test_problems_are_reported_per_item_with_a_replayable_body():
     good = fb.text_message(PAGE, "7000002", "Air mati")
     no_sender = {"recipient": {"id": PAGE}, "timestamp": 1, "message": {"mid": "m_9", "text": "x"}}
     no_mid = {"sender": {"id": "7"}, "recipient": {"id": PAGE}, "timestamp": 1, "message": {"text": "x"}}
-    bad_time = {"sender": {"id": "7"}, "recipient": {"id": PAGE}, "timestamp": "besok", "message": {"mid": "m", "text": "x"}}
+    bad_time = {"sender": {"id": "7"}, "recipient": {"id": PAGE}, "timestamp": "besok",
+                "message": {"mid": "m", "text": "x"}}
     unknown = {"sender": {"id": "7"}, "recipient": {"id": PAGE}, "timestamp": 1}
     parsed = parse_body(fb.page_body(fb.messaging_entry(PAGE, good, no_sender, no_mid, bad_time, unknown),
                                      {"time": 1, "messaging": []}, {"id": PAGE, "time": 1}))

@@ -25,9 +25,7 @@ from services.notification.domain.policy import (
     RetryPolicy,
     decide_on_error,
     message_id_for,
-    next_channel_after_outside_window,
     plan_delivery,
-    window_deadline,
 )
 
 NOW = datetime(2020, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -191,37 +189,11 @@ def test_old_comment_still_has_public_reply_as_last_resort():
     assert plan.skipped_reason is None
 
 
-def test_next_channel_after_outside_window():
-    plan = comment_plan(timedelta(days=2), known_psid="PSID-9", messenger_age=timedelta(hours=1))
-    assert [a.channel for a in plan.attempts] == [MESSENGER, COMMENT_PRIVATE, COMMENT_PUBLIC]
-    assert next_channel_after_outside_window(plan, 0) == 1
-    assert next_channel_after_outside_window(plan, 1) == 2
-    assert next_channel_after_outside_window(plan, 2) is None
-    messenger_only = messenger_plan(timedelta(hours=1))
-    assert next_channel_after_outside_window(messenger_only, 0) is None
-    with pytest.raises(IndexError):
-        next_channel_after_outside_window(messenger_only, 3)
-
-
 def test_plan_is_deterministic():
     assert comment_plan(timedelta(hours=5)) == comment_plan(timedelta(hours=5))
 
 
 # --- window deadlines -----------------------------------------------------------------------
-
-
-def test_window_deadlines():
-    last = NOW - timedelta(hours=1)
-    comment = NOW - timedelta(days=1)
-    assert window_deadline(MESSENGER, RESPONSE, last, None) == last + timedelta(hours=24)
-    assert window_deadline(MESSENGER, MESSAGE_TAG, last, None) == last + timedelta(days=7)
-    assert window_deadline(COMMENT_PRIVATE, None, None, comment) == comment + timedelta(days=7)
-    assert window_deadline(COMMENT_PUBLIC, None, None, comment) is None
-    with pytest.raises(ValueError):
-        window_deadline("sms", None, last, None)
-
-
-# --- errors ---------------------------------------------------------------------------------
 
 
 def fixed_policy(**kw):
@@ -404,9 +376,3 @@ def test_message_id_known_value_never_changes():
     assert message_id_for("00000000-0000-0000-0000-000000000001", MessageKind.ACKNOWLEDGMENT) == \
         str(uuid.uuid5(policy.MESSAGE_NAMESPACE, "00000000-0000-0000-0000-000000000001/acknowledgment/0"))
     assert str(policy.MESSAGE_NAMESPACE) == "6f1d8c2e-4b7a-5e39-9a0c-3d2b1e8f7a64"
-
-
-def test_kind_for_event_covers_the_citizen_facing_events():
-    assert policy.KIND_FOR_EVENT["ComplaintFiled"] == MessageKind.ACKNOWLEDGMENT
-    assert policy.KIND_FOR_EVENT["ComplaintResponded"] == MessageKind.ANSWER
-    assert set(policy.KIND_FOR_EVENT.values()) == set(MessageKind.ALL)

@@ -336,7 +336,8 @@ def test_narrative_and_csv():
                "follow_up_rate": 0.9091, "resolved": 6, "median_hours_to_first_response": 5.25,
                "within_first_response_sla": 0.8}
     text = monthly_narrative(summary)
-    assert text.startswith("Selama bulan November 2020, NTBCare menerima 11 aduan masyarakat: 4 aduan koperasi dan UMKM")
+    assert text.startswith("Selama bulan November 2020, NTBCare menerima 11 aduan masyarakat: "
+                           "4 aduan koperasi dan UMKM")
     assert "hampir semua sudah ditindaklanjuti (10 dari 11 aduan, 91%)" in text
     assert "Dinas Koperasi dan UKM (4 aduan)" in text and "5,2 jam" in text
     named = monthly_narrative(summary, {"diskop-ukm": "Dinas Koperasi, UKM dan Perdagangan"})

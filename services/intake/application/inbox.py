@@ -29,7 +29,8 @@ from shared.core.reference import CONFIDENTIAL_CATEGORIES
 from services.intake.domain.conversation import (AMEND, AWAIT_NEW, FILE, MESSAGE, STATUS, Conversation,
                                           attachment_text, decide, extended_text)
 from services.intake.domain.filing import file_new
-from services.intake.adapters.store import find_by_tracking_code, find_complaint, record_new_complaint, remember_conversation
+from services.intake.adapters.store import (find_by_tracking_code, find_complaint, record_new_complaint,
+                                           remember_conversation)
 from services.intake.domain.webhook import CommentChange, Ignored, MessengerMessage, Problem, parse_body
 
 log = logging.getLogger("intake.inbox")
@@ -296,7 +297,8 @@ class WebhookInbox:
 
 # -- helpers (inside the caller's transaction) ------------------------------------------------------
 def _seen(tx: Transaction, key: str) -> bool:
-    return tx.execute(select(tables.seen_items.c.item_key).where(tables.seen_items.c.item_key == key)).first() is not None
+    seen = tables.seen_items.c.item_key
+    return tx.execute(select(seen).where(seen == key)).first() is not None
 
 
 def _mark_seen(tx: Transaction, key: str, complaint_id: str | None) -> None:

@@ -43,7 +43,6 @@ class Classification:
     region_code: str | None
     priority: str
     reasons: dict[str, list[str]] = field(default_factory=dict)
-    confidential: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,6 @@ class Classifier:
         self._max_gap = int(rules.get("phrase_max_gap", 3))
         self._tie_order = list(rules["tie_order"])
         self._default = rules.get("default_category", "lainnya")
-        self._confidential = frozenset(rules.get("confidential_categories") or ())
         self._min_priority = dict(rules.get("category_min_priority") or {})
         self._decisive = {str(k): int(v) for k, v in (rules.get("decisive_score") or {}).items()}
         unknown = set(self._tie_order) ^ set(CATEGORIES)
@@ -408,7 +406,6 @@ class Classifier:
             priority=priority,
             reasons={"category": cat_reasons, "region": region_reasons,
                      "priority": prio_reasons},
-            confidential=category in self._confidential,
         )
 
 

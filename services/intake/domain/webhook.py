@@ -26,7 +26,8 @@ def signature_valid(raw_body: bytes, header: str | None, app_secret: str | None)
     if not header or not app_secret or not header.startswith("sha256="):
         return False
     expected = hmac.new(app_secret.encode("utf-8"), raw_body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode("ascii"), header[len("sha256="):].strip().lower().encode("ascii", "replace"))
+    given = header[len("sha256="):].strip().lower()
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace"))
 
 
 def sign(raw_body: bytes, app_secret: str) -> str:

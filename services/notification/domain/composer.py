@@ -10,7 +10,7 @@ confidentiality). Channels and Meta's windows are decided later, at send time, b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from shared.core import reference
 from shared.core.events import types as ev
@@ -31,7 +31,7 @@ class ComplaintView:
 
     tracking_code: str
     channel: str
-    reply_to: Optional[dict]
+    reply_to: Optional[dict[str, Any]]
     # Whether the complaint is confidential *now* (``current_confidentiality``), not as filed.
     confidential: bool
 
@@ -49,7 +49,7 @@ class Draft:
     # What a public comment reply says instead (status words, never the content); None when a
     # public reply must not carry this message.
     public_text: Optional[str]
-    excluded_channels: tuple = ()
+    excluded_channels: tuple[str, ...] = ()
     human_written: bool = False
     id_kind: Optional[str] = None  # the kind naming the message id, when not ``kind``
 
@@ -62,23 +62,23 @@ class Draft:
 # ``history``: the complaint's events as notification recorded them, in order (ComplaintFiled,
 # then routing's by version), each a mapping with ``event_type``, ``occurred_at`` and ``data``.
 
-def latest_lifecycle(history: Sequence[Mapping]) -> Optional[Mapping]:
+def latest_lifecycle(history: Sequence[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
     """The lifecycle on the complaint's latest routing event; None before routing has spoken."""
     for event in reversed(history):
-        lifecycle = (event.get("data") or {}).get("lifecycle")
+        lifecycle: Optional[Mapping[str, Any]] = (event.get("data") or {}).get("lifecycle")
         if lifecycle is not None:
             return lifecycle
     return None
 
 
-def current_confidentiality(history: Sequence[Mapping], filed_confidential: bool) -> bool:
+def current_confidentiality(history: Sequence[Mapping[str, Any]], filed_confidential: bool) -> bool:
     """Confidential now: as the latest routing event says (the desk or a later text may have
     changed it), else as ``ComplaintFiled`` said."""
     lifecycle = latest_lifecycle(history)
     return bool(lifecycle["confidential"]) if lifecycle is not None else bool(filed_confidential)
 
 
-def last_update(history: Sequence[Mapping]) -> Optional[str]:
+def last_update(history: Sequence[Mapping[str, Any]]) -> Optional[str]:
     """When what the citizen can see last changed (the filing, else a routing event that changed
     the status or an agency's part)."""
     moment, seen = None, None
@@ -94,7 +94,7 @@ def last_update(history: Sequence[Mapping]) -> Optional[str]:
     return moment
 
 
-def agency_names(lifecycle: Mapping, codes) -> list[str]:
+def agency_names(lifecycle: Mapping[str, Any], codes: Optional[Iterable[str]]) -> list[str]:
     """Display names of ``codes`` as the event names them (the code when it does not)."""
     return messages.agency_names(codes or (), lifecycle.get("agency_names") or {})
 
@@ -121,7 +121,7 @@ def _update(view: ComplaintView, kind: str, text: str, status_word: str,
     return Draft(kind, text, public, human_written=human_written)
 
 
-def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping) -> list[Draft]:
+def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping[str, Any]) -> list[Draft]:
     """The messages one complaint event gives its citizen (possibly none). ``data`` is the event's
     data as recorded; a routing event's ``lifecycle`` is the state after it."""
     if not notifies(view):
@@ -181,7 +181,7 @@ def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping) -> lis
     return []
 
 
-def is_filer(view: Optional[ComplaintView], known_psid: Optional[str], asker: Optional[Mapping]) -> bool:
+def is_filer(view: Optional[ComplaintView], known_psid: Optional[str], asker: Optional[Mapping[str, Any]]) -> bool:
     """Whether the person asking (their ``reply_to``) is the citizen who filed the complaint: the
     same Page and the complaint's PSID, or the PSID learnt after a comment complaint."""
     if view is None or not view.reply_to or not asker or not asker.get("psid"):
@@ -191,7 +191,7 @@ def is_filer(view: Optional[ComplaintView], known_psid: Optional[str], asker: Op
     return asker["psid"] in {view.reply_to.get("psid"), known_psid} - {None}
 
 
-def status_reply(tracking_code: str, view: Optional[ComplaintView], history: Sequence[Mapping],
+def status_reply(tracking_code: str, view: Optional[ComplaintView], history: Sequence[Mapping[str, Any]],
                  full: bool, asked_from_comment: bool) -> Draft:
     """The answer to ``CEK <code>``, from the latest routing event's lifecycle (*diterima* before
     routing has one): the full status to the complaint's own citizen, the public status words

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import jinja2
 import yaml
@@ -29,7 +29,7 @@ SEND_API_TEXT_LIMIT = 2000
 # --- templates ------------------------------------------------------------------------------
 
 
-def daftar(items) -> str:
+def daftar(items: Iterable[object]) -> str:
     """Names joined the Indonesian way: "A, B dan C"."""
     names = [str(item) for item in items if item]
     if len(names) <= 1:
@@ -37,7 +37,7 @@ def daftar(items) -> str:
     return ", ".join(names[:-1]) + " dan " + names[-1]
 
 
-def _parse_time(value) -> datetime:
+def _parse_time(value: datetime | str) -> datetime:
     if isinstance(value, datetime):
         moment = value
     else:
@@ -47,18 +47,18 @@ def _parse_time(value) -> datetime:
     return moment
 
 
-def _tanggal(value) -> str:
+def _tanggal(value: datetime | str) -> str:
     return reference.tanggal(_parse_time(value))
 
 
 class Catalogue:
     """The templates of one YAML file, compiled once."""
 
-    def __init__(self, path: os.PathLike | str):
+    def __init__(self, path: os.PathLike[str] | str):
         with open(path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle) or {}
         self.path = Path(path)
-        self._compiled: dict = {}
+        self._compiled: dict[str, jinja2.Template] = {}
         self._env = jinja2.Environment(
             undefined=jinja2.StrictUndefined,
             autoescape=False,  # plain text for Messenger and comments, not HTML
@@ -66,7 +66,7 @@ class Catalogue:
         )
         self._env.filters["daftar"] = daftar
         self._env.filters["tanggal"] = _tanggal
-        self._sources = {}
+        self._sources: dict[str, str] = {}
         for section, entries in raw.items():
             for name, source in (entries or {}).items():
                 # Citizen messages are addressed by bare name, other sections as "section.name".
@@ -76,7 +76,7 @@ class Catalogue:
     def names(self) -> list[str]:
         return sorted(self._sources)
 
-    def render(self, template_name: str, **context) -> str:
+    def render(self, template_name: str, **context: Any) -> str:
         try:
             source = self._sources[template_name]
         except KeyError:
@@ -99,12 +99,12 @@ def catalogue() -> Catalogue:
     return _catalogue(os.environ.get(TEMPLATES_PATH_ENV) or str(DEFAULT_TEMPLATES_PATH))
 
 
-def render(template_name: str, **context) -> str:
+def render(template_name: str, **context: Any) -> str:
     """Render one template (see messages.yaml for each one's context) as plain text."""
     return catalogue().render(template_name, **context)
 
 
-def desk_reason(reason: str, **context) -> str:
+def desk_reason(reason: str, **context: Any) -> str:
     """The desk's explanation of why a message was not delivered."""
     cat = catalogue()
     key = f"undeliverable.{reason}"

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 
 # --- message kinds, channels, Send API vocabulary -------------------------------------------
@@ -35,16 +35,6 @@ class MessageKind:
     COMMENT_ACK = "comment_ack"
     IDENTIFIABLE = ALL + (COMMENT_ACK,)
 
-
-# Which event makes which message; the notification service looks the kind up here.
-KIND_FOR_EVENT = {
-    "ComplaintFiled": MessageKind.ACKNOWLEDGMENT,
-    "ComplaintRouted": MessageKind.ROUTED,
-    "ComplaintResponded": MessageKind.ANSWER,
-    "ComplaintResolved": MessageKind.RESOLVED,
-    "ComplaintDismissed": MessageKind.DISMISSED,
-    "StatusRequested": MessageKind.STATUS_REPLY,
-}
 
 MESSENGER = "messenger"
 COMMENT_PRIVATE = "comment_private"
@@ -74,7 +64,7 @@ class Attempt:
     channel: str
     messaging_type: Optional[str]  # None for comment replies: they are not Send API conversations
     tag: Optional[str]
-    recipient: dict  # {"id": psid} or {"comment_id": ...}; for comment_public the comment replied under
+    recipient: dict[str, Any]  # {"id": psid} or {"comment_id": ...}; for comment_public the comment replied under
     # Retries of this attempt must not be scheduled after this instant (None: no window).
     deadline: Optional[datetime] = None
 
@@ -82,11 +72,11 @@ class Attempt:
 @dataclass(frozen=True)
 class DeliveryPlan:
     page_id: Optional[str]
-    attempts: tuple = ()
+    attempts: tuple[Attempt, ...] = ()
     skipped_reason: Optional[str] = None
     # Why better channels were left out (e.g. the 24 h window had closed) even though a later
     # channel is still possible: "fall back and record why".
-    fallback_reasons: tuple = ()
+    fallback_reasons: tuple[str, ...] = ()
 
     @property
     def undeliverable(self) -> bool:
@@ -106,25 +96,22 @@ def _require_aware(value: datetime, name: str) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
-def _messenger_attempt(psid: str, human_written: bool, last: Optional[datetime], now: datetime):
-    """Return (Attempt or None, reason when None) for a Messenger send to ``psid``."""
+def _messenger_attempt(psid: str, human_written: bool, last: Optional[datetime], now: datetime) -> Attempt | str:
+    """The Attempt of a Messenger send to ``psid``, or the reason none may be made."""
     if last is None:
-        return None, MESSENGER_WINDOW_CLOSED
+        return MESSENGER_WINDOW_CLOSED
     age = _age(now, last)
     if age <= STANDARD_WINDOW:
-        return Attempt(MESSENGER, RESPONSE, None, {"id": psid}, last + STANDARD_WINDOW), None
+        return Attempt(MESSENGER, RESPONSE, None, {"id": psid}, last + STANDARD_WINDOW)
     if age <= HUMAN_AGENT_WINDOW:
         if human_written:
-            return (
-                Attempt(MESSENGER, MESSAGE_TAG, HUMAN_AGENT, {"id": psid}, last + HUMAN_AGENT_WINDOW),
-                None,
-            )
-        return None, OUTSIDE_24H_AUTOMATED
-    return None, MESSENGER_WINDOW_CLOSED
+            return Attempt(MESSENGER, MESSAGE_TAG, HUMAN_AGENT, {"id": psid}, last + HUMAN_AGENT_WINDOW)
+        return OUTSIDE_24H_AUTOMATED
+    return MESSENGER_WINDOW_CLOSED
 
 
 def plan_delivery(
-    reply_to: Optional[dict],
+    reply_to: Optional[dict[str, Any]],
     kind: str,
     human_written: bool,
     last_citizen_message_at: Optional[datetime],
@@ -150,26 +137,25 @@ def plan_delivery(
         return DeliveryPlan(page_id=page_id, skipped_reason=INVALID_REPLY_TO)
 
     if psid:
-        attempt, reason = _messenger_attempt(psid, human_written, last_citizen_message_at, now)
-        if attempt is None:
-            return DeliveryPlan(page_id=page_id, skipped_reason=reason, fallback_reasons=(reason,))
-        return DeliveryPlan(page_id=page_id, attempts=(attempt,))
+        found = _messenger_attempt(psid, human_written, last_citizen_message_at, now)
+        if isinstance(found, str):
+            return DeliveryPlan(page_id=page_id, skipped_reason=found, fallback_reasons=(found,))
+        return DeliveryPlan(page_id=page_id, attempts=(found,))
 
-    attempts = []
-    reasons = []
+    attempts: list[Attempt] = []
+    reasons: list[str] = []
     # Only a Messenger message written after the comment proves the citizen opened a
     # conversation; a PSID learnt from the private reply alone does not open the window.
     wrote_in_messenger = (
-        known_psid
-        and last_citizen_message_at is not None
+        last_citizen_message_at is not None
         and (comment_created_at is None or last_citizen_message_at > comment_created_at)
     )
-    if wrote_in_messenger:
-        attempt, reason = _messenger_attempt(known_psid, human_written, last_citizen_message_at, now)
-        if attempt is not None:
-            attempts.append(attempt)
+    if known_psid and wrote_in_messenger:
+        found = _messenger_attempt(known_psid, human_written, last_citizen_message_at, now)
+        if isinstance(found, str):
+            reasons.append(found)
         else:
-            reasons.append(reason)
+            attempts.append(found)
     if private_reply_used:
         reasons.append(PRIVATE_REPLY_USED)
     elif comment_created_at is None or _age(now, comment_created_at) > PRIVATE_REPLY_WINDOW:
@@ -186,46 +172,6 @@ def plan_delivery(
         )
     attempts.append(Attempt(COMMENT_PUBLIC, None, None, {"comment_id": comment_id}, None))
     return DeliveryPlan(page_id=page_id, attempts=tuple(attempts), fallback_reasons=tuple(reasons))
-
-
-def next_channel_after_outside_window(plan: DeliveryPlan, failed_attempt_index: int) -> Optional[int]:
-    """Index of the attempt to try after ``failed_attempt_index`` was refused as outside the
-    window, or None when no channel is left (the message becomes undeliverable)."""
-    if not 0 <= failed_attempt_index < len(plan.attempts):
-        raise IndexError(f"no attempt {failed_attempt_index} in plan")
-    failed_channel = plan.attempts[failed_attempt_index].channel
-    for index in range(failed_attempt_index + 1, len(plan.attempts)):
-        # Repeating the refused channel would only be refused again.
-        if plan.attempts[index].channel != failed_channel:
-            return index
-    return None
-
-
-def window_deadline(
-    channel: str,
-    messaging_type: Optional[str],
-    last_citizen_message_at: Optional[datetime],
-    comment_created_at: Optional[datetime],
-) -> Optional[datetime]:
-    """Last instant at which ``channel``/``messaging_type`` may still carry a message.
-
-    None means "no window" (public comment replies), not "closed".
-    """
-    if channel == MESSENGER:
-        if last_citizen_message_at is None:
-            raise ValueError("a Messenger window needs last_citizen_message_at")
-        if messaging_type == RESPONSE:
-            return last_citizen_message_at + STANDARD_WINDOW
-        if messaging_type == MESSAGE_TAG:
-            return last_citizen_message_at + HUMAN_AGENT_WINDOW
-        raise ValueError(f"unknown messaging_type {messaging_type!r}")
-    if channel == COMMENT_PRIVATE:
-        if comment_created_at is None:
-            raise ValueError("a private reply window needs comment_created_at")
-        return comment_created_at + PRIVATE_REPLY_WINDOW
-    if channel == COMMENT_PUBLIC:
-        return None
-    raise ValueError(f"unknown channel {channel!r}")
 
 
 # --- errors and retries ---------------------------------------------------------------------
@@ -285,7 +231,7 @@ class RetryPolicy:
     deadline_margin_seconds: float = 5.0
     _rng: random.Random = field(init=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.base_seconds <= 0 or self.cap_seconds <= 0:
             raise ValueError("base_seconds and cap_seconds must be positive")
         if not 0 <= self.jitter < 1:
@@ -310,7 +256,7 @@ class RetryPolicy:
             return None
         return deadline - timedelta(seconds=self.deadline_margin_seconds)
 
-    def next_retry_at(self, attempt_number: int, now: datetime, deadline: Optional[datetime]):
+    def next_retry_at(self, attempt_number: int, now: datetime, deadline: Optional[datetime]) -> Optional[datetime]:
         """When to retry after failed attempt ``attempt_number``; None when no retry is allowed."""
         if self.max_attempts is not None and attempt_number >= self.max_attempts:
             return None
@@ -354,7 +300,8 @@ def decide_on_error(
     if kind == OUTSIDE_WINDOW:
         return Outcome(NEXT_CHANNEL, reason=OUTSIDE_WINDOW_REASON)
     if kind == PERMANENT:
-        return Outcome(FAIL_PERMANENT, reason=_PERMANENT_REASONS.get(code, PERMANENT_ERROR), permanent=True)
+        reason = PERMANENT_ERROR if code is None else _PERMANENT_REASONS.get(code, PERMANENT_ERROR)
+        return Outcome(FAIL_PERMANENT, reason=reason, permanent=True)
     if kind == INVALID_TOKEN:
         # Nothing is dropped: every send for the Page waits until a probe with the token succeeds.
         return Outcome(HOLD_PAGE, reason=INVALID_TOKEN_REASON)
@@ -411,7 +358,7 @@ class RateLimiter:
 MESSAGE_NAMESPACE = uuid.UUID("6f1d8c2e-4b7a-5e39-9a0c-3d2b1e8f7a64")
 
 
-def message_id_for(trigger_event_id, kind: str, part_index: int = 0) -> str:
+def message_id_for(trigger_event_id: str | uuid.UUID, kind: str, part_index: int = 0) -> str:
     """Stable id of one outgoing message part, so a redelivered event never sends it twice.
 
     The channel is deliberately not part of the id: a fallback carries the same message.

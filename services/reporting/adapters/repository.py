@@ -234,7 +234,8 @@ def month_complaints(connection, month: str) -> list[dict]:
 def complaint_by_tracking_code(connection, tracking_code: str) -> tuple[dict, list[dict]] | None:
     projection = live(connection)
     c, a = projection.complaints, projection.answers
-    row = connection.execute(select(c).where(c.c.tracking_code == tracking_code, c.c.filed.is_(True))).mappings().first()
+    row = connection.execute(
+        select(c).where(c.c.tracking_code == tracking_code, c.c.filed.is_(True))).mappings().first()
     if row is None:
         return None
     answers = connection.execute(select(a).where(a.c.complaint_id == row["complaint_id"])

@@ -3,6 +3,8 @@ generated from ``monthly_summary`` only (so it never says more than the publishe
 the agencies' display names the events carried."""
 from __future__ import annotations
 
+from typing import Any
+
 from shared.core.reference import MONTH_NAMES, category_label
 from services.reporting.domain.labels import agency_name
 
@@ -34,7 +36,7 @@ def _follow_up_phrase(followed_up: int, total: int) -> str:
     return f"{prefix} sudah ditindaklanjuti ({followed_up} dari {total} aduan, {_number(share * 100, 0)}%)"
 
 
-def monthly_narrative(summary: dict, agency_names: dict[str, str] | None = None) -> str:
+def monthly_narrative(summary: dict[str, Any], agency_names: dict[str, str] | None = None) -> str:
     period = f"{MONTH_NAMES[summary['month'] - 1]} {summary['year']}"
     total = summary["total"]
     if total == 0:

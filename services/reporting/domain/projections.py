@@ -63,7 +63,7 @@ def month_key(filed_at_iso: str) -> str:
     return _month_key(parse_iso(filed_at_iso))
 
 
-def fact_from_event(envelope: dict) -> dict | None:
+def fact_from_event(envelope: dict[str, Any]) -> dict[str, Any] | None:
     """The fact an event contributes, or None for events reports do not use (citizen messages,
     removed comments, status requests)."""
     kept = KEPT_FIELDS.get(envelope["event_type"])
@@ -81,14 +81,14 @@ def fact_from_event(envelope: dict) -> dict | None:
     }
 
 
-def before_routing(confidential: bool) -> dict:
+def before_routing(confidential: bool) -> dict[str, Any]:
     """What the lifecycle is before routing's first event: filed, waiting for the desk."""
     return {"status": DITERIMA, "open": True, "at_desk": True, "confidential": confidential,
             "lead_agencies": [], "coordinating_agencies": [], "parts": {}, "deadlines": {},
             "agency_names": {}}
 
 
-def _new_assignment(complaint_id: str, agency_code: str) -> dict:
+def _new_assignment(complaint_id: str, agency_code: str) -> dict[str, Any]:
     return {"complaint_id": complaint_id, "agency_code": agency_code, "agency_name": None,
             "role": "other", "assigned_at": None, "first_response_due": None,
             "follow_up_due": None, "acknowledged_at": None, "first_answer_at": None,
@@ -100,9 +100,9 @@ def _earliest(*moments: str | None) -> str | None:
     return min(present, key=parse_iso) if present else None
 
 
-def derive(complaint_id: str, facts: list[dict]) -> dict:
+def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"complaint": row, "assignments": [rows], "answers": [rows]}`` from a complaint's facts."""
-    def of(source):
+    def of(source: str) -> list[dict[str, Any]]:
         return sorted((f for f in facts if f["source"] == source), key=lambda f: f["version"])
     intake, routing, notification = of("intake"), of("routing"), of("notification")
 
@@ -122,12 +122,12 @@ def derive(complaint_id: str, facts: list[dict]) -> dict:
     }
 
     routed_at = sla_first_response_due = sla_follow_up_due = resolved_at = None
-    assignments: dict[str, dict] = {}
-    answers: list[dict] = []
+    assignments: dict[str, dict[str, Any]] = {}
+    answers: list[dict[str, Any]] = []
     escalations = rejections = 0
     names: dict[str, str] = {}
 
-    def assignment(code: str) -> dict:
+    def assignment(code: str) -> dict[str, Any]:
         return assignments.setdefault(code, _new_assignment(complaint_id, code))
 
     # Timings come from the events; "who leads at that moment" from each event's own lifecycle.
@@ -209,7 +209,7 @@ def derive(complaint_id: str, facts: list[dict]) -> dict:
             "answers": answers}
 
 
-def next_deadline(lifecycle: dict) -> tuple[str | None, str | None]:
+def next_deadline(lifecycle: dict[str, Any]) -> tuple[str | None, str | None]:
     """The earliest clock routing still runs (``triage``, ``first_response``, ``follow_up``)."""
     if not lifecycle["open"] or not lifecycle["deadlines"]:
         return None, None

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from shared.core.reference import OPEN_STATUSES, category_label, status_label
 from services.reporting.domain.labels import agency_name, region_name
 
 
-def complaint_status(row: dict, answers: list[dict]) -> dict:
+def complaint_status(row: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
     """``row``: the complaint's projection row, whose ``confidential`` is the current value."""
     confidential = bool(row["confidential"])
     status = row["public_status"]
@@ -39,7 +40,7 @@ def complaint_status(row: dict, answers: list[dict]) -> dict:
     }
 
 
-def summary_csv(summary: dict, agency_names: dict[str, str] | None = None) -> bytes:
+def summary_csv(summary: dict[str, Any], agency_names: dict[str, str] | None = None) -> bytes:
     """One figure per line (metric, code, label, value): UTF-8 with a BOM and CRLF line ends so
     spreadsheet programs (Excel included) open it with the right characters and rows.
     ``agency_names``: the names the events carried (``repository.agency_names``)."""
@@ -58,8 +59,10 @@ def summary_csv(summary: dict, agency_names: dict[str, str] | None = None) -> by
     writer.writerow(["followed_up", "", "Ditindaklanjuti", summary["followed_up"]])
     writer.writerow(["follow_up_rate", "", "Rasio tindak lanjut", summary["follow_up_rate"]])
     writer.writerow(["resolved", "", "Selesai", summary["resolved"]])
+    median_hours = summary["median_hours_to_first_response"]
     writer.writerow(["median_hours_to_first_response", "", "Median jam ke tanggapan pertama",
-                     "" if summary["median_hours_to_first_response"] is None else summary["median_hours_to_first_response"]])
+                     "" if median_hours is None else median_hours])
+    within_sla = summary["within_first_response_sla"]
     writer.writerow(["within_first_response_sla", "", "Rasio tanggapan pertama tepat waktu",
-                     "" if summary["within_first_response_sla"] is None else summary["within_first_response_sla"]])
+                     "" if within_sla is None else within_sla])
     return "\ufeff".encode("utf-8") + buffer.getvalue().encode("utf-8")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from statistics import median
+from typing import Any, Iterable
 
 from shared.core.events import parse_iso
 from shared.core.reference import CATEGORIES, OPEN_STATUSES, WITA
@@ -24,12 +25,12 @@ def hours_between(start: str, end: str) -> float:
     return (parse_iso(end) - parse_iso(start)).total_seconds() / 3600
 
 
-def _median_hours(pairs) -> float | None:
+def _median_hours(pairs: Iterable[tuple[str | None, str | None]]) -> float | None:
     values = [hours_between(start, end) for start, end in pairs if start and end]
     return round(median(values), 2) if values else None
 
 
-def _share_within(items, now: datetime) -> float | None:
+def _share_within(items: Iterable[tuple[str | None, str | None]], now: datetime) -> float | None:
     """items: (done_at or None, due_at or None). Share done by the deadline among the decided."""
     decided = on_time = 0
     for done_at, due_at in items:
@@ -44,7 +45,7 @@ def _share_within(items, now: datetime) -> float | None:
     return round(on_time / decided, 4) if decided else None
 
 
-def monthly_summary(rows: list[dict], year: int, month: int, now: datetime) -> dict:
+def monthly_summary(rows: list[dict[str, Any]], year: int, month: int, now: datetime) -> dict[str, Any]:
     """``rows``: the filed complaints of that month."""
     by_category = {code: 0 for code in CATEGORIES}
     by_region: dict[str, int] = {}
@@ -77,8 +78,8 @@ def wita_day_bounds(date_from: date, date_to: date) -> tuple[datetime, datetime]
     return start, end
 
 
-def agency_performance(assignments: list[dict], agency_code: str, date_from: date, date_to: date,
-                       now: datetime) -> dict:
+def agency_performance(assignments: list[dict[str, Any]], agency_code: str, date_from: date, date_to: date,
+                       now: datetime) -> dict[str, Any]:
     """``assignments``: the agency's rows; counted when the agency was made lead within the
     period (WITA days, both ends included)."""
     start, end = wita_day_bounds(date_from, date_to)
@@ -100,15 +101,15 @@ def agency_performance(assignments: list[dict], agency_code: str, date_from: dat
     }
 
 
-def _first(*moments):
+def _first(*moments: str | None) -> str | None:
     present = [m for m in moments if m]
     return min(present, key=parse_iso) if present else None
 
 
-def agency_table(assignments: list[dict], now: datetime) -> list[dict]:
+def agency_table(assignments: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """One line per agency over every assignment given (the desk is never one: routing's
     lifecycle names no lead while a complaint is at the desk)."""
-    by_agency: dict[str, list[dict]] = {}
+    by_agency: dict[str, list[dict[str, Any]]] = {}
     for a in assignments:
         if a["role"] == "lead":
             by_agency.setdefault(a["agency_code"], []).append(a)
@@ -119,9 +120,10 @@ def agency_table(assignments: list[dict], now: datetime) -> list[dict]:
     return sorted(table, key=lambda line: (-line["assigned"], line["agency_code"]))
 
 
-def trends(counts: list[dict], months: list[str]) -> dict:
+def trends(counts: list[dict[str, Any]], months: list[str]) -> dict[str, Any]:
     """``counts``: rows of (month, category, region_code, n) → per month, by category and region."""
-    out = {m: {"total": 0, "by_category": {c: 0 for c in CATEGORIES}, "by_region": {}} for m in months}
+    out: dict[str, dict[str, Any]] = {
+        m: {"total": 0, "by_category": {c: 0 for c in CATEGORIES}, "by_region": {}} for m in months}
     for item in counts:
         month = out.get(item["month"])
         if month is None:
@@ -141,8 +143,8 @@ def last_months(year: int, month: int, count: int) -> list[str]:
     return list(reversed(keys))
 
 
-def nearing_deadline(rows: list[dict], now: datetime, within_hours: float = 24,
-                     overdue_days: float = 7) -> list[dict]:
+def nearing_deadline(rows: list[dict[str, Any]], now: datetime, within_hours: float = 24,
+                     overdue_days: float = 7) -> list[dict[str, Any]]:
     """Open complaints whose next deadline falls within ``within_hours`` or passed less than
     ``overdue_days`` ago (older misses have been escalated and belong to the agency table)."""
     horizon, since = now + timedelta(hours=within_hours), now - timedelta(days=overdue_days)

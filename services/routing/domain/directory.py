@@ -38,9 +38,6 @@ class Agency:
     supervisor: Optional[str]  # None only for the top of the escalation chain (the desk)
     is_desk: bool = False
 
-    def covers_region(self, region_code: Optional[str]) -> bool:
-        return not self.regions or region_code in self.regions
-
 
 class Directory:
     def __init__(self, agencies: Iterable[Agency]):

@@ -14,8 +14,10 @@ import sqlalchemy as sa
 # revision identifiers, used by Alembic.
 revision: str = 'cbef09724bdd'
 down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+branch_labels: Union[str, Sequence[str], None] = ('intake',)
+# The core tables (quarantine, consumer state, events, outbox) come from the branches in
+# shared/core/migration_branches (see shared/core/migrations.py).
+depends_on: Union[str, Sequence[str], None] = ('ff337c0ab861', '73cfae00a11a')
 
 
 def upgrade() -> None:
@@ -48,12 +50,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('external_ref'),
     sa.UniqueConstraint('tracking_code')
     )
-    op.create_table('consumer_checkpoints',
-    sa.Column('source', sa.String(length=32), nullable=False),
-    sa.Column('position', sa.BigInteger(), nullable=False),
-    sa.Column('updated_at', sa.String(length=40), nullable=False),
-    sa.PrimaryKeyConstraint('source')
-    )
     op.create_table('contact_audit',
     sa.Column('audit_id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('complaint_id', sa.String(length=36), nullable=False),
@@ -69,52 +65,6 @@ def upgrade() -> None:
     sa.Column('in_first_burst', sa.Boolean(), nullable=False),
     sa.Column('last_message_at', sa.String(length=40), nullable=True),
     sa.PrimaryKeyConstraint('page_id', 'psid')
-    )
-    op.create_table('events',
-    sa.Column('position', sa.BigInteger(), autoincrement=False, nullable=False),
-    sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('event_type', sa.String(length=64), nullable=False),
-    sa.Column('schema_version', sa.Integer(), nullable=False),
-    sa.Column('source', sa.String(length=32), nullable=False),
-    sa.Column('complaint_id', sa.String(length=36), nullable=False),
-    sa.Column('version', sa.Integer(), nullable=False),
-    sa.Column('occurred_at', sa.String(length=40), nullable=False),
-    sa.Column('data', sa.Text(), nullable=False),
-    sa.PrimaryKeyConstraint('position'),
-    sa.UniqueConstraint('complaint_id', 'version', name='uq_events_complaint_version'),
-    sa.UniqueConstraint('event_id')
-    )
-    op.create_table('handler_failures',
-    sa.Column('source', sa.String(length=32), nullable=False),
-    sa.Column('position', sa.BigInteger(), autoincrement=False, nullable=False),
-    sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('last_error', sa.Text(), nullable=False),
-    sa.PrimaryKeyConstraint('source', 'position')
-    )
-    op.create_table('outbox',
-    sa.Column('position', sa.BigInteger(), autoincrement=False, nullable=False),
-    sa.PrimaryKeyConstraint('position')
-    )
-    op.create_table('processed_events',
-    sa.Column('source', sa.String(length=32), nullable=False),
-    sa.Column('position', sa.BigInteger(), autoincrement=False, nullable=False),
-    sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('outcome', sa.String(length=16), nullable=False),
-    sa.PrimaryKeyConstraint('source', 'position')
-    )
-    op.create_table('quarantine',
-    sa.Column('item_id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('source', sa.String(length=64), nullable=True),
-    sa.Column('position', sa.BigInteger(), nullable=True),
-    sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('payload', sa.Text(), nullable=False),
-    sa.Column('quarantined_at', sa.String(length=40), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('replayed_by', sa.String(length=128), nullable=True),
-    sa.Column('replayed_at', sa.String(length=40), nullable=True),
-    sa.PrimaryKeyConstraint('item_id')
     )
     op.create_table('reporters',
     sa.Column('complaint_id', sa.String(length=36), nullable=False),
@@ -148,14 +98,8 @@ def downgrade() -> None:
     op.drop_table('webhook_inbox')
     op.drop_table('seen_items')
     op.drop_table('reporters')
-    op.drop_table('quarantine')
-    op.drop_table('processed_events')
-    op.drop_table('outbox')
-    op.drop_table('handler_failures')
-    op.drop_table('events')
     op.drop_table('conversations')
     op.drop_table('contact_audit')
-    op.drop_table('consumer_checkpoints')
     op.drop_table('complaints')
     op.drop_table('comments')
     # ### end Alembic commands ###

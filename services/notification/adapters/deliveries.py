@@ -1,0 +1,292 @@
+"""The sender's reads and writes: which messages are due (the first pending one of each lane),
+leasing a message before Meta is called, the facts ``domain.delivery`` asks for, and recording
+what it decided — each in its own short transaction, never around a call to Meta."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Optional
+
+from sqlalchemy import delete, func, select, update
+
+from shared.core.db import Database
+from shared.core.events import isoformat_utc, parse_iso
+from shared.core.eventstore import PendingEvent
+from services.notification.adapters import tables
+from services.notification.adapters.records import confidential_now
+from services.notification.domain import delivery
+from services.notification.domain.policy import COMMENT_PUBLIC, DeliveryPlan
+
+
+def _time(value: Optional[str]) -> Optional[datetime]:
+    return parse_iso(value) if value else None
+
+
+def _json(value: Optional[str]):
+    return json.loads(value) if value else None
+
+
+def message_of(row) -> delivery.PendingMessage:
+    """An ``outgoing_messages`` row as the decision reads it."""
+    return delivery.PendingMessage(
+        message_id=row["message_id"], trigger_event_id=row["trigger_event_id"],
+        complaint_id=row["complaint_id"], kind=row["kind"], audience=row["audience"],
+        part_index=row["part_index"], text=row["text"], public_text=row["public_text"],
+        human_written=bool(row["human_written"]), reply_to=_json(row["reply_to"]),
+        last_message_at=_time(row["last_message_at"]),
+        excluded_channels=frozenset(json.loads(row["excluded_channels"] or "[]")),
+        attempts=row["attempts"], reason=row["reason"], code=row["code"])
+
+
+def complaint_of(row) -> Optional[delivery.ComplaintRecord]:
+    """A ``complaints`` row as the decision reads it."""
+    if row is None:
+        return None
+    return delivery.ComplaintRecord(
+        reply_to=_json(row["reply_to"]), last_citizen_message_at=_time(row["last_citizen_message_at"]),
+        comment_created_at=_time(row["comment_created_at"]),
+        private_reply_used=bool(row["private_reply_used"]), known_psid=row["known_psid"])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One message ready for ``delivery.decide_send``: its plan and the facts it asked for
+    (all but the Page's token, which is configuration)."""
+
+    message: delivery.PendingMessage
+    plan: DeliveryPlan
+    confidential_now: bool
+    public_reply_sent: bool
+
+    def facts(self, page_configured: bool) -> delivery.Facts:
+        return delivery.Facts(confidential_now=self.confidential_now,
+                              public_reply_sent=self.public_reply_sent, page_configured=page_configured)
+
+
+@dataclass(frozen=True)
+class DueWork:
+    """What one round of the sender may start: lane heads due now, and one probe per held Page
+    whose probe is due."""
+
+    heads: list[dict]
+    probes: dict[str, dict]
+
+
+class Deliveries:
+    """``outgoing_messages``, ``page_holds`` and the complaint columns the sender keeps."""
+
+    def __init__(self, database: Database):
+        self.database = database
+
+    # -- what is due ----------------------------------------------------------------------------
+    def held_pages(self) -> dict[str, str]:
+        with self.database.read() as connection:
+            rows = connection.execute(select(tables.page_holds)).mappings().all()
+        return {row["page_id"]: row["reason"] for row in rows}
+
+    def due_work(self, now: datetime, head_limit: int, probe_seconds: float) -> DueWork:
+        """The first pending message of up to ``head_limit`` lanes whose Page is not held (none
+        when the limit is 0), and for each held Page whose probe is due its oldest lane head."""
+        with self.database.read() as connection:
+            holds = {row["page_id"]: dict(row) for row in
+                     connection.execute(select(tables.page_holds)).mappings()}
+            heads = [] if head_limit <= 0 else self._lane_heads(connection, holds.keys(), head_limit)
+            probes = {}
+            for page_id, hold in holds.items():
+                if delivery.probe_due(parse_iso(hold["since"]), _time(hold["last_probe_at"]), now,
+                                      probe_seconds):
+                    found = self._lane_heads(connection, (), limit=1, page_id=page_id)
+                    if found:
+                        probes[page_id] = found[0]
+        return DueWork(heads, probes)
+
+    @staticmethod
+    def _lane_heads(connection, excluded_pages: Iterable[str], limit: int,
+                    page_id: Optional[str] = None) -> list[dict]:
+        """The first pending message of each lane (oldest lanes first), at most ``limit``."""
+        out = tables.outgoing
+        other = out.alias("earlier")
+        first_seq = (select(func.min(other.c.seq))
+                     .where(other.c.lane == out.c.lane, other.c.state == "pending")
+                     .scalar_subquery())
+        query = select(out).where(out.c.state == "pending", out.c.seq == first_seq)
+        excluded = list(excluded_pages)
+        if page_id is not None:
+            query = query.where(out.c.page_id == page_id)
+        elif excluded:
+            query = query.where(out.c.page_id.notin_(excluded))
+        rows = connection.execute(query.order_by(out.c.created_at, out.c.seq).limit(limit)).mappings().all()
+        return [dict(row) for row in rows]
+
+    def lane_head(self, lane: str) -> tuple[Optional[dict], bool]:
+        """The lane's first pending message, and whether its Page is held."""
+        with self.database.read() as connection:
+            row = connection.execute(
+                select(tables.outgoing).where(tables.outgoing.c.lane == lane,
+                                              tables.outgoing.c.state == "pending")
+                .order_by(tables.outgoing.c.seq).limit(1)).mappings().first()
+            held = row is not None and connection.execute(
+                select(tables.page_holds.c.page_id)
+                .where(tables.page_holds.c.page_id == row["page_id"])).first() is not None
+        return (dict(row) if row is not None else None), held
+
+    # -- the lease ------------------------------------------------------------------------------
+    def claim(self, row: dict, lease_until: datetime) -> Optional[dict]:
+        """Lease the message before calling Meta, so that several notification instances on one
+        database never send it twice: a compare-and-set on ``next_attempt_at`` (the lease runs
+        past the Graph timeout; after a crash the message is simply due again when it ends)."""
+        lease = isoformat_utc(lease_until)
+        out = tables.outgoing
+        with self.database.transaction() as tx:
+            claimed = tx.execute(update(out).where(
+                out.c.message_id == row["message_id"], out.c.state == "pending",
+                out.c.next_attempt_at == row["next_attempt_at"]).values(next_attempt_at=lease)).rowcount
+        if not claimed:
+            return None
+        return dict(row, next_attempt_at=lease)
+
+    def release(self, row: dict, original_due: str) -> None:
+        """Give the lease back when the outcome left the message pending without a new time
+        (a held Page, a pause): it is due again at once, not when the lease would end."""
+        out = tables.outgoing
+        with self.database.transaction() as tx:
+            tx.execute(update(out).where(
+                out.c.message_id == row["message_id"], out.c.state == "pending",
+                out.c.next_attempt_at == row["next_attempt_at"]).values(next_attempt_at=original_due))
+
+    # -- the facts a decision asks for --------------------------------------------------------
+    def prepare(self, row: dict, now: datetime) -> Prepared:
+        """The message, its plan from the complaint's current record, and what the decision
+        asks about it (whether the complaint is confidential now; whether an earlier part went
+        out as the public reply) — read in one transaction, only when asked."""
+        message = message_of(row)
+        with self.database.read() as connection:
+            complaint = None
+            if message.audience == delivery.TO_COMPLAINT:
+                complaint = complaint_of(connection.execute(select(tables.complaints).where(
+                    tables.complaints.c.complaint_id == message.complaint_id)).mappings().first())
+            plan = delivery.plan_for(message, complaint, now)
+            attempts = delivery.usable_attempts(message, plan)
+            confidential = delivery.asks_confidentiality(message, attempts) and \
+                confidential_now(connection, message.complaint_id)
+            public_sent = delivery.asks_public_reply_sent(message, attempts) and \
+                self._public_reply_sent(connection, message)
+        return Prepared(message, plan, confidential, public_sent)
+
+    @staticmethod
+    def _public_reply_sent(connection, message: delivery.PendingMessage) -> bool:
+        out = tables.outgoing
+        return connection.execute(select(out.c.message_id).where(
+            out.c.trigger_event_id == message.trigger_event_id, out.c.kind == message.kind,
+            out.c.part_index < message.part_index, out.c.channel == COMMENT_PUBLIC,
+            out.c.state.in_((delivery.SENT, delivery.FOLDED)))).first() is not None
+
+    # -- recording what was decided ------------------------------------------------------------
+    @staticmethod
+    def _pending(message: delivery.PendingMessage):
+        return (tables.outgoing.c.message_id == message.message_id, tables.outgoing.c.state == "pending")
+
+    @staticmethod
+    def _noted(failed: Optional[delivery.FailedCall]) -> dict:
+        if failed is None:
+            return {}
+        return {"last_error": failed.last_error, "channel": failed.channel,
+                "messaging_type": failed.messaging_type, "tag": failed.tag}
+
+    def record_sent(self, message: delivery.PendingMessage, sent: delivery.Sent, now: datetime) -> bool:
+        """Mark the message sent and append ``CitizenNotified`` (only if it was still pending),
+        note the private reply spent, and lift the Page's hold; one transaction."""
+        stamp = isoformat_utc(now)
+        with self.database.transaction() as tx:
+            changed = tx.execute(update(tables.outgoing).where(*self._pending(message)).values(
+                state=delivery.SENT, channel=sent.channel, messaging_type=sent.messaging_type,
+                tag=sent.tag, graph_message_id=sent.graph_message_id, recipient_psid=sent.recipient_psid,
+                attempts=sent.attempts, sent_at=stamp, finished_at=stamp,
+                fallback_reasons=json.dumps(list(sent.fallback_reasons)))).rowcount
+            if changed:
+                if sent.private_reply_used:
+                    values: dict = {"private_reply_used": True}
+                    if sent.known_psid:
+                        values["known_psid"] = sent.known_psid
+                    tx.execute(update(tables.complaints).where(
+                        tables.complaints.c.complaint_id == message.complaint_id).values(**values))
+                tx.append([PendingEvent("CitizenNotified", message.complaint_id,
+                                        delivery.notified_event(message, sent))])
+            # A success proves the Page's token works again.
+            tx.execute(delete(tables.page_holds).where(tables.page_holds.c.page_id == sent.page_id))
+        return bool(changed)
+
+    def record_finished(self, message: delivery.PendingMessage, finish: delivery.Finish, now: datetime) -> bool:
+        """End the message unsent and append ``CitizenNotificationFailed`` (if still pending)."""
+        values = dict(self._noted(finish.failed_call), state=finish.state, reason=finish.reason,
+                      code=finish.code, finished_at=isoformat_utc(now),
+                      fallback_reasons=json.dumps(list(finish.fallback_reasons)))
+        with self.database.transaction() as tx:
+            changed = tx.execute(update(tables.outgoing).where(*self._pending(message))
+                                 .values(**values)).rowcount
+            if changed:
+                tx.append([PendingEvent("CitizenNotificationFailed", message.complaint_id,
+                                        delivery.failed_event(message, finish))])
+        return bool(changed)
+
+    def record_folded(self, message: delivery.PendingMessage, now: datetime) -> None:
+        with self.database.transaction() as tx:
+            tx.execute(update(tables.outgoing).where(*self._pending(message)).values(
+                state=delivery.FOLDED, channel=COMMENT_PUBLIC, finished_at=isoformat_utc(now)))
+
+    def record_retry(self, message: delivery.PendingMessage,
+                     step: delivery.RetryLater | delivery.NextChannel) -> None:
+        """Count the attempt and schedule the next one (without the refused channel, for
+        ``NextChannel``)."""
+        values = dict(self._noted(step.failed_call), attempts=step.attempts,
+                      next_attempt_at=isoformat_utc(step.at))
+        if isinstance(step, delivery.NextChannel):
+            values.update(excluded_channels=json.dumps(list(step.excluded_channels)), reason=step.reason,
+                          code=step.code)
+        with self.database.transaction() as tx:
+            tx.execute(update(tables.outgoing).where(*self._pending(message)).values(**values))
+            if step.private_reply_used:
+                tx.execute(update(tables.complaints).where(
+                    tables.complaints.c.complaint_id == message.complaint_id).values(private_reply_used=True))
+
+    def record_hold(self, message: delivery.PendingMessage, hold: delivery.HoldPage, now: datetime) -> None:
+        """Note the refused call (no attempt counted) and hold the Page, or note the probe."""
+        stamp = isoformat_utc(now)
+        with self.database.transaction() as tx:
+            tx.execute(update(tables.outgoing).where(*self._pending(message))
+                       .values(**self._noted(hold.failed_call)))
+            held = tx.execute(update(tables.page_holds).where(
+                tables.page_holds.c.page_id == hold.page_id).values(last_probe_at=stamp)).rowcount
+            if not held:
+                tx.execute(tables.page_holds.insert().values(
+                    page_id=hold.page_id, reason=hold.reason, since=stamp, last_probe_at=stamp))
+
+
+# -- what the desk reads ------------------------------------------------------------------------------
+def undelivered_rows(connection, limit: int) -> list[dict]:
+    """Messages Facebook could not carry, oldest first, with the complaint's tracking code: no
+    texts and no PSIDs."""
+    out = tables.outgoing
+    rows = connection.execute(
+        select(out.c.message_id, out.c.trigger_event_id, out.c.complaint_id, out.c.kind,
+               out.c.part_index, out.c.channel, out.c.reason, out.c.code,
+               out.c.fallback_reasons, out.c.created_at, out.c.finished_at,
+               tables.complaints.c.tracking_code)
+        .select_from(out.outerjoin(tables.complaints,
+                                   tables.complaints.c.complaint_id == out.c.complaint_id))
+        .where(out.c.state == delivery.UNDELIVERABLE)
+        .order_by(out.c.finished_at).limit(limit)).mappings().all()
+    return [dict(row, fallback_reasons=json.loads(row["fallback_reasons"] or "[]")) for row in rows]
+
+
+def delivery_rows(connection, trigger_event_id: str) -> list[dict]:
+    """The messages one event caused, in their lane's order, and where each stands."""
+    out = tables.outgoing
+    rows = connection.execute(
+        select(out.c.message_id, out.c.kind, out.c.part_index, out.c.state, out.c.channel,
+               out.c.messaging_type, out.c.tag, out.c.attempts, out.c.next_attempt_at,
+               out.c.reason, out.c.code, out.c.last_error)
+        .where(out.c.trigger_event_id == trigger_event_id)
+        .order_by(out.c.seq)).mappings().all()
+    return [dict(row) for row in rows]

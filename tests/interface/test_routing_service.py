@@ -1,0 +1,710 @@
+"""Routing's interface tier: every entrypoint of ``RoutingService`` — the desk's and the agencies'
+RPC methods, the bearer-token ``/api`` routes, the ``/console/`` pages, health and metrics, the
+handlers of intake's events and the timers — driven in-process on a SQLite file, with no broker
+and no database server.
+
+The worker comes from nameko's ``worker_factory`` with real dependencies: routing's own
+``ServiceStore`` (migrated), the real ``Workflow`` (``workflow_for``: the shipped directory, rules
+and SLA policy, the tokens of ``ROUTING_TOKENS``), the real ``Console`` and the real
+``ConsumerApi`` over an ``EventConsumer`` built from ``RoutingHandlers``. Only what needs a broker
+is a fake: the outbox relay and the ``intake`` RPC proxy (the desk's reporter-contact lookup).
+Intake's side is played by a ``SourceLog`` whose ``ComplaintFiled`` envelopes are pushed to
+``on_complaint_filed`` (or left for catch-up). Each test asserts what the caller gets and what
+routing recorded, refusals included; ``test_every_routing_entrypoint_has_an_interface_test``
+fails when an entrypoint is added without a test here.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+
+import pytest
+
+from shared.core.errors import Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.core.events import isoformat_utc, utc_now
+from shared.core.store import ServiceStore
+from services.routing.adapters import tables
+from services.routing.adapters.console import config as console_config
+from services.routing.adapters.console.pages import Console
+from services.routing.adapters.console.session import COOKIE_NAME, SessionCodec
+from services.routing.application.workflow import Workflow
+from services.routing.service import RoutingHandlers, RoutingService, build_store, workflow_for
+from tests.interface.harness import (FakeRelay, SourceLog, check_coverage, consumer_api, covers, instrument,
+                                     json_of, real_dependencies, request, rows, text_of)
+
+DESK = "diskominfotik"
+TOKENS = {DESK: "desk-token-interface", "dpupr": "dpupr-token-interface",
+          "pemkab-loteng": "loteng-token-interface", "dikes": "dikes-token-interface"}
+ROAD = ("Jalan provinsi rusak parah di Praya, banyak lubang", "infrastruktur", "5202")   # rule: dpupr leads
+UNCLEAR = ("Halo admin, mohon dibantu urusan saya", "lainnya", None)                   # to the desk
+
+
+class FakeIntake:
+    """intake's RPC proxy as the console's reporter-contact lookup uses it; ``failure`` makes the
+    call raise it (as a remote refusal or an intake that does not answer)."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.failure: Exception | None = None
+
+    def reporter_contact(self, complaint_id, actor, reason):
+        self.calls.append((complaint_id, actor, reason))
+        if self.failure:
+            raise self.failure
+        return {"complaint_id": complaint_id, "name": "Ani Lestari", "phone": "+62 812 3456 7890",
+                "email": "ani@example.org"}
+
+
+@dataclass
+class Routing:
+    worker: RoutingService
+    store: ServiceStore
+    workflow: Workflow
+    intake: FakeIntake
+    intake_log: SourceLog         # what intake recorded, for pushes and catch-up
+
+    def filed(self, text: str, category: str, region: str | None, *, confidential: bool = False,
+              push: bool = True) -> str:
+        """intake records ``ComplaintFiled``; pushed to routing's handler unless ``push=False``."""
+        complaint_id, now = str(uuid.uuid4()), isoformat_utc(utc_now())
+        envelope = self.intake_log.append("ComplaintFiled", complaint_id, {
+            "tracking_code": f"NTB-{uuid.uuid4().hex[:6].upper()}", "channel": "api", "filed_at": now,
+            "text": text, "attachments": [], "category": category, "region_code": region,
+            "priority": "normal", "reasons": {"category": [], "region": [], "priority": []},
+            "confidential": confidential, "reply_to": None, "last_citizen_message_at": None,
+            "external_ref": None})
+        if push:
+            self.worker.on_complaint_filed(envelope)
+        return complaint_id
+
+    def log(self, complaint_id: str | None = None) -> list[tuple[str, dict]]:
+        """Routing's own events (of one complaint), as (type, data)."""
+        return [(e["event_type"], e["data"]) for e in self.worker.events_since(0)
+                if complaint_id in (None, e["complaint_id"])]
+
+    def api(self, entrypoint: str, method: str, path: str, *args, agency: str | None = None,
+            body=None, actor: str | None = None):
+        """Call an ``/api`` route as agency ``agency`` (its bearer token) or anonymously."""
+        headers = {}
+        if agency:
+            headers["Authorization"] = f"Bearer {TOKENS[agency]}"
+        if actor:
+            headers["X-Actor"] = actor
+        return getattr(self.worker, entrypoint)(request(method, path, json_body=body, headers=headers), *args)
+
+
+@pytest.fixture
+def make_routing(migrated_sqlite, monkeypatch, called):
+    """Routing on a fresh SQLite file; ``env`` is set before the workflow reads it (SLA clocks)."""
+    stores = []
+
+    def make(**env) -> Routing:
+        monkeypatch.setenv("ROUTING_TOKENS", ",".join(f"{code}:{token}" for code, token in TOKENS.items()))
+        monkeypatch.setenv("ROUTING_CONSOLE_SECRET", "s" * 40)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        store = build_store(migrated_sqlite("routing", build_store))
+        store.prepare()                   # as the Storage provider does: checks it is at the newest revision
+        stores.append(store)
+        workflow = workflow_for(store)
+        console = Console(workflow, SessionCodec(console_config.console_secret()),
+                          console_config.secure_cookie_mode())
+        intake_log, intake = SourceLog("intake"), FakeIntake()
+        worker = real_dependencies(RoutingService, store=store, relay=FakeRelay(), workflow=workflow,
+                                   console=console, intake=intake,
+                                   consumer=consumer_api(store, RoutingHandlers, {"intake": intake_log}))
+        return Routing(instrument(worker, called), store, workflow, intake, intake_log)
+
+    yield make
+    for store in stores:
+        store.database.dispose()
+
+
+@pytest.fixture
+def routing(make_routing) -> Routing:
+    return make_routing()
+
+
+def test_every_routing_entrypoint_has_an_interface_test():
+    check_coverage(RoutingService, sys.modules[__name__])
+
+
+# --- intake's events -------------------------------------------------------------------------------
+
+@covers("on_complaint_filed", "events_since", "get_complaint")
+def test_a_filed_complaint_is_routed_by_the_rules_once(routing):
+    complaint_id = routing.filed(*ROAD)
+    [(event_type, data)] = routing.log(complaint_id)
+    assert (event_type, data["lead_agencies"], data["decided_by"]) == (
+        "ComplaintRouted", ["dpupr"], "rule:jalan-provinsi")
+    assert data["lifecycle"]["status"] == "disetujui" and data["agency_names"]["dpupr"]
+    complaint = routing.worker.get_complaint(complaint_id)
+    assert (complaint["status"], complaint["lead_agencies"], complaint["at_desk"]) == ("assigned", ["dpupr"], False)
+    assert routing.worker.consumer.checkpoint("intake") == 1
+
+    routing.worker.on_complaint_filed(routing.intake_log.events[0])     # redelivered
+    assert len(routing.log(complaint_id)) == 1
+
+
+@covers("on_complaint_filed", "quarantined")
+def test_an_unreadable_filing_is_quarantined_and_routes_nothing(routing):
+    broken = routing.intake_log.append("ComplaintFiled", str(uuid.uuid4()), {"text": "Tanpa kode lacak"})
+    routing.worker.on_complaint_filed(broken)
+    [item] = routing.worker.quarantined()
+    assert (item["kind"], item["source"], item["position"]) == ("event", "intake", 1)
+    assert "tracking_code" in item["reason"]
+    assert routing.log() == []
+
+
+@covers("on_complaint_amended", "get_complaint")
+def test_an_amended_text_is_read_by_agencies_and_a_reported_levy_makes_it_confidential(routing):
+    complaint_id = routing.filed(*ROAD)
+
+    def amended(text, levy):
+        return routing.intake_log.append("ComplaintAmended", complaint_id, {
+            "text": text, "why": "more_messages", "last_citizen_message_at": isoformat_utc(utc_now()),
+            "levy_reported": levy, "attachments": [], "category": "infrastruktur", "region_code": "5202",
+            "priority": "normal", "reasons": {"category": [], "region": [], "priority": []}})
+
+    routing.worker.on_complaint_amended(amended(f"{ROAD[0]}\nSudah dua bulan.", False))
+    complaint = routing.worker.get_complaint(complaint_id)
+    assert complaint["text"].endswith("Sudah dua bulan.") and complaint["confidential"] is False
+    routing.worker.on_complaint_amended(amended(f"{ROAD[0]}\nPetugas minta uang pelicin.", True))
+    assert routing.worker.get_complaint(complaint_id)["confidential"] is True
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted", "ComplaintConfidentialityChanged"]
+    assert routing.log(complaint_id)[-1][1]["actor"] == "intake:classifier"
+
+
+@covers("on_complaint_amended")
+def test_an_amendment_of_a_complaint_routing_never_saw_records_nothing(routing):
+    routing.worker.on_complaint_amended(routing.intake_log.append("ComplaintAmended", str(uuid.uuid4()), {
+        "text": "Teks baru", "why": "comment_edited", "last_citizen_message_at": None, "levy_reported": True,
+        "attachments": [], "category": "lainnya", "region_code": None, "priority": "normal",
+        "reasons": {"category": [], "region": [], "priority": []}}))
+    assert routing.log() == [] and routing.worker.quarantined() == []
+    assert routing.worker.consumer.checkpoint("intake") == 1
+
+
+# --- RPC: directory and tokens -----------------------------------------------------------------------
+
+@covers("agencies")
+def test_agencies_lists_the_directory_with_the_desk_marked(routing):
+    agencies = {a["code"]: a for a in routing.worker.agencies()}
+    assert agencies[DESK]["is_desk"] is True and agencies["dpupr"]["is_desk"] is False
+    assert "infrastruktur" in agencies["dpupr"]["categories"]
+    assert len(agencies) == len(routing.workflow.directory.all())
+
+
+@covers("issue_token", "http_me")
+def test_an_issued_token_authenticates_its_agency_and_is_stored_hashed(routing):
+    issued = routing.worker.issue_token("dikes", "diskominfotik:sari")
+    assert issued["agency_code"] == "dikes" and len(issued["token"]) >= 32
+    me = routing.worker.http_me(request("GET", "/api/me", headers={"Authorization": f"Bearer {issued['token']}"}))
+    assert json_of(me) == {"agency_code": "dikes", "actor": "dikes", "is_desk": False}
+    assert issued["token"] not in str(rows(routing.store, tables.agency_tokens))
+
+
+@pytest.mark.parametrize("agency, actor, refusal", [
+    ("no-such-agency", "diskominfotik:sari", NotFound), ("dikes", " ", ValidationFailed)])
+@covers("issue_token")
+def test_issue_token_refuses_an_unknown_agency_or_a_blank_actor(routing, agency, actor, refusal):
+    before = rows(routing.store, tables.agency_tokens)
+    with pytest.raises(refusal):
+        routing.worker.issue_token(agency, actor)
+    assert rows(routing.store, tables.agency_tokens) == before
+
+
+# --- RPC: the desk ------------------------------------------------------------------------------------
+
+@covers("desk_queue", "assign")
+def test_the_desk_routes_a_complaint_from_its_queue(routing):
+    complaint_id = routing.filed(*UNCLEAR)
+    [queued] = routing.worker.desk_queue()
+    assert (queued["complaint_id"], queued["why"]) == (complaint_id, ["triage"])
+
+    result = routing.worker.assign(complaint_id, ["dpupr", "pemkab-loteng"], "Jalan desa, PUPR memimpin",
+                                   "diskominfotik:sari")
+    assert result["recorded"] == ["ComplaintRouted"]
+    assert (result["lead_agencies"], result["coordinating_agencies"], result["decided_by"]) == (
+        ["dpupr"], ["pemkab-loteng"], "operator:diskominfotik:sari")
+    assert routing.worker.desk_queue() == []
+
+
+@pytest.mark.parametrize("complaint, codes, note, refusal", [
+    ("known", ["no-such-agency"], "Catatan", ValidationFailed),
+    ("known", [], "Catatan", ValidationFailed),
+    ("known", ["dpupr"], " ", ValidationFailed),
+    ("unknown", ["dpupr"], "Catatan", NotFound),
+])
+@covers("assign")
+def test_assign_refuses_and_records_nothing(routing, complaint, codes, note, refusal):
+    complaint_id = routing.filed(*UNCLEAR)
+    target = complaint_id if complaint == "known" else str(uuid.uuid4())
+    before = routing.log()
+    with pytest.raises(refusal):
+        routing.worker.assign(target, codes, note, "diskominfotik:sari")
+    assert routing.log() == before
+
+
+@covers("dismiss")
+def test_the_desk_dismisses_a_duplicate_and_cannot_dismiss_it_twice(routing):
+    original = routing.filed(*ROAD)
+    duplicate = routing.filed(*ROAD)
+    tracking_code = routing.worker.get_complaint(original)["tracking_code"]
+    with pytest.raises(NotFound):
+        routing.worker.dismiss(duplicate, "Aduan ganda", "diskominfotik:sari", duplicate_of="NTB-NONE00")
+    result = routing.worker.dismiss(duplicate, "Aduan ganda", "diskominfotik:sari", duplicate_of=tracking_code)
+    assert (result["recorded"], result["status"]) == (["ComplaintDismissed"], "dismissed")
+    assert routing.log(duplicate)[-1][1]["duplicate_of"] == tracking_code
+    with pytest.raises(IllegalAction):
+        routing.worker.dismiss(duplicate, "Lagi", "diskominfotik:sari")
+    assert [t for t, _ in routing.log(duplicate)] == ["ComplaintRouted", "ComplaintDismissed"]
+
+
+@covers("set_priority")
+def test_the_desk_changes_the_priority_once_with_a_reason(routing):
+    complaint_id = routing.filed(*ROAD)
+    result = routing.worker.set_priority(complaint_id, "urgent", "Jalan utama ke rumah sakit", "diskominfotik:sari")
+    assert result["priority"] == "urgent" and result["recorded"]
+    for priority, reason, refusal in [("urgent", "Lagi", IllegalAction), ("segera", "Alasan", ValidationFailed),
+                                      ("important", " ", ValidationFailed)]:
+        with pytest.raises(refusal):
+            routing.worker.set_priority(complaint_id, priority, reason, "diskominfotik:sari")
+    assert routing.worker.get_complaint(complaint_id)["priority"] == "urgent"
+
+
+@covers("set_confidential")
+def test_the_desk_marks_and_unmarks_confidentiality_with_a_reason(routing):
+    complaint_id = routing.filed(*ROAD)
+    with pytest.raises(ValidationFailed):
+        routing.worker.set_confidential(complaint_id, True, " ", "diskominfotik:sari")
+    with pytest.raises(ValidationFailed):
+        routing.worker.set_confidential(complaint_id, "ya", "Menyebut nama petugas", "diskominfotik:sari")
+    assert routing.worker.set_confidential(complaint_id, True, "Menyebut nama petugas",
+                                           "diskominfotik:sari")["confidential"] is True
+    with pytest.raises(IllegalAction):
+        routing.worker.set_confidential(complaint_id, True, "Lagi", "diskominfotik:sari")
+    assert routing.worker.set_confidential(complaint_id, False, "Tidak ada nama",
+                                           "diskominfotik:sari")["confidential"] is False
+    changes = [d for t, d in routing.log(complaint_id) if t == "ComplaintConfidentialityChanged"]
+    assert [(d["confidential"], d["actor"]) for d in changes] == [
+        (True, "diskominfotik:sari"), (False, "diskominfotik:sari")]
+
+
+# --- RPC: agencies ------------------------------------------------------------------------------------
+
+@covers("complaints_for")
+def test_complaints_for_lists_an_agencys_complaints_by_status(routing):
+    road = routing.filed(*ROAD)
+    routing.filed(*UNCLEAR)
+    [listed] = routing.worker.complaints_for("dpupr")
+    assert (listed["complaint_id"], listed["role"]) == (road, "lead")
+    assert [c["complaint_id"] for c in routing.worker.complaints_for("dpupr", "disetujui")] == [road]
+    assert routing.worker.complaints_for("dpupr", "selesai") == []
+    assert routing.worker.complaints_for("dikes") == []
+    with pytest.raises(ValidationFailed):
+        routing.worker.complaints_for("dpupr", "hilang")
+    with pytest.raises(NotFound):
+        routing.worker.complaints_for("no-such-agency")
+
+
+@covers("acknowledge", "respond", "timeline")
+def test_the_lead_acknowledges_answers_and_resolves_and_the_timeline_tells_it(routing):
+    complaint_id = routing.filed(*ROAD)
+    assert routing.worker.acknowledge(complaint_id, "dpupr", "dpupr:budi")["recorded"] == ["ComplaintAcknowledged"]
+    answered = routing.worker.respond(complaint_id, "dpupr", "Ruas ini diperbaiki pekan depan.", False, "dpupr:budi")
+    assert answered["recorded"] == ["ComplaintResponded"] and answered["status"] == "in_progress"
+    resolved = routing.worker.respond(complaint_id, "dpupr", "Sudah diperbaiki.", True, "dpupr:budi")
+    assert resolved["recorded"] == ["ComplaintResponded", "ComplaintResolved"]
+    assert resolved["lifecycle"]["status"] == "selesai" and resolved["lifecycle"]["open"] is False
+
+    timeline = routing.worker.timeline(complaint_id)
+    assert [entry["event_type"] for entry in timeline] == [
+        "ComplaintFiled", "ComplaintRouted", "ComplaintAcknowledged", "ComplaintResponded",
+        "ComplaintResponded", "ComplaintResolved"]
+    assert timeline[2]["data"]["actor"] == "dpupr:budi"
+    with pytest.raises(NotFound):
+        routing.worker.timeline("NTB-NONE00")
+
+
+@covers("acknowledge", "respond")
+def test_agency_actions_are_refused_when_not_assigned_or_not_allowed(routing):
+    complaint_id = routing.filed(*ROAD)
+    at_desk = routing.filed(*UNCLEAR)
+    with pytest.raises(Forbidden):          # routed, but not to this agency
+        routing.worker.acknowledge(complaint_id, "dikes", "dikes:eka")
+    with pytest.raises(IllegalAction):      # still at the desk: nobody's yet
+        routing.worker.acknowledge(at_desk, "dpupr", "dpupr:budi")
+    with pytest.raises(ValidationFailed):
+        routing.worker.respond(complaint_id, "dpupr", " ", False, "dpupr:budi")
+    routing.worker.acknowledge(complaint_id, "dpupr", "dpupr:budi")
+    with pytest.raises(IllegalAction):
+        routing.worker.acknowledge(complaint_id, "dpupr", "dpupr:budi")
+    assert [t for t, _ in routing.log()] == ["ComplaintRouted", "ComplaintRouted", "ComplaintAcknowledged"]
+
+
+@covers("reject", "desk_queue")
+def test_a_rejection_hands_the_complaint_back_to_the_desk(routing):
+    complaint_id = routing.filed(*ROAD)
+    with pytest.raises(ValidationFailed):
+        routing.worker.reject(complaint_id, "dpupr", "", "dpupr:budi")
+    result = routing.worker.reject(complaint_id, "dpupr", "Ruas ini jalan kabupaten", "dpupr:budi")
+    assert result["recorded"] == ["ComplaintRejectedByAgency"] and result["at_desk"] is True
+    [queued] = routing.worker.desk_queue()
+    assert (queued["complaint_id"], queued["why"]) == (complaint_id, ["returned"])
+    assert routing.worker.complaints_for("dpupr") == []          # handed back: no longer dpupr's
+
+
+# --- RPC: quarantine ---------------------------------------------------------------------------------
+
+@covers("quarantined", "replay_quarantined")
+def test_a_quarantined_filing_is_routed_when_replayed(routing):
+    complaint_id = routing.filed(*ROAD, push=False)
+    filing = routing.intake_log.events[0]
+    with routing.store.database.transaction() as tx:   # as the consumer quarantines a handler that kept failing
+        routing.store.quarantine.put(tx.connection, "event", "handler failed: OperationalError", filing,
+                                     source="intake", position=filing["position"])
+    [item] = routing.worker.quarantined()
+    with pytest.raises(ValidationFailed):
+        routing.worker.replay_quarantined(item["item_id"], "")
+    with pytest.raises(NotFound):
+        routing.worker.replay_quarantined(item["item_id"] + 1, "ops:ani")
+
+    assert routing.worker.replay_quarantined(item["item_id"], "ops:ani")["outcome"] == "replayed"
+    assert routing.worker.get_complaint(complaint_id)["lead_agencies"] == ["dpupr"]
+    assert routing.worker.quarantined() == []
+    assert routing.worker.replay_quarantined(item["item_id"], "ops:ani")["outcome"] == "already_replayed"
+    assert len(routing.log(complaint_id)) == 1
+
+
+# --- HTTP: the agency API ------------------------------------------------------------------------------
+
+@covers("http_me")
+def test_api_me_names_the_caller_and_refuses_without_a_known_token(routing):
+    me = routing.api("http_me", "GET", "/api/me", agency=DESK, actor="Sari")
+    assert (me.status_code, json_of(me)) == (200, {"agency_code": DESK, "actor": f"{DESK}:Sari", "is_desk": True})
+    anonymous = routing.api("http_me", "GET", "/api/me")
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    forged = routing.worker.http_me(request("GET", "/api/me", headers={"Authorization": "Bearer not-a-token"}))
+    assert forged.status_code == 401
+    assert routing.api("http_me", "GET", "/api/me", agency="dpupr", actor="a:b").status_code == 400
+
+
+@covers("http_agencies")
+def test_api_agencies_for_any_agency_not_for_strangers(routing):
+    listed = routing.api("http_agencies", "GET", "/api/agencies", agency="dikes")
+    assert listed.status_code == 200 and {a["code"] for a in json_of(listed)} >= {DESK, "dpupr", "dikes"}
+    assert routing.api("http_agencies", "GET", "/api/agencies").status_code == 401
+
+
+@covers("http_desk_queue")
+def test_api_desk_queue_is_the_desks_only(routing):
+    complaint_id = routing.filed(*UNCLEAR)
+    queue = routing.api("http_desk_queue", "GET", "/api/desk/queue", agency=DESK)
+    assert queue.status_code == 200 and [c["complaint_id"] for c in json_of(queue)] == [complaint_id]
+    assert routing.api("http_desk_queue", "GET", "/api/desk/queue", agency="dpupr").status_code == 403
+    assert routing.api("http_desk_queue", "GET", "/api/desk/queue").status_code == 401
+
+
+@covers("http_complaints_for")
+def test_api_complaints_for_an_agency_is_its_own_or_the_desks(routing):
+    road = routing.filed(*ROAD)
+
+    def listing(code, agency, status=None):
+        path = f"/api/agencies/{code}/complaints" + (f"?status={status}" if status else "")
+        return routing.api("http_complaints_for", "GET", path, code, agency=agency)
+
+    own = listing("dpupr", "dpupr")
+    assert own.status_code == 200 and [c["complaint_id"] for c in json_of(own)] == [road]
+    assert json_of(listing("dpupr", "dpupr", "selesai")) == []
+    assert listing("dpupr", DESK).status_code == 200
+    assert listing("dpupr", "dikes").status_code == 403
+    assert listing("dpupr", "dpupr", "hilang").status_code == 400
+    assert listing("no-such-agency", DESK).status_code == 404
+
+
+@covers("http_complaint", "http_timeline")
+def test_api_complaint_and_timeline_for_assigned_agencies_and_the_desk_only(routing):
+    complaint_id = routing.filed(*ROAD)
+    for entrypoint, path in [("http_complaint", f"/api/complaints/{complaint_id}"),
+                             ("http_timeline", f"/api/complaints/{complaint_id}/timeline")]:
+        for agency, status in [("dpupr", 200), (DESK, 200), ("dikes", 403), (None, 401)]:
+            assert routing.api(entrypoint, "GET", path, complaint_id, agency=agency).status_code == status, \
+                (entrypoint, agency)
+        assert routing.api(entrypoint, "GET", "/api/complaints/NTB-NONE00", "NTB-NONE00",
+                           agency=DESK).status_code == 404
+    complaint = json_of(routing.api("http_complaint", "GET", "/", complaint_id, agency="dpupr"))
+    assert complaint["lead_agencies"] == ["dpupr"]
+    timeline = json_of(routing.api("http_timeline", "GET", "/", complaint_id, agency="dpupr"))
+    assert [e["event_type"] for e in timeline] == ["ComplaintFiled", "ComplaintRouted"]
+
+
+@covers("http_assign")
+def test_api_assign_by_the_desk_records_the_named_officer(routing):
+    complaint_id = routing.filed(*UNCLEAR)
+    path = f"/api/complaints/{complaint_id}/assign"
+    assert routing.api("http_assign", "POST", path, complaint_id, agency="dpupr",
+                       body={"agency_codes": ["dpupr"], "note": "Saya ambil"}).status_code == 403
+    missing = routing.api("http_assign", "POST", path, complaint_id, agency=DESK, body={"agency_codes": ["dpupr"]})
+    assert missing.status_code == 400 and "note" in json_of(missing)["fields"]
+    assert routing.api("http_assign", "POST", path, complaint_id, agency=DESK,
+                       body={"agency_codes": ["dpupr"], "note": "x", "urgent": True}).status_code == 400
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted"]   # only the rules' routing to the desk
+
+    routed = routing.api("http_assign", "POST", path, complaint_id, agency=DESK, actor="Sari",
+                         body={"agency_codes": ["dpupr"], "note": "Jalan provinsi"})
+    assert routed.status_code == 200 and json_of(routed)["lead_agencies"] == ["dpupr"]
+    assert routing.log(complaint_id)[-1][1]["decided_by"] == f"operator:{DESK}:Sari"
+
+
+@covers("http_dismiss", "http_priority", "http_confidentiality")
+def test_api_desk_commands_are_refused_to_agencies_and_recorded_for_the_desk(routing):
+    complaint_id = routing.filed(*ROAD)
+    commands = [("http_priority", "priority", {"priority": "urgent", "reason": "Akses rumah sakit"}),
+                ("http_confidentiality", "confidentiality", {"confidential": True, "reason": "Ada nama"}),
+                ("http_dismiss", "dismiss", {"reason": "Bukan aduan"})]
+    for entrypoint, verb, body in commands:
+        path = f"/api/complaints/{complaint_id}/{verb}"
+        assert routing.api(entrypoint, "POST", path, complaint_id, agency="dpupr", body=body).status_code == 403
+        assert routing.api(entrypoint, "POST", path, complaint_id, agency=DESK, body={}).status_code == 400
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted"]
+
+    for entrypoint, verb, body in commands:
+        response = routing.api(entrypoint, "POST", f"/api/complaints/{complaint_id}/{verb}", complaint_id,
+                               agency=DESK, actor="Sari", body=body)
+        assert response.status_code == 200, (entrypoint, json_of(response))
+    complaint = routing.worker.get_complaint(complaint_id)
+    assert (complaint["priority"], complaint["confidential"], complaint["status"]) == ("urgent", True, "dismissed")
+    again = routing.api("http_dismiss", "POST", "/", complaint_id, agency=DESK, body={"reason": "Lagi"})
+    assert again.status_code == 409
+
+
+@covers("http_acknowledge", "http_respond")
+def test_api_the_lead_acknowledges_and_resolves_other_agencies_cannot(routing):
+    complaint_id = routing.filed(*ROAD)
+    base = f"/api/complaints/{complaint_id}"
+    assert routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id,
+                       agency="dikes").status_code == 403
+    assert routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id, agency="dpupr",
+                       body={"note": "x"}).status_code == 400        # no body fields are accepted
+    acknowledged = routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id,
+                               agency="dpupr", actor="Budi")
+    assert acknowledged.status_code == 200 and json_of(acknowledged)["recorded"] == ["ComplaintAcknowledged"]
+    assert routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id,
+                       agency="dpupr").status_code == 409
+    assert routing.api("http_respond", "POST", f"{base}/respond", complaint_id, agency="dpupr",
+                       body={"resolved": True}).status_code == 400
+    resolved = routing.api("http_respond", "POST", f"{base}/respond", complaint_id, agency="dpupr", actor="Budi",
+                           body={"text": "Sudah diperbaiki.", "resolved": True})
+    assert resolved.status_code == 200 and json_of(resolved)["status"] == "resolved"
+    assert routing.log(complaint_id)[-1][0] == "ComplaintResolved"
+    assert routing.log(complaint_id)[1][1]["actor"] == "dpupr:Budi"
+    unknown = routing.api("http_respond", "POST", "/", "NTB-NONE00", agency="dpupr",
+                          body={"text": "Halo", "resolved": False})
+    assert unknown.status_code == 404
+
+
+@covers("http_reject")
+def test_api_reject_hands_back_and_a_stranger_cannot(routing):
+    complaint_id = routing.filed(*ROAD)
+    path = f"/api/complaints/{complaint_id}/reject"
+    assert routing.api("http_reject", "POST", path, complaint_id, agency="dikes",
+                       body={"reason": "Bukan wewenang"}).status_code == 403
+    assert routing.api("http_reject", "POST", path, complaint_id, agency="dpupr", body={}).status_code == 400
+    rejected = routing.api("http_reject", "POST", path, complaint_id, agency="dpupr",
+                           body={"reason": "Ruas ini jalan kabupaten"})
+    assert rejected.status_code == 200 and json_of(rejected)["at_desk"] is True
+    assert routing.api("http_complaint", "GET", "/", complaint_id, agency="dpupr").status_code == 403
+
+
+# --- HTTP: the console ---------------------------------------------------------------------------------
+
+class Browser:
+    """Calls the console's ``@http`` entrypoints as a browser would, keeping the session cookie."""
+
+    def __init__(self, routing: Routing):
+        self.worker = routing.worker
+        self.cookie: str | None = None
+
+    def call(self, entrypoint: str, method: str, path: str, *args, data=None, query=None):
+        headers = {"Cookie": f"{COOKIE_NAME}={self.cookie}"} if self.cookie else {}
+        response = getattr(self.worker, entrypoint)(request(method, path, data=data, headers=headers,
+                                                            query=query), *args)
+        for header in response.headers.getlist("Set-Cookie"):
+            self.cookie = SimpleCookie(header)[COOKIE_NAME].value
+        return response
+
+    def sign_in(self, agency: str, name: str = "Petugas Uji"):
+        form = self.call("console_login_form", "GET", "/console/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', text_of(form)).group(1)
+        signed_in = self.call("console_login", "POST", "/console/login",
+                              data={"csrf_token": token, "token": TOKENS[agency], "nama": name})
+        assert signed_in.status_code == 303, text_of(signed_in)
+
+    def page_csrf(self, response) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', text_of(response)).group(1)
+
+
+@covers("console_login_form", "console_login", "console_home", "console_logout")
+def test_console_sign_in_needs_csrf_and_a_known_token_and_sign_out_ends_the_session(routing):
+    browser = Browser(routing)
+    assert browser.call("console_home", "GET", "/console/").headers["Location"] == "/console/login"
+    form = browser.call("console_login_form", "GET", "/console/login")
+    assert form.status_code == 200 and form.headers["X-Frame-Options"] == "DENY"
+    csrf = browser.page_csrf(form)
+    assert browser.call("console_login", "POST", "/console/login",
+                        data={"token": TOKENS[DESK], "nama": "Sari"}).status_code == 403
+    assert browser.call("console_login", "POST", "/console/login",
+                        data={"csrf_token": csrf, "token": "not-a-token", "nama": "Sari"}).status_code == 401
+    signed_in = browser.call("console_login", "POST", "/console/login",
+                             data={"csrf_token": csrf, "token": TOKENS[DESK], "nama": "Sari"})
+    assert (signed_in.status_code, signed_in.headers["Location"]) == (303, "/console/")
+    assert browser.call("console_home", "GET", "/console/").headers["Location"] == "/console/antrian"
+
+    queue = browser.call("console_queue", "GET", "/console/antrian")
+    assert browser.call("console_logout", "POST", "/console/keluar", data={}).status_code == 403   # no CSRF
+    out = browser.call("console_logout", "POST", "/console/keluar", data={"csrf_token": browser.page_csrf(queue)})
+    assert (out.status_code, out.headers["Location"]) == (303, "/console/login")
+    assert browser.call("console_queue", "GET", "/console/antrian").headers["Location"] == "/console/login"
+
+
+@covers("console_queue", "console_inbox", "console_search", "console_complaint")
+def test_console_pages_show_the_desk_its_queue_and_an_agency_only_its_complaints(routing):
+    at_desk = routing.filed(*UNCLEAR)
+    road = routing.filed(*ROAD)
+    codes = {cid: routing.worker.get_complaint(cid)["tracking_code"] for cid in (at_desk, road)}
+    desk, agency = Browser(routing), Browser(routing)
+    desk.sign_in(DESK, "Sari")
+    agency.sign_in("dikes", "Eka")
+
+    queue = desk.call("console_queue", "GET", "/console/antrian")
+    assert queue.status_code == 200 and codes[at_desk] in text_of(queue) and codes[road] not in text_of(queue)
+    assert agency.call("console_queue", "GET", "/console/antrian").status_code == 403
+    assert desk.call("console_inbox", "GET", "/console/kotak-masuk").headers["Location"] == "/console/antrian"
+    assert codes[road] not in text_of(agency.call("console_inbox", "GET", "/console/kotak-masuk"))
+    dpupr = Browser(routing)
+    dpupr.sign_in("dpupr", "Budi")
+    assert codes[road] in text_of(dpupr.call("console_inbox", "GET", "/console/kotak-masuk"))
+
+    found = desk.call("console_search", "GET", "/console/cari", query={"kode": codes[road].lower()})
+    assert found.headers["Location"] == f"/console/aduan/{road}"
+    hidden = agency.call("console_search", "GET", "/console/cari", query={"kode": codes[road]})
+    assert hidden.headers["Location"].startswith("/console/kotak-masuk?kode=")   # never told it exists
+
+    page = desk.call("console_complaint", "GET", f"/console/aduan/{road}", road)
+    assert page.status_code == 200 and codes[road] in text_of(page)
+    assert agency.call("console_complaint", "GET", f"/console/aduan/{road}", road).status_code == 403
+    assert desk.call("console_complaint", "GET", "/console/aduan/x", "NTB-NONE00").status_code == 404
+
+
+@covers("console_action")
+def test_console_actions_record_through_the_workflow_and_refuse_without_csrf_or_authority(routing):
+    complaint_id = routing.filed(*UNCLEAR)
+    desk = Browser(routing)
+    desk.sign_in(DESK, "Sari")
+    csrf = desk.page_csrf(desk.call("console_complaint", "GET", "/", complaint_id))
+    path = f"/console/aduan/{complaint_id}/teruskan"
+    form = {"utama": "dpupr", "koordinasi": ["pemkab-loteng"], "catatan": "Jalan desa"}
+    assert desk.call("console_action", "POST", path, complaint_id, "teruskan", data=form).status_code == 403
+    assert desk.call("console_action", "POST", path, complaint_id, "hapus",
+                     data={"csrf_token": csrf}).status_code == 404
+    routed = desk.call("console_action", "POST", path, complaint_id, "teruskan", data={"csrf_token": csrf, **form})
+    assert routed.headers["Location"] == f"/console/aduan/{complaint_id}?pesan=teruskan"
+    complaint = routing.worker.get_complaint(complaint_id)
+    assert (complaint["lead_agencies"], complaint["decided_by"]) == (["dpupr"], f"operator:{DESK}:Sari")
+
+    agency = Browser(routing)
+    agency.sign_in("dpupr", "Budi")
+    agency_csrf = agency.page_csrf(agency.call("console_complaint", "GET", "/", complaint_id))
+    desk_only = agency.call("console_action", "POST", "/", complaint_id, "tutup",
+                            data={"csrf_token": agency_csrf, "alasan": "Bukan aduan"})
+    assert desk_only.status_code == 403
+    accepted = agency.call("console_action", "POST", "/", complaint_id, "terima", data={"csrf_token": agency_csrf})
+    assert accepted.status_code == 303 and routing.log(complaint_id)[-1][0] == "ComplaintAcknowledged"
+    again = agency.call("console_action", "POST", "/", complaint_id, "terima", data={"csrf_token": agency_csrf})
+    assert again.status_code == 409 and routing.log(complaint_id)[-1][0] == "ComplaintAcknowledged"
+
+
+@covers("console_action")
+def test_console_reporter_contact_comes_from_intake_for_the_desk_with_a_reason(routing):
+    complaint_id = routing.filed(*ROAD)
+    desk = Browser(routing)
+    desk.sign_in(DESK, "Sari")
+    csrf = desk.page_csrf(desk.call("console_complaint", "GET", "/", complaint_id))
+
+    def contact(reason):
+        return desk.call("console_action", "POST", "/", complaint_id, "kontak",
+                         data={"csrf_token": csrf, "alasan": reason})
+
+    shown = contact("  Menanyakan lokasi persisnya ")
+    assert shown.status_code == 200 and "+62 812 3456 7890" in text_of(shown)
+    assert routing.intake.calls == [(complaint_id, f"{DESK}:Sari", "Menanyakan lokasi persisnya")]
+    routing.intake.failure = ValidationFailed("a reason (at least 5 characters) is required and is recorded")
+    assert contact("ok").status_code == 400
+    routing.intake.failure = TimeoutError("intake did not answer")
+    unavailable = contact("Menanyakan lokasi")
+    assert unavailable.status_code == 503 and "+62 812" not in text_of(unavailable)
+
+
+@covers("console_static")
+def test_console_static_serves_the_console_folder_only(routing):
+    browser = Browser(routing)
+    css = browser.call("console_static", "GET", "/console/static/console.css", "console.css")
+    assert css.status_code == 200 and css.content_type.startswith("text/css")
+    assert browser.call("console_static", "GET", "/", "../../service.py").status_code == 404
+    assert browser.call("console_static", "GET", "/", "missing.css").status_code == 404
+
+
+# --- timers -----------------------------------------------------------------------------------------
+
+@covers("catch_up")
+def test_catch_up_routes_the_filings_push_did_not_deliver(routing):
+    first = routing.filed(*ROAD, push=False)
+    second = routing.filed(*UNCLEAR, push=False)
+    routing.worker.catch_up()
+    assert routing.worker.get_complaint(first)["lead_agencies"] == ["dpupr"]
+    assert routing.worker.get_complaint(second)["at_desk"] is True
+    assert routing.worker.consumer.checkpoint("intake") == 2
+    routing.worker.catch_up()
+    assert len(routing.log()) == 2
+
+
+@covers("check_service_levels")
+def test_a_breached_triage_clock_is_escalated_once(make_routing):
+    routing = make_routing(ROUTING_SLA_SECONDS="triage=0.001")
+    complaint_id = routing.filed(*UNCLEAR)
+    time.sleep(0.01)
+    routing.worker.check_service_levels()
+    escalations = [d for t, d in routing.log(complaint_id) if t == "ComplaintEscalated"]
+    assert [d["breach"] for d in escalations] == ["triage"]
+    assert routing.worker.desk_queue()[0]["why"] == ["triage", "escalated:triage"]
+    routing.worker.check_service_levels()
+    assert len([t for t, _ in routing.log(complaint_id) if t == "ComplaintEscalated"]) == 1
+
+
+# --- operations --------------------------------------------------------------------------------------
+
+@covers("health")
+def test_health_is_ok_with_database_and_broker(routing, broker_up):
+    response = routing.worker.health(request("GET", "/health"))
+    assert (response.status_code, json_of(response)) == (200, {"service": "routing", "status": "ok", "published": 0})
+
+
+@covers("health")
+def test_health_is_unavailable_without_the_broker(routing, broker_down):
+    response = routing.worker.health(request("GET", "/health"))
+    assert response.status_code == 503 and json_of(response)["reason"] == "broker: ConnectionRefusedError"
+
+
+@covers("metrics")
+def test_metrics_show_routings_unpublished_events(routing):
+    routing.filed(*ROAD)
+    routing.filed(*UNCLEAR)
+    response = routing.worker.metrics(request("GET", "/metrics"))
+    assert response.status_code == 200
+    assert 'ntbcare_outbox_pending_events{service="routing"} 2.0' in text_of(response)
+    assert 'ntbcare_quarantined_items{service="routing"} 0.0' in text_of(response)

@@ -1,0 +1,392 @@
+"""The sender's loop (``adapters/sender.py``) against a fake Graph client on a real, migrated SQLite
+file, no broker: messages recorded by notification's own handlers go out in their lane's order,
+each exactly once, and every kind of Graph answer ends where ``domain.delivery`` says — retried,
+the next channel, failed for the desk, or the Page held until a probe succeeds."""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Callable, Optional
+
+import eventlet
+import pytest
+from sqlalchemy import select
+
+from shared.core.consumer import EventConsumer
+from shared.core.events import isoformat_utc, utc_now
+from shared.glue.providers import Storage
+from services.notification.adapters import tables
+from services.notification.adapters.deliveries import Deliveries
+from services.notification.adapters.graph_client import (CommentResult, GraphApiError, GraphClient, SendResult,
+                                                         classify_error)
+from services.notification.adapters.sender import DeliveryLoop, Sender
+from services.notification.application.handling import NotificationHandlers
+from services.notification.domain.policy import RetryPolicy
+from services.notification.service import build_store
+from tests.support.lifecycle import snapshot
+
+PAGE = "100000000000001"
+OTHER_PAGE = "200000000000002"
+UNKNOWN_PAGE = "900000000000009"
+TOKENS = {PAGE: "page-token-1", OTHER_PAGE: "page-token-2"}
+
+
+# -- a Graph client that records calls and refuses on demand ---------------------------------------
+
+@dataclass(frozen=True)
+class Call:
+    what: str  # "send" or "comment"
+    page_id: Optional[str]
+    token: str
+    recipient: dict
+    text: str
+    messaging_type: Optional[str] = None
+    tag: Optional[str] = None
+    ok: bool = True
+
+
+def graph_error(code: int | None, subcode: int | None = None, status: int | None = 400) -> GraphApiError:
+    return GraphApiError(code, subcode, status, f"refused ({code})", classify_error(status, code, subcode))
+
+
+class FakeGraph:
+    """``GraphClient``'s methods. Each call is recorded; it raises the next error of ``fail_next``,
+    else what ``refuse(call)`` returns, else answers like Meta."""
+
+    def __init__(self):
+        self.calls: list[Call] = []
+        self.queued: list[GraphApiError] = []
+        self.refuse: Callable[[Call], Optional[GraphApiError]] = lambda call: None
+        self.ids = itertools.count(1)
+
+    def fail_next(self, *errors: GraphApiError) -> None:
+        self.queued.extend(errors)
+
+    def _answer(self, call: Call) -> None:
+        error = self.queued.pop(0) if self.queued else self.refuse(call)
+        self.calls.append(call if error is None else Call(**{**call.__dict__, "ok": False}))
+        if error is not None:
+            raise error
+
+    def send_message(self, page_id, access_token, recipient, text, messaging_type="RESPONSE", tag=None):
+        self._answer(Call("send", page_id, access_token, dict(recipient), text, messaging_type, tag))
+        number = next(self.ids)
+        # A private reply's answer names the commenter's PSID.
+        return SendResult(f"m_{number}", recipient.get("id") or f"79{number:04d}")
+
+    def reply_to_comment(self, comment_id, access_token, text):
+        self._answer(Call("comment", None, access_token, {"comment_id": comment_id}, text))
+        return CommentResult(f"{comment_id}_{next(self.ids)}")
+
+    def close(self):
+        pass
+
+    def ok(self, **match) -> list[Call]:
+        return [c for c in self.calls if c.ok and all(getattr(c, k) == v for k, v in match.items())]
+
+
+def test_the_fake_offers_what_the_sender_calls_on_graph_client():
+    for name in ("send_message", "reply_to_comment", "close"):
+        assert callable(getattr(GraphClient, name)) and callable(getattr(FakeGraph, name))
+
+
+# -- notification's store, its handlers, and a running loop -------------------------------------------
+
+class World:
+    def __init__(self, store, consumer, graph, loop):
+        self.store, self.consumer, self.graph, self.loop = store, consumer, graph, loop
+        self.positions = {"intake": itertools.count(1), "routing": itertools.count(1)}
+        self.versions: dict[str, itertools.count] = {}
+
+    def send(self, source, event_type, complaint_id, data):
+        version = next(self.versions.setdefault(f"{source}/{complaint_id}", itertools.count(1)))
+        envelope = {"event_id": str(uuid.uuid4()), "event_type": event_type,
+                    "schema_version": 2 if source == "routing" else 1, "source": source,
+                    "position": next(self.positions[source]), "complaint_id": complaint_id, "version": version,
+                    "occurred_at": isoformat_utc(utc_now()), "data": data}
+        assert self.consumer.handle(envelope, source) == "handled"
+        self.loop.wake()  # what the service's ``receive`` does
+        return envelope["event_id"]
+
+    def file(self, reply_to, complaint_id=None):
+        complaint_id = complaint_id or str(uuid.uuid4())
+        now = isoformat_utc(utc_now())
+        event_id = self.send("intake", "ComplaintFiled", complaint_id, {
+            "tracking_code": f"NTB-{uuid.uuid4().hex[:5].upper()}-AAAAA",
+            "channel": "facebook_comment" if "comment_id" in reply_to else "facebook_messenger",
+            "filed_at": now, "text": "Jalan rusak.", "attachments": [], "category": "infrastruktur",
+            "region_code": "5203", "priority": "normal", "reasons": {"category": [], "region": [], "priority": []},
+            "confidential": False, "reply_to": reply_to, "last_citizen_message_at": now, "external_ref": None})
+        return complaint_id, event_id
+
+    def route(self, complaint_id):
+        return self.send("routing", "ComplaintRouted", complaint_id, {
+            "lead_agencies": ["dpupr"], "coordinating_agencies": [], "decided_by": "operator:desk:ayu",
+            "reason": "jalan", "priority": "normal", "due_at": {}, "lifecycle": snapshot("disetujui")})
+
+    def rows(self, trigger_event_id=None, complaint_id=None):
+        out = tables.outgoing
+        query = select(out).order_by(out.c.seq)
+        if trigger_event_id:
+            query = query.where(out.c.trigger_event_id == trigger_event_id)
+        if complaint_id:
+            query = query.where(out.c.complaint_id == complaint_id)
+        with self.store.database.read() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def complaint(self, complaint_id):
+        with self.store.database.read() as connection:
+            return dict(connection.execute(select(tables.complaints).where(
+                tables.complaints.c.complaint_id == complaint_id)).mappings().one())
+
+    def events(self, event_type):
+        return [e for e in self.store.events_since(0) if e["event_type"] == event_type]
+
+    def settled(self, trigger_event_id, count=1, timeout=5.0):
+        return wait_for(lambda: (lambda rows: rows if len(rows) >= count and all(
+            r["state"] != "pending" for r in rows) else None)(self.rows(trigger_event_id)), timeout)
+
+
+def wait_for(probe, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        eventlet.sleep(0.01)
+    raise AssertionError("not reached in time")
+
+
+def messenger(page=PAGE):
+    return {"page_id": page, "psid": f"7{uuid.uuid4().int % 10**14:014d}"}
+
+
+def commenter(page=PAGE):
+    return {"page_id": page, "comment_id": f"1_{uuid.uuid4().int % 10**9}", "post_id": "1"}
+
+
+def new_loop(store, graph, **settings):
+    values = dict(send_rate=0, concurrency=4, probe_seconds=0.2, poll_seconds=0.02, lease_seconds=5,
+                  spawn=eventlet.spawn)
+    values.update(settings)
+    retry = RetryPolicy(base_seconds=0.05, jitter=0.0, rate_limit_min_pause_seconds=0.2)
+    return DeliveryLoop(Deliveries(store.database), graph, retry, **values)
+
+
+@pytest.fixture
+def pages(monkeypatch):
+    monkeypatch.setenv("FACEBOOK_PAGES", ",".join(f"{page}:{token}" for page, token in TOKENS.items()))
+
+
+@pytest.fixture
+def store(tmp_path, pages):
+    store = build_store(f"sqlite:///{tmp_path / 'notification.db'}")
+    store.prepare()
+    yield store
+    store.database.dispose()
+
+
+@pytest.fixture
+def world(store):
+    graph = FakeGraph()
+    loop = new_loop(store, graph)
+    store.database.after_commit_hooks.append(lambda _envelopes: loop.wake())
+    consumer = EventConsumer(store.database, store.quarantine, NotificationHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures, service="notification")
+    loop.running = True
+    thread = eventlet.spawn(loop.run)
+    yield World(store, consumer, graph, loop)
+    loop.stop()
+    thread.wait()
+
+
+# -- what is sent ---------------------------------------------------------------------------------
+
+def test_a_messenger_acknowledgment_is_sent_once_and_recorded_with_citizen_notified(world):
+    reply_to = messenger()
+    complaint_id, filed = world.file(reply_to)
+    [row] = world.settled(filed)
+    [call] = world.graph.calls
+    assert call == Call("send", PAGE, "page-token-1", {"id": reply_to["psid"]}, row["text"], "RESPONSE", None)
+    assert (row["state"], row["channel"], row["messaging_type"], row["attempts"]) == ("sent", "messenger",
+                                                                                     "RESPONSE", 1)
+    [event] = world.events("CitizenNotified")
+    assert event["complaint_id"] == complaint_id and event["data"] == {
+        "trigger_event_id": filed, "channel": "messenger", "messaging_type": "RESPONSE", "tag": None,
+        "graph_message_id": row["graph_message_id"], "message_id": row["message_id"]}
+    # More rounds and wake-ups send nothing again.
+    world.loop.wake()
+    eventlet.sleep(0.1)
+    assert world.loop.dispatch() == 0 and len(world.graph.calls) == 1 and world.loop.sent_count == 1
+
+
+def test_a_complaint_s_messages_go_out_in_order_and_a_retry_holds_back_the_later_ones(world):
+    world.graph.fail_next(graph_error(2), graph_error(None, status=503))
+    complaint_id, filed = world.file(messenger())
+    routed = world.route(complaint_id)
+    [ack] = world.settled(filed)
+    [update_row] = world.settled(routed)
+    texts = [call.text for call in world.graph.calls]
+    assert texts == [ack["text"]] * 3 + [update_row["text"]]  # two refusals, then in order
+    assert ack["attempts"] == 3 and ack["last_error"] == "temporary:None/None" and ack["state"] == "sent"
+    assert update_row["attempts"] == 1 and update_row["sent_at"] > ack["sent_at"]
+
+
+def test_a_comment_complaint_private_reply_refused_with_10900_falls_back_and_spends_it(world):
+    reply_to = commenter()
+    world.graph.refuse = lambda call: graph_error(10900) if call.what == "send" else None
+    complaint_id, filed = world.file(reply_to)
+    private, public = world.settled(filed, count=2)
+    # The private acknowledgment had no other channel (the public one is its own message): failed,
+    # not listed for the desk; Meta's 10900 says the private reply is spent.
+    assert (private["state"], private["reason"], private["code"]) == ("failed", "outside_window", 10900)
+    assert json.loads(private["excluded_channels"]) == ["comment_private", "comment_public"]
+    assert world.complaint(complaint_id)["private_reply_used"]
+    [failed] = world.events("CitizenNotificationFailed")
+    assert failed["data"]["listed_for_desk"] is False and failed["data"]["permanent"] is True
+    assert (public["state"], public["channel"]) == ("sent", "comment_public")
+    [reply] = world.graph.ok(what="comment")
+    assert reply.recipient == {"comment_id": reply_to["comment_id"]} and reply.text == public["public_text"]
+
+    # The next update goes publicly at once: the private reply is known to be spent.
+    routed = world.route(complaint_id)
+    [update_row] = world.settled(routed)
+    assert update_row["channel"] == "comment_public" and json.loads(update_row["fallback_reasons"]) == [
+        "private_reply_used"]
+
+
+def test_a_private_reply_accepted_teaches_the_psid(world):
+    complaint_id, filed = world.file(commenter())
+    private, public = world.settled(filed, count=2)
+    [call] = world.graph.ok(what="send")
+    assert call.recipient.keys() == {"comment_id"} and call.messaging_type == "RESPONSE"
+    record = world.complaint(complaint_id)
+    assert record["private_reply_used"] and record["known_psid"] == private["recipient_psid"] is not None
+    notified = {e["data"]["message_id"]: e["data"] for e in world.events("CitizenNotified")}
+    assert notified[private["message_id"]]["recipient_psid"] == record["known_psid"]
+    assert public["channel"] == "comment_public"
+
+
+@pytest.mark.parametrize("code, reason", [(551, "person_unavailable"), (100, "bad_request")])
+def test_a_permanent_refusal_is_listed_for_the_desk(world, code, reason):
+    world.graph.fail_next(graph_error(code))
+    complaint_id, filed = world.file(messenger())
+    [row] = world.settled(filed)
+    assert (row["state"], row["reason"], row["code"], row["channel"]) == ("undeliverable", reason, code, "messenger")
+    assert row["last_error"] == f"permanent:{code}/None" and row["attempts"] == 0
+    [event] = world.events("CitizenNotificationFailed")
+    assert event["data"] == {"trigger_event_id": filed, "reason": reason, "code": code, "permanent": True,
+                             "message_id": row["message_id"], "listed_for_desk": True}
+    assert len(world.graph.calls) == 1
+
+
+def test_a_page_without_a_token_is_undeliverable_without_a_call(world):
+    _complaint_id, filed = world.file(messenger(UNKNOWN_PAGE))
+    [row] = world.settled(filed)
+    assert (row["state"], row["reason"]) == ("undeliverable", "page_not_configured")
+    assert world.graph.calls == []
+
+
+def test_a_rate_limit_pauses_the_page_then_sends(world):
+    world.graph.fail_next(graph_error(613))
+    started = time.monotonic()
+    _complaint_id, filed = world.file(messenger())
+    [row] = world.settled(filed)
+    assert time.monotonic() - started >= 0.2  # the pause (rate_limit_min_pause_seconds)
+    assert row["state"] == "sent" and row["attempts"] == 2 and row["last_error"] == "rate_limited:613/None"
+    assert world.loop.limiters[PAGE]._blocked_until > float("-inf")
+
+
+def test_an_invalid_token_holds_only_its_page_until_a_probe_succeeds(world):
+    token_ok = {"value": False}
+    world.graph.refuse = lambda call: None if token_ok["value"] or call.page_id != PAGE else graph_error(190)
+    first_id, first = world.file(messenger())
+    _second_id, second = world.file(messenger())
+    _other_id, other = world.file(messenger(OTHER_PAGE))
+    assert world.settled(other)[0]["state"] == "sent"  # another Page is not held
+    wait_for(lambda: world.loop.held_pages() == {PAGE: "invalid_token"})
+    wait_for(lambda: len(world.graph.calls) >= 4)  # probes every 0.2 s
+    held = world.rows(first) + world.rows(second)
+    assert all(r["state"] == "pending" and r["attempts"] == 0 for r in held)
+    # Nothing counted, nothing dropped; the lease was given back (due now, not when it would end).
+    assert all(r["next_attempt_at"] <= isoformat_utc(utc_now()) for r in held)
+    assert held[0]["last_error"] == "invalid_token:190/None"
+    # Only the probe (the Page's oldest message) is tried while held.
+    refused = {c.recipient["id"] for c in world.graph.calls if not c.ok}
+    assert refused == {json.loads(world.complaint(first_id)["reply_to"])["psid"]}
+
+    token_ok["value"] = True
+    assert world.settled(first)[0]["state"] == "sent" and world.settled(second)[0]["state"] == "sent"
+    assert world.loop.held_pages() == {}
+    assert len(world.graph.ok(page_id=PAGE)) == 2  # each message once
+
+
+def test_two_instances_on_one_database_send_each_message_once(store):
+    graph = FakeGraph()
+    loops = [new_loop(store, graph, concurrency=3), new_loop(store, graph, concurrency=3)]
+    consumer = EventConsumer(store.database, store.quarantine, NotificationHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures, service="notification")
+    world = World(store, consumer, graph, loops[0])
+    filed = [world.file(messenger())[1] for _ in range(12)]
+    for loop in loops:
+        loop.running = True
+    threads = [eventlet.spawn(loop.run) for loop in loops]
+    try:
+        for event_id in filed:
+            world.settled(event_id)
+    finally:
+        for loop, thread in zip(loops, threads):
+            loop.stop()
+            thread.wait()
+    assert len(graph.calls) == 12 and len({c.recipient["id"] for c in graph.calls}) == 12
+    assert len(world.events("CitizenNotified")) == 12
+
+
+def test_a_lane_leased_by_another_instance_is_left_alone(world):
+    world.loop.halt()  # nothing is sent until the test lets it
+    eventlet.sleep(0.05)
+    _complaint_id, filed = world.file(messenger())
+    [row] = world.rows(filed)
+    deliveries = Deliveries(world.store.database)
+    lease = utc_now() + timedelta(seconds=30)
+    assert deliveries.claim(row, lease) is not None
+    assert deliveries.claim(row, lease) is None  # the compare-and-set lost: another instance sends it
+    world.loop.running = True
+    assert world.loop.dispatch() == 0 and world.graph.calls == []
+
+
+# -- the nameko provider around the loop -------------------------------------------------------------
+
+def test_the_provider_runs_the_loop_and_lets_sends_in_flight_finish_on_stop(store, monkeypatch):
+    monkeypatch.setenv("NOTIFICATION_SENDER_POLL_SECONDS", "0.02")
+    storage = Storage(lambda: store)
+    storage.store = store
+    provider = Sender()
+    provider.container = SimpleNamespace(dependencies=[storage], spawn_managed_thread=eventlet.spawn,
+                                         service_name="notification")
+    provider.setup()
+    loop = provider.get_dependency(worker_ctx=None)
+    assert isinstance(loop, DeliveryLoop) and loop.retry.rate_limit_min_pause_seconds == 10
+    assert loop.lease_seconds == 15 and loop.concurrency == 8 and loop.poll_seconds == 0.02
+    graph = loop.client = FakeGraph()
+    gate = eventlet.event.Event()
+    answer = graph.send_message
+
+    def slow_send(*args, **kwargs):
+        gate.wait()
+        return answer(*args, **kwargs)
+    graph.send_message = slow_send
+    consumer = EventConsumer(store.database, store.quarantine, NotificationHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures, service="notification")
+    world = World(store, consumer, graph, loop)
+    provider.start()
+    _complaint_id, filed = world.file(messenger())
+    wait_for(lambda: loop.busy_lanes)
+    eventlet.spawn_after(0.1, gate.send, True)
+    provider.stop()  # waits for the send in flight to record its outcome
+    assert world.rows(filed)[0]["state"] == "sent" and not loop.running
