@@ -14,7 +14,7 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 ntbcare \
     && useradd --system --uid 10001 --gid ntbcare --home-dir /app ntbcare \
-    && mkdir -p /app /data && chown 10001:10001 /data
+    && mkdir -p /app /data/media && chown -R 10001:10001 /data
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 NTBCARE_DATA_DIR=/data

@@ -1,5 +1,7 @@
 """Run the Graph API sandbox: ``python -m sandbox`` binds ``GRAPH_SANDBOX_ADDRESS``
-(default ``127.0.0.1:8005``) and logs one line per Graph call to stdout."""
+(default ``127.0.0.1:8005``) and logs one line per Graph call to stdout. It answers only people
+who wrote to a Page (tell it with ``/_sandbox/webhooks`` or ``/_sandbox/conversations``; see
+docs/notification.md, "The Graph API sandbox")."""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, _stop)
     pages = [p["page_id"] for p in server.state.list_pages()]
     logging.getLogger("ntbcare.sandbox.graph").info(
-        "listening on %s (pages: %s)", server.url,
-        ", ".join(pages) if pages else "none registered, any token accepted")
+        "listening on %s (pages: %s; Human Agent %s)", server.url,
+        ", ".join(pages) if pages else "none registered, any token accepted",
+        "approved" if server.state.settings["human_agent_approved"] else "not approved")
     server.serve_forever()
     return 0
 

@@ -1,18 +1,26 @@
 """Local Graph API sandbox: a real HTTP server that follows Meta's documented contract for the
-Send API (Messenger messages, private replies) and public comment replies.
+Send API (Messenger and Instagram messages, private replies), public comment replies and the
+CDN that serves attachments, and refuses what Meta refuses.
 
 Facebook cannot be reached from the development machines, so tests and the default local run
 point the notification service here. The sandbox validates requests the way Meta does, enforces
-the messaging windows when told about a conversation, records every call it receives and can
-inject each documented error (see design.md, "Facebook (Meta Graph API) facts").
+the messaging windows for every recipient (one who never wrote to the Page gets Meta's
+outside-window error), honours HUMAN_AGENT only for an app marked approved, allows one private
+reply per comment within 7 days and none to a removed comment or one a Page wrote, serves media
+whose links expire, records every call it receives and can inject each documented error, with
+Meta's rate-limit usage headers (see design.md, "Facebook (Meta Graph API) facts", and
+docs/notification.md, "The Graph API sandbox"). ``sandbox.meta`` names the page of Meta's
+documentation behind each rule.
 
 Control API (JSON, under ``/_sandbox``): ``health``, ``pages``, ``revoke``, ``restore``,
-``conversations``, ``comments``, ``clock``, ``faults``, ``calls``, ``reset``.
+``conversations``, ``comments``, ``webhooks``, ``settings``, ``media``, ``usage``, ``clock``,
+``faults``, ``calls``, ``reset``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -21,6 +29,8 @@ import re
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,54 +39,28 @@ from typing import Any, Mapping
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from sandbox import meta
+from sandbox.media import MediaStore
+from sandbox.meta import ERROR_CATALOGUE  # noqa: F401 - re-exported for callers
+
 log = logging.getLogger("ntbcare.sandbox.graph")
 
 MESSAGING_TYPES = ("RESPONSE", "UPDATE", "MESSAGE_TAG")
-ALLOWED_TAGS = (
-    "HUMAN_AGENT",
-    "CONFIRMED_EVENT_UPDATE",
-    "POST_PURCHASE_UPDATE",
-    "ACCOUNT_UPDATE",
-    "CUSTOMER_FEEDBACK",
-)
+ALLOWED_TAGS = meta.TAGS
+SEVEN_DAY_TAGS = meta.SEVEN_DAY_TAGS
 KINDS = ("messenger", "private_reply", "comment_reply")
+PLATFORMS = ("messenger", "instagram")
 MAX_TEXT = 2000  # Meta: message text "under 2,000 characters"
 MAX_COMMENT = 8000
+# meta.POLICY_URL: RESPONSE / UPDATE within 24 h of the person's last message.
 STANDARD_WINDOW = timedelta(hours=24)
+# meta.MESSAGE_TAGS_URL (HUMAN_AGENT, CUSTOMER_FEEDBACK) and meta.PRIVATE_REPLIES_URL.
 EXTENDED_WINDOW = timedelta(days=7)
-# Tags Meta only honours within 7 days of the citizen's last message.
-SEVEN_DAY_TAGS = ("HUMAN_AGENT", "CUSTOMER_FEEDBACK")
 MAX_CALLS = 200_000
+UNKNOWN_COMMENTS = ("citizen", "refuse")
 
 _VERSION_RE = re.compile(r"^v\d+(\.\d+)?$")
-_WINDOW_MSG = (
-    "(#10) This message is sent outside of allowed window. Learn more about the new policy "
-    "here: https://developers.facebook.com/docs/messenger-platform/policy-overview"
-)
-
-# (code, subcode) -> (message, type, is_transient). Lookup falls back to (code, None).
-ERROR_CATALOGUE: dict[tuple[int, int | None], tuple[str, str, bool]] = {
-    (1, None): ("An unknown error has occurred.", "OAuthException", True),
-    (2, None): ("An unexpected error has occurred. Please retry your request later.",
-                "OAuthException", True),
-    (2, 2018344): ("Service temporarily unavailable", "OAuthException", True),
-    (4, None): ("(#4) Application request limit reached", "OAuthException", True),
-    (4, 2018022): ("(#4) Too many send requests to phone numbers", "OAuthException", True),
-    (100, 2018022): ("(#100) Too many send requests to phone numbers", "OAuthException", True),
-    (10, None): ("(#10) Application does not have permission for this action",
-                 "OAuthException", False),
-    (10, 2018278): (_WINDOW_MSG, "OAuthException", False),
-    (100, None): ("(#100) Invalid parameter", "OAuthException", False),
-    (100, 2018001): ("(#100) No matching user found", "OAuthException", False),
-    (190, None): ("Invalid OAuth access token.", "OAuthException", False),
-    (551, None): ("(#551) This person isn't available right now.", "OAuthException", False),
-    (551, 1545041): ("(#551) This person isn't available right now.", "OAuthException", False),
-    (613, None): ("(#613) Calls to this api have exceeded the rate limit.",
-                  "OAuthException", True),
-    (1200, None): ("(#1200) Temporary send message failure. Please try again later",
-                   "OAuthException", True),
-    (10900, None): ("(#10900) Activity already replied to", "OAuthException", False),
-}
+_TRUE = ("1", "true", "yes", "on")
 
 _HTML_5XX = (
     "<!DOCTYPE html><html><head><title>Facebook | Error</title></head>"
@@ -99,6 +83,7 @@ class GraphError(Exception):
         self.transient = cat[2] if cat else False
 
     def body(self) -> dict:
+        # meta.ERROR_CODES_URL: {"error": {message, type, code, error_subcode, fbtrace_id}}
         err: dict[str, Any] = {"message": self.message, "type": self.error_type,
                                "code": self.code}
         if self.subcode is not None:
@@ -115,6 +100,14 @@ def _fbtrace_id() -> str:
 
 def _bad_request(message: str, subcode: int | None = None) -> GraphError:
     return GraphError(100, subcode, f"(#100) {message}")
+
+
+def _missing_object(object_id: str, method: str = "post") -> GraphError:
+    return GraphError(
+        100, meta.MISSING_OBJECT_SUBCODE,
+        f"Unsupported {method} request. Object with ID '{object_id}' does not exist, cannot be "
+        "loaded due to missing permissions, or does not support this operation.",
+        error_type="GraphMethodException")
 
 
 def parse_time(value: Any) -> datetime:
@@ -142,11 +135,24 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
 def commenter_psid(comment_id: str) -> str:
     """The PSID Meta would return for a private reply to an unregistered comment; stable so
     that tests can predict it."""
     digest = int(hashlib.sha256(f"psid:{comment_id}".encode()).hexdigest(), 16)
     return "7" + str(digest)[:15]
+
+
+@dataclass
+class Conversation:
+    """What Meta knows of a thread: when the person last wrote, and on which platform."""
+    last_message_at: datetime
+    platform: str = "messenger"
 
 
 @dataclass
@@ -163,12 +169,18 @@ class Fault:
     message: str | None
     body: str  # "json" | "html" | "empty"
     rng: random.Random = field(repr=False)
+    platform: str | None = None
+    usage: dict = field(default_factory=dict)  # rate-limit header spec (sandbox.meta)
 
     def describe(self) -> dict:
         return {"id": self.id, "code": self.code, "subcode": self.subcode,
                 "http_status": self.http_status, "times": self.times, "rate": self.rate,
-                "page_id": self.page_id, "kind": self.kind,
-                "delay_seconds": self.delay_seconds, "body": self.body}
+                "page_id": self.page_id, "kind": self.kind, "platform": self.platform,
+                "delay_seconds": self.delay_seconds, "body": self.body, "usage": self.usage}
+
+
+_USAGE_KEYS = ("usage_type", "regain_minutes", "call_count", "total_cputime", "total_time",
+               "headers")
 
 
 def _opt_int(data: Mapping, key: str) -> int | None:
@@ -183,7 +195,8 @@ def _opt_int(data: Mapping, key: str) -> int | None:
 class SandboxState:
     """Everything the sandbox knows; one lock guards it all because handlers run in threads."""
 
-    def __init__(self, *, record_file: str | None = None, max_calls: int = MAX_CALLS):
+    def __init__(self, *, record_file: str | None = None, max_calls: int = MAX_CALLS,
+                 human_agent_approved: bool = False, app_secret: str | None = None):
         self.lock = threading.Lock()
         self.record_file = record_file
         self.pages: dict[str, dict] = {}
@@ -192,10 +205,17 @@ class SandboxState:
         self._seq = 0
         self._fault_ids = 0
         self.faults: list[Fault] = []
-        self.conversations: dict[tuple[str | None, str], datetime] = {}
+        self.conversations: dict[tuple[str | None, str], Conversation] = {}
         self.comments: dict[str, dict] = {}
         self.replied_comments: set[str] = set()
         self.clock: datetime | None = None
+        self.app_secret = app_secret
+        self.defaults = {"human_agent_approved": bool(human_agent_approved),
+                         "unknown_comments": "citizen"}
+        self.settings: dict[str, Any] = dict(self.defaults)
+        self.page_settings: dict[str, dict] = {}
+        self.usage: list[dict] = []
+        self.media = MediaStore()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -219,24 +239,160 @@ class SandboxState:
         with self.lock:
             return [{"page_id": pid, "revoked": p["revoked"]} for pid, p in self.pages.items()]
 
-    def register_conversation(self, page_id: str | None, psid: str, last_message_at: Any) -> None:
+    def register_conversation(self, page_id: str | None, psid: str, last_message_at: Any = None,
+                              platform: str | None = None, *, keep_latest: bool = False) -> None:
+        """The person ``psid`` wrote to ``page_id`` (any Page when None) at
+        ``last_message_at`` (default now). ``keep_latest`` keeps a later time already known,
+        as Meta does when webhooks arrive out of order."""
         if not psid:
             raise ValueError("psid is required")
-        at = parse_time(last_message_at)
+        platform = platform or "messenger"
+        if platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {PLATFORMS}")
+        at = parse_time(last_message_at) if last_message_at is not None else self.now()
+        key = (str(page_id) if page_id else None, str(psid))
         with self.lock:
-            self.conversations[(str(page_id) if page_id else None, str(psid))] = at
+            known = self.conversations.get(key)
+            if keep_latest and known is not None and known.last_message_at > at:
+                at = known.last_message_at
+            self.conversations[key] = Conversation(at, platform)
+
+    def conversation(self, page_id: str | None, psid: str) -> Conversation | None:
+        with self.lock:
+            found = self.conversations.get((page_id, psid)) if page_id else None
+            if found is None:
+                found = self.conversations.get((None, psid))
+            if found is None and page_id is None:
+                # `/me/messages` in development mode (no Page registered): any Page's thread.
+                found = next((c for (_, p), c in self.conversations.items() if p == psid), None)
+            return found
+
+    def list_conversations(self) -> list[dict]:
+        with self.lock:
+            return [{"page_id": pid, "psid": psid, "last_message_at": _iso(c.last_message_at),
+                     "platform": c.platform} for (pid, psid), c in self.conversations.items()]
 
     def register_comment(self, comment_id: str, created_time: Any = None, psid: str | None = None,
-                         page_id: str | None = None) -> None:
+                         page_id: str | None = None, **more: Any) -> dict:
+        """Register or update a comment; only the fields given change. ``more``: ``author_id``,
+        ``from_page``, ``removed``, ``private_reply_error`` ({code, subcode, message}) and
+        ``platform``."""
         if not comment_id:
             raise ValueError("comment_id is required")
-        created = parse_time(created_time) if created_time is not None else None
+        unknown = set(more) - {"author_id", "from_page", "removed", "private_reply_error",
+                               "platform"}
+        if unknown:
+            raise ValueError(f"unknown comment fields: {sorted(unknown)}")
+        update: dict[str, Any] = {}
+        if created_time is not None:
+            update["created_time"] = parse_time(created_time)
+        if psid:
+            update["psid"] = str(psid)
+        if page_id:
+            update["page_id"] = str(page_id)
+        if more.get("author_id") is not None:
+            update["author_id"] = str(more["author_id"])
+        for key in ("from_page", "removed"):
+            if more.get(key) is not None:
+                update[key] = _flag(more[key])
+        if "private_reply_error" in more:
+            err = more["private_reply_error"]
+            if err is not None:
+                if isinstance(err, int) and not isinstance(err, bool):
+                    err = {"code": err}
+                if not isinstance(err, dict) or _opt_int(err, "code") is None:
+                    raise ValueError("private_reply_error must be a code or {code, subcode, "
+                                     "message}")
+                err = {"code": _opt_int(err, "code"), "subcode": _opt_int(err, "subcode"),
+                       "message": err.get("message")}
+            update["private_reply_error"] = err
+        if more.get("platform") is not None:
+            if more["platform"] not in PLATFORMS:
+                raise ValueError(f"platform must be one of {PLATFORMS}")
+            update["platform"] = more["platform"]
         with self.lock:
-            self.comments[str(comment_id)] = {
-                "created_time": created,
-                "psid": str(psid) if psid else None,
-                "page_id": str(page_id) if page_id else None,
-            }
+            comment = self.comments.get(str(comment_id))
+            if comment is None:
+                comment = {"created_time": self.now(), "psid": None, "page_id": None,
+                           "author_id": None, "from_page": False, "removed": False,
+                           "private_reply_error": None, "platform": "messenger"}
+                self.comments[str(comment_id)] = comment
+            comment.update(update)
+            return dict(comment)
+
+    def list_comments(self) -> list[dict]:
+        with self.lock:
+            return [{"comment_id": cid, **{k: (_iso(v) if isinstance(v, datetime) else v)
+                                           for k, v in c.items()},
+                     "private_reply_sent": cid in self.replied_comments}
+                    for cid, c in self.comments.items()]
+
+    def update_settings(self, data: Mapping) -> dict:
+        allowed = {"human_agent_approved", "unknown_comments", "app_secret", "page_id"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        if "unknown_comments" in data and data["unknown_comments"] not in UNKNOWN_COMMENTS:
+            raise ValueError(f"unknown_comments must be one of {UNKNOWN_COMMENTS}")
+        with self.lock:
+            if data.get("page_id"):
+                page = self.page_settings.setdefault(str(data["page_id"]), {})
+                if "human_agent_approved" in data:
+                    page["human_agent_approved"] = _flag(data["human_agent_approved"])
+            else:
+                if "human_agent_approved" in data:
+                    self.settings["human_agent_approved"] = _flag(data["human_agent_approved"])
+                if "unknown_comments" in data:
+                    self.settings["unknown_comments"] = data["unknown_comments"]
+            if data.get("app_secret"):
+                self.app_secret = str(data["app_secret"])
+        return self.describe_settings()
+
+    def describe_settings(self) -> dict:
+        with self.lock:
+            return {**self.settings, "pages": {p: dict(s) for p, s in self.page_settings.items()},
+                    "app_secret_set": bool(self.app_secret)}
+
+    def human_agent_approved(self, page_id: str | None) -> bool:
+        with self.lock:
+            page = self.page_settings.get(page_id or "") or {}
+            return bool(page.get("human_agent_approved", self.settings["human_agent_approved"]))
+
+    def set_usage(self, spec: Mapping) -> dict:
+        """Usage headers added to every Graph answer (for a Page, or all): ``business``
+        ({type, call_count, total_cputime, total_time, estimated_time_to_regain_access}) for
+        X-Business-Use-Case-Usage and/or ``app`` ({call_count, total_cputime, total_time})
+        for X-App-Usage."""
+        if not spec.get("business") and not spec.get("app"):
+            raise ValueError("usage needs business and/or app")
+        entry = {"page_id": str(spec["page_id"]) if spec.get("page_id") else None,
+                 "business": dict(spec["business"]) if spec.get("business") else None,
+                 "app": dict(spec["app"]) if spec.get("app") else None}
+        if entry["business"] is not None:
+            entry["business"].setdefault("type", "messenger")
+            for key in ("call_count", "total_cputime", "total_time",
+                        "estimated_time_to_regain_access"):
+                entry["business"][key] = int(entry["business"].get(key) or 0)
+        if entry["app"] is not None:
+            entry["app"] = meta.app_usage(int(entry["app"].get("call_count") or 0),
+                                          int(entry["app"].get("total_cputime") or 0),
+                                          int(entry["app"].get("total_time") or 0))
+        with self.lock:
+            self.usage = [u for u in self.usage if u["page_id"] != entry["page_id"]] + [entry]
+        return entry
+
+    def usage_headers(self, page_id: str | None) -> dict[str, str]:
+        with self.lock:
+            usage = [u for u in self.usage if u["page_id"] in (None, page_id)]
+        headers: dict[str, str] = {}
+        # A Page's own entry wins over the one for all Pages.
+        for u in sorted(usage, key=lambda u: u["page_id"] is not None):
+            if u["business"] is not None:
+                headers["X-Business-Use-Case-Usage"] = json.dumps(
+                    {str(page_id or u["page_id"] or "0"): [u["business"]]})
+            if u["app"] is not None:
+                headers["X-App-Usage"] = json.dumps(u["app"])
+        return headers
 
     def set_clock(self, now: Any) -> None:
         value = parse_time(now) if now is not None else None
@@ -264,12 +420,18 @@ class SandboxState:
         kind = spec.get("kind")
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
+        platform = spec.get("platform")
+        if platform is not None and platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {PLATFORMS}")
         delay = float(spec.get("delay_seconds") or 0.0)
         if delay < 0:
             raise ValueError("delay_seconds must be >= 0")
         body = spec.get("body") or ("json" if code is not None else "html")
         if body not in ("json", "html", "empty"):
             raise ValueError("body must be json, html or empty")
+        usage = {k: spec[k] for k in _USAGE_KEYS if spec.get(k) is not None}
+        if "headers" in usage and not isinstance(usage["headers"], dict):
+            raise ValueError("headers must be an object")
         seed = spec.get("seed", 20201130)
         with self.lock:
             self._fault_ids += 1
@@ -278,7 +440,7 @@ class SandboxState:
                 times=times, rate=rate,
                 page_id=str(spec["page_id"]) if spec.get("page_id") is not None else None,
                 kind=kind, delay_seconds=delay, message=spec.get("message"), body=body,
-                rng=random.Random(f"{seed}:{self._fault_ids}"),
+                rng=random.Random(f"{seed}:{self._fault_ids}"), platform=platform, usage=usage,
             )
             self.faults.append(fault)
         return fault
@@ -299,6 +461,10 @@ class SandboxState:
             self.comments.clear()
             self.replied_comments.clear()
             self.clock = None
+            self.settings = dict(self.defaults)
+            self.page_settings.clear()
+            self.usage.clear()
+        self.media.clear()
 
     def get_calls(self, page_id: str | None = None, kind: str | None = None,
                   status: int | None = None, since_seq: int | None = None) -> list[dict]:
@@ -312,15 +478,97 @@ class SandboxState:
             and (since_seq is None or c["seq"] > since_seq)
         ]
 
+    # -- what Meta saw: webhooks -----------------------------------------------------------
+
+    def learn_webhook(self, body: Any, page_id: str | None = None) -> dict:
+        """Learn from a webhook body what Meta knows because it delivered it: who wrote to
+        which Page and when (messages, postbacks, reactions, referrals, opt-ins in
+        ``messaging[]`` or ``standby[]``; echoes are the Page's own), and the comments of
+        ``feed`` changes (``verb: remove`` marks them removed). For ``object: instagram`` the
+        entry id is the Instagram account; ``page_id`` names the Page it is linked to."""
+        if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
+            raise ValueError("a webhook body has object and entry[]")
+        instagram = body.get("object") == "instagram"
+        platform = "instagram" if instagram else "messenger"
+        learned = {"conversations": 0, "comments": 0, "removed": 0}
+        for entry in body["entry"]:
+            if not isinstance(entry, dict):
+                continue
+            owner = str(page_id or entry.get("id") or "") or None
+            if instagram and not page_id:
+                owner = None  # the Instagram account id is not a Page id: any Page
+            for key in ("messaging", "standby"):
+                for item in entry.get(key) or []:
+                    if self._learn_event(item, owner, platform, entry.get("id")):
+                        learned["conversations"] += 1
+            for change in entry.get("changes") or []:
+                value = (change or {}).get("value") or {}
+                field_name = (change or {}).get("field")
+                is_comment = (field_name == "feed" and value.get("item") == "comment") or \
+                    (field_name in ("comments", "live_comments") and value.get("id"))
+                if not is_comment:
+                    continue
+                comment_id = str(value.get("comment_id") or value.get("id"))
+                author = (value.get("from") or {}).get("id")
+                if value.get("verb") == "remove":
+                    self.register_comment(comment_id, removed=True)
+                    learned["removed"] += 1
+                    continue
+                created = value.get("created_time")
+                self.register_comment(
+                    comment_id, created if created is not None else None,
+                    page_id=owner, author_id=author,
+                    from_page=bool(author) and str(author) in (str(entry.get("id")), owner),
+                    platform=platform)
+                learned["comments"] += 1
+        return learned
+
+    def _learn_event(self, item: Any, owner: str | None, platform: str, entry_id: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        sender = str((item.get("sender") or {}).get("id") or "")
+        message = item.get("message") or {}
+        if not sender or sender == str(entry_id) or message.get("is_echo"):
+            return False  # the Page's own message
+        # meta.POLICY_URL: the actions of the person that open the standard window.
+        if not any(k in item for k in ("message", "postback", "reaction", "referral",
+                                       "optin")):
+            return False
+        stamp = item.get("timestamp")
+        self.register_conversation(owner, sender, stamp if stamp is not None else None,
+                                   platform, keep_latest=True)
+        return True
+
+    def deliver_webhook(self, raw: bytes, url: str) -> dict:
+        """Deliver a webhook as Meta does: the exact bytes, signed with the app secret."""
+        if not self.app_secret:
+            raise ValueError("no app secret: set FACEBOOK_APP_SECRET or settings.app_secret")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("deliver_to must be an http(s) URL")
+        signature = "sha256=" + hmac.new(self.app_secret.encode(), raw, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(url, data=raw, method="POST", headers={
+            "Content-Type": "application/json", "X-Hub-Signature-256": signature,
+            "User-Agent": "facebookexternalua"})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as answer:  # noqa: S310
+                return {"status": answer.status, "body": answer.read(2000).decode(errors="replace")}
+        except urllib.error.HTTPError as error:
+            return {"status": error.code, "body": error.read(2000).decode(errors="replace")}
+        except (urllib.error.URLError, OSError) as error:
+            return {"status": None, "error": str(error)}
+
     # -- graph-side helpers (callers hold no lock) -----------------------------------------
 
-    def take_fault(self, page_id: str | None, kind: str) -> Fault | None:
+    def take_fault(self, page_id: str | None, kind: str,
+                   platform: str | None = None) -> Fault | None:
         """The first active fault that fires for this call; consumes one of its ``times``."""
         with self.lock:
             for fault in list(self.faults):
                 if fault.page_id is not None and fault.page_id != page_id:
                     continue
                 if fault.kind is not None and fault.kind != kind:
+                    continue
+                if fault.platform is not None and fault.platform != (platform or "messenger"):
                     continue
                 if fault.rate is not None and fault.rng.random() >= fault.rate:
                     continue
@@ -393,9 +641,19 @@ class GraphSandboxApp:
         request = Request(environ)
         if request.path.startswith("/_sandbox"):
             response = self._control(request)
+        elif request.path.startswith("/cdn/") and request.method in ("GET", "HEAD"):
+            response = self._cdn(request)
         else:
             response = self._graph(request)
         return response(environ, start_response)
+
+    # -- the CDN ---------------------------------------------------------------------------
+
+    def _cdn(self, request: Request) -> Response:
+        status, body, ctype, headers = self.state.media.serve(request.path, request.args,
+                                                              self.state.now())
+        log.info("GET /cdn/v/{media} status=%s", status)
+        return Response(body, status=status, content_type=ctype, headers=headers)
 
     # -- Graph endpoints -------------------------------------------------------------------
 
@@ -431,10 +689,12 @@ class GraphSandboxApp:
             parts = parts[1:]
         entry: dict[str, Any] = {
             "at": _iso(state.now()), "method": request.method, "path": request.path,
-            "page_id": None, "kind": "unknown", "recipient": None, "comment_id": None,
-            "messaging_type": None, "tag": None, "text": None, "token_ok": False,
+            "page_id": None, "kind": "unknown", "platform": None, "recipient": None,
+            "comment_id": None, "messaging_type": None, "tag": None, "text": None,
+            "token_ok": False,
         }
         status, body, raw, ctype = 400, None, None, "application/json"
+        headers: dict[str, str] = {}
         try:
             try:
                 params = self._params(request)
@@ -450,17 +710,13 @@ class GraphSandboxApp:
                 status = 200
             else:
                 entry["token_ok"] = bool(token)
-                target = parts[0] if parts else ""
-                raise GraphError(
-                    100, 33,
-                    f"Unsupported {request.method.lower()} request. Object with ID '{target}' "
-                    "does not exist, cannot be loaded due to missing permissions, or does not "
-                    "support this operation.",
-                    error_type="GraphMethodException")
+                raise _missing_object(parts[0] if parts else "", request.method.lower())
         except _FaultAnswer as fa:
             status, body, raw, ctype = fa.status, fa.body, fa.raw, fa.ctype
+            headers.update(fa.headers)
         except GraphError as err:
             status, body = err.http_status, err.body()
+        headers = {**state.usage_headers(entry["page_id"]), **headers}
         entry["status"] = status
         entry["response"] = body
         recorded = state.record(entry)
@@ -470,23 +726,27 @@ class GraphSandboxApp:
                  request.method, _path_template(parts), entry["kind"], entry["page_id"],
                  status, error.get("code") if error else "-")
         if raw is not None:
-            return Response(raw, status=status, content_type=ctype)
-        return Response(json.dumps(body), status=status, content_type="application/json")
+            return Response(raw, status=status, content_type=ctype, headers=headers)
+        return Response(json.dumps(body), status=status, content_type="application/json",
+                        headers=headers)
 
-    def _apply_fault(self, page_id: str | None, kind: str) -> None:
-        fault = self.state.take_fault(page_id, kind)
+    def _apply_fault(self, page_id: str | None, kind: str, platform: str | None = None) -> None:
+        fault = self.state.take_fault(page_id, kind, platform)
         if fault is None:
             return
         if fault.delay_seconds:
             time.sleep(fault.delay_seconds)
         if fault.code is None and fault.http_status < 300:
             return  # a delay-only fault: the call then proceeds normally
+        headers = meta.rate_limit_headers(fault.code, page_id, fault.usage) \
+            if fault.code in meta.RATE_LIMIT_CODES or fault.usage else {}
         if fault.body == "json" and fault.code is not None:
             err = GraphError(fault.code, fault.subcode, fault.message, fault.http_status)
-            raise _FaultAnswer(fault.http_status, err.body(), None, "application/json")
+            raise _FaultAnswer(fault.http_status, err.body(), None, "application/json", headers)
         if fault.body == "html":
-            raise _FaultAnswer(fault.http_status, None, _HTML_5XX, "text/html; charset=utf-8")
-        raise _FaultAnswer(fault.http_status, None, "", "text/plain")
+            raise _FaultAnswer(fault.http_status, None, _HTML_5XX, "text/html; charset=utf-8",
+                               headers)
+        raise _FaultAnswer(fault.http_status, None, "", "text/plain", headers)
 
     def _messages(self, node: str, params: dict | None, token: str | None, entry: dict) -> dict:
         state = self.state
@@ -495,6 +755,7 @@ class GraphSandboxApp:
         entry["page_id"] = page_id
         entry["kind"] = "messenger"
         recipient = None
+        conversation = None
         if params is not None:
             try:
                 recipient = _json_param(params.get("recipient"), "recipient")
@@ -505,6 +766,8 @@ class GraphSandboxApp:
                 if recipient.get("comment_id") is not None:
                     entry["kind"] = "private_reply"
                     entry["comment_id"] = str(recipient["comment_id"])
+                elif isinstance(recipient.get("id"), (str, int)):
+                    conversation = state.conversation(page_id, str(recipient["id"]))
             entry["messaging_type"] = params.get("messaging_type")
             entry["tag"] = params.get("tag")
             try:
@@ -513,9 +776,15 @@ class GraphSandboxApp:
                 message = None
             if isinstance(message, dict) and isinstance(message.get("text"), str):
                 entry["text"] = message["text"]
+        if entry["kind"] == "private_reply":
+            with state.lock:
+                comment = state.comments.get(entry["comment_id"]) or {}
+            entry["platform"] = comment.get("platform") or "messenger"
+        else:
+            entry["platform"] = conversation.platform if conversation else "messenger"
 
         # Meta throttles and fails before it looks at the payload.
-        self._apply_fault(page_id, entry["kind"])
+        self._apply_fault(page_id, entry["kind"], entry["platform"])
         if not token_ok:
             raise GraphError(190)
         if params is None:
@@ -546,11 +815,7 @@ class GraphSandboxApp:
                                "MESSAGE_TAG} - got \"" + str(mtype)[:40] + "\"")
         tag = params.get("tag")
         if mtype == "MESSAGE_TAG":
-            if not tag:
-                raise _bad_request("Tag is required for MESSAGE_TAG messaging type")
-            if tag not in ALLOWED_TAGS:
-                raise _bad_request("Param tag must be one of {" + ", ".join(ALLOWED_TAGS)
-                                   + "} - got \"" + str(tag)[:40] + "\"")
+            self._check_tag(tag)
 
         message = _json_param(params.get("message"), "message")
         if not isinstance(message, dict):
@@ -571,45 +836,100 @@ class GraphSandboxApp:
                 raise _bad_request(f"Length of param message[text] must be less than "
                                    f"{MAX_TEXT} characters")
 
-        now = state.now()
         if private:
-            comment_id = str(recipient["comment_id"])
-            with state.lock:
-                if comment_id in state.replied_comments:
-                    raise GraphError(10900)
-                info = state.comments.get(comment_id) or {}
-                created = info.get("created_time")
-                if created is not None and now - created > EXTENDED_WINDOW:
-                    raise GraphError(10, 2018278)
-                # Marked inside the same critical section so that two racing replies cannot
-                # both succeed.
-                state.replied_comments.add(comment_id)
-                psid = info.get("psid") or commenter_psid(comment_id)
+            psid = self._private_reply(str(recipient["comment_id"]))
         else:
             psid = str(recipient["id"])
-            with state.lock:
-                last = state.conversations.get((page_id, psid))
-            if last is not None:
-                if mtype in ("RESPONSE", "UPDATE") and now - last > STANDARD_WINDOW:
-                    raise GraphError(10, 2018278)
-                if mtype == "MESSAGE_TAG" and tag in SEVEN_DAY_TAGS \
-                        and now - last > EXTENDED_WINDOW:
-                    raise GraphError(10, 2018278)
+            self._check_window(page_id, psid, mtype, tag)
         return {"recipient_id": psid, "message_id": "m_" + secrets.token_urlsafe(24)}
+
+    @staticmethod
+    def _check_tag(tag: Any) -> None:
+        """meta.MESSAGE_TAGS_URL, meta.TAGS_RETIRED_URL, meta.LEGACY_TAGS_URL: code 100."""
+        if not tag:
+            raise _bad_request("Tag is required for MESSAGE_TAG messaging type")
+        if tag in meta.RETIRED_2026_TAGS:
+            raise GraphError(100, meta.RETIRED_TAG_SUBCODE,
+                             f"(#100) The message tag {tag} is no longer supported. Use "
+                             "HUMAN_AGENT for a person's reply within 7 days.")
+        if tag not in ALLOWED_TAGS:
+            raise _bad_request("Param tag must be one of {" + ", ".join(ALLOWED_TAGS)
+                               + "} - got \"" + str(tag)[:40] + "\"")
+
+    def _check_window(self, page_id: str | None, psid: str, mtype: str, tag: Any) -> None:
+        """The messaging windows, for every recipient. meta.POLICY_URL (24 h standard
+        messaging), meta.MESSAGE_TAGS_URL and meta.HUMAN_AGENT_URL (HUMAN_AGENT: 7 days, an
+        approved app), meta.INSTAGRAM_URL (same windows through the Page; HUMAN_AGENT only)."""
+        state = self.state
+        conversation = state.conversation(page_id, psid)
+        platform = conversation.platform if conversation else "messenger"
+        window = meta.INSTAGRAM_WINDOW_SUBCODE if platform == "instagram" \
+            else meta.MESSENGER_WINDOW_SUBCODE
+        if mtype == "MESSAGE_TAG":
+            if platform == "instagram" and tag not in meta.INSTAGRAM_TAGS:
+                raise _bad_request(f"Message tag {tag} is not available for Instagram "
+                                   "Messaging API")
+            if tag == "HUMAN_AGENT" and not state.human_agent_approved(page_id):
+                # meta.GRAPH_ERRORS_URL: code 10, "API Permission Denied" (no window subcode).
+                raise GraphError(10)
+        if conversation is None:
+            raise GraphError(10, window)  # never wrote to this Page: no window is open
+        age = state.now() - conversation.last_message_at
+        limit = EXTENDED_WINDOW if mtype == "MESSAGE_TAG" and tag in SEVEN_DAY_TAGS \
+            else STANDARD_WINDOW
+        if age > limit:
+            raise GraphError(10, window)
+
+    def _private_reply(self, comment_id: str) -> str:
+        """meta.PRIVATE_REPLIES_URL: one message per comment, within 7 days of its creation,
+        never to a Page's comment; a removed comment is gone (100/2018292)."""
+        state = self.state
+        now = state.now()
+        with state.lock:
+            info = state.comments.get(comment_id)
+            if info is None:
+                if state.settings["unknown_comments"] == "refuse":
+                    raise GraphError(100, meta.INVALID_COMMENT_SUBCODE)
+                info = {}
+            if info.get("removed"):
+                raise GraphError(100, meta.INVALID_COMMENT_SUBCODE)
+            author = info.get("author_id")
+            if info.get("from_page") or (author is not None and author in state.pages):
+                raise GraphError(10903)
+            refusal = info.get("private_reply_error")
+            if refusal:
+                raise GraphError(refusal["code"], refusal.get("subcode"), refusal.get("message"))
+            if comment_id in state.replied_comments:
+                raise GraphError(10900)
+            created = info.get("created_time")
+            if created is not None and now - created > EXTENDED_WINDOW:
+                raise GraphError(10, meta.MESSENGER_WINDOW_SUBCODE)
+            # Marked inside the same critical section so that two racing replies cannot
+            # both succeed. A private reply opens no window (meta.PRIVATE_REPLIES_URL): only
+            # the person's answer in Messenger does.
+            state.replied_comments.add(comment_id)
+            return info.get("psid") or commenter_psid(comment_id)
 
     def _comment_reply(self, comment_id: str, params: dict | None, token: str | None,
                        entry: dict) -> dict:
         state = self.state
         token_ok, page_id = state.check_comment_token(comment_id, token)
         entry.update(token_ok=token_ok, page_id=page_id, kind="comment_reply",
-                     comment_id=comment_id)
+                     comment_id=comment_id, platform="messenger")
         if params is not None and isinstance(params.get("message"), str):
             entry["text"] = params["message"]
-        self._apply_fault(page_id, "comment_reply")
+        self._apply_fault(page_id, "comment_reply", "messenger")
         if not token_ok:
             raise GraphError(190)
         if params is None:
             raise _bad_request("Invalid JSON in request body")
+        with state.lock:
+            info = state.comments.get(comment_id)
+            refuse_unknown = state.settings["unknown_comments"] == "refuse"
+        # meta.FEED_WEBHOOK_URL: a removed comment no longer exists; Graph answers as for any
+        # missing object.
+        if (info is None and refuse_unknown) or (info or {}).get("removed"):
+            raise _missing_object(comment_id)
         text = params.get("message")
         has_attachment = bool(params.get("attachment_url") or params.get("attachment_id"))
         if (not isinstance(text, str) or not text.strip()) and not has_attachment:
@@ -625,10 +945,11 @@ class GraphSandboxApp:
         state = self.state
         route = request.path[len("/_sandbox"):].strip("/")
         method = request.method
+        args = request.args
         try:
-            data: dict = {}
+            data: Any = {}
             if method in ("POST", "PUT"):
-                raw = request.get_data()
+                raw = request.get_data(cache=True)
                 if raw.strip():
                     data = json.loads(raw)
                 if not isinstance(data, dict):
@@ -645,11 +966,46 @@ class GraphSandboxApp:
                 return _json({"ok": True})
             if route == "conversations" and method == "POST":
                 state.register_conversation(data.get("page_id"), data.get("psid"),
-                                            data.get("last_message_at"))
+                                            data.get("last_message_at"), data.get("platform"))
                 return _json({"ok": True})
+            if route == "conversations" and method == "GET":
+                return _json({"conversations": state.list_conversations()})
             if route == "comments" and method == "POST":
-                state.register_comment(data.get("comment_id"), data.get("created_time"),
-                                       data.get("psid"), data.get("page_id"))
+                more = {k: data[k] for k in ("author_id", "from_page", "removed",
+                                             "private_reply_error", "platform") if k in data}
+                comment = state.register_comment(data.get("comment_id"), data.get("created_time"),
+                                                 data.get("psid"), data.get("page_id"), **more)
+                return _json({"ok": True, "comment": {
+                    k: (_iso(v) if isinstance(v, datetime) else v) for k, v in comment.items()}})
+            if route == "comments" and method == "GET":
+                return _json({"comments": state.list_comments()})
+            if route == "webhooks" and method == "POST":
+                learned = state.learn_webhook(data, args.get("page_id"))
+                answer: dict[str, Any] = {"learned": learned}
+                if args.get("deliver_to"):
+                    answer["delivered"] = state.deliver_webhook(request.get_data(cache=True),
+                                                                args["deliver_to"])
+                return _json(answer)
+            if route == "settings" and method == "POST":
+                return _json(state.update_settings(data))
+            if route == "settings" and method == "GET":
+                return _json(state.describe_settings())
+            if route == "media" and method == "POST":
+                return _json({"media": state.media.add(data, state.now(), request.host_url)})
+            if route == "media" and method == "GET":
+                return _json({"media": state.media.list(request.host_url)})
+            if route.startswith("media/") and method == "POST":
+                _, media_id, action = (route.split("/") + [""])[:3]
+                if action not in ("expire", "remove"):
+                    raise KeyError(route)
+                return _json({"media": state.media.update(
+                    int(media_id), expire=action == "expire", remove=action == "remove",
+                    now=state.now(), base_url=request.host_url)})
+            if route == "usage" and method == "POST":
+                return _json({"usage": state.set_usage(data)})
+            if route == "usage" and method == "DELETE":
+                with state.lock:
+                    state.usage.clear()
                 return _json({"ok": True})
             if route == "clock" and method == "POST":
                 state.set_clock(data.get("now"))
@@ -664,7 +1020,6 @@ class GraphSandboxApp:
                 state.clear_faults()
                 return _json({"ok": True})
             if route == "calls" and method == "GET":
-                args = request.args
                 calls = state.get_calls(
                     page_id=args.get("page_id"), kind=args.get("kind"),
                     status=int(args["status"]) if args.get("status") else None,
@@ -681,9 +1036,11 @@ class GraphSandboxApp:
 
 
 class _FaultAnswer(Exception):
-    def __init__(self, status: int, body: dict | None, raw: str | None, ctype: str):
+    def __init__(self, status: int, body: dict | None, raw: str | None, ctype: str,
+                 headers: dict[str, str] | None = None):
         super().__init__(status)
         self.status, self.body, self.raw, self.ctype = status, body, raw, ctype
+        self.headers = headers or {}
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -721,11 +1078,18 @@ def pages_from_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def create_app(pages: Mapping[str, str] | None = None, record_file: str | None = None,
-               env: Mapping[str, str] | None = None) -> GraphSandboxApp:
-    """A WSGI app; ``env`` (default ``os.environ``) supplies preloaded Pages and
-    ``GRAPH_SANDBOX_RECORD_FILE``; explicit arguments win."""
+               env: Mapping[str, str] | None = None,
+               human_agent_approved: bool | None = None) -> GraphSandboxApp:
+    """A WSGI app; ``env`` (default ``os.environ``) supplies preloaded Pages,
+    ``GRAPH_SANDBOX_RECORD_FILE``, ``FACEBOOK_APP_SECRET`` (to sign delivered webhooks) and
+    ``FACEBOOK_HUMAN_AGENT_APPROVED`` (whether the app passed Human Agent review, default
+    not); explicit arguments win."""
     env = os.environ if env is None else env
-    state = SandboxState(record_file=record_file or env.get("GRAPH_SANDBOX_RECORD_FILE") or None)
+    if human_agent_approved is None:
+        human_agent_approved = _flag(env.get("FACEBOOK_HUMAN_AGENT_APPROVED") or "")
+    state = SandboxState(record_file=record_file or env.get("GRAPH_SANDBOX_RECORD_FILE") or None,
+                         human_agent_approved=human_agent_approved,
+                         app_secret=env.get("FACEBOOK_APP_SECRET") or None)
     all_pages = {**pages_from_env(env), **(pages or {})}
     for page_id, token in all_pages.items():
         state.register_page(page_id, token)
@@ -776,7 +1140,9 @@ class SandboxServer:
 
 def start_sandbox(host: str = "127.0.0.1", port: int = 0, *,
                   pages: Mapping[str, str] | None = None, record_file: str | None = None,
-                  env: Mapping[str, str] | None = None) -> SandboxServer:
+                  env: Mapping[str, str] | None = None,
+                  human_agent_approved: bool | None = None) -> SandboxServer:
     """Start the sandbox on a daemon thread (port 0 = a free port) and return it running."""
-    app = create_app(pages=pages, record_file=record_file, env=env)
+    app = create_app(pages=pages, record_file=record_file, env=env,
+                     human_agent_approved=human_agent_approved)
     return SandboxServer(app, host, port).start()

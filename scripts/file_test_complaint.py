@@ -13,17 +13,24 @@ import uuid  # noqa: E402
 import requests  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 
+from sandbox.control import citizen_wrote  # noqa: E402
 from shared.core import config  # noqa: E402
 
 
 def main() -> int:
     text = " ".join(sys.argv[1:]) or "Jalan di Praya Lombok Tengah rusak parah, mohon segera diperbaiki."
     psid = f"test-psid-{uuid.uuid4().hex[:8]}"
+    sandbox_url = f"http://{config.graph_sandbox_address()}"
+    try:
+        # As on Meta, the Page may answer only a person who wrote to it: tell the sandbox they did.
+        citizen_wrote(sandbox_url, "100000000000001", psid)
+    except requests.RequestException:
+        pass  # a real Page token is configured and no sandbox runs
     with ClusterRpcProxy({"AMQP_URI": config.amqp_uri(), "serializer": "json"}, timeout=30) as rpc:
         result = rpc.intake.file_complaint({"text": text, "channel": "api",
                                             "reply_to": {"page_id": "100000000000001", "psid": psid}})
     print(json.dumps(result, indent=2))
-    sandbox = f"http://{config.graph_sandbox_address()}/_sandbox/calls"
+    sandbox = f"{sandbox_url}/_sandbox/calls"
     for _ in range(20):
         time.sleep(0.5)
         try:

@@ -21,6 +21,8 @@ if [ -z "${FACEBOOK_PAGE_ACCESS_TOKEN:-}" ] && [ -z "${FACEBOOK_PAGES:-}" ]; the
   export FACEBOOK_PAGES="100000000000001:sandbox-page-token"
   export FACEBOOK_APP_SECRET=${FACEBOOK_APP_SECRET:-dev-app-secret}
   export FACEBOOK_VERIFY_TOKEN=${FACEBOOK_VERIFY_TOKEN:-dev-verify-token}
+  # The sandbox serves Meta-shaped media links on a loopback address: let intake download them.
+  export INTAKE_MEDIA_ALLOW_HOSTS=${INTAKE_MEDIA_ALLOW_HOSTS:-$sandbox}
   procfile=Procfile.dev
   echo "No Page token set: using the local Graph API sandbox at http://$sandbox (Page 100000000000001)."
 fi

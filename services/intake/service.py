@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 
+import eventlet
 from marshmallow import ValidationError
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
@@ -27,7 +28,11 @@ from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
 from services.intake.adapters.open311_web import Open311Endpoints
 from services.intake.application.complaints import Complaints
+from services.intake.application.evidence import Evidence, media_poll_seconds, media_settings_from_env
+from services.intake.adapters.media_fetch import MediaFetcher
+from services.intake.adapters.media_files import MediaFiles
 from services.intake.application.inbox import WebhookInbox, settings_from_env
+from services.intake.adapters.background import BackgroundWork
 from services.intake.adapters.schemas import RpcComplaint, WebComplaint
 from services.intake.adapters.store import (build_store, find_complaint, remember_conversation, set_state)
 from services.intake.domain.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
@@ -41,6 +46,8 @@ def check_startup() -> None:
             "FACEBOOK_APP_SECRET is not set; webhooks could not be verified. Set it, or set "
             "NTBCARE_ENV=development for a local run.")
     per_minute_from_env(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
+    check_media_settings()
+    settings_from_env()   # FACEBOOK_INSTAGRAM_ACCOUNTS and INTAKE_STANDBY_MODE must be readable
 
 
 WEB_RATE_VARIABLE, WEB_RATE_DEFAULT = "INTAKE_WEB_RATE_PER_MINUTE", "30"
@@ -48,6 +55,25 @@ WEB_RATE_VARIABLE, WEB_RATE_DEFAULT = "INTAKE_WEB_RATE_PER_MINUTE", "30"
 
 def inbox_retry_seconds() -> float:
     return float(config.env("INTAKE_INBOX_RETRY_SECONDS", "30"))
+
+
+def drain_inbox(store) -> int:
+    """Process every stored webhook body still pending, oldest first, letting other green threads
+    (the webhook answering Meta's next deliveries) run between items — never inside a transaction."""
+    return WebhookInbox(store, settings_from_env()).drain(pause=lambda: eventlet.sleep(0))
+
+
+def check_media_settings() -> None:
+    """The media store's settings are readable and its directory writable; a host let past the
+    private-address check outside development is worth a warning."""
+    settings = media_settings_from_env()
+    try:
+        MediaFiles(settings.directory).ensure()
+    except OSError as error:
+        raise config.ConfigError(f"INTAKE_MEDIA_DIR {settings.directory!r} cannot be used: {error}") from None
+    if settings.allow_hosts and not config.is_development():
+        log.warning("INTAKE_MEDIA_ALLOW_HOSTS lets evidence downloads reach %s even on private or "
+                    "local addresses (meant for the Graph sandbox in development)", sorted(settings.allow_hosts))
 
 
 def status_url(tracking_code: str) -> str:
@@ -94,6 +120,8 @@ class IntakeService(Open311Endpoints, ServiceBase):
     # Per client address, on the public web form only: refusing the signed webhook would only
     # make Meta retry, i.e. duplicates later.
     web_rate_limit = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
+    # Processes stored webhook bodies behind the 200 (woken by the webhook and the inbox timer).
+    inbox_worker = BackgroundWork(drain_inbox, inbox_retry_seconds, "webhook inbox processing")
 
     # -- Meta's Page webhook ----------------------------------------------------------------
     @http("GET", "/webhooks/facebook")
@@ -114,35 +142,29 @@ class IntakeService(Open311Endpoints, ServiceBase):
         if not signature_valid(raw, request.headers.get(SIGNATURE_HEADER), config.facebook_app_secret()):
             log.warning("webhook refused: missing or wrong signature")
             return Response("forbidden", status=403, mimetype="text/plain")
-        inbox = self._inbox()
         try:
-            inbox_id = inbox.store_body(raw)
+            self._inbox().store_body(raw)
         except Exception as error:  # not stored: Meta must retry
             log.error("webhook body could not be stored: %s", type(error).__name__)
             return Response("unavailable", status=503, mimetype="text/plain")
-        try:
-            inbox.process(inbox_id)
-        except Exception:
-            # Stored, so not lost: the inbox timer processes it again.
-            log.exception("webhook body stored but not processed yet", extra={"inbox_id": inbox_id})
+        # Durably stored: Meta gets its 200 now; the inbox worker processes the body behind it
+        # (a slow classifier or a database hiccup never turns into a non-200 and Meta's retries).
+        self.inbox_worker.wake()
         return Response("EVENT_RECEIVED", status=200, mimetype="text/plain")
 
     @timer(interval=inbox_retry_seconds(), eager=True)
     def process_left_over_bodies(self):
-        inbox = self._inbox()
-        for inbox_id in inbox.pending(older_than_seconds=inbox_retry_seconds()):
-            try:
-                inbox.process(inbox_id)
-            except Exception:
-                log.exception("webhook body still not processed", extra={"inbox_id": inbox_id})
-                break
+        """Bodies still pending — a run that met a database failure, a crash after the 200 —
+        are processed again: the timer wakes the inbox worker (one processing run at a time)."""
+        self.inbox_worker.wake()
 
     def _inbox(self) -> WebhookInbox:
         return WebhookInbox(self.store, settings_from_env())
 
     def health_extra(self) -> dict:
         try:
-            return {"webhook_bodies_pending": len(self._inbox().pending(older_than_seconds=0, limit=1000))}
+            return {"webhook_bodies_pending": len(self._inbox().pending(older_than_seconds=0, limit=1000)),
+                    "evidence_downloads_pending": self._evidence().pending()}
         except Exception:
             return {}
 
@@ -150,6 +172,25 @@ class IntakeService(Open311Endpoints, ServiceBase):
         if item["kind"] == "webhook":
             return self._inbox().replay(item, actor)
         return super().replay_item(item, actor)
+
+    # -- evidence: attachments downloaded into the media store (docs/intake.md) --------------
+    @timer(interval=media_poll_seconds(), eager=True)
+    def download_evidence(self):
+        """Every due download (new attachments, retries after their backoff), behind the webhook:
+        no transaction is open while a file is fetched."""
+        return self._evidence().run_due()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def media(self, complaint_id, digest, offset=0, limit=None):
+        """Part of a stored attachment of the complaint (routing's evidence endpoint reads it,
+        after checking the caller may see it): ``{digest, content_type, size, offset, length,
+        data}`` with ``data`` base64, at most ``limit`` (≤ 4 MiB, default 1 MiB) bytes from
+        ``offset``."""
+        return self._evidence().chunk(complaint_id, digest, offset, limit)
+
+    def _evidence(self) -> Evidence:
+        settings = media_settings_from_env()
+        return Evidence(self.store, settings, MediaFetcher(settings))
 
     # -- events from routing and notification -------------------------------------------------
     @timer(interval=config.catchup_seconds(), eager=True)

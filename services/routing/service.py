@@ -34,10 +34,13 @@ from services.routing.adapters.console.session import SessionCodec
 from services.routing.domain.directory import DirectoryError, load_directory
 from services.routing.domain.rules import load_rules
 from services.routing.application.workflow import Workflow
+from services.routing.application.evidence import EvidenceAccess, EvidenceUnavailable
+from services.routing.adapters import evidence as evidence_records
 
 log = logging.getLogger("routing")
 
 CONTACT_RPC_TIMEOUT_SECONDS = 10
+MEDIA_RPC_TIMEOUT_SECONDS = 30     # one chunk (≤ 1 MiB) of a piece of evidence from intake
 
 
 def check_startup() -> None:
@@ -103,10 +106,18 @@ class RoutingHandlers(EventHandlers):
         self.workflow.on_complaint_filed(tx, envelope)
         # The console's complaint page shows the classifier's reasons and the attachments.
         console_details.save_filing_details(tx.connection, envelope.complaint_id, envelope.data)
+        evidence_records.note(tx.connection, envelope.complaint_id, envelope.data["attachments"], utc_now())
 
     @handles(ev.COMPLAINT_AMENDED)
     def on_complaint_amended(self, tx, envelope):
         self.workflow.on_complaint_amended(tx, envelope)
+        evidence_records.note(tx.connection, envelope.complaint_id, envelope.data.get("attachments") or [],
+                              utc_now())
+
+    @handles(ev.EVIDENCE_STORED)
+    def on_evidence_stored(self, tx, envelope):
+        """An attachment intake downloaded is stored (its digest) or lost (the reason)."""
+        evidence_records.settle(tx.connection, envelope.complaint_id, envelope.data, utc_now())
 
 
 class WorkflowProvider(DependencyProvider):
@@ -130,7 +141,7 @@ class ConsoleProvider(DependencyProvider):
         storage = next(d for d in self.container.dependencies if isinstance(d, Storage))
         workflow = workflow_for(storage.ensure())  # the same one WorkflowProvider hands out
         self.console = Console(workflow, SessionCodec(console_config.console_secret()),
-                               console_config.secure_cookie_mode())
+                               console_config.secure_cookie_mode(), evidence=EvidenceAccess(workflow))
 
     def get_dependency(self, worker_ctx):
         return self.console
@@ -259,6 +270,16 @@ class RoutingService(ServiceBase):
         return web.handle(self.workflow, request, lambda caller, _body: self.workflow.timeline(
             complaint_id, caller=caller.agency_code))
 
+    @http("GET", "/api/complaints/<complaint_id>/evidence")
+    def http_evidence(self, request, complaint_id):
+        return web.handle(self.workflow, request, lambda caller, _body: EvidenceAccess(self.workflow).listing(
+            complaint_id, caller=caller.agency_code))
+
+    @http("GET", "/api/complaints/<complaint_id>/evidence/<digest>")
+    def http_evidence_file(self, request, complaint_id, digest):
+        return web.handle_evidence(self.workflow, request, lambda caller: EvidenceAccess(self.workflow).open(
+            complaint_id, digest, caller.agency_code, self._media_chunk), EvidenceUnavailable)
+
     @http("POST", "/api/complaints/<complaint_id>/assign")
     def http_assign(self, request, complaint_id):
         return web.handle(self.workflow, request, lambda caller, body: self.workflow.assign(
@@ -338,6 +359,10 @@ class RoutingService(ServiceBase):
     def console_action(self, request, complaint_id, action):
         return self.console.act(request, complaint_id, action, self._reporter_contact)
 
+    @http("GET", "/console/aduan/<complaint_id>/bukti/<digest>")
+    def console_evidence(self, request, complaint_id, digest):
+        return self.console.evidence(request, complaint_id, digest, self._media_chunk)
+
     @http("GET", "/console/static/<name>")
     def console_static(self, request, name):
         return self.console.static(request, name)
@@ -346,3 +371,8 @@ class RoutingService(ServiceBase):
         """intake's audited lookup, for the desk's console; never inside a transaction."""
         with eventlet.Timeout(CONTACT_RPC_TIMEOUT_SECONDS, TimeoutError("intake did not answer")):
             return self.intake.reporter_contact(complaint_id, actor, reason)
+
+    def _media_chunk(self, complaint_id, digest, offset):
+        """One chunk of a piece of evidence from intake; never inside a transaction."""
+        with eventlet.Timeout(MEDIA_RPC_TIMEOUT_SECONDS, TimeoutError("intake did not answer")):
+            return self.intake.media(complaint_id, digest, offset)

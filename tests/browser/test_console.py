@@ -14,6 +14,7 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from sandbox.control import citizen_wrote
 from shared.core.events import isoformat_utc, utc_now
 from tests.support.browser import headless_chromium, require_chromium
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
@@ -61,6 +62,7 @@ def file_complaint(platform, text, psid=None, category=None, region=None, report
     if psid:
         payload["reply_to"] = {"page_id": DEV_PAGE_ID, "psid": psid}
         payload["last_citizen_message_at"] = isoformat_utc(utc_now())
+        citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid)  # the sandbox, like Meta, knows who wrote
     with platform.rpc() as rpc:
         return rpc.intake.file_complaint(payload)
 

@@ -1,6 +1,9 @@
 """Intake against the running service (its own process, real HTTP, real broker): Meta's webhook
 (handshake, signatures, batches, every item kind, two Pages, duplicates, quarantine and replay,
-a body left unprocessed by a crash), the conversation rules, the web API and the RPC."""
+a body left unprocessed by a crash, the 200 before processing), what real Pages send besides
+complaints (stickers and the like button, standby, handover, reactions, referrals, postbacks, edits,
+other objects, video comments — payloads from tests/support/meta_payloads.py), Instagram Direct,
+the conversation rules, the web API and the RPC."""
 from __future__ import annotations
 
 import json
@@ -13,17 +16,21 @@ import pytest
 import requests
 
 from shared.core.errors import ValidationFailed
+from services.intake.domain.webhook import MAX_WEBHOOK_BYTES
 from tests.support import facebook as fb
+from tests.support import meta_payloads as meta
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
 SECOND_PAGE_ID = "200000000000002"
 THIRD_PAGE_ID = "300000000000003"
+IG_ACCOUNT = "17841400000000001"          # the Instagram professional account of the second Page
 
 
 @pytest.fixture(scope="module")
 def platform(amqp_uri, tmp_path_factory):
     running = Platform(amqp_uri, tmp_path_factory.mktemp("intake"), services=("intake",), with_sandbox=False,
-                       extra_env={"INTAKE_BUBBLE_SECONDS": "120", "INTAKE_INBOX_RETRY_SECONDS": "1"})
+                       extra_env={"INTAKE_BUBBLE_SECONDS": "120", "INTAKE_INBOX_RETRY_SECONDS": "1",
+                                  "FACEBOOK_INSTAGRAM_ACCOUNTS": f"{IG_ACCOUNT}:{SECOND_PAGE_ID}"})
     running.start_all()
     yield running
     running.stop_all()
@@ -34,8 +41,13 @@ def hook(platform) -> str:
 
 
 def events(platform, event_type=None, complaint_id=None) -> list[dict]:
+    found: list[dict] = []
     with platform.rpc() as rpc:
-        found = rpc.intake.events_since(0, 1000)
+        while True:
+            page = rpc.intake.events_since(found[-1]["position"] if found else 0, 1000)
+            found.extend(page)
+            if len(page) < 1000:
+                break
     return [e for e in found if (event_type is None or e["event_type"] == event_type)
             and (complaint_id is None or e["complaint_id"] == complaint_id)]
 
@@ -87,8 +99,8 @@ def test_signatures_good_missing_forged_and_size_limit(platform):
                                     (f"%{marker}%",)).fetchone()[0]
     assert stored == 0 and mentions(platform, marker) == []
 
-    too_big = {"object": "page", "entry": [], "padding": "x" * (1024 * 1024 + 10)}
-    assert fb.signed_post(hook(platform), too_big).status_code == 413
+    too_big = {"object": "page", "entry": [], "padding": "x" * (MAX_WEBHOOK_BYTES + 10)}
+    assert fb.signed_post(hook(platform), too_big, timeout=60).status_code == 413
 
     answer = fb.signed_post(hook(platform), body)
     assert answer.status_code == 200
@@ -222,7 +234,8 @@ def test_burst_of_bubbles_is_one_complaint_then_messages_then_new_complaint(plat
     assert fb.signed_post(hook(platform), later).status_code == 200
     received = wait_for(lambda: events(platform, "CitizenMessageReceived", complaint_id), 10,
                         message="CitizenMessageReceived")[0]["data"]
-    assert received["attachments"] == [{"type": "image", "url": "https://scontent.xx.fbcdn.net/v/t1/jalan.jpg"}]
+    assert [(a["type"], a["url"]) for a in received["attachments"]] == [
+        ("image", "https://scontent.xx.fbcdn.net/v/t1/jalan.jpg")]   # (plus the media store's media_id)
     assert received["reply_to"] == {"page_id": DEV_PAGE_ID, "psid": psid}
     assert len(events(platform, "ComplaintAmended", complaint_id)) == 3
 
@@ -264,10 +277,12 @@ def test_quarantine_replay_and_a_body_left_unprocessed(platform):
     assert fb.signed_post(hook(platform), None, raw=b"{not json").status_code == 200
     filed_with(platform, f"{marker}good")
 
-    with platform.rpc() as rpc:
-        quarantined = [q for q in rpc.intake.quarantined(100) if q["kind"] == "webhook"]
-    reasons = " | ".join(q["reason"] for q in quarantined)
-    assert "sender.id" in reasons and THIRD_PAGE_ID in reasons and "not JSON" in reasons
+    def all_quarantined():      # both bodies are processed behind their 200, in arrival order
+        with platform.rpc() as rpc:
+            found = [q for q in rpc.intake.quarantined(100) if q["kind"] == "webhook"]
+        joined = " | ".join(q["reason"] for q in found)
+        return found if "sender.id" in joined and THIRD_PAGE_ID in joined and "not JSON" in joined else None
+    quarantined = wait_for(all_quarantined, 10, message="the three items quarantined")
     third = next(q for q in quarantined if THIRD_PAGE_ID in q["reason"])
     assert mentions(platform, f"{marker}third") == []
     with platform.rpc() as rpc:
@@ -291,6 +306,145 @@ def test_quarantine_replay_and_a_body_left_unprocessed(platform):
         assert third["item_id"] not in [q["item_id"] for q in rpc.intake.quarantined(100)]
     replayed = filed_with(platform, f"{marker}third")[0]["data"]
     assert replayed["reply_to"]["page_id"] == THIRD_PAGE_ID and replayed["region_code"] == "5204"
+
+
+# -- the 200 comes first ------------------------------------------------------------------------------
+def test_a_large_batch_is_answered_at_once_and_processed_behind_the_answer(platform):
+    """Meta waits 20 s at most and batches up to 1000 updates: the answer must not wait for the
+    classifier. 1000 updates — 100 long messages (emoji, JSON-escaped: well over the old 1 MiB
+    cap) among deliveries and reads — are answered as soon as they are stored; the complaints
+    appear afterwards."""
+    marker = uuid.uuid4().hex[:8]
+    long_text = "Jalan provinsi rusak parah di Praya " + "\U0001F6A7" * 900
+    entries = []
+    for e in range(10):
+        psids = [fb.new_psid() for _ in range(10)]
+        items = [fb.text_message(DEV_PAGE_ID, psid, f"{long_text} {marker}-{e}-{i}") for i, psid in enumerate(psids)]
+        items += [fb.delivery(DEV_PAGE_ID, psids[i % 10]) for i in range(45)]
+        items += [fb.read_receipt(DEV_PAGE_ID, psids[i % 10]) for i in range(45)]
+        entries.append(fb.messaging_entry(DEV_PAGE_ID, *items))
+    body = fb.page_body(*entries)
+    raw = json.dumps(body).encode()                      # ensure_ascii: every emoji as two \uXXXX
+    assert sum(len(entry["messaging"]) for entry in entries) == 1000 and len(raw) > 1024 * 1024
+    started = time.monotonic()
+    answer = fb.signed_post(hook(platform), body, raw=raw, timeout=20)
+    answered_in = time.monotonic() - started
+    assert answer.status_code == 200 and answered_in < 5, answered_in
+
+    def outcome():
+        with db(platform) as connection:
+            row = connection.execute("select state, outcome from webhook_inbox where body like ?",
+                                     (f"%{marker}-0-0%",)).fetchone()
+        return json.loads(row[1]) if row and row[0] == "processed" else None
+    assert wait_for(outcome, 60, message="the batch processed") == {"filed": 100, "ignored": 900}
+    assert len(filed_with(platform, marker, expected=100)) == 100
+
+
+# -- what real Pages send besides complaints ------------------------------------------------------------
+def test_a_like_or_sticker_never_files_and_a_like_after_the_answer_is_recorded(platform):
+    marker = uuid.uuid4().hex[:8]
+    psid, stranger = fb.new_psid(), fb.new_psid()
+    first = fb.page_body(fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, f"Lampu jalan mati di Kopang {marker}", fb.now_ms() - 600_000)))
+    assert fb.signed_post(hook(platform), first).status_code == 200
+    complaint_id = filed_with(platform, marker)[0]["complaint_id"]
+
+    body = fb.page_body(fb.messaging_entry(DEV_PAGE_ID, meta.like_button(DEV_PAGE_ID, psid),
+                                           meta.sticker_transition(DEV_PAGE_ID, psid),
+                                           meta.like_button(DEV_PAGE_ID, stranger, meta.LIKE_MEDIUM),
+                                           meta.sticker_only(DEV_PAGE_ID, stranger)))
+    assert fb.signed_post(hook(platform), body).status_code == 200
+    reacted = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
+        events(platform, "CitizenReacted", complaint_id)), 10, message="two reactions")
+    assert [e["data"]["reaction"] for e in reacted] == ["like", "sticker"]
+    assert reacted[0]["data"]["sticker_id"] == str(meta.LIKE_SMALL)
+    assert [e for e in events(platform, "ComplaintFiled") if "[lampiran" in e["data"]["text"]
+            and e["data"]["reply_to"] and e["data"]["reply_to"].get("psid") in (psid, stranger)] == []
+    assert events(platform, "ComplaintAmended", complaint_id) == []
+    with db(platform) as connection:
+        stranger_conversations = connection.execute("select count(*) from conversations where psid = ?",
+                                                     (stranger,)).fetchone()[0]
+    assert stranger_conversations == 0
+
+
+def test_standby_handover_and_other_events_are_processed_or_ignored_by_name_never_quarantined(platform):
+    marker = uuid.uuid4().hex[:8]
+    psid = fb.new_psid()
+    with platform.rpc() as rpc:
+        quarantined_before = len(rpc.intake.quarantined(100))
+    body = fb.page_body(
+        meta.standby_entry(DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, psid, f"Pungli parkir di Senggigi {marker}"),
+                           meta.standby_echo(DEV_PAGE_ID, psid, f"Dijawab oleh aplikasi lain {marker}echo")),
+        fb.messaging_entry(DEV_PAGE_ID, meta.pass_thread_control(DEV_PAGE_ID, psid),
+                           meta.take_thread_control(DEV_PAGE_ID, psid), meta.request_thread_control(DEV_PAGE_ID, psid),
+                           meta.app_roles(DEV_PAGE_ID), meta.reaction(DEV_PAGE_ID, psid, fb.new_mid()),
+                           meta.referral(DEV_PAGE_ID, psid), meta.postback(DEV_PAGE_ID, psid),
+                           meta.message_edit(DEV_PAGE_ID, psid, fb.new_mid(), f"ralat {marker}edit"),
+                           meta.optin(DEV_PAGE_ID), meta.policy_enforcement(DEV_PAGE_ID)),
+        fb.changes_entry(DEV_PAGE_ID, meta.comment_with_verb(DEV_PAGE_ID, "hide"),
+                         meta.comment_with_verb(DEV_PAGE_ID, "unhide")))
+    assert fb.signed_post(hook(platform), body).status_code == 200
+    for other in (meta.user_object_body(), meta.permissions_object_body()):
+        assert fb.signed_post(hook(platform), other).status_code == 200
+
+    filed = filed_with(platform, marker)[0]["data"]
+    assert filed["reply_to"] == {"page_id": DEV_PAGE_ID, "psid": psid} and filed["confidential"] is True
+
+    def outcomes():
+        with db(platform) as connection:
+            found = [json.loads(row[0]) if row[0] else None for row in connection.execute(
+                "select outcome from webhook_inbox order by inbox_id desc limit 3")]
+        return found if None not in found else None
+    assert wait_for(outcomes, 10, message="three bodies processed") == [{"ignored": 1}, {"ignored": 1},
+                                                                         {"filed": 1, "ignored": 13}]
+    with platform.rpc() as rpc:
+        assert len(rpc.intake.quarantined(100)) == quarantined_before
+    assert mentions(platform, f"{marker}echo") == [] and mentions(platform, f"{marker}edit") == []
+
+
+def test_video_and_gif_comments_are_complaints_with_the_attachment(platform):
+    url = f"https://video.xx.fbcdn.net/v/t42.3356-2/{uuid.uuid4().hex}.mp4"
+    video = meta.video_comment(DEV_PAGE_ID, url=url)
+    gif = meta.gif_comment(DEV_PAGE_ID)
+    assert fb.signed_post(hook(platform), fb.page_body(fb.changes_entry(DEV_PAGE_ID, video, gif))).status_code == 200
+
+    def filed_for(comment):
+        return [e for e in events(platform, "ComplaintFiled")
+                if (e["data"]["reply_to"] or {}).get("comment_id") == comment["value"]["comment_id"]]
+    from_video = wait_for(lambda: filed_for(video), 10, message="the video comment filed")[0]["data"]
+    from_gif = wait_for(lambda: filed_for(gif), 10, message="the GIF comment filed")[0]["data"]
+    assert from_video["channel"] == "facebook_comment" and from_video["text"] == "[lampiran: video]"
+    assert [(a["type"], a["url"]) for a in from_video["attachments"]] == [("video", url)]
+    assert from_gif["attachments"][0]["url"] == gif["value"]["video"]
+
+
+def test_instagram_direct_files_complaints_answerable_through_the_linked_page(platform):
+    marker = uuid.uuid4().hex[:8]
+    igsid, start = f"69{uuid.uuid4().int % 10**14:014d}", fb.now_ms() - 60_000
+    body = meta.instagram_body(meta.instagram_entry(
+        IG_ACCOUNT, meta.instagram_text(IG_ACCOUNT, igsid, f"Sampah menumpuk di pantai Kuta Mandalika {marker}",
+                                        timestamp_ms=start),
+        meta.instagram_image(IG_ACCOUNT, igsid), meta.instagram_read(IG_ACCOUNT, igsid, "aWdf_read"),
+        meta.instagram_reaction(IG_ACCOUNT, igsid, "aWdf_answer")),
+        meta.instagram_comment_entry(IG_ACCOUNT, f"Komentar Instagram {marker}comment"))
+    assert fb.signed_post(hook(platform), body).status_code == 200
+    filed = filed_with(platform, marker)[0]
+    assert filed["data"]["channel"] == "instagram_direct"
+    assert filed["data"]["reply_to"] == {"page_id": SECOND_PAGE_ID, "psid": igsid, "platform": "instagram"}
+    assert filed["data"]["region_code"] == "5202"
+    amended = wait_for(lambda: events(platform, "ComplaintAmended", filed["complaint_id"]), 10,
+                       message="the photo bubble extends the complaint")
+    assert amended[0]["data"]["attachments"][0]["type"] == "image"
+
+    heart = meta.instagram_body(meta.instagram_entry(IG_ACCOUNT, meta.instagram_heart(IG_ACCOUNT, igsid)))
+    assert fb.signed_post(hook(platform), heart).status_code == 200
+    reacted = wait_for(lambda: events(platform, "CitizenReacted", filed["complaint_id"]), 10,
+                       message="the heart recorded")
+    assert reacted[0]["data"]["reaction"] == "heart"
+    assert mentions(platform, f"{marker}comment") == []
+    with platform.rpc() as rpc:
+        assert rpc.intake.get_complaint(filed["complaint_id"])["channel"] == "instagram_direct"
+        assert [q for q in rpc.intake.quarantined(100) if marker in str(q)] == []
 
 
 # -- web API and RPC -----------------------------------------------------------------------------

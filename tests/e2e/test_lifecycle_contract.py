@@ -14,6 +14,7 @@ import requests
 import yaml
 
 import shared.glue.remote_errors  # noqa: F401 - registers remote exception types
+from sandbox.control import meta_saw
 from shared.core.reference import OPEN_STATUSES, STATUS_LABELS
 from tests.support import facebook as fb
 from tests.support.platform import DEV_PAGE_ID, ROOT, Platform, wait_for
@@ -58,6 +59,7 @@ class Citizen:
 
     def says(self, text: str) -> None:
         body = fb.page_body(fb.messaging_entry(DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, self.psid, text)))
+        meta_saw(self.platform.sandbox_url, body)  # the sandbox, like Meta, knows who wrote
         response = fb.signed_post(f"{self.platform.url('intake')}/webhooks/facebook", body)
         assert response.status_code == 200
 

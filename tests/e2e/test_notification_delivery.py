@@ -58,6 +58,9 @@ def platform(amqp_uri, tmp_path_factory):
                            "NOTIFICATION_TOKEN_PROBE_SECONDS": "1",
                            "NOTIFICATION_SEND_RATE": str(RATE),
                            "INTAKE_BUBBLE_SECONDS": "0",
+                           # The app passed Meta's Human Agent review: notification may use the
+                           # HUMAN_AGENT tag and the sandbox, like Meta, honours it.
+                           "FACEBOOK_HUMAN_AGENT_APPROVED": "true",
                        }).start_all()
     yield running
     running.stop_all()
@@ -156,8 +159,11 @@ def assign_and_respond(platform, complaint_id, agency="dpupr", answer=None, reso
 
 
 def webhook(platform, *items, page_id=DEV_PAGE_ID):
-    response = facebook.signed_post(f"{platform.url('intake')}/webhooks/facebook",
-                                    facebook.page_body(facebook.messaging_entry(page_id, *items)))
+    body = facebook.page_body(facebook.messaging_entry(page_id, *items))
+    # Meta knows who wrote because it delivered the message: the sandbox, like Meta, answers
+    # only people who wrote to the Page, so it is told of the webhook too.
+    control(platform, "webhooks", body)
+    response = facebook.signed_post(f"{platform.url('intake')}/webhooks/facebook", body)
     assert response.status_code == 200, response.text
 
 
@@ -329,10 +335,18 @@ def test_private_reply_outside_window_falls_back_to_public_reply(platform):
     filed = trigger_id(platform, result["complaint_id"], "intake", "ComplaintFiled")
     rows = settled(platform, filed, 2)
     private = [r for r in rows if r["state"] != "sent"]
-    assert len(private) == 1 and private[0]["reason"] == "outside_window" and private[0]["state"] == "failed"
-    # The public reply with the tracking code reached the citizen; the desk is not bothered.
+    assert len(private) == 1 and private[0]["reason"] == "private_reply_window_closed"
+    assert private[0]["state"] == "failed"
+    # The public reply with the tracking code reached the citizen; the desk is not bothered with the
+    # acknowledgment. Meta said the comment's private reply window is closed: it is never tried
+    # again, so an update of this (confidential: illegal levy) complaint, which gets no public
+    # reply, is the desk's.
     assert [c for c in calls_to(platform, comment_id=comment_id) if c["kind"] == "comment_reply"]
-    assert undelivered_for(platform, result["complaint_id"]) == []
+    listed = undelivered_for(platform, result["complaint_id"])
+    assert all(item["kind"] != "acknowledgment" and item["reason"] == "private_reply_window_closed"
+               for item in listed), listed
+    assert len([c for c in calls_to(platform, comment_id=comment_id, ok_only=False)
+                if c["kind"] == "private_reply"]) == 1
 
 
 # -- status requests -------------------------------------------------------------------------
@@ -444,6 +458,98 @@ def test_complaint_made_confidential_later_names_no_agency_and_gets_no_public_re
     assert "diproses" in full and "Ditangani oleh" not in full and "Dinas" not in full
 
 
+def _comment_complaint(platform, text, **comment):
+    comment_id = f"{uuid.uuid4().int % 10**15}_{uuid.uuid4().int % 10**15}"
+    created = ago(hours=1)
+    control(platform, "comments", {"comment_id": comment_id, "created_time": iso(created),
+                                   "page_id": DEV_PAGE_ID, **comment})
+    with platform.rpc() as rpc:
+        result = rpc.intake.file_complaint({
+            "text": text, "channel": "facebook_comment", "last_citizen_message_at": iso(created),
+            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "p4"}})
+    return result["complaint_id"], comment_id
+
+
+def test_a_refused_private_reply_falls_back_to_the_public_reply_and_is_never_tried_again(platform):
+    # Meta refuses the private reply for this one comment (10903).
+    complaint_id, comment_id = _comment_complaint(
+        platform, "Saluran air di pasar tersumbat, banjir setiap hujan.",
+        private_reply_error={"code": 10903})
+    filed = trigger_id(platform, complaint_id, "intake", "ComplaintFiled")
+    rows = settled(platform, filed, 2)
+    private = [r for r in rows if r["kind"] == "acknowledgment" and r["state"] != "sent"]
+    assert [(r["state"], r["reason"], r["code"]) for r in private] == [("failed", "private_reply_refused", 10903)]
+    assert undelivered_for(platform, complaint_id) == []  # the public reply carried the tracking code
+    assign_and_respond(platform, complaint_id, "dpupr")
+    routed = trigger_id(platform, complaint_id, "routing", "ComplaintRouted")
+    [update] = settled(platform, routed)
+    assert (update["state"], update["channel"]) == ("sent", "comment_public")
+    private_calls = [c for c in calls_to(platform, comment_id=comment_id, ok_only=False)
+                     if c["kind"] == "private_reply"]
+    assert len(private_calls) == 1  # remembered for the comment: not tried again
+
+
+def test_a_page_s_own_comment_refused_and_a_confidential_update_goes_to_the_desk(platform):
+    # The sandbox, like Meta, refuses a private reply to a comment the Page wrote (10903). An
+    # illegal-levy report: confidential from the start.
+    complaint_id, comment_id = _comment_complaint(platform, "Ada pungutan liar di terminal Mandalika.",
+                                                  from_page=True)
+    filed = trigger_id(platform, complaint_id, "intake", "ComplaintFiled")
+    settled(platform, filed, 2)
+    assign_and_respond(platform, complaint_id, "polda-ntb")
+    routed = trigger_id(platform, complaint_id, "routing", "ComplaintRouted")
+    [update] = settled(platform, routed)
+    # No public update for a confidential complaint, and the private reply is known refused.
+    assert (update["state"], update["reason"]) == ("undeliverable", "private_reply_refused")
+    assert "private_reply_refused" in {item["reason"] for item in undelivered_for(platform, complaint_id)}
+    assert len([c for c in calls_to(platform, comment_id=comment_id, ok_only=False)
+                if c["kind"] == "private_reply"]) == 1
+
+
+def test_a_removed_comment_gets_no_public_reply(platform):
+    marker = uuid.uuid4().hex[:8]
+    added = facebook.comment_change(DEV_PAGE_ID, f"Jalan ke Sembalun longsor lagi {marker}")
+    comment_id, post_id = added["value"]["comment_id"], added["value"]["post_id"]
+    body = facebook.page_body(facebook.changes_entry(DEV_PAGE_ID, added))
+    control(platform, "webhooks", body)  # Meta knows the comment it delivered
+    assert facebook.signed_post(f"{platform.url('intake')}/webhooks/facebook", body).status_code == 200
+    complaint_id = wait_for(lambda: next((e["complaint_id"] for e in platform_events_of(platform, "intake")
+                                          if e["event_type"] == "ComplaintFiled"
+                                          and marker in e["data"]["text"]), None), 30, message="filed")
+    settled(platform, trigger_id(platform, complaint_id, "intake", "ComplaintFiled"), 2)
+
+    removed = facebook.page_body(facebook.changes_entry(DEV_PAGE_ID, facebook.comment_change(
+        DEV_PAGE_ID, "", verb="remove", comment_id=comment_id, post_id=post_id)))
+    control(platform, "webhooks", removed)
+    assert facebook.signed_post(f"{platform.url('intake')}/webhooks/facebook", removed).status_code == 200
+    trigger_id(platform, complaint_id, "intake", "CitizenCommentRemoved")
+    time.sleep(2)  # pushed to notification at once; its catch-up would find it too
+    replies_before = len([c for c in calls_to(platform, comment_id=comment_id, ok_only=False)
+                          if c["kind"] == "comment_reply"])
+    assign_and_respond(platform, complaint_id, "dpupr")
+    routed = trigger_id(platform, complaint_id, "routing", "ComplaintRouted")
+    [update] = settled(platform, routed)
+    # The private reply is used and the comment is gone: nothing under it, listed for the desk.
+    assert (update["state"], update["reason"]) == ("undeliverable", "comment_removed")
+    assert len([c for c in calls_to(platform, comment_id=comment_id, ok_only=False)
+                if c["kind"] == "comment_reply"]) == replies_before
+
+
+def platform_events_of(platform, source):
+    with platform.rpc() as rpc:
+        return rpc_all(getattr(rpc, source))
+
+
+def rpc_all(service):
+    events = service.events_since(0, 1000)
+    while events and len(events) % 1000 == 0:
+        more = service.events_since(events[-1]["position"], 1000)
+        if not more:
+            break
+        events += more
+    return events
+
+
 def platform_events(platform, source, complaint_id):
     with platform.rpc() as rpc:
         return [e for e in getattr(rpc, source).events_since(0, 1000) if e["complaint_id"] == complaint_id]
@@ -517,9 +623,27 @@ def test_each_rate_limit_code_pauses_then_sends(platform):
         assert pause >= 5 * RETRY_BASE * 0.9, spec
 
 
+def test_a_rate_limit_pauses_as_long_as_meta_s_usage_header_says(platform):
+    # X-Business-Use-Case-Usage says access returns in 0.05 minutes (3 s): longer than the backoff.
+    usage = {"X-Business-Use-Case-Usage": {FAULT_PAGE: [{"type": "messenger", "call_count": 100,
+                                                         "total_cputime": 10, "total_time": 20,
+                                                         "estimated_time_to_regain_access": 0.05}]}}
+    _fault(platform, code=80006, times=1, headers=usage)
+    complaint_id, _, psid = file_messenger(platform, ago(minutes=1), page_id=FAULT_PAGE)
+    filed = trigger_id(platform, complaint_id, "intake", "ComplaintFiled")
+    [row] = settled(platform, filed)
+    tried = ack_calls(platform, psid)
+    assert row["state"] == "sent" and [c["status"] == 200 for c in tried] == [False, True]
+    pause = (datetime.fromisoformat(tried[1]["at"].replace("Z", "+00:00"))
+             - datetime.fromisoformat(tried[0]["at"].replace("Z", "+00:00"))).total_seconds()
+    assert pause >= 3 * 0.9 > 5 * RETRY_BASE  # the header's time, not the backoff
+
+
 def test_burst_hitting_the_rate_limit_slows_the_page_and_loses_nothing(platform):
     # Meta answers a call of the burst with its rate limit.
-    control(platform, "faults", {"page_id": RATE_PAGE, "code": 613, "times": 1, "rate": 1.0})
+    # Its usage header says no time (0 minutes): the pause is the platform's own backoff.
+    control(platform, "faults", {"page_id": RATE_PAGE, "code": 613, "times": 1, "rate": 1.0,
+                                 "regain_minutes": 0})
     filed = [file_messenger(platform, ago(minutes=1), page_id=RATE_PAGE) for _ in range(24)]
     psids = {psid for _, _, psid in filed}
 

@@ -12,6 +12,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from sandbox.control import citizen_wrote
 from tests.support import facebook, infra
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
@@ -37,6 +38,8 @@ def platform(amqp_uri, database_url, tmp_path_factory):
 def test_messages_retries_and_duplicates_on_postgresql(platform, database_url, amqp_uri):
     psid = facebook.new_psid()
     last = datetime.now(timezone.utc) - timedelta(minutes=3)
+    # The sandbox, like Meta, answers only people who wrote to the Page.
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid, last)
     requests.post(f"{platform.sandbox_url}/_sandbox/faults", json={"page_id": DEV_PAGE_ID, "code": 1200, "times": 1},
                   timeout=5).raise_for_status()
     with platform.rpc() as rpc:

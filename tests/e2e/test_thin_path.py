@@ -12,6 +12,7 @@ import pika
 import pytest
 import requests
 
+from sandbox.control import citizen_wrote
 from shared.core.events import parse_iso
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
@@ -42,6 +43,8 @@ def test_health_of_every_service(platform):
 def test_complaint_flows_through_all_four_services(platform, amqp_uri):
     connection, channel, queue = bind_plain_consumer(amqp_uri, "intake.events", "ComplaintFiled")
     psid = f"psid-{uuid.uuid4().hex[:8]}"
+    # The sandbox, like Meta, answers only people who wrote to the Page.
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid)
     with platform.rpc() as rpc:
         result = rpc.intake.file_complaint({
             "text": "Jalan di Desa Kuripan Lombok Barat rusak parah, mohon diperbaiki.",
@@ -95,6 +98,8 @@ def test_complaint_flows_through_all_four_services(platform, amqp_uri):
 
 def test_redelivered_event_changes_nothing_across_services(platform, amqp_uri):
     psid = f"psid-{uuid.uuid4().hex[:8]}"
+    # The sandbox, like Meta, answers only people who wrote to the Page.
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid)
     with platform.rpc() as rpc:
         complaint_id = rpc.intake.file_complaint({
             "text": "Air PDAM di Selong mati tiga hari.", "channel": "api",

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 
+from sandbox.control import citizen_wrote
 from tests.faults.scenario import run_scenario
 from tests.support import facebook
 from tests.support.platform import DEV_PAGE_ID
@@ -33,6 +34,8 @@ def test_duplicate_out_of_order_webhooks_and_a_burst_of_bubbles(platform, rabbit
     rng = random.Random(1000)
     psid = facebook.new_psid()
     start_ms = facebook.now_ms()
+    # The sandbox, like Meta, answers only people who wrote to the Page.
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid)
     # Meta's timestamps 15 ms apart: the whole burst spans 15 s, inside the 120 s bubble window.
     messages = [facebook.text_message(DEV_PAGE_ID, psid, f"gelembung-{i:04d}", timestamp_ms=start_ms + 15 * i)
                 for i in range(BUBBLES)]

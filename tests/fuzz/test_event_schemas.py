@@ -4,6 +4,7 @@ envelopes (``validate_envelope``). And events generated to the design's table va
 JSON round trip unchanged and validate again as envelopes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -46,6 +47,19 @@ VALID_DATA = {
         "text": texts, "attachments": attachments, "reply_to": reply_to, "message_at": iso_times}),
     "CitizenCommentRemoved": st.fixed_dictionaries({"comment_id": texts}),
     "StatusRequested": st.fixed_dictionaries({"tracking_code": texts, "reply_to": reply_to, "message_at": iso_times}),
+    "CitizenReacted": st.fixed_dictionaries({
+        "reaction": st.sampled_from(["like", "sticker", "heart"]),
+        "sticker_id": st.one_of(st.none(), st.sampled_from(["369239263222822", "126361874215276"])),
+        "message_at": iso_times}),
+    "EvidenceStored": st.one_of(
+        st.fixed_dictionaries({
+            "media_id": st.uuids().map(str), "type": st.sampled_from(["image", "video", "audio", "file"]),
+            "state": st.just("stored"), "digest": st.binary(min_size=1).map(lambda b: hashlib.sha256(b).hexdigest()),
+            "content_type": st.sampled_from(["image/jpeg", "video/mp4", "application/pdf"]),
+            "size": st.integers(1, 25 * 1024 * 1024), "reason": st.none()}),
+        st.fixed_dictionaries({
+            "media_id": st.uuids().map(str), "type": st.sampled_from(["image", "video"]), "state": st.just("lost"),
+            "digest": st.none(), "content_type": st.none(), "size": st.none(), "reason": st.text(min_size=1)})),
     "ComplaintRouted": st.fixed_dictionaries({
         "lead_agencies": st.lists(agency_codes, min_size=1, max_size=2),
         "coordinating_agencies": st.lists(agency_codes, max_size=2),

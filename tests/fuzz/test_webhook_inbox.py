@@ -16,7 +16,8 @@ from services.intake.application.inbox import WebhookInbox, WebhookSettings
 from services.intake.adapters.store import build_store
 from tests.fuzz.strategies import PAGE_ID, PURE, json_values, mostly_valid_bodies, webhook_bodies
 
-ONE_EVENT_OUTCOMES = {"filed", "amended", "message_received", "status_requested", "comment_removed"}
+ONE_EVENT_OUTCOMES = {"filed", "amended", "message_received", "status_requested", "comment_removed",
+                      "reaction_recorded"}
 NO_WRITE_OUTCOMES = {"ignored", "duplicate", "quarantined", "awaiting_new_complaint"}
 INBOX = settings(PURE, max_examples=300)
 

@@ -1,6 +1,6 @@
 """Meta's webhook parser under arbitrary input (pure functions): any JSON value, any Meta-shaped
 body with any value in any field, and any bytes. Every item must come out as exactly one of
-MessengerMessage / CommentChange / Ignored / Problem — never an exception — and every Problem
+MessengerMessage / CitizenReaction / CommentChange / Ignored / Problem — never an exception — and every Problem
 carries a reason and a one-item body that is itself a parseable webhook (so it can be replayed)."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 
 from hypothesis import given, strategies as st
 
-from services.intake.domain.webhook import (CommentChange, Ignored, MessengerMessage, Problem, meta_time,
-                                     NotUnderstood, parse_body, sign, signature_valid)
+from services.intake.domain.webhook import (CitizenReaction, CommentChange, Ignored, MessengerMessage, Problem,
+                                            meta_time, NotUnderstood, parse_body, sign, signature_valid)
 from tests.fuzz.strategies import PAGE_ID, PURE, json_values, mostly_valid_bodies, times, webhook_bodies
 
-KINDS = (MessengerMessage, CommentChange, Ignored, Problem)
+KINDS = (MessengerMessage, CitizenReaction, CommentChange, Ignored, Problem)
 
 
 def check_parsed(body, pages):
@@ -26,6 +26,9 @@ def check_parsed(body, pages):
         assert len(again.items) >= 1
         if isinstance(item, MessengerMessage):
             assert item.psid and item.mid and (item.text.strip() or item.attachments)
+            assert item.sent_at.tzinfo is not None
+        if isinstance(item, CitizenReaction):
+            assert item.psid and item.mid and item.reaction in ("like", "sticker", "heart")
             assert item.sent_at.tzinfo is not None
         if isinstance(item, CommentChange):
             assert item.verb in ("add", "edited", "remove") and item.comment_id

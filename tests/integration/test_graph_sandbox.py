@@ -50,6 +50,10 @@ def server():
 @pytest.fixture
 def sandbox(server):
     requests.post(f"{server.url}/_sandbox/reset", timeout=5).raise_for_status()
+    # Meta answers only people who wrote to the Page: PSID wrote to both Pages just now.
+    for page in (PAGE, OTHER_PAGE):
+        requests.post(f"{server.url}/_sandbox/conversations", json={"page_id": page, "psid": PSID},
+                      timeout=5).raise_for_status()
     yield server
     requests.post(f"{server.url}/_sandbox/reset", timeout=5)
 
@@ -124,8 +128,7 @@ def test_private_reply_returns_psid_and_only_once(sandbox, client):
     with pytest.raises(GraphApiError) as exc:
         client.send_message(PAGE, TOKEN, {"comment_id": comment_id}, "Sekali lagi.")
     assert exc.value.code == 10900
-    assert exc.value.http_status == 400
-    assert exc.value.kind == OUTSIDE_WINDOW
+    assert exc.value.http_status == 400  # what the platform makes of it is notification's table
 
     # A commenter registered through the control API gets that PSID back.
     control(sandbox, "comments", {"comment_id": "99_88", "psid": "5550001112223334",
@@ -295,6 +298,7 @@ def test_missing_token(sandbox):
 ], ids=["response-23h59", "response-24h01", "update-24h01", "human-agent-6d",
         "human-agent-7d1m"])
 def test_messaging_windows(sandbox, client, elapsed, messaging_type, tag, ok):
+    control(sandbox, "settings", {"human_agent_approved": True})
     control(sandbox, "conversations", {"page_id": PAGE, "psid": PSID,
                                        "last_message_at": iso(T0)})
     control(sandbox, "clock", {"now": iso(T0 + elapsed)})
@@ -305,8 +309,10 @@ def test_messaging_windows(sandbox, client, elapsed, messaging_type, tag, ok):
             send(client, messaging_type=messaging_type, tag=tag)
         assert (exc.value.code, exc.value.subcode, exc.value.kind) == (10, 2018278,
                                                                        OUTSIDE_WINDOW)
-    # Unregistered conversations are not window-checked.
-    assert client.send_message(PAGE, TOKEN, {"id": "1234567890123456"}, "hai").message_id
+    # A PSID that never wrote to the Page is outside every window.
+    with pytest.raises(GraphApiError) as exc:
+        client.send_message(PAGE, TOKEN, {"id": "1234567890123456"}, "hai")
+    assert (exc.value.code, exc.value.subcode) == (10, 2018278)
 
 
 def test_private_reply_window_and_clock_reset(sandbox, client):
@@ -354,6 +360,8 @@ def test_record_file_and_dev_mode_any_token(tmp_path):
     record = tmp_path / "graph.jsonl"
     srv = start_sandbox(env={"GRAPH_SANDBOX_RECORD_FILE": str(record)})
     try:
+        requests.post(f"{srv.url}/_sandbox/conversations", json={"psid": PSID},
+                      timeout=5).raise_for_status()
         c = GraphClient(srv.url)
         # No Page registered: any non-empty token is accepted (development convenience).
         assert c.send_message("12345", "anything", {"id": PSID}, "hai").message_id
@@ -400,6 +408,8 @@ def test_python_m_sandbox_serves_health():
                 assert time.monotonic() < deadline, "sandbox did not start"
                 time.sleep(0.1)
         assert resp.json() == {"status": "ok"}
+        requests.post(f"http://127.0.0.1:{port}/_sandbox/conversations",
+                      json={"page_id": "42", "psid": PSID}, timeout=5).raise_for_status()
         GraphClient(f"http://127.0.0.1:{port}").send_message("42", "tok-SECRET-42", {"id": PSID},
                                                              "rahasia warga")
     finally:

@@ -27,12 +27,13 @@ from services.intake.adapters import tables
 from services.intake.adapters.open311_web import Open311Settings
 from services.intake.adapters.store import build_store
 from services.intake.application.inbox import WebhookInbox, settings_from_env
-from services.intake.domain.webhook import SIGNATURE_HEADER
-from services.intake.service import WEB_RATE_DEFAULT, WEB_RATE_VARIABLE, IntakeHandlers, IntakeService
+from services.intake.domain.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER
+from services.intake.service import WEB_RATE_DEFAULT, WEB_RATE_VARIABLE, IntakeHandlers, IntakeService, drain_inbox
 from tests.interface.harness import (FakeRelay, SourceLog, check_coverage, consumer_api, covers, instrument,
                                      json_of, real_dependencies, request, rows, text_of)
 from tests.support import facebook as fb
 from tests.support import lifecycle
+from tests.support import meta_payloads as meta
 
 PAGE, OTHER_PAGE = "100000000000001", "200000000000002"
 APP_SECRET, VERIFY_TOKEN = "interface-app-secret", "interface-verify-token"
@@ -67,6 +68,22 @@ class FakeReporting:
         return self.statuses[tracking_code]
 
 
+class InboxWorker:
+    """The background inbox worker (``BackgroundWork``) without its green thread: ``wake()`` only
+    records the call, as the real one only sets an event and returns; ``run()`` is what the thread
+    does once woken — the service's own ``drain_inbox`` over the store."""
+
+    def __init__(self, store: ServiceStore):
+        self.store = store
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def run(self) -> int:
+        return drain_inbox(self.store)
+
+
 @dataclass
 class Intake:
     worker: IntakeService
@@ -74,6 +91,7 @@ class Intake:
     reporting: FakeReporting
     routing_log: SourceLog        # what routing recorded, for pushes and catch-up
     notification_log: SourceLog
+    inbox_worker: InboxWorker
 
     def log(self, event_type: str | None = None) -> list[dict]:
         return [e for e in self.worker.events_since(0) if event_type in (None, e["event_type"])]
@@ -81,11 +99,17 @@ class Intake:
     def file(self, **overrides) -> dict:
         return self.worker.file_complaint({**ROAD, **overrides})
 
-    def webhook(self, body: dict, *, secret: str = APP_SECRET, raw: bytes | None = None):
+    def webhook(self, body: dict, *, secret: str = APP_SECRET, raw: bytes | None = None, process: bool = True):
+        """POST as Meta does; then (``process``) let the woken inbox worker run, as its thread
+        does right after the answer."""
         raw = raw if raw is not None else json.dumps(body, separators=(",", ":")).encode()
-        return self.worker.facebook_webhook(request(
+        wakes = self.inbox_worker.wakes
+        response = self.worker.facebook_webhook(request(
             "POST", "/webhooks/facebook", data=raw, content_type="application/json",
             headers={SIGNATURE_HEADER: fb.signature(raw, secret)}))
+        if process and self.inbox_worker.wakes > wakes:
+            self.inbox_worker.run()
+        return response
 
 
 @pytest.fixture
@@ -99,11 +123,12 @@ def intake(migrated_sqlite, monkeypatch, called):
     store.prepare()                       # as the Storage provider does: checks it is at the newest revision
     routing_log, notification_log = SourceLog("routing"), SourceLog("notification")
     reporting = FakeReporting()
+    inbox_worker = InboxWorker(store)
     worker = real_dependencies(
-        IntakeService, store=store, relay=FakeRelay(), reporting=reporting,
+        IntakeService, store=store, relay=FakeRelay(), reporting=reporting, inbox_worker=inbox_worker,
         consumer=consumer_api(store, IntakeHandlers, {"routing": routing_log, "notification": notification_log}),
         web_rate_limit=web_rate_limit(monkeypatch, 30), open311_settings=open311_settings(monkeypatch, 60))
-    yield Intake(instrument(worker, called), store, reporting, routing_log, notification_log)
+    yield Intake(instrument(worker, called), store, reporting, routing_log, notification_log, inbox_worker)
     store.database.dispose()
 
 
@@ -320,9 +345,210 @@ def test_facebook_webhook_refuses_forged_unsigned_and_oversized_bodies_and_store
     assert intake.webhook(body, secret="someone-else").status_code == 403
     unsigned = intake.worker.facebook_webhook(request("POST", "/webhooks/facebook", json_body=body))
     assert (unsigned.status_code, text_of(unsigned)) == (403, "forbidden")
-    oversized = intake.webhook({}, raw=b"{" + b" " * (1024 * 1024) + b"}")
+    oversized = intake.webhook({}, raw=b"{" + b" " * MAX_WEBHOOK_BYTES + b"}")
     assert oversized.status_code == 413
     assert rows(intake.store, tables.webhook_inbox) == [] and intake.log() == []
+    assert intake.inbox_worker.wakes == 0
+
+
+@covers("facebook_webhook")
+def test_facebook_webhook_answers_once_the_body_is_stored_and_processing_runs_behind_it(intake):
+    body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Jalan berlubang di Dompu")))
+    response = intake.webhook(body, process=False)
+    assert (response.status_code, text_of(response)) == (200, "EVENT_RECEIVED")
+    [stored] = rows(intake.store, tables.webhook_inbox)
+    assert stored["state"] == "pending" and intake.log() == []      # answered before any processing
+    assert intake.inbox_worker.wakes == 1                            # … and the worker woken for it
+
+    assert intake.inbox_worker.run() == 1
+    assert rows(intake.store, tables.webhook_inbox)[0]["state"] == "processed"
+    assert len(intake.log("ComplaintFiled")) == 1
+
+
+@covers("facebook_webhook")
+def test_a_database_failure_while_processing_never_reaches_meta_and_the_body_stays_pending(intake, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+    body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Sampah di Sungai Jangkok")))
+
+    def locked(self, item, received_at):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(WebhookInbox, "_apply_understood", locked)
+        assert intake.webhook(body, process=False).status_code == 200
+        with pytest.raises(OperationalError):
+            intake.inbox_worker.run()                 # the worker logs it and waits for the next wake-up
+    assert rows(intake.store, tables.webhook_inbox)[0]["state"] == "pending" and intake.log() == []
+    intake.inbox_worker.run()
+    assert len(intake.log("ComplaintFiled")) == 1
+
+
+@covers("facebook_webhook", "quarantined")
+def test_an_item_that_keeps_failing_is_quarantined_and_never_holds_up_later_bodies(intake, monkeypatch):
+    original = WebhookInbox._message
+
+    def buggy(self, tx, message, received_at):
+        if "Praya" in message.text:
+            raise RuntimeError("a bug in the conversation rules")
+        return original(self, tx, message, received_at)
+
+    monkeypatch.setattr(WebhookInbox, "_message", buggy)
+    for text in ("Jalan rusak di Praya", "Sampah menumpuk di Ampenan"):
+        intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), text))),
+                       process=False)
+    assert intake.inbox_worker.run() == 2
+    [item] = intake.worker.quarantined()
+    assert "RuntimeError" in item["reason"]
+    [filed] = intake.log("ComplaintFiled")
+    assert "Ampenan" in filed["data"]["text"]
+    assert [r["state"] for r in rows(intake.store, tables.webhook_inbox)] == ["processed", "processed"]
+
+
+@covers("facebook_webhook")
+def test_bodies_are_processed_in_arrival_order_so_bubbles_extend_the_first(intake):
+    psid, start = fb.new_psid(), fb.now_ms()
+    for offset, text in ((0, "Jalan rusak parah"), (5_000, "di depan pasar Praya"), (9_000, "sudah dua bulan")):
+        intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, psid, text, start + offset))),
+                       process=False)
+    assert intake.inbox_worker.run() == 3
+    [filed] = intake.log("ComplaintFiled")
+    amended = intake.log("ComplaintAmended")
+    assert len(amended) == 2 and all(e["complaint_id"] == filed["complaint_id"] for e in amended)
+    assert amended[-1]["data"]["text"] == "Jalan rusak parah\ndi depan pasar Praya\nsudah dua bulan"
+
+
+@covers("facebook_webhook")
+def test_a_batch_of_many_entries_and_updates_is_applied_item_by_item(intake):
+    entries = [fb.messaging_entry(PAGE, *(fb.text_message(PAGE, f"79{e:03d}{i:02d}", f"Lampu jalan mati nomor {e}-{i}")
+                                          for i in range(5)), fb.delivery(PAGE, "7"), fb.read_receipt(PAGE, "7"))
+               for e in range(40)]
+    assert intake.webhook(fb.page_body(*entries)).status_code == 200
+    [stored] = rows(intake.store, tables.webhook_inbox)
+    assert json.loads(stored["outcome"]) == {"filed": 200, "ignored": 80}
+    assert len(intake.log("ComplaintFiled")) == 200
+
+
+# --- what real Pages send besides complaints (tests/support/meta_payloads.py) --------------------------
+
+def resolve(intake, complaint_id):
+    intake.worker.on_complaint_resolved(intake.routing_log.append("ComplaintResolved", complaint_id, {
+        "actor": "dpupr:budi", "lifecycle": lifecycle.snapshot("selesai")}))
+
+
+@covers("facebook_webhook", "on_complaint_resolved")
+def test_a_like_after_the_answer_is_the_citizens_reaction_and_files_nothing(intake):
+    psid = fb.new_psid()
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, psid, "Jalan longsor di Sembalun"))))
+    [filed] = intake.log("ComplaintFiled")
+    resolve(intake, filed["complaint_id"])                     # answered and closed by the agency
+
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, meta.like_button(PAGE, psid, meta.LIKE_LARGE))))
+    assert len(intake.log("ComplaintFiled")) == 1              # no "[lampiran: image]" complaint
+    [reacted] = intake.log("CitizenReacted")
+    assert reacted["complaint_id"] == filed["complaint_id"]
+    assert (reacted["data"]["reaction"], reacted["data"]["sticker_id"]) == ("like", str(meta.LIKE_LARGE))
+    assert json.loads(rows(intake.store, tables.webhook_inbox)[-1]["outcome"]) == {"reaction_recorded": 1}
+
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, meta.sticker_transition(PAGE, psid))))
+    assert [e["data"]["reaction"] for e in intake.log("CitizenReacted")] == ["like", "sticker"]
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, psid, "Ada lagi, jembatan putus"))))
+    assert len(intake.log("ComplaintFiled")) == 2              # a real message after it still files
+
+
+@covers("facebook_webhook")
+def test_stickers_never_file_or_extend_a_complaint(intake):
+    stranger, typing = fb.new_psid(), fb.new_psid()
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, meta.like_button(PAGE, stranger),
+                                                   meta.sticker_only(PAGE, stranger))))
+    assert intake.log() == [] and rows(intake.store, tables.conversations) == []
+    assert json.loads(rows(intake.store, tables.webhook_inbox)[0]["outcome"]) == {"ignored": 2}
+
+    start = fb.now_ms()
+    intake.webhook(fb.page_body(fb.messaging_entry(
+        PAGE, fb.text_message(PAGE, typing, "Air PDAM keruh di Selong", start),
+        meta.like_button(PAGE, typing, timestamp_ms=start + 2_000),
+        fb.text_message(PAGE, typing, "sudah seminggu", start + 4_000))))
+    [filed] = intake.log("ComplaintFiled")
+    [amended] = intake.log("ComplaintAmended")                 # the bubble after the 👍 still extends it
+    assert amended["data"]["text"] == "Air PDAM keruh di Selong\nsudah seminggu"
+    assert amended["data"]["attachments"] == [] and filed["data"]["attachments"] == []
+    assert [e["data"]["reaction"] for e in intake.log("CitizenReacted")] == ["like"]
+
+
+@covers("facebook_webhook")
+def test_standby_messages_file_complaints_unless_the_page_leaves_them_to_another_app(intake, monkeypatch):
+    psid = fb.new_psid()
+    body = fb.page_body(meta.standby_entry(PAGE, fb.text_message(PAGE, psid, "Pungutan liar di pelabuhan Lembar"),
+                                           meta.standby_echo(PAGE, psid, "Baik, kami teruskan")))
+    intake.webhook(body)
+    [filed] = intake.log("ComplaintFiled")
+    assert filed["data"]["channel"] == "facebook_messenger" and filed["data"]["reply_to"] == {
+        "page_id": PAGE, "psid": psid}
+
+    monkeypatch.setenv("INTAKE_STANDBY_MODE", f"process,{PAGE}:ignore")
+    intake.webhook(fb.page_body(meta.standby_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Jalan rusak"))))
+    assert len(intake.log("ComplaintFiled")) == 1
+    assert json.loads(rows(intake.store, tables.webhook_inbox)[-1]["outcome"]) == {"ignored": 1}
+
+
+@covers("facebook_webhook", "quarantined")
+def test_handover_reactions_referrals_postbacks_edits_and_other_objects_are_ignored_never_quarantined(intake):
+    psid = fb.new_psid()
+    intake.webhook(fb.page_body(
+        fb.messaging_entry(PAGE, meta.pass_thread_control(PAGE, psid), meta.take_thread_control(PAGE, psid),
+                           meta.request_thread_control(PAGE, psid), meta.app_roles(PAGE),
+                           meta.reaction(PAGE, psid, "m_answer"), meta.referral(PAGE, psid), meta.postback(PAGE, psid),
+                           meta.message_edit(PAGE, psid, "m_1", "ralat"), meta.optin(PAGE),
+                           meta.policy_enforcement(PAGE)),
+        meta.standby_entry(PAGE, meta.take_thread_control(PAGE, psid)),
+        fb.changes_entry(PAGE, meta.comment_with_verb(PAGE, "hide"), meta.comment_with_verb(PAGE, "block"))))
+    intake.webhook(meta.user_object_body())
+    intake.webhook(meta.permissions_object_body())
+    outcomes = [json.loads(r["outcome"]) for r in rows(intake.store, tables.webhook_inbox)]
+    assert outcomes == [{"ignored": 13}, {"ignored": 1}, {"ignored": 1}]
+    assert intake.worker.quarantined() == [] and intake.log() == []
+
+
+@covers("facebook_webhook")
+def test_a_comment_with_only_a_video_or_a_gif_is_a_complaint_with_the_attachment(intake):
+    video = meta.video_comment(PAGE, url="https://video.xx.fbcdn.net/v/banjir.mp4")
+    intake.webhook(fb.page_body(fb.changes_entry(PAGE, video, meta.gif_comment(PAGE))))
+    first, second = intake.log("ComplaintFiled")
+    assert first["data"]["channel"] == "facebook_comment" and first["data"]["text"] == "[lampiran: video]"
+    assert [(a["type"], a["url"]) for a in first["data"]["attachments"]] == [
+        ("video", "https://video.xx.fbcdn.net/v/banjir.mp4")]
+    assert first["data"]["reply_to"]["comment_id"] == video["value"]["comment_id"]
+    assert second["data"]["attachments"][0]["url"].endswith(".gif")
+    assert intake.worker.quarantined() == []
+
+
+IG_ACCOUNT = "17841400000000001"
+
+
+@covers("facebook_webhook", "quarantined", "replay_quarantined")
+def test_instagram_direct_files_on_its_own_channel_answerable_through_the_page(intake, monkeypatch):
+    igsid, start = "6000000000000042", fb.now_ms()
+    body = meta.instagram_body(meta.instagram_entry(
+        IG_ACCOUNT, meta.instagram_text(IG_ACCOUNT, igsid, "Jalan ke Senaru rusak berat", timestamp_ms=start)))
+    intake.webhook(body)                                        # the account is not mapped yet
+    [item] = intake.worker.quarantined()
+    assert "FACEBOOK_INSTAGRAM_ACCOUNTS" in item["reason"] and intake.log() == []
+
+    monkeypatch.setenv("FACEBOOK_INSTAGRAM_ACCOUNTS", f"{IG_ACCOUNT}:{PAGE}")
+    assert intake.worker.replay_quarantined(item["item_id"], "ops:ani")["outcome"] == "replayed"
+    [filed] = intake.log("ComplaintFiled")
+    assert filed["data"]["channel"] == "instagram_direct"
+    assert filed["data"]["reply_to"] == {"page_id": PAGE, "psid": igsid, "platform": "instagram"}
+    assert filed["data"]["region_code"] == "5208"
+
+    intake.webhook(meta.instagram_body(meta.instagram_entry(
+        IG_ACCOUNT, meta.instagram_text(IG_ACCOUNT, igsid, "tolong segera", timestamp_ms=start + 3_000),
+        meta.instagram_heart(IG_ACCOUNT, igsid), meta.instagram_read(IG_ACCOUNT, igsid, "aWdf_x"))))
+    [amended] = intake.log("ComplaintAmended")
+    assert amended["complaint_id"] == filed["complaint_id"]
+    [heart] = intake.log("CitizenReacted")
+    assert heart["data"]["reaction"] == "heart"
+    assert intake.worker.get_complaint(filed["complaint_id"])["channel"] == "instagram_direct"
 
 
 # --- the web form -------------------------------------------------------------------------------------
@@ -586,17 +812,18 @@ def test_catch_up_pulls_the_events_push_did_not_deliver(intake):
 
 
 @covers("process_left_over_bodies")
-def test_webhook_bodies_left_pending_are_processed_by_the_timer(intake, monkeypatch):
-    monkeypatch.setenv("INTAKE_INBOX_RETRY_SECONDS", "0")
+def test_webhook_bodies_left_pending_are_processed_when_the_timer_wakes_the_inbox_worker(intake):
     inbox = WebhookInbox(intake.store, settings_from_env())
     body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Air PDAM mati tiga hari")))
     inbox.store_body(json.dumps(body).encode())          # stored, then the process died before processing
 
     intake.worker.process_left_over_bodies()
+    assert intake.inbox_worker.wakes == 1                 # the timer only wakes the one worker …
+    assert intake.inbox_worker.run() == 1                 # … which processes what is pending
     assert [r["state"] for r in rows(intake.store, tables.webhook_inbox)] == ["processed"]
     assert len(intake.log("ComplaintFiled")) == 1
     intake.worker.process_left_over_bodies()
-    assert len(intake.log("ComplaintFiled")) == 1
+    assert intake.inbox_worker.run() == 0 and len(intake.log("ComplaintFiled")) == 1
 
 
 # --- operations --------------------------------------------------------------------------------------
@@ -606,7 +833,8 @@ def test_health_is_ok_with_database_and_broker_and_counts_pending_bodies(intake,
     WebhookInbox(intake.store, settings_from_env()).store_body(b'{"object":"page","entry":[]}')
     response = intake.worker.health(request("GET", "/health"))
     assert (response.status_code, json_of(response)) == (200, {
-        "service": "intake", "status": "ok", "published": 0, "webhook_bodies_pending": 1})
+        "service": "intake", "status": "ok", "published": 0, "webhook_bodies_pending": 1,
+        "evidence_downloads_pending": 0})
 
 
 @covers("health")
@@ -626,3 +854,96 @@ def test_metrics_show_the_outbox_and_quarantine_of_this_store(intake):
     exposition = text_of(response)
     assert 'ntbcare_outbox_pending_events{service="intake"} 1.0' in exposition   # nothing published yet
     assert 'ntbcare_quarantined_items{service="intake"} 1.0' in exposition
+
+
+# --- evidence: the media store (docs/intake.md, "Evidence: the media store") -------------------------
+
+@pytest.fixture
+def cdn(intake, monkeypatch, tmp_path):
+    """A tiny CDN on 127.0.0.1 (allowed by name, as the Graph sandbox is in development) and a
+    media directory of the test's own."""
+    from tests.support.media_server import MediaServer
+    monkeypatch.setenv("INTAKE_MEDIA_DIR", str(tmp_path / "media"))
+    monkeypatch.setenv("INTAKE_MEDIA_RETRY_SECONDS", "60")
+    with MediaServer() as server:
+        monkeypatch.setenv("INTAKE_MEDIA_ALLOW_HOSTS", server.host)
+        yield server
+
+
+def messenger_photo(intake, *urls) -> dict:
+    """A complaint of a system holding a Messenger conversation, with the citizen's photos."""
+    return intake.file(channel="facebook_messenger", reply_to={"page_id": PAGE, "psid": "7000000000000099"},
+                       attachments=[{"type": "image", "url": url} for url in urls])
+
+
+@covers("file_complaint", "download_evidence", "media", "events_since", "health")
+def test_a_messenger_photo_is_downloaded_by_the_timer_announced_and_read_back_in_chunks(intake, cdn, tmp_path,
+                                                                                        broker_up):
+    import base64
+    from tests.support.media_server import JPEG, sha256
+    filed = messenger_photo(intake, cdn.add("foto_n.jpg", JPEG))
+    [attachment] = intake.log("ComplaintFiled")[0]["data"]["attachments"]
+    assert set(attachment) == {"type", "url", "media_id"}
+    assert json_of(intake.worker.health(request("GET", "/health")))["evidence_downloads_pending"] == 1
+
+    assert intake.worker.download_evidence() == {"stored": 1}
+    digest = sha256(JPEG)
+    [stored] = intake.log("EvidenceStored")
+    assert (stored["complaint_id"], stored["data"]["media_id"], stored["data"]["state"], stored["data"]["digest"],
+            stored["data"]["content_type"], stored["data"]["size"]) == (
+        filed["complaint_id"], attachment["media_id"], "stored", digest, "image/jpeg", len(JPEG))
+    assert (tmp_path / "media" / digest[:2] / digest).read_bytes() == JPEG
+    assert intake.worker.download_evidence() == {}                       # nothing due
+    assert json_of(intake.worker.health(request("GET", "/health")))["evidence_downloads_pending"] == 0
+
+    whole = intake.worker.media(filed["complaint_id"], digest)
+    assert (whole["content_type"], whole["size"], whole["length"], base64.b64decode(whole["data"])) == (
+        "image/jpeg", len(JPEG), len(JPEG), JPEG)
+    first, rest = intake.worker.media(filed["complaint_id"], digest, 0, 100), \
+        intake.worker.media(filed["complaint_id"], digest, 100)
+    assert base64.b64decode(first["data"]) + base64.b64decode(rest["data"]) == JPEG
+    assert (first["length"], rest["offset"]) == (100, 100)
+
+
+@covers("file_complaint", "download_evidence", "events_since")
+def test_download_evidence_records_an_expired_link_as_lost_and_retries_a_failing_one(intake, cdn):
+    from tests.support.media_server import JPEG
+    expired, failing = cdn.add("old_n.jpg", JPEG), cdn.add("busy_n.jpg", JPEG)
+    cdn.expire("old_n.jpg")
+    cdn.fail("busy_n.jpg", 1)
+    filed = messenger_photo(intake, expired, failing)
+    assert intake.worker.download_evidence() == {"lost": 1, "retry": 1}
+    [lost] = intake.log("EvidenceStored")
+    assert (lost["complaint_id"], lost["data"]["state"], lost["data"]["reason"], lost["data"]["digest"]) == (
+        filed["complaint_id"], "lost", "link expired or removed (HTTP 403)", None)
+    by_state = {row["state"]: row for row in rows(intake.store, tables.media)}
+    assert (by_state["pending"]["attempts"], by_state["pending"]["reason"]) == (1, "the server answered HTTP 503")
+    assert intake.worker.download_evidence() == {}                       # the retry waits its backoff
+    assert json.dumps(intake.log("EvidenceStored")).count("old_n") == 0     # no link in the event
+
+
+@covers("file_complaint", "download_evidence")
+def test_web_form_and_api_links_are_never_fetched(intake, cdn):
+    from tests.support.media_server import JPEG
+    intake.file(attachments=[{"type": "image", "url": cdn.add("web_n.jpg", JPEG)}])     # channel api
+    assert intake.worker.download_evidence() == {}
+    assert rows(intake.store, tables.media) == [] and cdn.requests("web_n.jpg") == 0
+
+
+@covers("media")
+def test_media_refuses_malformed_digests_and_evidence_of_other_complaints(intake, cdn):
+    from tests.support.media_server import JPEG, sha256
+    filed = messenger_photo(intake, cdn.add("foto_n.jpg", JPEG))
+    other = intake.file()["complaint_id"]
+    digest = sha256(JPEG)
+    with pytest.raises(NotFound):
+        intake.worker.media(filed["complaint_id"], digest)                 # not downloaded yet
+    intake.worker.download_evidence()
+    with pytest.raises(NotFound):
+        intake.worker.media(other, digest)                                 # not that complaint's
+    for bad in ("../../etc/passwd", digest.upper(), "", None):
+        with pytest.raises(ValidationFailed):
+            intake.worker.media(filed["complaint_id"], bad)
+    with pytest.raises(ValidationFailed):
+        intake.worker.media(filed["complaint_id"], digest, -1)
+

@@ -287,6 +287,42 @@ def test_a_commenter_who_writes_in_messenger_is_answered_there(notification):
     assert notification.graph.sent(recipient={"id": their_psid})[0]["text"].startswith("Aduan Anda dengan kode")
 
 
+@covers("on_citizen_comment_removed")
+def test_a_removed_comment_gets_no_public_reply_any_more(notification):
+    reply_to = commenter()
+    complaint_id, filed = notification.filed(reply_to)
+    notification.deliver()
+    assert [m["state"] for m in notification.state(filed)] == ["sent", "sent"]
+    notification.intake("CitizenCommentRemoved", complaint_id, {"comment_id": reply_to["comment_id"]})
+    [remembered] = rows(notification.store, tables.comment_states,
+                        tables.comment_states.c.comment_id == reply_to["comment_id"])
+    assert remembered["complaint_id"] == complaint_id and remembered["removed_at"]
+    routed = notification.routed(complaint_id)
+    notification.deliver()
+    # The one private reply is used and the comment is gone: listed for the desk, nothing posted.
+    [message] = notification.state(routed)
+    assert (message["state"], message["reason"]) == ("undeliverable", "comment_removed")
+    assert len(notification.graph.sent(what="comment")) == 1  # the acknowledgment's, before the removal
+    [item] = notification.worker.undelivered()
+    assert item["reason"] == "comment_removed" and "dihapus" in item["explanation"]
+
+
+@covers("on_complaint_filed", "on_complaint_routed")
+def test_a_private_reply_refused_for_the_comment_falls_back_and_is_not_tried_again(notification):
+    reply_to = commenter()
+    notification.graph.refuse = lambda call: graph_error(10903) if call["what"] == "send" else None
+    complaint_id, filed = notification.filed(reply_to)
+    notification.deliver()
+    private, public = notification.state(filed)
+    assert (private["state"], private["reason"], private["code"]) == ("failed", "private_reply_refused", 10903)
+    assert public["state"] == "sent"
+    routed = notification.routed(complaint_id)
+    notification.deliver()
+    [message] = notification.state(routed)
+    assert (message["state"], message["channel"]) == ("sent", "comment_public")
+    assert len([c for c in notification.graph.calls if c["what"] == "send"]) == 1
+
+
 @covers("on_status_requested")
 def test_a_status_request_is_answered_fully_to_the_filer_and_publicly_to_others(notification):
     reply_to = messenger()

@@ -15,6 +15,8 @@ fails when an entrypoint is added without a test here.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import sys
 import time
@@ -32,6 +34,7 @@ from services.routing.adapters.console import config as console_config
 from services.routing.adapters.console.pages import Console
 from services.routing.adapters.console.session import COOKIE_NAME, SessionCodec
 from services.routing.application.workflow import Workflow
+from services.routing.application.evidence import EvidenceAccess
 from services.routing.service import RoutingHandlers, RoutingService, build_store, workflow_for
 from tests.interface.harness import (FakeRelay, SourceLog, check_coverage, consumer_api, covers, instrument,
                                      json_of, real_dependencies, request, rows, text_of)
@@ -50,6 +53,7 @@ class FakeIntake:
     def __init__(self):
         self.calls: list[tuple] = []
         self.failure: Exception | None = None
+        self.media_files: dict[tuple[str, str], tuple[str, bytes]] = {}   # intake's media store
 
     def reporter_contact(self, complaint_id, actor, reason):
         self.calls.append((complaint_id, actor, reason))
@@ -57,6 +61,19 @@ class FakeIntake:
             raise self.failure
         return {"complaint_id": complaint_id, "name": "Ani Lestari", "phone": "+62 812 3456 7890",
                 "email": "ani@example.org"}
+
+    def media(self, complaint_id, digest, offset=0, limit=None):
+        """``intake.media`` as routing's evidence endpoints read it: 1 KiB chunks here, so the
+        chunked read is exercised."""
+        self.calls.append(("media", complaint_id, digest, offset))
+        if self.failure:
+            raise self.failure
+        if (complaint_id, digest) not in self.media_files:
+            raise NotFound(f"complaint {complaint_id} has no stored evidence {digest}")
+        content_type, data = self.media_files[(complaint_id, digest)]
+        part = data[offset:offset + 1024]
+        return {"complaint_id": complaint_id, "digest": digest, "content_type": content_type, "size": len(data),
+                "offset": offset, "length": len(part), "data": base64.b64encode(part).decode("ascii")}
 
 
 @dataclass
@@ -112,7 +129,7 @@ def make_routing(migrated_sqlite, monkeypatch, called):
         stores.append(store)
         workflow = workflow_for(store)
         console = Console(workflow, SessionCodec(console_config.console_secret()),
-                          console_config.secure_cookie_mode())
+                          console_config.secure_cookie_mode(), evidence=EvidenceAccess(workflow))
         intake_log, intake = SourceLog("intake"), FakeIntake()
         worker = real_dependencies(RoutingService, store=store, relay=FakeRelay(), workflow=workflow,
                                    console=console, intake=intake,
@@ -708,3 +725,163 @@ def test_metrics_show_routings_unpublished_events(routing):
     assert response.status_code == 200
     assert 'ntbcare_outbox_pending_events{service="routing"} 2.0' in text_of(response)
     assert 'ntbcare_quarantined_items{service="routing"} 0.0' in text_of(response)
+
+
+# --- evidence: photos and files kept by intake, opened through routing ----------------------------------
+
+PHOTO = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 10 + b"\xff\xd9"   # 2.5 KiB: 3 chunks
+PHOTO_DIGEST = hashlib.sha256(PHOTO).hexdigest()
+
+
+def filed_with_photo(routing: Routing, *, confidential: bool = False, push: bool = True) -> tuple[str, str]:
+    """intake files ROAD (dpupr leads) with a Messenger photo it is downloading (a ``media_id``)."""
+    complaint_id, media_id = str(uuid.uuid4()), str(uuid.uuid4())
+    envelope = routing.intake_log.append("ComplaintFiled", complaint_id, {
+        "tracking_code": f"NTB-{uuid.uuid4().hex[:6].upper()}", "channel": "facebook_messenger",
+        "filed_at": isoformat_utc(utc_now()), "text": ROAD[0],
+        "attachments": [{"type": "image", "url": "https://scontent.xx.fbcdn.net/v/t1/p_n.jpg?oh=00_s&oe=1",
+                         "media_id": media_id}],
+        "category": ROAD[1], "region_code": ROAD[2], "priority": "normal",
+        "reasons": {"category": [], "region": [], "priority": []}, "confidential": confidential,
+        "reply_to": {"page_id": "100000000000001", "psid": "7000000000000001"},
+        "last_citizen_message_at": None, "external_ref": None})
+    if push:
+        routing.worker.on_complaint_filed(envelope)
+    return complaint_id, media_id
+
+
+def evidence_stored(routing: Routing, complaint_id: str, media_id: str, *, lost: bool = False) -> dict:
+    data = ({"media_id": media_id, "type": "image", "state": "lost", "digest": None, "content_type": None,
+             "size": None, "reason": "link expired or removed (HTTP 403)"} if lost else
+            {"media_id": media_id, "type": "image", "state": "stored", "digest": PHOTO_DIGEST,
+             "content_type": "image/jpeg", "size": len(PHOTO), "reason": None})
+    envelope = routing.intake_log.append("EvidenceStored", complaint_id, data)
+    routing.worker.on_evidence_stored(envelope)
+    if not lost:
+        routing.intake.media_files[(complaint_id, PHOTO_DIGEST)] = ("image/jpeg", PHOTO)
+    return envelope
+
+
+def evidence_file(routing: Routing, complaint_id: str, digest: str = PHOTO_DIGEST, agency: str | None = None,
+                  token: str | None = None):
+    headers = {"Authorization": f"Bearer {token or TOKENS[agency]}"} if (agency or token) else {}
+    return routing.worker.http_evidence_file(request(
+        "GET", f"/api/complaints/{complaint_id}/evidence/{digest}", headers=headers), complaint_id, digest)
+
+
+@covers("on_complaint_filed", "on_evidence_stored", "http_evidence", "http_evidence_file")
+def test_the_assigned_agency_opens_stored_evidence_with_its_token_and_no_one_else_does(routing):
+    complaint_id, media_id = filed_with_photo(routing)
+    listing = routing.api("http_evidence", "GET", "/", complaint_id, agency="dpupr")
+    assert listing.status_code == 200
+    assert json_of(listing)["evidence"] == [{"media_id": media_id, "type": "image", "state": "pending",
+                                             "digest": None, "content_type": None, "size": None, "reason": None,
+                                             "href": None}]
+    assert "scontent" not in text_of(listing)                      # Meta's link is never handed out
+
+    evidence_stored(routing, complaint_id, media_id)
+    [item] = json_of(routing.api("http_evidence", "GET", "/", complaint_id, agency="dpupr"))["evidence"]
+    assert (item["state"], item["digest"], item["size"], item["href"]) == (
+        "stored", PHOTO_DIGEST, len(PHOTO), f"/api/complaints/{complaint_id}/evidence/{PHOTO_DIGEST}")
+
+    opened = evidence_file(routing, complaint_id, agency="dpupr")
+    assert (opened.status_code, opened.content_type, opened.get_data()) == (200, "image/jpeg", PHOTO)
+    assert opened.headers["Content-Disposition"].startswith('inline; filename="NTB-')
+    assert opened.headers["X-Content-Type-Options"] == "nosniff"
+    assert opened.headers["Cache-Control"] == "private, no-store"
+    assert "sandbox" in opened.headers["Content-Security-Policy"]
+    assert [c[3] for c in routing.intake.calls if c[0] == "media"] == [0, 1024, 2048]   # read in chunks
+    assert evidence_file(routing, complaint_id, agency=DESK).get_data() == PHOTO
+
+    assert evidence_file(routing, complaint_id).status_code == 401                       # no token
+    assert evidence_file(routing, complaint_id, token="not-a-token").status_code == 401
+    assert evidence_file(routing, complaint_id, agency="dikes").status_code == 403       # not its complaint
+    assert routing.api("http_evidence", "GET", "/", complaint_id, agency="dikes").status_code == 403
+    assert routing.api("http_evidence", "GET", "/", complaint_id).status_code == 401
+    calls = len(routing.intake.calls)
+    assert evidence_file(routing, complaint_id, "0" * 64, agency="dpupr").status_code == 404
+    assert evidence_file(routing, complaint_id, "../../etc/passwd", agency="dpupr").status_code == 400
+    assert evidence_file(routing, str(uuid.uuid4()), agency=DESK).status_code == 404
+    assert len(routing.intake.calls) == calls                      # refused before intake is asked
+
+
+@covers("on_complaint_filed", "on_evidence_stored", "http_evidence", "http_evidence_file")
+def test_a_confidential_complaints_evidence_is_for_the_desk_only(routing):
+    complaint_id, media_id = filed_with_photo(routing, confidential=True)
+    evidence_stored(routing, complaint_id, media_id)
+    assert routing.worker.get_complaint(complaint_id)["lead_agencies"] == ["dpupr"]
+    refused = evidence_file(routing, complaint_id, agency="dpupr")
+    assert refused.status_code == 403 and "desk" in json_of(refused)["error"]
+    assert routing.api("http_evidence", "GET", "/", complaint_id, agency="dpupr").status_code == 403
+    assert evidence_file(routing, complaint_id, agency=DESK).get_data() == PHOTO
+    assert [c for c in routing.intake.calls if c[0] == "media"][0][1] == complaint_id   # only for the desk
+
+
+@covers("http_evidence_file")
+def test_evidence_intake_cannot_hand_over_or_that_does_not_match_its_digest_is_unavailable(routing):
+    complaint_id, media_id = filed_with_photo(routing)
+    evidence_stored(routing, complaint_id, media_id)
+    routing.intake.failure = TimeoutError("intake did not answer")
+    unavailable = evidence_file(routing, complaint_id, agency="dpupr")
+    assert (unavailable.status_code, unavailable.headers["Retry-After"]) == (503, "30")
+    routing.intake.failure = None
+    routing.intake.media_files[(complaint_id, PHOTO_DIGEST)] = ("image/jpeg", PHOTO[:-1] + b"X")   # tampered
+    assert evidence_file(routing, complaint_id, agency="dpupr").status_code == 503
+    routing.intake.media_files.pop((complaint_id, PHOTO_DIGEST))
+    assert evidence_file(routing, complaint_id, agency="dpupr").status_code == 404     # intake lost the file
+
+
+@covers("on_evidence_stored", "on_complaint_filed", "on_complaint_amended", "http_evidence")
+def test_evidence_is_recorded_whatever_order_the_events_arrive_in_and_lost_says_why(routing):
+    complaint_id, media_id = filed_with_photo(routing, push=False)
+    evidence_stored(routing, complaint_id, media_id, lost=True)       # before the filing (another queue)
+    routing.worker.on_complaint_filed(routing.intake_log.events[0])
+    later = str(uuid.uuid4())
+    routing.worker.on_complaint_amended(routing.intake_log.append("ComplaintAmended", complaint_id, {
+        "text": ROAD[0] + "\nIni foto kedua.", "why": "more_messages", "last_citizen_message_at": None,
+        "levy_reported": False, "category": ROAD[1], "region_code": ROAD[2], "priority": "normal",
+        "reasons": {"category": [], "region": [], "priority": []},
+        "attachments": [{"type": "image", "url": "https://scontent.xx.fbcdn.net/a.jpg", "media_id": media_id},
+                        {"type": "video", "url": "https://video.xx.fbcdn.net/b.mp4", "media_id": later}]}))
+    items = {i["media_id"]: i for i in json_of(routing.api("http_evidence", "GET", "/", complaint_id,
+                                                           agency="dpupr"))["evidence"]}
+    assert (items[media_id]["state"], items[media_id]["reason"]) == ("lost", "link expired or removed (HTTP 403)")
+    assert (items[later]["state"], items[later]["type"]) == ("pending", "video")
+    routing.worker.on_evidence_stored(routing.intake_log.events[1])   # redelivered: nothing changes
+    assert len(rows(routing.store, tables.evidence)) == 2
+
+
+@covers("console_evidence", "console_complaint")
+def test_console_shows_evidence_as_links_to_routing_and_opens_it_for_whom_the_api_would(routing):
+    complaint_id, media_id = filed_with_photo(routing)
+    secret_id, secret_media = filed_with_photo(routing, confidential=True)
+    evidence_stored(routing, complaint_id, media_id)
+    evidence_stored(routing, secret_id, secret_media)
+    link = f"/console/aduan/{complaint_id}/bukti/{PHOTO_DIGEST}"
+
+    def open_as(browser, cid=complaint_id):
+        return browser.call("console_evidence", "GET", f"/console/aduan/{cid}/bukti/{PHOTO_DIGEST}", cid,
+                            PHOTO_DIGEST)
+
+    anonymous = Browser(routing)
+    assert open_as(anonymous).headers["Location"] == "/console/login"
+    dpupr, dikes, desk = Browser(routing), Browser(routing), Browser(routing)
+    dpupr.sign_in("dpupr", "Budi")
+    dikes.sign_in("dikes", "Eka")
+    desk.sign_in(DESK, "Sari")
+
+    page = text_of(dpupr.call("console_complaint", "GET", "/", complaint_id))
+    assert link in page and "Foto (3 KB)" in page and "scontent" not in page
+    opened = open_as(dpupr)
+    assert (opened.status_code, opened.content_type, opened.get_data()) == (200, "image/jpeg", PHOTO)
+    assert opened.headers["X-Content-Type-Options"] == "nosniff"
+    assert open_as(dikes).status_code == 403
+    assert open_as(dpupr, secret_id).status_code == 403
+    secret_page = text_of(dpupr.call("console_complaint", "GET", "/", secret_id))
+    assert "/bukti/" not in secret_page
+    assert open_as(desk, secret_id).get_data() == PHOTO
+    assert f"/console/aduan/{secret_id}/bukti/{PHOTO_DIGEST}" in text_of(desk.call("console_complaint", "GET", "/",
+                                                                                      secret_id))
+    routing.intake.failure = TimeoutError("intake did not answer")
+    assert open_as(desk).status_code == 503
+

@@ -149,7 +149,7 @@ BIG = 2 * 1024 * 1024 + 17
 def route_list():
     values = {"complaint_id": "00000000-0000-0000-0000-000000000000", "agency_code": "dpupr",
               "name": "console.css", "action": "teruskan", "tracking_code": "NTB-00000-00000",
-              "fmt": "json", "request_id": "NTB-00000-00000", "code": "infrastruktur"}
+              "fmt": "json", "request_id": "NTB-00000-00000", "code": "infrastruktur", "digest": "0" * 64}
     for service_class, service in ((IntakeService, "intake"), (RoutingService, "routing")):
         for method, url, name in http_routes(service_class):
             yield pytest.param(service, method, fill(url, **{p: values[p] for p in params(url)}),
@@ -279,10 +279,14 @@ API_SCOPE = {
     "http_assign": "desk", "http_dismiss": "desk", "http_priority": "desk",
     "http_confidentiality": "desk",
     "http_acknowledge": "assigned", "http_reject": "assigned", "http_respond": "assigned",
+    # Evidence: the desk, or an assigned agency unless the complaint is confidential (then the desk
+    # only: tests/interface/test_routing_service.py and tests/e2e/test_evidence.py).
+    "http_evidence": "assigned", "http_evidence_file": "evidence",
 }
 CONSOLE_SCOPE = {
     "console_home": "signed_in", "console_queue": "desk", "console_inbox": "signed_in",
     "console_search": "signed_in", "console_complaint": "assigned", "console_action": "assigned",
+    "console_evidence": "assigned",
 }
 PUBLIC = {"health", "metrics", "console_login_form", "console_login", "console_logout", "console_static"}
 BODIES = {"http_assign": {"agency_codes": ["dikes"], "note": "Coba"},
@@ -303,7 +307,8 @@ def api_routes():
 
 def call(platform, method, url, complaint_id, token=None, agency_code="dpupr", name=None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    path = fill(url, **{p: {"complaint_id": complaint_id, "agency_code": agency_code}[p] for p in params(url)})
+    path = fill(url, **{p: {"complaint_id": complaint_id, "agency_code": agency_code, "digest": "0" * 64}[p]
+                        for p in params(url)})
     return requests.request(method, f"{platform.url('routing')}{path}", json=BODIES.get(name), headers=headers,
                             timeout=TIMEOUT)
 
@@ -337,6 +342,10 @@ def test_api_scoping(platform, road, method, url, name):
     if scope == "desk":
         assigned = call(platform, method, url, road["complaint_id"], TOKENS["dpupr"], name=name)
         assert assigned.status_code == 403, "an agency may not use a desk action, even on its own complaint"
+    if scope == "evidence":
+        # Past the access check for the agency and the desk: this complaint has no such evidence.
+        for allowed in ("dpupr", DESK):
+            assert call(platform, method, url, road["complaint_id"], TOKENS[allowed], name=name).status_code == 404
     if scope in ("assigned", "own_agency") and method == "GET":
         own = call(platform, method, url, road["complaint_id"], TOKENS["dpupr"], name=name)
         assert own.status_code == 200
@@ -370,7 +379,8 @@ def console_routes():
 @pytest.mark.parametrize("method, url, name", console_routes())
 def test_console_scoping(platform, road, method, url, name):
     scope = CONSOLE_SCOPE[name]
-    path = fill(url, **{p: {"complaint_id": road["complaint_id"], "action": "terima"}[p] for p in params(url)})
+    path = fill(url, **{p: {"complaint_id": road["complaint_id"], "action": "terima", "digest": "0" * 64}[p]
+                        for p in params(url)})
     target = f"{platform.url('routing')}{path}"
     events_before = count(platform, "routing", "events")
     # Not signed in: the sign-in page (the console's 401), and nothing recorded.

@@ -19,6 +19,7 @@ import uuid
 import pytest
 import requests
 
+from sandbox.control import citizen_wrote, meta_saw
 from services.reporting.service import ReportingService
 from tests.security.routes import fill, http_routes, params
 from tests.support import facebook as fb
@@ -55,6 +56,8 @@ def flow(platform):
         "reporter": {"name": NAMES[0], "phone": PHONES[0], "email": EMAILS[0]}})
     assert web.status_code == 201, web.text
     filed.append(web.json())
+    # The sandbox, like Meta, answers only people who wrote to the Page.
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, PSIDS[2])
     with platform.rpc() as rpc:
         filed.append(rpc.intake.file_complaint({
             "text": "Jembatan rusak di Praya Lombok Tengah", "category": "infrastruktur",
@@ -62,13 +65,16 @@ def flow(platform):
             "reporter": {"name": NAMES[2], "phone": PHONES[1], "email": EMAILS[1]},
             "reply_to": {"page_id": DEV_PAGE_ID, "psid": PSIDS[2]}}))
     for psid in PSIDs_messenger():
-        assert fb.signed_post(f"{platform.url('intake')}/webhooks/facebook", fb.page_body(fb.messaging_entry(
+        body = fb.page_body(fb.messaging_entry(
             DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, psid, "Jalan rusak berlubang di Praya Lombok Tengah")))
-        ).status_code == 200
-    assert fb.signed_post(f"{platform.url('intake')}/webhooks/facebook", fb.page_body(fb.changes_entry(
+        meta_saw(platform.sandbox_url, body)
+        assert fb.signed_post(f"{platform.url('intake')}/webhooks/facebook", body).status_code == 200
+    body = fb.page_body(fb.changes_entry(
         DEV_PAGE_ID, fb.comment_change(DEV_PAGE_ID, "Jalan rusak di Praya Lombok Tengah tolong diperbaiki",
                                        comment_id=COMMENT_ID, post_id=POST_ID, author_id=PSIDS[1],
-                                       author_name=NAMES[1])))).status_code == 200
+                                       author_name=NAMES[1])))
+    meta_saw(platform.sandbox_url, body)
+    assert fb.signed_post(f"{platform.url('intake')}/webhooks/facebook", body).status_code == 200
 
     def all_filed():
         with platform.rpc() as rpc:

@@ -193,9 +193,23 @@ class ComplaintStream:
             complaint.wants_answer = self.random.random() < self.answer_share
             if complaint.wants_answer:
                 complaint.answer_text = f"Sudah kami tindak lanjuti, nomor jawaban {self.run_id}-{number}."
+        self._citizen_wrote(complaint)
         with self._lock:
             self.complaints.append(complaint)
         return complaint
+
+    def _citizen_wrote(self, complaint: Complaint) -> None:
+        """Each complaint stands for a person who wrote to the Page: the Graph API sandbox,
+        like Meta, answers only people who did, so it learns of the message (the webhook body
+        itself, or the conversation behind an RPC filing)."""
+        if not getattr(self.platform, "sandbox_port", None):
+            return
+        if complaint.channel == "webhook":
+            path, payload = "webhooks", complaint.body
+        else:
+            path, payload = "conversations", {"page_id": self.page_id, "psid": complaint.psid}
+        requests.post(f"{self.platform.sandbox_url}/_sandbox/{path}", json=payload,
+                      timeout=10).raise_for_status()
 
     def _produce(self):
         channels = itertools.cycle(("webhook", "rpc"))

@@ -161,6 +161,13 @@ class Seeder:
             priority = rng.choice(("urgent", "important", "normal", "normal"))
             c = self.filed(filed_at, category, region, channel=channel, priority=priority, index=index)
             cid, t = c["complaint_id"], filed_at
+            if index % 17 == 3:   # a photo kept in intake's media store (no draw from rng: same history)
+                self.add("intake", "EvidenceStored", cid, t + timedelta(minutes=1), {
+                    "media_id": str(uuid.uuid4()), "type": "image", "state": "stored", "digest": "ab" * 32,
+                    "content_type": "image/jpeg", "size": 48213, "reason": None})
+            if index % 23 == 5:   # a 👍 in the conversation: a reaction, never complaint text
+                self.add("intake", "CitizenReacted", cid, t + timedelta(minutes=2), {
+                    "reaction": "like", "sticker_id": "369239263222822", "message_at": iso(t)})
             roll = rng.random()
             if roll < 0.08:
                 self.add("intake", "ComplaintAmended", cid, t + timedelta(minutes=5), {

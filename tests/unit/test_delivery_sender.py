@@ -26,7 +26,8 @@ from services.notification.adapters.graph_client import (CommentResult, GraphApi
                                                          classify_error)
 from services.notification.adapters.sender import DeliveryLoop, Sender
 from services.notification.application.handling import NotificationHandlers
-from services.notification.domain.policy import RetryPolicy
+from services.notification.domain.policy import (APP_SCOPE, ERROR_TABLE, FAIL_PERMANENT, HOLD_PAGE, NEXT_CHANNEL,
+                                                 PERMISSION, RETRY, SLOW_DOWN, RetryPolicy)
 from services.notification.service import build_store
 from tests.support.lifecycle import snapshot
 
@@ -50,8 +51,10 @@ class Call:
     ok: bool = True
 
 
-def graph_error(code: int | None, subcode: int | None = None, status: int | None = 400) -> GraphApiError:
-    return GraphApiError(code, subcode, status, f"refused ({code})", classify_error(status, code, subcode))
+def graph_error(code: int | None, subcode: int | None = None, status: int | None = 400, transient=None,
+                headers=None) -> GraphApiError:
+    return GraphApiError(code, subcode, status, f"refused ({code})", classify_error(status, code, subcode, transient),
+                         transient=transient, headers=headers)
 
 
 class FakeGraph:
@@ -113,16 +116,23 @@ class World:
         self.loop.wake()  # what the service's ``receive`` does
         return envelope["event_id"]
 
-    def file(self, reply_to, complaint_id=None):
+    def file(self, reply_to, complaint_id=None, last_message_at=None):
         complaint_id = complaint_id or str(uuid.uuid4())
         now = isoformat_utc(utc_now())
+        written = isoformat_utc(last_message_at) if last_message_at else now
         event_id = self.send("intake", "ComplaintFiled", complaint_id, {
             "tracking_code": f"NTB-{uuid.uuid4().hex[:5].upper()}-AAAAA",
             "channel": "facebook_comment" if "comment_id" in reply_to else "facebook_messenger",
             "filed_at": now, "text": "Jalan rusak.", "attachments": [], "category": "infrastruktur",
             "region_code": "5203", "priority": "normal", "reasons": {"category": [], "region": [], "priority": []},
-            "confidential": False, "reply_to": reply_to, "last_citizen_message_at": now, "external_ref": None})
+            "confidential": False, "reply_to": reply_to, "last_citizen_message_at": written, "external_ref": None})
         return complaint_id, event_id
+
+    def respond(self, complaint_id):
+        self.route(complaint_id)
+        return self.send("routing", "ComplaintResponded", complaint_id, {
+            "agency_code": "dpupr", "text": "Jalan sudah kami tambal.", "resolved": False, "actor": "dpupr:budi",
+            "lifecycle": snapshot("diproses")})
 
     def route(self, complaint_id):
         return self.send("routing", "ComplaintRouted", complaint_id, {
@@ -138,6 +148,12 @@ class World:
             query = query.where(out.c.complaint_id == complaint_id)
         with self.store.database.read() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
+
+    def comment(self, comment_id):
+        with self.store.database.read() as connection:
+            row = connection.execute(select(tables.comment_states).where(
+                tables.comment_states.c.comment_id == comment_id)).mappings().first()
+        return dict(row) if row else None
 
     def complaint(self, complaint_id):
         with self.store.database.read() as connection:
@@ -244,7 +260,8 @@ def test_a_comment_complaint_private_reply_refused_with_10900_falls_back_and_spe
     private, public = world.settled(filed, count=2)
     # The private acknowledgment had no other channel (the public one is its own message): failed,
     # not listed for the desk; Meta's 10900 says the private reply is spent.
-    assert (private["state"], private["reason"], private["code"]) == ("failed", "outside_window", 10900)
+    assert (private["state"], private["reason"], private["code"]) == ("failed", "private_reply_used", 10900)
+    assert world.comment(reply_to["comment_id"])["private_reply_closed"] == "private_reply_used"
     assert json.loads(private["excluded_channels"]) == ["comment_private", "comment_public"]
     assert world.complaint(complaint_id)["private_reply_used"]
     [failed] = world.events("CitizenNotificationFailed")
@@ -272,13 +289,14 @@ def test_a_private_reply_accepted_teaches_the_psid(world):
     assert public["channel"] == "comment_public"
 
 
-@pytest.mark.parametrize("code, reason", [(551, "person_unavailable"), (100, "bad_request")])
-def test_a_permanent_refusal_is_listed_for_the_desk(world, code, reason):
+@pytest.mark.parametrize("code, reason, attempts", [(551, "person_unavailable", 1), (100, "bad_request", 0)])
+def test_a_permanent_refusal_is_listed_for_the_desk(world, code, reason, attempts):
+    # 551 changes channel (a Messenger complaint has none left), 100 ends the message at once.
     world.graph.fail_next(graph_error(code))
     complaint_id, filed = world.file(messenger())
     [row] = world.settled(filed)
     assert (row["state"], row["reason"], row["code"], row["channel"]) == ("undeliverable", reason, code, "messenger")
-    assert row["last_error"] == f"permanent:{code}/None" and row["attempts"] == 0
+    assert row["last_error"] == f"permanent:{code}/None" and row["attempts"] == attempts
     [event] = world.events("CitizenNotificationFailed")
     assert event["data"] == {"trigger_event_id": filed, "reason": reason, "code": code, "permanent": True,
                              "message_id": row["message_id"], "listed_for_desk": True}
@@ -299,7 +317,7 @@ def test_a_rate_limit_pauses_the_page_then_sends(world):
     [row] = world.settled(filed)
     assert time.monotonic() - started >= 0.2  # the pause (rate_limit_min_pause_seconds)
     assert row["state"] == "sent" and row["attempts"] == 2 and row["last_error"] == "rate_limited:613/None"
-    assert world.loop.limiters[PAGE]._blocked_until > float("-inf")
+    assert world.loop.limiters[(PAGE, "send")]._blocked_until > float("-inf")
 
 
 def test_an_invalid_token_holds_only_its_page_until_a_probe_succeeds(world):
@@ -390,3 +408,155 @@ def test_the_provider_runs_the_loop_and_lets_sends_in_flight_finish_on_stop(stor
     eventlet.spawn_after(0.1, gate.send, True)
     provider.stop()  # waits for the send in flight to record its outcome
     assert world.rows(filed)[0]["state"] == "sent" and not loop.running
+
+
+# -- Meta's error table, row by row (policy.ERROR_TABLE) ----------------------------------------------
+
+CODE_ROWS = [pytest.param(rule, id=rule.label.replace(" ", "")) for rule in ERROR_TABLE if rule.code is not None]
+
+
+def _code_of(rule):
+    return rule.code + 7 if rule.codes_up_to else rule.code  # a code inside a range row
+
+
+@pytest.mark.parametrize("rule", CODE_ROWS)
+def test_each_code_refusing_a_messenger_send_ends_where_the_table_says(world, rule):
+    code = _code_of(rule)
+    world.graph.fail_next(graph_error(code, rule.subcode))
+    _complaint_id, filed = world.file(messenger())
+    if rule.action == HOLD_PAGE:
+        wait_for(lambda: world.loop.held_pages() == {PAGE: "invalid_token"})
+        [row] = world.rows(filed)
+        assert row["state"] == "pending" and row["attempts"] == 0  # nothing dropped, nothing counted
+        assert world.settled(filed)[0]["state"] == "sent"  # the probe (the fake's error was once) lifts it
+        return
+    if rule.action == SLOW_DOWN and rule.min_pause_seconds:
+        [row] = wait_for(lambda: [r for r in world.rows(filed) if r["attempts"] == 1])
+        assert row["state"] == "pending" and row["last_error"] == f"rate_limited:{code}/{rule.subcode}"
+        assert row["next_attempt_at"] >= isoformat_utc(utc_now() + timedelta(seconds=rule.min_pause_seconds - 60))
+        assert world.loop.limiters[(PAGE, "send")]._blocked_until > time.monotonic() + 3000
+        return
+    [row] = world.settled(filed)
+    assert row["last_error"] == f"{rule.kind}:{code}/{rule.subcode}"
+    if rule.action in (RETRY, SLOW_DOWN):
+        assert (row["state"], row["attempts"]) == ("sent", 2)
+        if rule.action == SLOW_DOWN:
+            paused = world.loop.limiters[(PAGE, "send")]._blocked_until
+            assert paused > float("-inf")
+            if rule.pause_scope == APP_SCOPE:  # every Page, and the Pages API too
+                assert world.loop._app_paused_until >= paused - 0.01
+    else:
+        # Changing channel leaves a Messenger complaint none: undeliverable, listed for the desk.
+        assert (row["state"], row["reason"], row["code"]) == ("undeliverable", rule.reason, code)
+        [failed] = world.events("CitizenNotificationFailed")
+        assert failed["data"]["listed_for_desk"] and failed["data"]["permanent"]
+    assert len(world.graph.ok()) == (1 if row["state"] == "sent" else 0)
+
+
+PRIVATE_REFUSALS = [pytest.param(rule, id=rule.label.replace(" ", "")) for rule in ERROR_TABLE
+                    if rule.code is not None and rule.action in (NEXT_CHANNEL, FAIL_PERMANENT)]
+
+
+@pytest.mark.parametrize("rule", PRIVATE_REFUSALS)
+def test_a_refused_private_reply_falls_back_to_the_public_reply_and_is_not_tried_again(world, rule):
+    code = _code_of(rule)
+    reply_to = commenter()
+    world.graph.refuse = lambda call: graph_error(code, rule.subcode) if call.what == "send" else None
+    complaint_id, filed = world.file(reply_to)
+    private, public = world.settled(filed, count=2)
+    # The private acknowledgment: its public twin carried the tracking code, so it only fails.
+    assert (private["state"], private["code"]) == ("failed", code) and public["state"] == "sent"
+    remembered = world.comment(reply_to["comment_id"])
+    routed = world.route(complaint_id)
+    [update_row] = world.settled(routed)
+    assert (update_row["state"], update_row["channel"]) == ("sent", "comment_public")
+    tries = len([c for c in world.graph.calls if c.what == "send"])
+    if rule.kind == PERMISSION:
+        # A missing permission says nothing about the comment: tried again (and the public reply after).
+        assert remembered is None and tries == 2
+    else:
+        assert remembered["private_reply_closed"] in ("private_reply_refused", "private_reply_used",
+                                                      "private_reply_window_closed")
+        assert remembered["private_reply_code"] == code
+        assert tries == 1  # never tried again for this comment
+        assert json.loads(update_row["fallback_reasons"]) == [remembered["private_reply_closed"]]
+
+
+def test_a_refused_private_reply_of_a_confidential_complaint_is_listed_for_the_desk(world):
+    reply_to = commenter()
+    world.graph.refuse = lambda call: graph_error(10903) if call.what == "send" else None
+    complaint_id, filed = world.file(reply_to)
+    world.settled(filed, count=2)
+    routed = world.send("routing", "ComplaintRouted", complaint_id, {
+        "lead_agencies": ["polda-ntb"], "coordinating_agencies": [], "decided_by": "operator:desk:ayu",
+        "reason": "pungli", "priority": "urgent", "due_at": {},
+        "lifecycle": snapshot("disetujui", leads=["polda-ntb"], confidential=True)})
+    [row] = world.settled(routed)
+    # No public update for a confidential complaint, and the private reply is known to be refused.
+    assert (row["state"], row["reason"]) == ("undeliverable", "private_reply_refused")
+    assert [c.what for c in world.graph.calls] == ["send", "comment"]  # the ack's private try, the public ack
+
+
+def test_a_removed_comment_gets_no_more_public_replies_but_private_ones_still_go(world):
+    world.loop.halt()  # the removal arrives before the sender comes to the acknowledgment
+    eventlet.sleep(0.05)
+    reply_to = commenter()
+    complaint_id, filed = world.file(reply_to)
+    world.send("intake", "CitizenCommentRemoved", complaint_id, {"comment_id": reply_to["comment_id"]})
+    assert world.comment(reply_to["comment_id"])["removed_at"] is not None
+    world.loop.running = True
+    thread = eventlet.spawn(world.loop.run)
+    try:
+        private, public = world.settled(filed, count=2)
+        assert (private["state"], private["channel"]) == ("sent", "comment_private")
+        # The pending public acknowledgment is dropped: undeliverable, with the reason.
+        assert (public["state"], public["reason"]) == ("undeliverable", "comment_removed")
+        routed = world.route(complaint_id)
+        [update_row] = world.settled(routed)
+        assert (update_row["state"], update_row["reason"]) == ("undeliverable", "comment_removed")
+        assert [c.what for c in world.graph.ok()] == ["send"] and not world.graph.ok(what="comment")
+    finally:
+        world.loop.halt()
+        thread.wait()
+
+
+@pytest.mark.parametrize("approved", [False, True])
+def test_a_late_human_answer_uses_human_agent_only_when_approved(world, approved):
+    world.loop.human_agent_approved = approved
+    complaint_id, filed = world.file(messenger(), last_message_at=utc_now() - timedelta(days=3))
+    world.settled(filed)  # the acknowledgment: outside 24 h, automated, undeliverable
+    answered = world.respond(complaint_id)
+    [row] = world.settled(answered)
+    if approved:
+        assert (row["state"], row["messaging_type"], row["tag"]) == ("sent", "MESSAGE_TAG", "HUMAN_AGENT")
+    else:
+        assert (row["state"], row["reason"]) == ("undeliverable", "human_agent_not_approved")
+        assert world.graph.calls == []  # no call Meta would refuse
+
+
+def test_a_comment_reply_rate_limit_pauses_the_pages_api_as_long_as_its_header_says(world):
+    usage = {"X-Business-Use-Case-Usage": json.dumps({PAGE: [{"type": "pages", "call_count": 100,
+                                                              "estimated_time_to_regain_access": 0.01}]})}
+    limited = [graph_error(80001, headers=usage)]  # the first public reply only
+    world.graph.refuse = lambda call: limited.pop() if call.what == "comment" and limited else None
+    started = time.monotonic()
+    _complaint_id, filed = world.file(commenter())
+    private, public = world.settled(filed, count=2)
+    assert public["state"] == "sent" and public["attempts"] == 2
+    assert public["last_error"] == "rate_limited:80001/None"
+    assert time.monotonic() - started >= 0.55  # 0.01 min, as the header said
+    # Comment replies are under the Pages API's limit: the Send API did not pause.
+    assert world.loop.limiters[(PAGE, "pages")]._blocked_until > float("-inf")
+    assert world.loop.limiters[(PAGE, "send")]._blocked_until == float("-inf")
+
+
+def test_the_provider_reads_facebook_human_agent_approved(store, monkeypatch):
+    storage = Storage(lambda: store)
+    storage.store = store
+    for value, expected in (("", False), ("0", False), ("1", True), ("true", True)):
+        monkeypatch.setenv("FACEBOOK_HUMAN_AGENT_APPROVED", value)
+        provider = Sender()
+        provider.container = SimpleNamespace(dependencies=[storage], spawn_managed_thread=eventlet.spawn,
+                                             service_name="notification")
+        provider.setup()
+        assert provider.get_dependency(worker_ctx=None).human_agent_approved is expected

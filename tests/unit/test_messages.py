@@ -155,8 +155,11 @@ def test_desk_reasons_exist_for_every_policy_reason():
         policy.MESSENGER_WINDOW_CLOSED, policy.OUTSIDE_24H_AUTOMATED, policy.PRIVATE_REPLY_USED,
         policy.PRIVATE_REPLY_WINDOW_CLOSED, policy.INVALID_REPLY_TO, policy.WINDOW_EXPIRED,
         policy.RETRIES_EXHAUSTED, policy.PERSON_UNAVAILABLE, policy.BAD_REQUEST,
-        policy.PERMANENT_ERROR, policy.OUTSIDE_WINDOW_REASON,
+        policy.PERMANENT_ERROR, policy.OUTSIDE_WINDOW_REASON, policy.PRIVATE_REPLY_REFUSED,
+        policy.HUMAN_AGENT_NOT_APPROVED, policy.COMMENT_REMOVED,
     ]
+    # Every reason Meta's error table can end a message with (a held Page never ends one).
+    reasons += [rule.reason for rule in policy.ERROR_TABLE if rule.action != policy.HOLD_PAGE]
     names = catalogue().names()
     for reason in reasons:
         assert f"undeliverable.{reason}" in names

@@ -94,12 +94,12 @@ def part(acknowledged=True, answered=False, resolved=False):
     return {"role": "lead", "acknowledged": acknowledged, "answered": answered, "resolved": resolved}
 
 
-def test_every_routing_event_is_handled_and_intake_s_four():
+def test_every_routing_event_is_handled_and_intake_s_five():
     subscriptions = NotificationHandlers.subscriptions()
     assert set(subscriptions["routing"]) == set(event_types_of("routing"))
     assert "ComplaintConfidentialityChanged" in subscriptions["routing"]
-    assert set(subscriptions["intake"]) == {"ComplaintFiled", "ComplaintAmended",
-                                            "CitizenMessageReceived", "StatusRequested"}
+    assert set(subscriptions["intake"]) == {"ComplaintFiled", "ComplaintAmended", "CitizenMessageReceived",
+                                            "CitizenCommentRemoved", "StatusRequested"}
 
 
 def test_two_leads_the_first_resolving_is_diproses_and_the_last_selesai(notification):

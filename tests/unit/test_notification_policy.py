@@ -34,18 +34,19 @@ MESSENGER_REPLY_TO = {"page_id": PAGE, "psid": "PSID-1"}
 COMMENT_REPLY_TO = {"page_id": PAGE, "comment_id": "111_222", "post_id": "111"}
 
 
-def messenger_plan(age, human_written=False, kind=MessageKind.ROUTED):
+def messenger_plan(age, human_written=False, kind=MessageKind.ROUTED, human_agent_approved=True):
     return plan_delivery(
-        MESSENGER_REPLY_TO, kind, human_written, NOW - age, None, False, None, NOW
+        MESSENGER_REPLY_TO, kind, human_written, NOW - age, None, False, None, NOW,
+        human_agent_approved=human_agent_approved,
     )
 
 
 def comment_plan(comment_age, private_reply_used=False, known_psid=None, messenger_age=None,
-                 human_written=False, kind=MessageKind.ROUTED):
+                 human_written=False, kind=MessageKind.ROUTED, human_agent_approved=True):
     last = None if messenger_age is None else NOW - messenger_age
     return plan_delivery(
         COMMENT_REPLY_TO, kind, human_written, last, NOW - comment_age,
-        private_reply_used, known_psid, NOW,
+        private_reply_used, known_psid, NOW, human_agent_approved=human_agent_approved,
     )
 
 
@@ -77,6 +78,22 @@ def test_24h01m_human_answer_goes_as_human_agent_tag():
     plan = messenger_plan(timedelta(hours=24, minutes=1), human_written=True, kind=MessageKind.ANSWER)
     (attempt,) = plan.attempts
     assert (attempt.channel, attempt.messaging_type, attempt.tag) == (MESSENGER, MESSAGE_TAG, HUMAN_AGENT)
+
+
+def test_without_human_agent_approval_a_late_human_answer_goes_straight_to_the_fallback():
+    # FACEBOOK_HUMAN_AGENT_APPROVED off (the default): no call Meta would refuse.
+    plan = messenger_plan(timedelta(hours=24, minutes=1), human_written=True, kind=MessageKind.ANSWER,
+                          human_agent_approved=False)
+    assert plan.attempts == () and plan.skipped_reason == policy.HUMAN_AGENT_NOT_APPROVED and plan.undeliverable
+    # Inside 24 hours no tag is needed: approval changes nothing.
+    inside = messenger_plan(timedelta(hours=23), human_written=True, kind=MessageKind.ANSWER,
+                            human_agent_approved=False)
+    assert inside.attempts[0].messaging_type == RESPONSE
+    # A comment complaint falls back to its private reply, then the public reply.
+    plan = plan_delivery(COMMENT_REPLY_TO, MessageKind.ANSWER, True, NOW - timedelta(days=2),
+                         NOW - timedelta(days=3), False, "PSID-9", NOW)
+    assert [a.channel for a in plan.attempts] == [COMMENT_PRIVATE, COMMENT_PUBLIC]
+    assert plan.fallback_reasons == (policy.HUMAN_AGENT_NOT_APPROVED,)
 
 
 def test_exactly_7_days_human_answer_is_still_inside():
@@ -243,18 +260,34 @@ def test_rate_limit_near_window_end_moves_on_but_still_pauses():
     assert outcome.pause_seconds >= 10.0
 
 
+def test_a_refused_private_reply_and_a_removed_comment_are_remembered_per_comment():
+    refused = plan_delivery(COMMENT_REPLY_TO, MessageKind.ROUTED, False, None, NOW - timedelta(hours=1),
+                            False, None, NOW, private_reply_closed=policy.PRIVATE_REPLY_REFUSED)
+    assert [a.channel for a in refused.attempts] == [COMMENT_PUBLIC]
+    assert refused.fallback_reasons == (policy.PRIVATE_REPLY_REFUSED,)
+    removed = plan_delivery(COMMENT_REPLY_TO, MessageKind.ROUTED, False, None, NOW - timedelta(hours=1),
+                            False, None, NOW, comment_removed=True)
+    assert [a.channel for a in removed.attempts] == [COMMENT_PRIVATE]  # a private reply is still allowed
+    both = plan_delivery(COMMENT_REPLY_TO, MessageKind.ROUTED, False, None, NOW - timedelta(hours=1),
+                         True, None, NOW, comment_removed=True)
+    assert both.attempts == () and both.fallback_reasons == (policy.PRIVATE_REPLY_USED, policy.COMMENT_REMOVED)
+
+
 def test_outside_window_switches_channel():
     outcome = decide_on_error("outside_window", 1, NOW, NOW + timedelta(hours=1))
     assert outcome.action == NEXT_CHANNEL
     assert outcome.reason == "outside_window"
 
 
-@pytest.mark.parametrize("code,reason", [(551, "person_unavailable"), (100, "bad_request"), (None, "permanent_error")])
-def test_permanent_errors_end_the_attempt(code, reason):
-    outcome = decide_on_error("permanent", 1, NOW, None, code=code)
-    assert outcome.action == FAIL_PERMANENT
+@pytest.mark.parametrize("code,action,reason", [(551, NEXT_CHANNEL, "person_unavailable"),
+                                                (100, FAIL_PERMANENT, "bad_request"),
+                                                (424242, FAIL_PERMANENT, "permanent_error")])
+def test_permanent_errors_end_the_attempt_or_change_channel(code, action, reason):
+    outcome = decide_on_error(policy.error_rule(400, code, None), 1, NOW, None)
+    assert outcome.action == action
     assert outcome.reason == reason
     assert outcome.permanent
+    assert decide_on_error("permanent", 1, NOW, None).reason == "permanent_error"
 
 
 def test_invalid_token_holds_the_page():

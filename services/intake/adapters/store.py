@@ -6,10 +6,12 @@ import json
 from sqlalchemy import select, update
 
 from shared.core.db import Transaction
+from shared.core.events import parse_iso
 from shared.core.eventstore import PendingEvent
 from shared.core.store import ServiceStore
-from services.intake.adapters import tables
+from services.intake.adapters import media, tables
 from services.intake.domain.filing import NewComplaint
+from services.intake.domain.media import MEDIA_CHANNELS
 
 
 def build_store(url: str | None = None) -> ServiceStore:
@@ -22,8 +24,11 @@ def find_by_external_ref(connection, external_ref: str):
 
 
 def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = None) -> None:
-    """The complaint row, the reporter row and ``ComplaintFiled`` — one transaction."""
+    """The complaint row, the reporter row, its attachments' pending downloads (each gets a
+    ``media_id``) and ``ComplaintFiled`` — one transaction."""
     data = new.data
+    data["attachments"] = media.register(tx, new.complaint_id, data["attachments"], parse_iso(data["filed_at"]),
+                                         from_meta=data["channel"] in MEDIA_CHANNELS)
     tx.execute(tables.complaints.insert().values(
         complaint_id=new.complaint_id, tracking_code=new.tracking_code, channel=data["channel"],
         filed_at=data["filed_at"], text=data["text"], category=data["category"],

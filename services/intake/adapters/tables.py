@@ -1,6 +1,6 @@
 """Intake's own database: complaints as filed, the reporter's contact (the only place personal
-data lives), the audit of who read it, and the raw webhook inbox."""
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text
+data lives), the audit of who read it, the raw webhook inbox, and the media store's ledger."""
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -79,4 +79,29 @@ comments = Table(
     Column("page_id", String(64), nullable=False),
     Column("post_id", String(128), nullable=True),
     Column("origin", Boolean, nullable=False),     # the complaint's own comment, or a later reply
+)
+
+# One row per attachment intake keeps the bytes of (services/intake/domain/media.py): written
+# with the complaint, message or amendment that brought it (state "pending"), then settled by the
+# downloader, outside that transaction, as "stored" (the file is media/<digest[:2]>/<digest>) or
+# "lost" (with the reason). ``EvidenceStored`` announces the settlement.
+media = Table(
+    "media", metadata,
+    Column("media_id", String(36), primary_key=True),
+    Column("complaint_id", String(36), nullable=False),
+    Column("kind", String(32), nullable=False),               # the attachment's type (image, video …)
+    Column("url", Text, nullable=True),                        # Meta's CDN link; cleared once settled
+    Column("url_hash", String(64), nullable=False),           # SHA-256 of the link: one row per link
+    Column("state", String(16), nullable=False, default="pending"),   # pending | stored | lost
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", String(40), nullable=True),     # ISO UTC; a claimed row's lease end
+    Column("reason", Text, nullable=True),                     # the last failure (never the URL)
+    Column("digest", String(64), nullable=True),               # SHA-256 of the bytes = the file name
+    Column("content_type", String(100), nullable=True),        # as sniffed from the bytes
+    Column("size", BigInteger, nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Column("settled_at", String(40), nullable=True),
+    UniqueConstraint("complaint_id", "url_hash", name="uq_media_complaint_url"),
+    Index("ix_media_due", "state", "next_attempt_at"),
+    Index("ix_media_complaint_digest", "complaint_id", "digest"),
 )

@@ -10,8 +10,9 @@ import hashlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, InterfaceError
@@ -31,7 +32,9 @@ from services.intake.domain.conversation import (AMEND, AWAIT_NEW, FILE, MESSAGE
 from services.intake.domain.filing import file_new
 from services.intake.adapters.store import (find_by_tracking_code, find_complaint, record_new_complaint,
                                            remember_conversation)
-from services.intake.domain.webhook import CommentChange, Ignored, MessengerMessage, Problem, parse_body
+from services.intake.adapters.media import register as register_media  # evidence: domain/media.py
+from services.intake.domain.webhook import (INSTAGRAM, CitizenReaction, CommentChange, Ignored, MessengerMessage,
+                                            ParsedBody, Problem, StandbyMode, parse_body, parse_standby_mode)
 
 log = logging.getLogger("intake.inbox")
 
@@ -45,11 +48,28 @@ _INFRASTRUCTURE_ERRORS = (OperationalError, ProgrammingError, InterfaceError)
 class WebhookSettings:
     accepted_pages: frozenset       # empty: every Page is accepted
     bubble_seconds: float
+    instagram_accounts: dict[str, str] = field(default_factory=dict)   # Instagram account id → Page id
+    standby: StandbyMode = field(default_factory=StandbyMode)
+
+
+def instagram_accounts_from_env() -> dict[str, str]:
+    """``FACEBOOK_INSTAGRAM_ACCOUNTS=<instagram_account_id>:<page_id>,…``: the Instagram
+    professional account linked to each Page (Direct messages are answered through that Page)."""
+    return dict(config.parse_pairs(config.env("FACEBOOK_INSTAGRAM_ACCOUNTS"), "FACEBOOK_INSTAGRAM_ACCOUNTS",
+                                   "instagram_account_id:page_id,instagram_account_id:page_id"))
+
+
+def standby_from_env() -> StandbyMode:
+    try:
+        return parse_standby_mode(config.env("INTAKE_STANDBY_MODE", "process"))
+    except ValueError as error:
+        raise config.ConfigError(str(error)) from None
 
 
 def settings_from_env() -> WebhookSettings:
     return WebhookSettings(frozenset(config.facebook_pages()),
-                           float(config.env("INTAKE_BUBBLE_SECONDS", "120")))
+                           float(config.env("INTAKE_BUBBLE_SECONDS", "120")),
+                           instagram_accounts_from_env(), standby_from_env())
 
 
 class WebhookInbox:
@@ -75,7 +95,26 @@ class WebhookInbox:
                 .order_by(tables.webhook_inbox.c.inbox_id).limit(limit)).scalars())
 
     # -- processing --------------------------------------------------------------------------
-    def process(self, inbox_id: int) -> dict:
+    def parse(self, body) -> ParsedBody:
+        settings = self.settings
+        return parse_body(body, settings.accepted_pages, instagram_accounts=settings.instagram_accounts,
+                          standby=settings.standby)
+
+    def drain(self, pause: Callable[[], None] = lambda: None, limit: int = 100) -> int:
+        """Process every pending body, oldest first (a citizen's bubbles in the order Meta sent
+        them), until none is left; returns how many were processed. ``pause`` runs between items,
+        never inside a transaction (the service lets other green threads — the webhook's next
+        deliveries — run there). A database failure propagates and leaves the body pending."""
+        done = 0
+        while True:
+            pending = self.pending(older_than_seconds=0, limit=limit)
+            if not pending:
+                return done
+            for inbox_id in pending:
+                self.process(inbox_id, pause)
+                done += 1
+
+    def process(self, inbox_id: int, pause: Callable[[], None] = lambda: None) -> dict:
         """Apply every item of one stored body; returns the count of each outcome."""
         with self.database.read() as connection:
             row = connection.execute(select(tables.webhook_inbox).where(
@@ -90,10 +129,11 @@ class WebhookInbox:
             items = [(Problem(f"body is not JSON: {type(error).__name__}: {error}"[:500], row["body"]),
                       row["body"])]
         else:
-            items = parse_body(body, self.settings.accepted_pages).items
+            items = self.parse(body).items
         for index, (item, one_item_body) in enumerate(items):
             outcome = self.apply(item, one_item_body, row["received_at"], f"{inbox_id}:{index}")
             counts[outcome] = counts.get(outcome, 0) + 1
+            pause()
         with self.database.transaction() as tx:
             tx.execute(update(tables.webhook_inbox).where(tables.webhook_inbox.c.inbox_id == inbox_id)
                        .values(state="processed", processed_at=isoformat_utc(utc_now()),
@@ -113,13 +153,20 @@ class WebhookInbox:
         except (InvalidEvent, ValueError, KeyError, TypeError) as error:
             return self._quarantine(f"could not apply: {type(error).__name__}: {error}", one_item_body,
                                     quarantine_key)
+        except Exception as error:
+            # Bodies are processed in arrival order behind the 200: an item that keeps failing for
+            # a reason other than the database (a bug, a conflict that does not clear) must not
+            # hold up every later body. It waits in quarantine, with the error, for a replay.
+            log.exception("webhook item could not be applied")
+            return self._quarantine(f"could not apply: {type(error).__name__}: {error}"[:500], one_item_body,
+                                    quarantine_key)
 
     def replay(self, item: dict, actor: str) -> str:
         """Process a quarantined webhook item again (after a fix, or once its Page is configured)."""
         try:
             body = json.loads(item["payload"])
             check_unicode(body)
-            items = parse_body(body, self.settings.accepted_pages).items
+            items = self.parse(body).items
         except (ValueError, RecursionError) as error:
             items = [(Problem(f"body is not JSON: {error}", item["payload"]), item["payload"])]
         problems = [i.reason for i, _body in items if isinstance(i, Problem)]
@@ -155,6 +202,8 @@ class WebhookInbox:
     def _apply_understood(self, item, received_at: str) -> str:
         if isinstance(item, MessengerMessage):
             return self._once(f"mid:{item.mid}", lambda tx: self._message(tx, item, received_at))
+        if isinstance(item, CitizenReaction):
+            return self._once(f"mid:{item.mid}", lambda tx: self._reaction(tx, item))
         if isinstance(item, CommentChange):
             if item.verb == "remove":
                 return self._once(f"remove:{item.comment_id}", lambda tx: self._comment_removed(tx, item))
@@ -203,7 +252,8 @@ class WebhookInbox:
                           self.settings.bubble_seconds)
         sent_at = isoformat_utc(message.sent_at)
         latest = _latest(conversation.last_message_at if conversation else None, message.sent_at)
-        reply_to = {"page_id": message.page_id, "psid": message.psid}
+        reply_to = _reply_to(message.page_id, message.psid, message.platform)
+        channel = "instagram_direct" if message.platform == INSTAGRAM else "facebook_messenger"
         text = decision.text.strip() or (attachment_text(message.attachments) if message.attachments else "")
 
         if decision.action == STATUS:
@@ -220,12 +270,13 @@ class WebhookInbox:
             remember_conversation(tx, message.page_id, message.psid, None, False, latest)
             return "awaiting_new_complaint", None
         if decision.action == FILE:
-            new = file_new({"text": text, "channel": "facebook_messenger", "reply_to": reply_to,
+            new = file_new({"text": text, "channel": channel, "reply_to": reply_to,
                             "attachments": message.attachments, "last_citizen_message_at": sent_at,
                             "received_at": received_at}, utc_now())
             record_new_complaint(tx, new, psid=message.psid)
             remember_conversation(tx, message.page_id, message.psid, new.complaint_id, True, sent_at)
-            log.info("complaint filed from Messenger", extra={"complaint_id": new.complaint_id})
+            log.info("complaint filed from %s", "Instagram Direct" if channel == "instagram_direct" else "Messenger",
+                     extra={"complaint_id": new.complaint_id})
             return "filed", new.complaint_id
         complaint_id = conversation.complaint_id
         if decision.action == AMEND:
@@ -237,6 +288,23 @@ class WebhookInbox:
         _citizen_message(tx, complaint_id, text, message.attachments, reply_to, sent_at, latest)
         remember_conversation(tx, message.page_id, message.psid, complaint_id, False, latest)
         return "message_received", complaint_id
+
+    def _reaction(self, tx: Transaction, reaction: CitizenReaction):
+        """A sticker, the like button or a heart: ``CitizenReacted`` on the conversation's current
+        complaint — open or closed (a 👍 after the answer is the citizen's verdict) — and nothing
+        else: no complaint filed or extended, the first burst and the conversation left as they
+        were. Without a complaint to react to it is ignored."""
+        conversation_row = tx.execute(select(tables.conversations.c.complaint_id).where(
+            tables.conversations.c.page_id == reaction.page_id,
+            tables.conversations.c.psid == reaction.psid)).first()
+        complaint_id = conversation_row.complaint_id if conversation_row is not None else None
+        if not complaint_id or find_complaint(tx.connection, complaint_id) is None:
+            return "ignored", None
+        tx.append([PendingEvent(ev.CITIZEN_REACTED, complaint_id, {
+            "reaction": reaction.reaction, "sticker_id": reaction.sticker_id,
+            "message_at": isoformat_utc(reaction.sent_at)})])
+        log.info("citizen reacted", extra={"complaint_id": complaint_id, "reaction": reaction.reaction})
+        return "reaction_recorded", complaint_id
 
     # -- Page comments -------------------------------------------------------------------------
     def _comment_added(self, tx: Transaction, comment: CommentChange, received_at: str):
@@ -296,6 +364,16 @@ class WebhookInbox:
 
 
 # -- helpers (inside the caller's transaction) ------------------------------------------------------
+def _reply_to(page_id: str, psid: str, platform: str) -> dict:
+    """Where notification answers: the Page and the citizen's scoped id. Instagram Direct is
+    answered through the same Send API of the Instagram account's Page, to the IGSID; the extra
+    ``platform: instagram`` tells notification which thread (and limits) it is."""
+    reply_to = {"page_id": page_id, "psid": psid}
+    if platform == INSTAGRAM:
+        reply_to["platform"] = INSTAGRAM
+    return reply_to
+
+
 def _seen(tx: Transaction, key: str) -> bool:
     seen = tables.seen_items.c.item_key
     return tx.execute(select(seen).where(seen == key)).first() is not None
@@ -332,6 +410,7 @@ def levy_reported(old_text: str, new_text: str, added_text: str) -> bool:
 
 def _amend(tx: Transaction, complaint, new_text: str, why: str, latest: str | None,
            new_attachments: list, added_text: str) -> None:
+    new_attachments = register_media(tx, complaint["complaint_id"], new_attachments, utc_now(), from_meta=True)
     attachments = (json.loads(complaint["attachments"]) if complaint["attachments"] else []) + list(new_attachments)
     found = classify(new_text)
     reasons = {key: list(value) for key, value in found.reasons.items()}
@@ -352,6 +431,7 @@ def _amend(tx: Transaction, complaint, new_text: str, why: str, latest: str | No
 
 def _citizen_message(tx: Transaction, complaint_id: str, text: str, attachments: list, reply_to: dict,
                      message_at: str, latest: str | None) -> None:
+    attachments = register_media(tx, complaint_id, attachments, utc_now(), from_meta=True)
     tx.append([PendingEvent("CitizenMessageReceived", complaint_id, {
         "text": text, "attachments": attachments, "reply_to": reply_to, "message_at": message_at})])
     tx.execute(update(tables.complaints).where(tables.complaints.c.complaint_id == complaint_id)

@@ -14,9 +14,9 @@ from shared.core.db import Database
 from shared.core.events import isoformat_utc, parse_iso
 from shared.core.eventstore import PendingEvent
 from services.notification.adapters import tables
-from services.notification.adapters.records import confidential_now
+from services.notification.adapters.records import comment_state, confidential_now, remember_comment
 from services.notification.domain import delivery
-from services.notification.domain.policy import COMMENT_PUBLIC, DeliveryPlan
+from services.notification.domain.policy import COMMENT_PUBLIC, PRIVATE_REPLY_USED, DeliveryPlan
 
 
 def _time(value: Optional[str]) -> Optional[datetime]:
@@ -156,17 +156,19 @@ class Deliveries:
                 out.c.next_attempt_at == row["next_attempt_at"]).values(next_attempt_at=original_due))
 
     # -- the facts a decision asks for --------------------------------------------------------
-    def prepare(self, row: dict, now: datetime) -> Prepared:
-        """The message, its plan from the complaint's current record, and what the decision
-        asks about it (whether the complaint is confidential now; whether an earlier part went
-        out as the public reply) — read in one transaction, only when asked."""
+    def prepare(self, row: dict, now: datetime, human_agent_approved: bool = False) -> Prepared:
+        """The message, its plan from the complaint's current record and what is remembered of
+        its comment, and what the decision asks about it (whether the complaint is confidential
+        now; whether an earlier part went out as the public reply) — read in one transaction, only
+        when asked. ``human_agent_approved``: ``FACEBOOK_HUMAN_AGENT_APPROVED``."""
         message = message_of(row)
         with self.database.read() as connection:
             complaint = None
             if message.audience == delivery.TO_COMPLAINT:
                 complaint = complaint_of(connection.execute(select(tables.complaints).where(
                     tables.complaints.c.complaint_id == message.complaint_id)).mappings().first())
-            plan = delivery.plan_for(message, complaint, now)
+            comment = comment_state(connection, delivery.comment_of(message, complaint))
+            plan = delivery.plan_for(message, complaint, now, comment, human_agent_approved)
             attempts = delivery.usable_attempts(message, plan)
             confidential = delivery.asks_confidentiality(message, attempts) and \
                 confidential_now(connection, message.complaint_id)
@@ -205,6 +207,8 @@ class Deliveries:
                 attempts=sent.attempts, sent_at=stamp, finished_at=stamp,
                 fallback_reasons=json.dumps(list(sent.fallback_reasons)))).rowcount
             if changed:
+                if sent.replied_comment_id:
+                    remember_comment(tx, sent.replied_comment_id, private_reply_closed=PRIVATE_REPLY_USED)
                 if sent.private_reply_used:
                     values: dict = {"private_reply_used": True}
                     if sent.known_psid:
@@ -245,10 +249,14 @@ class Deliveries:
             values.update(excluded_channels=json.dumps(list(step.excluded_channels)), reason=step.reason,
                           code=step.code)
         with self.database.transaction() as tx:
-            tx.execute(update(tables.outgoing).where(*self._pending(message)).values(**values))
-            if step.private_reply_used:
-                tx.execute(update(tables.complaints).where(
-                    tables.complaints.c.complaint_id == message.complaint_id).values(private_reply_used=True))
+            changed = tx.execute(update(tables.outgoing).where(*self._pending(message)).values(**values)).rowcount
+            if changed and isinstance(step, delivery.NextChannel) and step.private_reply_closed and step.comment_id:
+                # Meta refused the private reply for this comment: never tried again for it.
+                remember_comment(tx, step.comment_id, private_reply_closed=step.private_reply_closed,
+                                 private_reply_code=step.code)
+                if step.private_reply_used and message.audience == delivery.TO_COMPLAINT:
+                    tx.execute(update(tables.complaints).where(
+                        tables.complaints.c.complaint_id == message.complaint_id).values(private_reply_used=True))
 
     def record_hold(self, message: delivery.PendingMessage, hold: delivery.HoldPage, now: datetime) -> None:
         """Note the refused call (no attempt counted) and hold the Page, or note the probe."""

@@ -1,9 +1,11 @@
 """Graph API client for the notification service: Messenger sends, private replies and public
 comment replies, against a configurable base URL (Meta's, or the local sandbox).
 
-Errors come back as ``GraphApiError`` with a ``kind`` saying what the caller should do (retry,
-slow down, change strategy, give up, hold the Page); ``classify_error`` is the pure rule, so
-the notification domain can apply it to recorded failures too.
+Errors come back as ``GraphApiError`` with Meta's code and subcode, the HTTP status, Meta's
+``is_transient``, the rate-limit usage headers of the answer (``X-Business-Use-Case-Usage``,
+``X-Page-Usage``, ``X-App-Usage``: when access returns) and a ``kind``. What each error means and
+what the platform does about it is one table, ``domain.policy.ERROR_TABLE``; ``classify_error``
+looks an answer up in it.
 """
 
 from __future__ import annotations
@@ -13,39 +15,32 @@ from typing import Any, Mapping
 
 import requests
 
-TEMPORARY = "temporary"
-RATE_LIMITED = "rate_limited"
-OUTSIDE_WINDOW = "outside_window"
-PERMANENT = "permanent"
-INVALID_TOKEN = "invalid_token"
-ERROR_KINDS = (TEMPORARY, RATE_LIMITED, OUTSIDE_WINDOW, PERMANENT, INVALID_TOKEN)
-
-# Meta's throttling codes: 4 app, 17 user, 32 Page, 613 API-specific, 80001-80009 Business
-# Use Case limits; subcode 2018022 is the Send API's own limit whatever code carries it.
-_RATE_LIMIT_CODES = frozenset({4, 17, 32, 613} | set(range(80001, 80010)))
-_RATE_LIMIT_SUBCODES = frozenset({2018022})
-# 1 ("unknown error") and 2 ("unexpected error, retry later") are documented as transient.
-_TEMPORARY_CODES = frozenset({1, 2, 1200})
-_WINDOW_CODES = frozenset({10, 10900})
-_WINDOW_SUBCODES = frozenset({2018278})
+from services.notification.domain.policy import (  # noqa: F401 - the kinds, for callers of this client
+    ERROR_KINDS,
+    INVALID_TOKEN,
+    OUTSIDE_WINDOW,
+    PERMANENT,
+    PERMISSION,
+    RATE_LIMITED,
+    TEMPORARY,
+    USAGE_HEADERS,
+    error_rule,
+)
 
 
-def classify_error(http_status: int | None, code: int | None, subcode: int | None) -> str:
-    """What kind of failure a Graph answer is. Specific codes win over the HTTP status, since
-    Meta sends most errors, even transient ones, with a 4xx status."""
-    if code == 190:
-        return INVALID_TOKEN
-    if code in _RATE_LIMIT_CODES or subcode in _RATE_LIMIT_SUBCODES:
-        return RATE_LIMITED
-    if code in _WINDOW_CODES or subcode in _WINDOW_SUBCODES:
-        return OUTSIDE_WINDOW
-    if code in _TEMPORARY_CODES:
-        return TEMPORARY
-    if http_status is None or http_status >= 500:
-        return TEMPORARY  # no answer at all (timeout, connection) or a server-side failure
-    if http_status == 429:
-        return RATE_LIMITED
-    return PERMANENT
+def classify_error(http_status: int | None, code: int | None, subcode: int | None,
+                   transient: bool | None = None) -> str:
+    """What kind of failure a Graph answer is: the kind of its row in Meta's error table
+    (``policy.ERROR_TABLE``). Specific codes win over the HTTP status, since Meta sends most
+    errors, even transient ones, with a 4xx status."""
+    return error_rule(http_status, code, subcode, transient).kind
+
+
+def usage_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The rate-limit usage headers of an answer (lower-case names), and nothing else."""
+    if not headers:
+        return {}
+    return {name.lower(): str(value) for name, value in headers.items() if name.lower() in USAGE_HEADERS}
 
 
 class GraphApiError(Exception):
@@ -53,7 +48,8 @@ class GraphApiError(Exception):
     message text, never the recipient."""
 
     def __init__(self, code: int | None, subcode: int | None, http_status: int | None,
-                 message: str, kind: str, fbtrace_id: str | None = None):
+                 message: str, kind: str, fbtrace_id: str | None = None, *,
+                 transient: bool | None = None, headers: Mapping[str, str] | None = None):
         super().__init__(f"Graph API error kind={kind} http={http_status} code={code} "
                          f"subcode={subcode}: {message}")
         self.code = code
@@ -62,6 +58,9 @@ class GraphApiError(Exception):
         self.message = message
         self.kind = kind
         self.fbtrace_id = fbtrace_id
+        self.transient = transient  # Meta's ``is_transient``, when the body had one
+        # The answer's rate-limit usage headers (lower-case names): when access returns.
+        self.headers: dict[str, str] = usage_headers(headers)
 
     @property
     def permanent(self) -> bool:
@@ -155,21 +154,24 @@ class GraphClient:
         error = data.get("error") if isinstance(data, dict) else None
         if resp.ok and isinstance(data, dict) and not error:
             return data
+        transient = None
         if isinstance(error, dict):
             code = _as_int(error.get("code"))
             subcode = _as_int(error.get("error_subcode"))
             message = _scrub(str(error.get("message") or ""), (token, *secrets))
             fbtrace = error.get("fbtrace_id")
+            if isinstance(error.get("is_transient"), bool):
+                transient = error["is_transient"]
         else:
             code = subcode = None
             fbtrace = None
             message = ("answer was not JSON" if resp.ok
                        else f"HTTP {resp.status_code} without a Graph error body")
-        kind = classify_error(resp.status_code, code, subcode)
-        if resp.ok and error is None:
-            kind = TEMPORARY  # a 2xx we cannot read: the call may or may not have happened
+        # A 2xx we cannot read is a row of the table too: the call may or may not have happened.
+        kind = classify_error(resp.status_code, code, subcode, transient)
         raise GraphApiError(code, subcode, resp.status_code, f"{what}: {message}", kind,
-                            str(fbtrace) if fbtrace else None)
+                            str(fbtrace) if fbtrace else None, transient=transient,
+                            headers=resp.headers)
 
 
 def _scrub(message: str, secrets: tuple[str, ...]) -> str:

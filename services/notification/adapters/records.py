@@ -1,13 +1,18 @@
 """Reading notification's record of a complaint: its recorded events in order, and whether it is
-confidential now (the sender asks again before a public reply)."""
+confidential now (the sender asks again before a public reply); and what is remembered of a
+comment (its private reply refused or spent, its removal)."""
 from __future__ import annotations
 
 import json
+from typing import Any, Optional
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.core.events import isoformat_utc, utc_now
 from services.notification.adapters import tables
 from services.notification.domain import composer
+from services.notification.domain.delivery import CommentState
 
 
 def confidential_now(connection, complaint_id: str) -> bool:
@@ -34,3 +39,33 @@ def complaint_history(connection, complaint_id: str) -> list[dict]:
             break
         history.append(dict(row, data=data))
     return history
+
+
+# -- what is remembered of a comment ----------------------------------------------------------------
+def comment_state(connection, comment_id: Optional[str]) -> Optional[CommentState]:
+    """What is remembered of the comment (None: nothing)."""
+    if not comment_id:
+        return None
+    row = connection.execute(select(tables.comment_states).where(
+        tables.comment_states.c.comment_id == comment_id)).mappings().first()
+    if row is None:
+        return None
+    return CommentState(private_reply_closed=row["private_reply_closed"], removed=row["removed_at"] is not None)
+
+
+def remember_comment(tx, comment_id: str, **values: Any) -> None:
+    """Insert or update the comment's row (inside the caller's transaction). A private reply once
+    closed stays closed, a removal stays recorded: callers only ever add facts."""
+    values = dict(values, updated_at=isoformat_utc(utc_now()))
+    table = tables.comment_states
+    dialect = tx.connection.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        tx.execute(insert.values(comment_id=comment_id, **values)
+                   .on_conflict_do_update(index_elements=[table.c.comment_id], set_=values))
+        return
+    found = tx.execute(select(table.c.comment_id).where(table.c.comment_id == comment_id)).first()
+    if found:
+        tx.execute(table.update().where(table.c.comment_id == comment_id).values(**values))
+    else:
+        tx.execute(table.insert().values(comment_id=comment_id, **values))

@@ -12,11 +12,15 @@ limiters and the calls to Meta.
 * Calls happen outside transactions. A few green threads send in parallel, one lane (complaint)
   each, so a complaint's messages go out strictly in the order they were recorded.
 * The retry schedule is the rows' ``next_attempt_at`` (a restart resumes it); holds on Pages with
-  an invalid token are rows of ``page_holds``; per-Page rate limiters live in memory.
+  an invalid token are rows of ``page_holds``; rate limiters live in memory, one per Page and API:
+  the Send API (Messenger and private replies, ``NOTIFICATION_SEND_RATE``) and the Pages API (public
+  comment replies, which fall under Meta's Business Use Case limits, not the Send API's), so a
+  limit Meta reports for one pauses only that one — or every Page for an app-level limit.
 """
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Callable, Optional
 
@@ -30,11 +34,28 @@ from shared.glue.providers import Storage, _find
 from services.notification.adapters.deliveries import Deliveries
 from services.notification.adapters.graph_client import GraphApiError, GraphClient
 from services.notification.domain import delivery
-from services.notification.domain.policy import COMMENT_PUBLIC, RateLimiter, RetryPolicy
+from services.notification.domain.policy import APP_SCOPE, COMMENT_PUBLIC, RateLimiter, RetryPolicy
 
 log = logging.getLogger("notification.sender")
 
 DEV_PAGE_TOKEN = "sandbox-page-token"
+
+# The API a call goes through, for the rate limiters: Meta limits them separately.
+SEND_API = "send"      # POST /{page-id}/messages: Messenger and private replies
+PAGES_API = "pages"    # POST /{comment-id}/comments: public replies (Business Use Case limits)
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def human_agent_approved() -> bool:
+    """``FACEBOOK_HUMAN_AGENT_APPROVED`` (default off): whether the app's Human Agent feature passed
+    Meta's App Review, so human answers 24 h–7 d after the citizen's last message may go with the
+    ``HUMAN_AGENT`` tag; otherwise they go straight to the fallback channel."""
+    return (config.env("FACEBOOK_HUMAN_AGENT_APPROVED", "") or "").strip().lower() in _TRUE
+
+
+def api_of(channel: str) -> str:
+    return PAGES_API if channel == COMMENT_PUBLIC else SEND_API
 
 
 def page_token(page_id: str | None) -> str | None:
@@ -54,7 +75,8 @@ class DeliveryLoop:
     def __init__(self, deliveries: Deliveries, client, retry: RetryPolicy, *, send_rate: float = 250,
                  concurrency: int = 8, probe_seconds: float = 30, poll_seconds: float = 0.5,
                  lease_seconds: float = 15, spawn: Callable = eventlet.spawn,
-                 token_for: Callable[[Optional[str]], Optional[str]] = page_token):
+                 token_for: Callable[[Optional[str]], Optional[str]] = page_token,
+                 human_agent_approved: bool = False):
         self.deliveries = deliveries
         self.client = client
         self.retry = retry
@@ -65,7 +87,10 @@ class DeliveryLoop:
         self.lease_seconds = lease_seconds
         self.spawn = spawn
         self.token_for = token_for
-        self.limiters: dict[str, RateLimiter] = {}
+        self.human_agent_approved = human_agent_approved
+        # One per (Page, API); an app-level limit pauses every one, and those made later.
+        self.limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._app_paused_until = float("-inf")
         self.busy_lanes: set[str] = set()
         self.running = False
         self.sent_count = 0
@@ -159,7 +184,7 @@ class DeliveryLoop:
 
     # -- one message -------------------------------------------------------------------------
     def deliver(self, row: dict) -> None:
-        prepared = self.deliveries.prepare(row, utc_now())
+        prepared = self.deliveries.prepare(row, utc_now(), self.human_agent_approved)
         message, plan = prepared.message, prepared.plan
         token = self.token_for(plan.page_id)
         step = delivery.decide_send(message, plan, prepared.facts(page_configured=token is not None))
@@ -170,7 +195,7 @@ class DeliveryLoop:
             self._finish(message, step)
             return
         assert token is not None
-        self._wait_for_rate(step.page_id)
+        self._wait_for_rate(step.page_id, api_of(step.channel))
         try:
             graph_id, recipient_id = self._call(step, token)
         except GraphApiError as error:
@@ -191,14 +216,17 @@ class DeliveryLoop:
         return sent.message_id, sent.recipient_id
 
     def _on_error(self, message: delivery.PendingMessage, send: delivery.Send, error: GraphApiError) -> None:
-        step = delivery.after_error(message, send, delivery.CallError(error.kind, error.code, error.subcode),
-                                    utc_now(), self.retry)
-        log.warning("graph call failed: %s code=%s subcode=%s -> %s", error.kind, error.code,
-                    error.subcode, step.action,
-                    extra={"complaint_id": message.complaint_id, "event_id": message.trigger_event_id})
+        failure = delivery.CallError(error.code, error.subcode, error.http_status,
+                                     getattr(error, "transient", None), getattr(error, "headers", None))
+        step = delivery.after_error(message, send, failure, utc_now(), self.retry)
+        rule = failure.rule
+        log.log(logging.ERROR if rule.alert else logging.WARNING,
+                "graph call failed: %s code=%s subcode=%s (%s) -> %s", rule.kind, error.code, error.subcode,
+                rule.meaning, step.action,
+                extra={"complaint_id": message.complaint_id, "event_id": message.trigger_event_id})
         pause = getattr(step, "pause_seconds", None)
         if pause:
-            self._limiter(send.page_id).penalise(pause)
+            self._pause(send.page_id, api_of(send.channel), pause, getattr(step, "pause_scope", None))
         if isinstance(step, delivery.HoldPage):
             self.deliveries.record_hold(message, step, utc_now())
             log.error("Page token refused (190): holding every send for the Page until it works")
@@ -212,14 +240,25 @@ class DeliveryLoop:
         log.warning("message not delivered: %s (%s)", finish.reason, finish.state,
                     extra={"complaint_id": message.complaint_id, "event_id": message.trigger_event_id})
 
-    def _limiter(self, page_id: str) -> RateLimiter:
-        limiter = self.limiters.get(page_id)
+    def _limiter(self, page_id: str, api: str = SEND_API) -> RateLimiter:
+        limiter = self.limiters.get((page_id, api))
         if limiter is None:
-            limiter = self.limiters[page_id] = RateLimiter(self.send_rate)
+            limiter = self.limiters[(page_id, api)] = RateLimiter(self.send_rate)
+            remaining = self._app_paused_until - time.monotonic()
+            if remaining > 0:
+                limiter.penalise(remaining)
         return limiter
 
-    def _wait_for_rate(self, page_id: str) -> None:
-        wait = self._limiter(page_id).acquire()
+    def _pause(self, page_id: str, api: str, seconds: float, scope: Optional[str]) -> None:
+        """Pause the Page's calls of that API — or, for an app-level limit, every call."""
+        if scope == APP_SCOPE:
+            self._app_paused_until = max(self._app_paused_until, time.monotonic() + seconds)
+            for limiter in self.limiters.values():
+                limiter.penalise(seconds)
+        self._limiter(page_id, api).penalise(seconds)
+
+    def _wait_for_rate(self, page_id: str, api: str = SEND_API) -> None:
+        wait = self._limiter(page_id, api).acquire()
         if wait > 0:
             eventlet.sleep(wait)
 
@@ -242,7 +281,8 @@ class Sender(DependencyProvider):
             probe_seconds=float(config.env("NOTIFICATION_TOKEN_PROBE_SECONDS", "30")),
             poll_seconds=float(config.env("NOTIFICATION_SENDER_POLL_SECONDS", "0.5")),
             lease_seconds=timeout + 5,
-            spawn=self.container.spawn_managed_thread)
+            spawn=self.container.spawn_managed_thread,
+            human_agent_approved=human_agent_approved())
         store.database.after_commit_hooks.append(lambda _envelopes: self.loop.wake())
 
     def start(self):

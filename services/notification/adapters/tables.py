@@ -90,3 +90,19 @@ page_holds = Table(
     Column("since", String(40), nullable=False),
     Column("last_probe_at", String(40), nullable=True),
 )
+
+# What notification remembers of a comment (a complaint's, or one a citizen asked under): its
+# private reply — sent, or refused by Meta (then never tried again for it: the public reply is the
+# way back) — and whether the citizen removed it (intake's CitizenCommentRemoved: no public reply
+# under it any more).
+comment_states = Table(
+    "comment_states", metadata,
+    Column("comment_id", String(128), primary_key=True),
+    Column("complaint_id", String(36), nullable=True, index=True),
+    # null | "private_reply_used" | "private_reply_refused" | "private_reply_window_closed"
+    Column("private_reply_closed", String(64), nullable=True),
+    Column("private_reply_code", Integer, nullable=True),     # Meta's code when it refused
+    Column("removed_at", String(40), nullable=True),          # the removal event's time
+    Column("removed_event_id", String(36), nullable=True),
+    Column("updated_at", String(40), nullable=False),
+)

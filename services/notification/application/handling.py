@@ -24,7 +24,8 @@ from shared.core.events.catalogue import event_types_of
 from shared.core.handlers import EventHandlers, handles
 from services.notification.domain import composer
 from services.notification.adapters import tables
-from services.notification.adapters.records import complaint_history, confidential_now  # noqa: F401 - the handlers' reads
+from services.notification.adapters.records import (complaint_history, confidential_now,  # noqa: F401 - the handlers' reads
+                                                     remember_comment)
 from services.notification.domain.composer import ComplaintView
 from services.notification.domain.messages import split_text
 from services.notification.domain.policy import message_id_for
@@ -192,6 +193,18 @@ class NotificationHandlers(EventHandlers):
         _update_complaint(tx, envelope.complaint_id, known_psid=reply_to["psid"],
                           last_citizen_message_at=_later(row["last_citizen_message_at"],
                                                          data["message_at"]))
+
+    @handles(ev.CITIZEN_COMMENT_REMOVED)
+    def on_comment_removed(self, tx, envelope: Envelope):
+        """The citizen removed a comment: remembered for the comment, so that no public reply goes
+        under it any more — messages already pending for it are dropped when the sender comes to
+        them (undeliverable, ``comment_removed``), later ones are never sent there. A private
+        reply and Messenger may still carry them."""
+        comment_id = str(envelope.data["comment_id"])
+        remember_comment(tx, comment_id, complaint_id=envelope.complaint_id,
+                         removed_at=_iso(envelope.occurred_at), removed_event_id=envelope.event_id)
+        log.info("comment removed: no public reply under it any more",
+                 extra={"complaint_id": envelope.complaint_id, "event_id": envelope.event_id})
 
     @handles(ev.STATUS_REQUESTED)
     def on_status_requested(self, tx, envelope: Envelope):

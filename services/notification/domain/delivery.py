@@ -10,7 +10,7 @@ passes ``now`` and the facts it read (``Facts``), and writes what the decision s
 
 One message goes through::
 
-    plan = plan_for(message, complaint, now)          # the channels Meta allows now
+    plan = plan_for(message, complaint, now, comment, human_agent_approved)  # the channels allowed now
     step = decide_send(message, plan, facts)          # Send | Fold | Finish
     # Send: the caller calls Meta, then
     after_success(message, step, graph_id, recipient_id)      # Sent
@@ -18,16 +18,22 @@ One message goes through::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional, Union
 
 from services.notification.domain.policy import (
+    APP_SCOPE,
     COMMENT_PRIVATE,
     COMMENT_PUBLIC,
     FAIL_PERMANENT,
     HOLD_PAGE,
     NEXT_CHANNEL,
+    OUTSIDE_WINDOW,
+    PAGE_SCOPE,
+    PRIVATE_REPLY_REFUSED,
+    PRIVATE_REPLY_USED,
+    PRIVATE_REPLY_WINDOW_CLOSED,
     RESPONSE,
     RETRIES_EXHAUSTED,
     RETRY,
@@ -35,10 +41,13 @@ from services.notification.domain.policy import (
     WINDOW_EXPIRED,
     Attempt,
     DeliveryPlan,
+    ErrorRule,
     MessageKind,
     RetryPolicy,
     decide_on_error,
+    error_rule,
     plan_delivery,
+    regain_access_seconds,
 )
 
 # Who a message is for: the complaint's citizen, reached as the complaint's record says at send
@@ -95,6 +104,15 @@ class ComplaintRecord:
 
 
 @dataclass(frozen=True)
+class CommentState:
+    """What is remembered of one comment (the complaint's, or the one an asker wrote): why its
+    private reply may not be tried again (Meta refused it), and whether the citizen removed it."""
+
+    private_reply_closed: Optional[str] = None
+    removed: bool = False
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the decision asks the database and the configuration, beyond the message's plan.
 
@@ -108,11 +126,24 @@ class Facts:
 
 @dataclass(frozen=True)
 class CallError:
-    """A failed Graph call as the decision needs it: ``policy``'s error kind and Meta's codes."""
+    """A failed Graph call as the decision needs it: Meta's code and subcode (None when the answer
+    had no Graph error body), the HTTP status (None: no answer at all), Meta's ``is_transient`` and
+    the rate-limit usage headers of the answer (``policy.USAGE_HEADERS``)."""
 
-    kind: str
     code: Optional[int] = None
     subcode: Optional[int] = None
+    http_status: Optional[int] = None
+    transient: Optional[bool] = None
+    usage: Optional[Mapping[str, str]] = None
+
+    @property
+    def rule(self) -> ErrorRule:
+        """Its row of Meta's error table (``policy.ERROR_TABLE``)."""
+        return error_rule(self.http_status, self.code, self.subcode, self.transient)
+
+    @property
+    def kind(self) -> str:
+        return self.rule.kind
 
 
 # -- what it decides --------------------------------------------------------------------------------
@@ -187,6 +218,7 @@ class Sent:
     page_id: str                      # a success proves the Page's token works: its hold ends
     private_reply_used: bool = False  # the complaint's one private reply is spent …
     known_psid: Optional[str] = None  # … and Meta told us the citizen's PSID
+    replied_comment_id: Optional[str] = None  # a private reply: the comment whose reply it spent
 
 
 @dataclass(frozen=True)
@@ -198,7 +230,7 @@ class RetryLater:
     attempts: int
     failed_call: FailedCall
     pause_seconds: Optional[float] = None
-    private_reply_used: bool = False
+    pause_scope: str = PAGE_SCOPE  # whose calls pause: the Page's calls of this API, or the app's
 
 
 @dataclass(frozen=True)
@@ -213,8 +245,17 @@ class NextChannel:
     code: Optional[int]
     failed_call: FailedCall
     pause_seconds: Optional[float] = None
-    private_reply_used: bool = False  # Meta said the private reply was already used (10900)
+    pause_scope: str = PAGE_SCOPE
+    # Meta refused a private reply for this comment: why it is never tried again for the comment
+    # (``private_reply_used`` after 10900, ``private_reply_window_closed``, ``private_reply_refused``).
+    private_reply_closed: Optional[str] = None
+    comment_id: Optional[str] = None
     action: str = NEXT_CHANNEL
+
+    @property
+    def private_reply_used(self) -> bool:
+        """Meta said the comment's one private reply was already sent (10900)."""
+        return self.private_reply_closed == PRIVATE_REPLY_USED
 
 
 @dataclass(frozen=True)
@@ -234,21 +275,36 @@ AfterError = Union[RetryLater, NextChannel, Finish, HoldPage]
 
 # -- before the call ------------------------------------------------------------------------------
 
-def plan_for(message: PendingMessage, complaint: Optional[ComplaintRecord], now: datetime) -> DeliveryPlan:
+def comment_of(message: PendingMessage, complaint: Optional[ComplaintRecord]) -> Optional[str]:
+    """The comment the message may be replied under (privately or publicly), if any: the
+    complaint's comment, or the one the asker wrote."""
+    reply_to = (complaint.reply_to if complaint else None) if message.audience == TO_COMPLAINT \
+        else message.reply_to
+    comment_id = (reply_to or {}).get("comment_id")
+    return str(comment_id) if comment_id else None
+
+
+def plan_for(message: PendingMessage, complaint: Optional[ComplaintRecord], now: datetime,
+             comment: Optional[CommentState] = None, human_agent_approved: bool = False) -> DeliveryPlan:
     """The channels Meta allows for the message now: for the complaint's citizen from the
     complaint's current record (a citizen who wrote in Messenger meanwhile is answered there),
-    for an asker from where and when they asked."""
+    for an asker from where and when they asked. ``comment``: what is remembered of the comment
+    (``comment_of``); ``human_agent_approved``: whether the app may use the HUMAN_AGENT tag."""
+    state = comment or CommentState()
     if message.audience == TO_COMPLAINT:
         record = complaint or ComplaintRecord()
         return plan_delivery(dict(record.reply_to) if record.reply_to else None, message.kind,
                              message.human_written, record.last_citizen_message_at,
-                             record.comment_created_at, record.private_reply_used, record.known_psid, now)
+                             record.comment_created_at, record.private_reply_used, record.known_psid, now,
+                             human_agent_approved=human_agent_approved,
+                             private_reply_closed=state.private_reply_closed, comment_removed=state.removed)
     reply_to = dict(message.reply_to) if message.reply_to else None
     from_comment = bool(reply_to and reply_to.get("comment_id"))
     asked_at = message.last_message_at
     return plan_delivery(reply_to, message.kind, message.human_written,
                          None if from_comment else asked_at, asked_at if from_comment else None,
-                         False, None, now)
+                         False, None, now, human_agent_approved=human_agent_approved,
+                         private_reply_closed=state.private_reply_closed, comment_removed=state.removed)
 
 
 def usable_attempts(message: PendingMessage, plan: DeliveryPlan) -> tuple[Attempt, ...]:
@@ -313,38 +369,62 @@ def after_success(message: PendingMessage, send: Send, graph_message_id: str,
                 graph_message_id=graph_message_id, recipient_psid=psid, attempts=message.attempts + 1,
                 fallback_reasons=send.fallback_reasons, page_id=send.page_id,
                 private_reply_used=spends_private_reply,
-                known_psid=psid if spends_private_reply and psid else None)
+                known_psid=psid if spends_private_reply and psid else None,
+                replied_comment_id=str(send.recipient.get("comment_id")) if send.channel == COMMENT_PRIVATE
+                else None)
+
+
+def _closed_by(rule: ErrorRule) -> str:
+    """Why a comment's private reply is never tried again after Meta refused it with ``rule``."""
+    if rule.reason == PRIVATE_REPLY_USED:
+        return PRIVATE_REPLY_USED
+    if rule.kind == OUTSIDE_WINDOW:
+        return PRIVATE_REPLY_WINDOW_CLOSED
+    return PRIVATE_REPLY_REFUSED
 
 
 def after_error(message: PendingMessage, send: Send, error: CallError, now: datetime,
                 retry: Optional[RetryPolicy] = None) -> AfterError:
-    """Meta refused (or did not answer): ``policy.decide_on_error`` for this attempt, as what
-    becomes of the message."""
+    """Meta refused (or did not answer): the error's row of Meta's error table
+    (``policy.ERROR_TABLE``), through ``policy.decide_on_error`` for this attempt, as what becomes
+    of the message. A refused private reply falls back to the next channel (the public reply)
+    and is remembered for its comment; a rate limit pauses for as long as Meta's usage headers
+    say."""
     attempt = send.attempt
-    outcome = decide_on_error(error.kind, message.attempts + 1, now, attempt.deadline, policy=retry,
-                              code=error.code)
-    failed = FailedCall(f"{error.kind}:{error.code}/{error.subcode}"[:200], attempt.channel,
+    rule = error.rule
+    private = attempt.channel == COMMENT_PRIVATE
+    if private and rule.action == FAIL_PERMANENT:
+        rule = replace(rule, action=rule.on_private_reply())
+    outcome = decide_on_error(rule, message.attempts + 1, now, attempt.deadline, policy=retry,
+                              retry_after_seconds=regain_access_seconds(error.usage, send.page_id))
+    failed = FailedCall(f"{rule.kind}:{error.code}/{error.subcode}"[:200], attempt.channel,
                         attempt.messaging_type, attempt.tag)
     if outcome.action == HOLD_PAGE:
         return HoldPage(send.page_id, outcome.reason, failed)
     if outcome.action == FAIL_PERMANENT:
         return Finish(UNDELIVERABLE, outcome.reason or UNKNOWN, error.code, permanent=True,
                       fallback_reasons=send.fallback_reasons, failed_call=failed)
-    # Meta says the complaint's one private reply was already used.
-    private_reply_used = attempt.channel == COMMENT_PRIVATE and error.code == 10900 and \
-        message.audience == TO_COMPLAINT
+    scope = outcome.pause_scope if outcome.pause_scope == APP_SCOPE else PAGE_SCOPE
     if outcome.action == RETRY and outcome.at is not None:
-        return RetryLater(RETRY, outcome.at, message.attempts + 1, failed,
-                          private_reply_used=private_reply_used)
+        return RetryLater(RETRY, outcome.at, message.attempts + 1, failed)
     if outcome.action == SLOW_DOWN and outcome.pause_seconds is not None:
         return RetryLater(SLOW_DOWN, now + timedelta(seconds=outcome.pause_seconds), message.attempts + 1,
-                          failed, pause_seconds=outcome.pause_seconds, private_reply_used=private_reply_used)
+                          failed, pause_seconds=outcome.pause_seconds, pause_scope=scope)
     if outcome.action == NEXT_CHANNEL:
+        # Meta refused the private reply for this comment (not merely failed to answer): the public
+        # reply is the way back, and the private reply is never tried again for the comment.
+        refused = private and outcome.reason not in (RETRIES_EXHAUSTED, WINDOW_EXPIRED) and \
+            rule.closes_private_reply
+        closed = _closed_by(rule) if refused else None
+        reason = outcome.reason
+        if closed == PRIVATE_REPLY_WINDOW_CLOSED:
+            reason = PRIVATE_REPLY_WINDOW_CLOSED
         # Re-planned at once without this channel; with none left it becomes undeliverable.
         return NextChannel(now, message.attempts + 1,
                            tuple(sorted(message.excluded_channels | {attempt.channel})),
-                           outcome.reason, error.code, failed, pause_seconds=outcome.pause_seconds,
-                           private_reply_used=private_reply_used)
+                           reason, error.code, failed, pause_seconds=outcome.pause_seconds, pause_scope=scope,
+                           private_reply_closed=closed,
+                           comment_id=str(attempt.recipient.get("comment_id")) if closed else None)
     raise ValueError(f"no delivery step for {outcome!r}")
 
 

@@ -8,12 +8,13 @@ Meta stamped on the citizen's own message, never from when we received or proces
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 
 # --- message kinds, channels, Send API vocabulary -------------------------------------------
@@ -57,6 +58,13 @@ MESSENGER_WINDOW_CLOSED = "messenger_window_closed"
 OUTSIDE_24H_AUTOMATED = "outside_24h_automated"
 PRIVATE_REPLY_USED = "private_reply_used"
 PRIVATE_REPLY_WINDOW_CLOSED = "private_reply_window_closed"
+# Meta refused the private reply to this comment (10903 and others): never tried again for it.
+PRIVATE_REPLY_REFUSED = "private_reply_refused"
+# A human's answer 24 h–7 d after the citizen's last message, while the app's Human Agent feature
+# is not approved by Meta's App Review (``FACEBOOK_HUMAN_AGENT_APPROVED`` off): no tag is sent.
+HUMAN_AGENT_NOT_APPROVED = "human_agent_not_approved"
+# The citizen removed the comment: nothing more is replied under it in public.
+COMMENT_REMOVED = "comment_removed"
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,8 @@ def _require_aware(value: datetime, name: str) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
-def _messenger_attempt(psid: str, human_written: bool, last: Optional[datetime], now: datetime) -> Attempt | str:
+def _messenger_attempt(psid: str, human_written: bool, last: Optional[datetime], now: datetime,
+                       human_agent_approved: bool) -> Attempt | str:
     """The Attempt of a Messenger send to ``psid``, or the reason none may be made."""
     if last is None:
         return MESSENGER_WINDOW_CLOSED
@@ -104,9 +113,13 @@ def _messenger_attempt(psid: str, human_written: bool, last: Optional[datetime],
     if age <= STANDARD_WINDOW:
         return Attempt(MESSENGER, RESPONSE, None, {"id": psid}, last + STANDARD_WINDOW)
     if age <= HUMAN_AGENT_WINDOW:
-        if human_written:
-            return Attempt(MESSENGER, MESSAGE_TAG, HUMAN_AGENT, {"id": psid}, last + HUMAN_AGENT_WINDOW)
-        return OUTSIDE_24H_AUTOMATED
+        if not human_written:
+            return OUTSIDE_24H_AUTOMATED
+        if not human_agent_approved:
+            # Meta refuses the tag to apps whose Human Agent feature has not passed App Review:
+            # go straight to the fallback instead of spending a call on a sure refusal.
+            return HUMAN_AGENT_NOT_APPROVED
+        return Attempt(MESSENGER, MESSAGE_TAG, HUMAN_AGENT, {"id": psid}, last + HUMAN_AGENT_WINDOW)
     return MESSENGER_WINDOW_CLOSED
 
 
@@ -119,11 +132,19 @@ def plan_delivery(
     private_reply_used: bool,
     known_psid: Optional[str],
     now: datetime,
+    *,
+    human_agent_approved: bool = False,
+    private_reply_closed: Optional[str] = None,
+    comment_removed: bool = False,
 ) -> DeliveryPlan:
     """Ordered channels that may carry one message, best first.
 
     For a comment complaint, ``last_citizen_message_at`` is the citizen's last *Messenger* message
     (None if they never wrote there) and ``comment_created_at`` the comment's ``created_time``.
+    What is remembered of the comment: ``private_reply_closed`` says why its private reply may
+    not be tried again (Meta refused it), ``comment_removed`` that the citizen removed it (no
+    public reply under it; a private reply or Messenger may still carry the message).
+    ``human_agent_approved``: whether the app may use the ``HUMAN_AGENT`` tag (App Review).
     """
     if kind not in MessageKind.ALL:
         raise ValueError(f"unknown message kind {kind!r}")
@@ -137,7 +158,7 @@ def plan_delivery(
         return DeliveryPlan(page_id=page_id, skipped_reason=INVALID_REPLY_TO)
 
     if psid:
-        found = _messenger_attempt(psid, human_written, last_citizen_message_at, now)
+        found = _messenger_attempt(psid, human_written, last_citizen_message_at, now, human_agent_approved)
         if isinstance(found, str):
             return DeliveryPlan(page_id=page_id, skipped_reason=found, fallback_reasons=(found,))
         return DeliveryPlan(page_id=page_id, attempts=(found,))
@@ -151,13 +172,16 @@ def plan_delivery(
         and (comment_created_at is None or last_citizen_message_at > comment_created_at)
     )
     if known_psid and wrote_in_messenger:
-        found = _messenger_attempt(known_psid, human_written, last_citizen_message_at, now)
+        found = _messenger_attempt(known_psid, human_written, last_citizen_message_at, now,
+                                   human_agent_approved)
         if isinstance(found, str):
             reasons.append(found)
         else:
             attempts.append(found)
     if private_reply_used:
         reasons.append(PRIVATE_REPLY_USED)
+    elif private_reply_closed:
+        reasons.append(private_reply_closed)
     elif comment_created_at is None or _age(now, comment_created_at) > PRIVATE_REPLY_WINDOW:
         reasons.append(PRIVATE_REPLY_WINDOW_CLOSED)
     else:
@@ -170,25 +194,57 @@ def plan_delivery(
                 comment_created_at + PRIVATE_REPLY_WINDOW,
             )
         )
-    attempts.append(Attempt(COMMENT_PUBLIC, None, None, {"comment_id": comment_id}, None))
+    if comment_removed:
+        reasons.append(COMMENT_REMOVED)
+    else:
+        attempts.append(Attempt(COMMENT_PUBLIC, None, None, {"comment_id": comment_id}, None))
     return DeliveryPlan(page_id=page_id, attempts=tuple(attempts), fallback_reasons=tuple(reasons))
 
 
-# --- errors and retries ---------------------------------------------------------------------
+# --- Meta's errors: one table -----------------------------------------------------------------
+#
+# Every Graph answer that is not a success is looked up in ERROR_TABLE (``error_rule``): Meta's
+# code and subcode, what Meta says it means, and what the platform does about it. The graph client
+# classifies with it, the sender's decision step (``delivery.after_error``) acts on it, and
+# docs/notification.md shows it (``render_error_table``; a unit test keeps the two identical).
+#
+# Where the meanings come from (Meta's documentation, read 2026):
+SOURCES: dict[str, str] = {
+    # Messenger Platform, "Common Error Codes"
+    "messenger": "https://developers.facebook.com/docs/messenger-platform/error-codes",
+    # Graph API, "Handling Errors" (codes, and the authentication subcodes of 190)
+    "graph": "https://developers.facebook.com/docs/graph-api/guides/error-handling",
+    # Graph API, "Rate Limits": Pages API calls with a Page token fall under Business Use Case
+    # (BUC) limits; X-Business-Use-Case-Usage / X-App-Usage / X-Page-Usage headers
+    "rate": "https://developers.facebook.com/docs/graph-api/overview/rate-limiting",
+    # Messenger Platform, "Private Replies": one message per comment, within 7 days
+    "private": "https://developers.facebook.com/docs/messenger-platform/discovery/private-replies",
+    # Not in Meta's public tables; Meta's answers as reported on the Graph SDKs' trackers
+    "observed-10902": "https://github.com/facebookarchive/php-graph-sdk/issues/568",
+    "observed-2018292": "https://github.com/restfb/restfb/issues/1165",
+}
 
-# Error kinds as classified by graph_client.
+# What kind of failure an answer is (``GraphApiError.kind``, and the first word of ``last_error``).
 TEMPORARY = "temporary"
 RATE_LIMITED = "rate_limited"
 OUTSIDE_WINDOW = "outside_window"
-PERMANENT = "permanent"
+PERMANENT = "permanent"          # for this request, this recipient or this comment
+PERMISSION = "permission"        # the app or the Page lacks a permission or a review
 INVALID_TOKEN = "invalid_token"
-ERROR_KINDS = (TEMPORARY, RATE_LIMITED, OUTSIDE_WINDOW, PERMANENT, INVALID_TOKEN)
+ERROR_KINDS = (TEMPORARY, RATE_LIMITED, OUTSIDE_WINDOW, PERMANENT, PERMISSION, INVALID_TOKEN)
 
-RETRY = "retry"
-SLOW_DOWN = "slow_down"
-NEXT_CHANNEL = "next_channel"
-FAIL_PERMANENT = "fail_permanent"
-HOLD_PAGE = "hold_page"
+# What the platform does.
+RETRY = "retry"                  # retry with backoff (inside the channel's window)
+SLOW_DOWN = "slow_down"          # pause (the Page's calls of that API, or the whole app) until …
+NEXT_CHANNEL = "next_channel"    # change channel: the next allowed one, else undeliverable
+FAIL_PERMANENT = "fail_permanent"  # the message ends, listed for the desk
+HOLD_PAGE = "hold_page"          # hold every send for the Page and alert; nothing is dropped
+ACTIONS = (RETRY, SLOW_DOWN, NEXT_CHANNEL, FAIL_PERMANENT, HOLD_PAGE)
+
+# Whose calls a rate limit pauses.
+PAGE_SCOPE = "page"   # the Page's calls of the same API: the Send API (Messenger, private replies)
+                      # or the Pages API (public comment replies, under Business Use Case limits)
+APP_SCOPE = "app"     # every call of the app, every Page
 
 # Reasons carried by outcomes; also the keys of the desk texts in messages.yaml.
 WINDOW_EXPIRED = "window_expired"
@@ -198,18 +254,348 @@ BAD_REQUEST = "bad_request"
 PERMANENT_ERROR = "permanent_error"
 OUTSIDE_WINDOW_REASON = "outside_window"
 INVALID_TOKEN_REASON = "invalid_token"
+PERMISSION_MISSING = "permission_missing"
+OBJECT_NOT_FOUND = "object_not_found"
+DUPLICATE_POST = "duplicate_post"
+RATE_LIMITED_REASON = "rate_limited"
+POLICY_BLOCK = "policy_block"
 
-_PERMANENT_REASONS = {551: PERSON_UNAVAILABLE, 100: BAD_REQUEST}
+# Codes that may well not be temporary (2 is also how Meta answers when the person blocked the
+# Page): retried a few times only, then the next channel.
+_FEW_RETRIES = 8
+# Meta's "temporarily blocked for policies violations": an hour before the Page tries again.
+_POLICY_BLOCK_PAUSE_SECONDS = 3600.0
+
+# Rows without a Graph error code (what came back was not a Graph error body), by ``http``.
+HTTP_NO_ANSWER = "no answer"
+HTTP_5XX = "HTTP 5xx"
+HTTP_429 = "HTTP 429"
+HTTP_2XX = "HTTP 2xx"
+HTTP_4XX = "HTTP 4xx"
+# Rows for codes the table does not list.
+OTHER_TRANSIENT = "other code, is_transient"
+OTHER_CODE = "other code"
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """One row of Meta's error table: the answer, Meta's meaning, and what the platform does."""
+
+    code: Optional[int]      # None: the answer had no Graph error code (see ``http``)
+    subcode: Optional[int]   # None: any subcode without a row of its own
+    meaning: str             # what Meta's documentation says it means
+    kind: str
+    action: str
+    reason: str              # recorded on the message when it moves on or ends because of it
+    source: str              # key of SOURCES
+    max_attempts: Optional[int] = None       # RETRY: fewer attempts than the retry policy's
+    min_pause_seconds: Optional[float] = None  # SLOW_DOWN: at least this long
+    pause_scope: str = PAGE_SCOPE            # SLOW_DOWN: whose calls pause
+    alert: bool = False      # someone must act (a token, a permission, App Review, a policy block)
+    http: Optional[str] = None  # for rows without a code: which HTTP answer
+    codes_up_to: Optional[int] = None  # the row also covers codes code..codes_up_to
+
+    @property
+    def label(self) -> str:
+        if self.code is None:
+            return self.http or "—"
+        code = f"{self.code}–{self.codes_up_to}" if self.codes_up_to else str(self.code)
+        return code if self.subcode is None else f"{code} / {self.subcode}"
+
+    @property
+    def closes_private_reply(self) -> bool:
+        """On a private reply: Meta refused it for this comment, so the public reply is the way
+        back and the private reply is not tried again for the comment. A refusal of the app's
+        permissions says nothing about the comment (it is tried again once the permission is
+        back)."""
+        return self.action in (NEXT_CHANNEL, FAIL_PERMANENT) and self.kind != PERMISSION
+
+    def on_private_reply(self) -> str:
+        """What the platform does when the refused call was a private reply."""
+        return NEXT_CHANNEL if self.action in (NEXT_CHANNEL, FAIL_PERMANENT) else self.action
+
+
+def _like(kind: str, action: str, reason: str, **more: Any) -> ErrorRule:
+    return ErrorRule(None, None, "", kind, action, reason, "graph", **more)
+
+
+def _rule(code: Optional[int], subcode: Optional[int], meaning: str, *, source: str, like: ErrorRule,
+          **changes: Any) -> ErrorRule:
+    return replace(like, code=code, subcode=subcode, meaning=meaning, source=source, **changes)
+
+
+_TOKEN = _like(INVALID_TOKEN, HOLD_PAGE, INVALID_TOKEN_REASON, alert=True)
+_PERMISSION = _like(PERMISSION, NEXT_CHANNEL, PERMISSION_MISSING, alert=True)
+_PAGE_LIMIT = _like(RATE_LIMITED, SLOW_DOWN, RATE_LIMITED_REASON)
+_APP_LIMIT = _like(RATE_LIMITED, SLOW_DOWN, RATE_LIMITED_REASON, pause_scope=APP_SCOPE)
+_FLAKY = _like(TEMPORARY, RETRY, RETRIES_EXHAUSTED)
+_PERSON = _like(PERMANENT, NEXT_CHANNEL, PERSON_UNAVAILABLE)
+_WINDOW = _like(OUTSIDE_WINDOW, NEXT_CHANNEL, OUTSIDE_WINDOW_REASON)
+_REFUSED = _like(PERMANENT, NEXT_CHANNEL, PRIVATE_REPLY_REFUSED)
+_FAILED = _like(PERMANENT, FAIL_PERMANENT, BAD_REQUEST)
+
+ERROR_TABLE: tuple[ErrorRule, ...] = (
+    # -- answers without a Graph error code
+    _rule(None, None, "No answer: timeout or connection failure", http=HTTP_NO_ANSWER,
+          source="graph", like=_FLAKY),
+    _rule(None, None, "Server-side failure (Meta's HTML error page or an empty body)", http=HTTP_5XX,
+          source="graph", like=_FLAKY),
+    _rule(None, None, "Too many requests, without a Graph error body", http=HTTP_429, source="rate",
+          like=_PAGE_LIMIT),
+    _rule(None, None, "Accepted, but no message id or an unreadable body: the call may or may not "
+          "have been carried out", http=HTTP_2XX, source="graph", like=_FLAKY),
+    _rule(None, None, "Refused without a Graph error body", http=HTTP_4XX, source="graph",
+          like=_FAILED),
+    # -- Graph API and Messenger Platform codes
+    _rule(1, None, "API Unknown: possibly a temporary issue due to downtime; if it recurs, the "
+          "request is at fault", source="graph", max_attempts=_FEW_RETRIES, like=_FLAKY),
+    _rule(1, 99, "An unknown error occurred; missing permissions can cause this (Advanced Access, "
+          "Business Verification)", source="messenger", max_attempts=_FEW_RETRIES, like=_FLAKY),
+    _rule(2, None, "API Service: temporary issue due to downtime, retry later; Messenger also "
+          "answers it when the person has blocked the Page", source="messenger",
+          max_attempts=_FEW_RETRIES, like=_FLAKY),
+    _rule(3, None, "API Method: capability or permissions issue — the app lacks what this call "
+          "needs", source="graph", like=_PERMISSION),
+    _rule(4, None, "API Too Many Calls: the app's request limit reached (app-level throttling)",
+          source="graph", like=_APP_LIMIT),
+    _rule(4, 2018022, "Too many send requests (the Send API's own limit)", source="messenger",
+          like=_PAGE_LIMIT),
+    _rule(10, None, "API Permission Denied: a permission was not granted or has been removed",
+          source="graph", like=_PERMISSION),
+    _rule(10, 2018065, "Message sent outside of the allowed window (needs a permission the app does "
+          "not have)", source="messenger", like=_WINDOW),
+    _rule(10, 2018108, "This person isn't receiving messages from you right now", source="messenger",
+          like=_PERSON),
+    _rule(10, 2018278, "Message sent outside of the allowed window (24 h, 7 days with HUMAN_AGENT; "
+          "7 days for a private reply)", source="messenger", like=_WINDOW),
+    _rule(17, None, "API User Too Many Calls: account-level throttling", source="graph", like=_APP_LIMIT),
+    _rule(32, None, "Page request limit reached: Page-level throttling of the Pages API",
+          source="rate", like=_PAGE_LIMIT),
+    _rule(100, None, "Invalid parameter", source="messenger", like=_FAILED),
+    _rule(100, 33, "Unsupported request: the object (e.g. a deleted comment) does not exist, cannot "
+          "be loaded or does not support this operation", source="graph", like=_FAILED,
+          reason=OBJECT_NOT_FOUND),
+    _rule(100, 2018001, "No matching user found", source="messenger", like=_PERSON),
+    _rule(100, 2018022, "Too many send requests (the Send API's own limit)", source="messenger",
+          like=_PAGE_LIMIT),
+    _rule(100, 2018292, "Invalid comment_id parameter (a private reply to a comment Meta does not "
+          "know)", source="observed-2018292", like=_FAILED),
+    _rule(102, None, "API Session: the login status or access token has expired, been revoked or is "
+          "invalid", source="graph", like=_TOKEN),
+    _rule(190, None, "Access token has expired or is invalid: get a new access token", source="graph",
+          like=_TOKEN),
+    _rule(190, 458, "App not installed: the token's user has not logged in to the app", source="graph",
+          like=_TOKEN),
+    _rule(190, 459, "User checkpointed: the user must log in at facebook.com to fix their account",
+          source="graph", like=_TOKEN),
+    _rule(190, 460, "Password changed: the token was invalidated", source="graph", like=_TOKEN),
+    _rule(190, 463, "Expired: the access token has expired", source="graph", like=_TOKEN),
+    _rule(190, 464, "Unconfirmed user: the user must confirm their account", source="graph", like=_TOKEN),
+    _rule(190, 467, "Invalid access token: expired, revoked or otherwise invalid", source="graph",
+          like=_TOKEN),
+    _rule(190, 492, "Invalid session: the token's user no longer has a role on the Page", source="graph",
+          like=_TOKEN),
+    _rule(200, None, "API Permission (200–299): a permission was not granted or has been removed",
+          source="graph", codes_up_to=299, like=_PERMISSION),
+    _rule(200, 2018028, "Cannot message people who are not admins, developers or testers of the app "
+          "until pages_messaging is approved and the app is Live", source="messenger", like=_PERMISSION),
+    _rule(341, None, "Application limit reached: temporary issue due to downtime or throttling",
+          source="graph", like=_APP_LIMIT),
+    _rule(368, None, "Temporarily blocked for policies violations: wait and retry", source="graph",
+          like=_PAGE_LIMIT, reason=POLICY_BLOCK, min_pause_seconds=_POLICY_BLOCK_PAUSE_SECONDS, alert=True),
+    _rule(506, None, "Duplicate post: the same text cannot be posted twice in a row", source="graph", like=_FAILED,
+          reason=DUPLICATE_POST),
+    _rule(551, None, "This person isn't available right now (messages from the Page turned off, "
+          "account deactivated)", source="messenger", like=_PERSON),
+    _rule(551, 1545041, "This person isn't available right now", source="messenger", like=_PERSON),
+    _rule(613, None, "Calls to this API have exceeded the rate limit", source="messenger", like=_PAGE_LIMIT),
+    _rule(80001, None, "Too many calls to this Page: Business Use Case limit of the Pages API "
+          "(comment replies)", source="rate", like=_PAGE_LIMIT),
+    _rule(80002, None, "Too many calls to this Instagram account: Business Use Case limit",
+          source="rate", like=_PAGE_LIMIT),
+    _rule(80006, None, "Too many Messenger calls for this Page: Business Use Case limit of the "
+          "Messenger Platform", source="rate", like=_PAGE_LIMIT),
+    _rule(80000, None, "Other Business Use Case rate limits (80000–80099)", source="rate",
+          codes_up_to=80099, like=_PAGE_LIMIT),
+    _rule(1200, None, "Temporary send message failure: try again later", source="messenger", like=_FLAKY),
+    _rule(10900, None, "Activity already replied to: the comment's one private reply was already sent",
+          source="private", like=_WINDOW, reason=PRIVATE_REPLY_USED),  # the one-message "window" is spent
+    _rule(10902, None, "This is not a replyable activity (no private reply to this comment)",
+          source="observed-10902", like=_REFUSED),
+    # 10903 is not in Meta's public error tables; it is the refusal the design names for a single
+    # comment ("a private reply can be refused for a single comment (error 10903 and others)").
+    _rule(10903, None, "A private reply to this comment is refused (not in Meta's public tables; no "
+          "reason given, e.g. the commenter cannot be messaged)", source="private", like=_REFUSED),
+    # -- codes the table does not list
+    _rule(None, None, "Any other code that Meta marks is_transient: true", http=OTHER_TRANSIENT,
+          source="graph", max_attempts=_FEW_RETRIES, like=_FLAKY),
+    _rule(None, None, "Any other code", http=OTHER_CODE, source="graph", like=_FAILED,
+          reason=PERMANENT_ERROR),
+)
+
+_BY_CODE: dict[tuple[int, Optional[int]], ErrorRule] = {
+    (rule.code, rule.subcode): rule for rule in ERROR_TABLE if rule.code is not None}
+_RANGES: tuple[ErrorRule, ...] = tuple(rule for rule in ERROR_TABLE if rule.codes_up_to is not None)
+_BY_HTTP: dict[str, ErrorRule] = {rule.http: rule for rule in ERROR_TABLE if rule.http is not None}
+
+
+def error_rule(http_status: Optional[int], code: Optional[int], subcode: Optional[int],
+               transient: Optional[bool] = None) -> ErrorRule:
+    """The row of ``ERROR_TABLE`` for a Graph answer. Meta's code (and subcode) win over the HTTP
+    status, since Meta sends most errors, even transient ones, with a 4xx status; a code the table
+    does not list is retried when Meta marks it ``is_transient``."""
+    if code is not None:
+        found = _BY_CODE.get((code, subcode)) or _BY_CODE.get((code, None))
+        if found is None:
+            found = next((rule for rule in _RANGES if rule.code is not None and rule.codes_up_to is not None
+                          and rule.code <= code <= rule.codes_up_to), None)
+        if found is not None:
+            return found
+        if transient or (http_status is not None and http_status >= 500):
+            return _BY_HTTP[OTHER_TRANSIENT]
+        return _BY_HTTP[OTHER_CODE]
+    if http_status is None:
+        return _BY_HTTP[HTTP_NO_ANSWER]
+    if http_status >= 500:
+        return _BY_HTTP[HTTP_5XX]
+    if http_status == 429:
+        return _BY_HTTP[HTTP_429]
+    if 200 <= http_status < 300:
+        return _BY_HTTP[HTTP_2XX]
+    return _BY_HTTP[HTTP_4XX]
+
+
+# The generic row of each kind, for callers that know only the kind of a failure.
+_KIND_RULES: dict[str, ErrorRule] = {
+    TEMPORARY: _BY_HTTP[HTTP_NO_ANSWER],
+    RATE_LIMITED: _BY_CODE[(613, None)],
+    OUTSIDE_WINDOW: _BY_CODE[(10, 2018278)],
+    PERMANENT: _BY_HTTP[OTHER_CODE],
+    PERMISSION: _BY_CODE[(10, None)],
+    INVALID_TOKEN: _BY_CODE[(190, None)],
+}
+
+
+def rule_of_kind(kind: str) -> ErrorRule:
+    """The generic row of an error kind (e.g. a failure recorded with its kind only)."""
+    try:
+        return _KIND_RULES[kind]
+    except KeyError:
+        raise ValueError(f"unknown error kind {kind!r}") from None
+
+
+_ACTION_WORDS = {RETRY: "retry with backoff", SLOW_DOWN: "slow down until", NEXT_CHANNEL: "change channel",
+                 FAIL_PERMANENT: "permanent", HOLD_PAGE: "hold the Page and alert"}
+
+
+def describe_action(rule: ErrorRule) -> str:
+    """What the platform does, in the words of the table in docs/notification.md."""
+    words = _ACTION_WORDS[rule.action]
+    if rule.action == RETRY:
+        attempts = f"at most {rule.max_attempts} attempts" if rule.max_attempts else "inside the window"
+        words += f" ({attempts}), then change channel"
+    elif rule.action == SLOW_DOWN:
+        whose = "every Page (the app)" if rule.pause_scope == APP_SCOPE else "the Page's calls of this API"
+        floor = f"at least {rule.min_pause_seconds / 60:.0f} min" if rule.min_pause_seconds else \
+            "the usage headers' time, else backoff"
+        words += f" {floor}: {whose}"
+    elif rule.action == FAIL_PERMANENT:
+        words += ": undeliverable, listed for the desk"
+    elif rule.action == NEXT_CHANNEL:
+        words += " (none left: undeliverable, listed for the desk)"
+    if rule.alert and rule.action != HOLD_PAGE:
+        words += "; alert"
+    return words
+
+
+def describe_private_reply(rule: ErrorRule) -> str:
+    """What changes when the refused call was a private reply."""
+    if rule.on_private_reply() == rule.action and not rule.closes_private_reply:
+        return "same"
+    if rule.closes_private_reply:
+        return "public reply instead; never tried again for this comment"
+    return "public reply instead"
+
+
+def render_error_table() -> str:
+    """ERROR_TABLE as the Markdown table of docs/notification.md."""
+    lines = ["| code / subcode | Meta's meaning | kind | what the platform does | on a private reply | "
+             "reason | source |",
+             "|---|---|---|---|---|---|---|"]
+    for rule in ERROR_TABLE:
+        label = f"`{rule.label}`" if rule.code is not None else rule.label
+        lines.append(f"| {label} | {rule.meaning} | `{rule.kind}` | {describe_action(rule)} | "
+                     f"{describe_private_reply(rule)} | `{rule.reason}` | [{rule.source}]({SOURCES[rule.source]}) |")
+    return "\n".join(lines) + "\n"
+
+
+# --- rate-limit usage headers ----------------------------------------------------------------------
+# Meta describes the caller's rate-limit usage in response headers (see SOURCES["rate"]):
+# ``X-Business-Use-Case-Usage`` ({business-object-id: [{type, call_count, total_cputime, total_time,
+# estimated_time_to_regain_access}]}, what calls with a Page token fall under), ``X-Page-Usage`` and
+# ``X-App-Usage`` ({call_count, total_cputime, total_time}, percentages; the Page's may carry
+# ``estimated_time_to_regain_access`` too). ``estimated_time_to_regain_access`` is in minutes.
+USAGE_HEADERS = ("x-business-use-case-usage", "x-page-usage", "x-app-usage")
+# A pause never runs longer than Meta's longest window (24 hours for Page-level limits).
+MAX_PAUSE_SECONDS = 24 * 3600.0
+
+
+def _parsed(value: Optional[str]) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def _minutes(entry: Any) -> Optional[float]:
+    if not isinstance(entry, dict):
+        return None
+    value = entry.get("estimated_time_to_regain_access")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        minutes = float(value)
+    except ValueError:
+        return None
+    return minutes if minutes > 0 and minutes == minutes else None  # not NaN
+
+
+def regain_access_seconds(headers: Optional[Mapping[str, str]], object_id: Optional[str] = None) -> Optional[float]:
+    """How long Meta says access stays throttled, in seconds, from the usage headers of an answer
+    (names in any case); None when they do not say. ``object_id`` (the Page) picks its own entries
+    of ``X-Business-Use-Case-Usage`` when the header has them."""
+    if not headers:
+        return None
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    found: list[float] = []
+    buc = _parsed(lowered.get("x-business-use-case-usage"))
+    if isinstance(buc, dict):
+        groups = [buc[object_id]] if object_id is not None and object_id in buc else list(buc.values())
+        for group in groups:
+            for entry in (group if isinstance(group, list) else [group]):
+                minutes = _minutes(entry)
+                if minutes is not None:
+                    found.append(minutes)
+    for name in ("x-page-usage", "x-app-usage"):
+        minutes = _minutes(_parsed(lowered.get(name)))
+        if minutes is not None:
+            found.append(minutes)
+    if not found:
+        return None
+    return min(max(found) * 60.0, MAX_PAUSE_SECONDS)
 
 
 @dataclass(frozen=True)
 class Outcome:
     action: str
     at: Optional[datetime] = None  # RETRY: when to send again
-    pause_seconds: Optional[float] = None  # SLOW_DOWN: how long the whole Page sender pauses
+    pause_seconds: Optional[float] = None  # SLOW_DOWN: how long the Page's (or app's) calls pause
     reason: Optional[str] = None
     # For a failure that ends delivery: False when Facebook might have carried it later.
     permanent: bool = False
+    pause_scope: str = PAGE_SCOPE
 
 
 @dataclass
@@ -268,44 +654,51 @@ class RetryPolicy:
 
 
 def decide_on_error(
-    kind: str,
+    error: ErrorRule | str,
     attempt_number: int,
     now: datetime,
     deadline: Optional[datetime],
     *,
     policy: Optional[RetryPolicy] = None,
-    code: Optional[int] = None,
     retry_after_seconds: Optional[float] = None,
 ) -> Outcome:
-    """What to do after attempt ``attempt_number`` (1-based) failed with error ``kind``."""
+    """What to do after attempt ``attempt_number`` (1-based) failed with ``error`` (its row of
+    ``ERROR_TABLE``, or just an error kind). ``retry_after_seconds``: how long Meta's usage headers
+    say access stays throttled (``regain_access_seconds``)."""
+    rule = rule_of_kind(error) if isinstance(error, str) else error
     policy = policy or RetryPolicy()
     _require_aware(now, "now")
-    if kind == TEMPORARY:
-        at = policy.next_retry_at(attempt_number, now, deadline)
+    if rule.action == RETRY:
+        limit = policy.max_attempts
+        if rule.max_attempts is not None:
+            limit = rule.max_attempts if limit is None else min(limit, rule.max_attempts)
+        exhausted = limit is not None and attempt_number >= limit
+        at = None if exhausted else policy.next_retry_at(attempt_number, now, deadline)
         if at is not None:
             return Outcome(RETRY, at=at)
-        exhausted = policy.max_attempts is not None and attempt_number >= policy.max_attempts
-        reason = RETRIES_EXHAUSTED if exhausted else WINDOW_EXPIRED
         # Another channel (e.g. a public comment reply) may still work when this one cannot.
-        return Outcome(NEXT_CHANNEL, reason=reason)
-    if kind == RATE_LIMITED:
-        pause = max(policy.delay(attempt_number), policy.rate_limit_min_pause_seconds)
-        if retry_after_seconds is not None:
-            pause = max(pause, float(retry_after_seconds))
-        limit = policy.give_up_at(deadline)
-        if limit is not None and now + timedelta(seconds=pause) > limit:
-            # The sender still pauses (the limit is Page-wide), but this message cannot wait.
-            return Outcome(NEXT_CHANNEL, pause_seconds=pause, reason=WINDOW_EXPIRED)
-        return Outcome(SLOW_DOWN, pause_seconds=pause)
-    if kind == OUTSIDE_WINDOW:
-        return Outcome(NEXT_CHANNEL, reason=OUTSIDE_WINDOW_REASON)
-    if kind == PERMANENT:
-        reason = PERMANENT_ERROR if code is None else _PERMANENT_REASONS.get(code, PERMANENT_ERROR)
-        return Outcome(FAIL_PERMANENT, reason=reason, permanent=True)
-    if kind == INVALID_TOKEN:
+        return Outcome(NEXT_CHANNEL, reason=RETRIES_EXHAUSTED if exhausted else WINDOW_EXPIRED)
+    if rule.action == SLOW_DOWN:
+        if retry_after_seconds is not None and retry_after_seconds > 0:
+            pause = float(retry_after_seconds)  # Meta said when access returns
+        else:
+            pause = max(policy.delay(attempt_number), policy.rate_limit_min_pause_seconds)
+        if rule.min_pause_seconds is not None:
+            pause = max(pause, rule.min_pause_seconds)
+        pause = min(pause, MAX_PAUSE_SECONDS)
+        limit_at = policy.give_up_at(deadline)
+        if limit_at is not None and now + timedelta(seconds=pause) > limit_at:
+            # The calls still pause (the limit is not this message's), but this message cannot wait.
+            return Outcome(NEXT_CHANNEL, pause_seconds=pause, reason=WINDOW_EXPIRED, pause_scope=rule.pause_scope)
+        return Outcome(SLOW_DOWN, pause_seconds=pause, pause_scope=rule.pause_scope)
+    if rule.action == NEXT_CHANNEL:
+        return Outcome(NEXT_CHANNEL, reason=rule.reason, permanent=True)
+    if rule.action == FAIL_PERMANENT:
+        return Outcome(FAIL_PERMANENT, reason=rule.reason, permanent=True)
+    if rule.action == HOLD_PAGE:
         # Nothing is dropped: every send for the Page waits until a probe with the token succeeds.
-        return Outcome(HOLD_PAGE, reason=INVALID_TOKEN_REASON)
-    raise ValueError(f"unknown error kind {kind!r}")
+        return Outcome(HOLD_PAGE, reason=rule.reason)
+    raise ValueError(f"unknown action {rule.action!r}")
 
 
 # --- sending rate ---------------------------------------------------------------------------

@@ -5,9 +5,12 @@
 * ``disposition_states`` (``tables.dispositions``) and ``assignments`` — the current state of
   each complaint, rewritten in the same transaction as its events, for queues, lists and the
   breach timer (derived from the events; never read to decide a command);
-* ``agency_tokens`` — the API's bearer tokens, stored as SHA-256 hashes only.
+* ``agency_tokens`` — the API's bearer tokens, stored as SHA-256 hashes only;
+* ``evidence`` — each attachment intake keeps in its media store, and whether it is stored
+  (with its digest) or lost: from ``ComplaintFiled``/``ComplaintAmended`` and ``EvidenceStored``.
+  The bytes stay in intake; routing asks for them (``intake.media``) for a caller it allows.
 """
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, false
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, false
 
 metadata = MetaData()
 
@@ -79,4 +82,20 @@ complaint_details = Table(
     Column("complaint_id", String(36), primary_key=True),
     Column("reasons", Text, nullable=False),      # JSON {category, region, priority: [words]}
     Column("attachments", Text, nullable=False),  # JSON [{type, url}]
+)
+
+# What routing knows of a complaint's evidence (never the bytes, never Meta's link): noted from the
+# attachments of ``ComplaintFiled``/``ComplaintAmended`` (pending), settled by ``EvidenceStored``.
+evidence = Table(
+    "evidence", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("media_id", String(36), primary_key=True),
+    Column("kind", String(32), nullable=False),            # image, video, audio, file …
+    Column("state", String(16), nullable=False),           # pending | stored | lost
+    Column("digest", String(64), nullable=True),
+    Column("content_type", String(100), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("noted_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
 )

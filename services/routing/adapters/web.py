@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 from marshmallow import Schema, ValidationError
 
 from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from werkzeug.wrappers import Response
+
 from shared.glue.http import BodyTooLarge, json_response, read_json
 
 log = logging.getLogger("routing")
@@ -70,3 +72,46 @@ def handle(workflow, request, action: Callable[[Caller, dict], Any],
         payload = {"error": detail} if isinstance(detail, str) else {"error": "invalid request",
                                                                      "fields": detail}
         return json_response(STATUS_OF[type(error)], payload)
+
+
+# Served evidence: never interpreted by the browser as anything but what it is, never cached by
+# a shared cache, and rendered with no script and no network of its own.
+EVIDENCE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "private, no-store",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def shown_inline(content_type: str) -> bool:
+    """Photos, videos and audio open in the browser; a PDF (or anything else) is saved."""
+    return content_type.split("/", 1)[0] in ("image", "video", "audio")
+
+
+def evidence_response(opened) -> Response:
+    """The bytes of one piece of evidence (``services.routing.application.evidence.OpenedEvidence``)."""
+    response = Response(opened.data, status=200, content_type=opened.content_type)
+    disposition = "inline" if shown_inline(opened.content_type) else "attachment"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{opened.file_name}"'
+    response.headers["ETag"] = f'"{opened.digest}"'
+    for name, value in EVIDENCE_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+def handle_evidence(workflow, request, action: Callable[[Caller], Any], unavailable: type[Exception]):
+    """Authenticate like ``handle``, then answer the evidence's bytes (or the refusal as JSON;
+    ``unavailable``: intake did not hand them over → 503)."""
+    agency = workflow.authenticate(bearer_token(request))
+    if agency is None:
+        return _unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
+    try:
+        opened = action(Caller(agency, agency))
+    except tuple(STATUS_OF) as error:
+        detail = error.args[0] if error.args else str(error)
+        return json_response(STATUS_OF[type(error)], {"error": detail if isinstance(detail, str) else str(detail)})
+    except unavailable as error:
+        return json_response(503, {"error": str(error)}, {"Retry-After": "30"})
+    return evidence_response(opened)

@@ -31,7 +31,7 @@ from shared.core.reference import CATEGORIES, PRIORITIES, PUBLIC_STATUSES, REGIO
 if TYPE_CHECKING:  # imported where used at run time: lifecycle imports this package
     from shared.core.events.lifecycle import Lifecycle
 
-CHANNELS = ("facebook_messenger", "facebook_comment", "web", "api", "import", "open311")
+CHANNELS = ("facebook_messenger", "facebook_comment", "instagram_direct", "web", "api", "import", "open311")
 BREACHES = ("triage", "first_response", "follow_up")
 NOTIFY_CHANNELS = ("messenger", "comment_public", "comment_private")
 
@@ -73,6 +73,9 @@ class Attachment(Schema):
 
     type = fields.String(required=True)
     url = fields.String(required=True)
+    # On intake's events: the attachment intake keeps in its media store (``EvidenceStored``
+    # settles it); absent for links it does not fetch (web form, API, ``geo:``).
+    media_id = fields.String()
 
 
 class ReplyTo(Schema):
@@ -131,10 +134,41 @@ class CitizenCommentRemovedV1(EventData):
     comment_id = fields.String(required=True)
 
 
+class CitizenReactedV1(EventData):
+    """The citizen sent only a sticker, the like (👍) button or Instagram's heart in the
+    conversation of this complaint (typically after an answer): a reaction, never complaint text."""
+    reaction = fields.String(required=True, validate=validate.OneOf(("like", "sticker", "heart")))
+    sticker_id = fields.String(required=True, allow_none=True)
+    message_at = IsoTime(required=True)
+
+
 class StatusRequestedV1(EventData):
     tracking_code = fields.String(required=True)
     reply_to = fields.Nested(ReplyTo, required=True, allow_none=True)
     message_at = IsoTime(required=True)
+
+
+EVIDENCE_STATES = ("stored", "lost")
+
+
+class EvidenceStoredV1(EventData):
+    """One attachment's download settled (intake's media store): ``stored`` with the SHA-256
+    ``digest`` of its bytes, the sniffed ``content_type`` and ``size``, or ``lost`` with the
+    ``reason`` (the link expired, too large, not a media file, retries exhausted). ``media_id`` is
+    the id the attachment carries in ``ComplaintFiled``/``ComplaintAmended``/
+    ``CitizenMessageReceived``; the bytes are read through routing, never from a public URL."""
+    media_id = fields.String(required=True, validate=validate.Length(min=1, max=36))
+    type = fields.String(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(EVIDENCE_STATES))
+    digest = fields.String(required=True, allow_none=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    content_type = fields.String(required=True, allow_none=True)
+    size = fields.Integer(required=True, allow_none=True, strict=True, validate=validate.Range(min=0))
+    reason = fields.String(required=True, allow_none=True)
+
+    @validates_schema
+    def _stored_has_its_digest(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("state") == "stored" and not (data.get("digest") and data.get("content_type")):
+            raise ValidationError("stored evidence needs its digest and content_type")
 
 
 class ComplaintRoutedV1(EventData):
@@ -318,6 +352,8 @@ CONTRACTS: dict[str, EventContract] = {contract.name: contract for contract in (
     EventContract(ev.CITIZEN_MESSAGE_RECEIVED, "intake", {1: CitizenMessageReceivedV1}),
     EventContract(ev.CITIZEN_COMMENT_REMOVED, "intake", {1: CitizenCommentRemovedV1}),
     EventContract(ev.STATUS_REQUESTED, "intake", {1: StatusRequestedV1}),
+    EventContract(ev.EVIDENCE_STORED, "intake", {1: EvidenceStoredV1}),
+    EventContract(ev.CITIZEN_REACTED, "intake", {1: CitizenReactedV1}),
     *(EventContract(name, "routing", {1: v1, 2: v2}, _ROUTING_LIFT) for name, v1, v2 in (
         (ev.COMPLAINT_ROUTED, ComplaintRoutedV1, ComplaintRoutedV2),
         (ev.COMPLAINT_ACKNOWLEDGED, ComplaintAcknowledgedV1, ComplaintAcknowledgedV2),

@@ -9,6 +9,8 @@ COMPLAINT_AMENDED = "ComplaintAmended"
 CITIZEN_MESSAGE_RECEIVED = "CitizenMessageReceived"
 CITIZEN_COMMENT_REMOVED = "CitizenCommentRemoved"
 STATUS_REQUESTED = "StatusRequested"
+EVIDENCE_STORED = "EvidenceStored"
+CITIZEN_REACTED = "CitizenReacted"
 
 # routing
 COMPLAINT_ROUTED = "ComplaintRouted"

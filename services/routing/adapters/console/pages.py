@@ -23,7 +23,8 @@ from werkzeug.wrappers import Response
 
 from shared.core.errors import EXPECTED, Forbidden, NotFound
 from shared.core.events import utc_now
-from services.routing.adapters import repository
+from services.routing.adapters import evidence as evidence_records
+from services.routing.adapters import repository, web
 from services.routing.adapters.console import details, present
 from services.routing.adapters.console.session import (COOKIE_NAME, COOKIE_PATH, Session, SessionCodec,
                                               anonymous, csrf_matches)
@@ -89,8 +90,11 @@ class ComplaintForm:
 
 class Console:
     def __init__(self, workflow, codec: SessionCodec, secure_mode: str = "auto",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, evidence=None):
         self.workflow = workflow
+        # ``services.routing.application.evidence.EvidenceAccess``: who may open which evidence
+        # (the same rule as the API's), and the bytes from intake.
+        self.evidence_access = evidence
         self.codec = codec
         self.secure_mode = secure_mode
         self.clock = clock
@@ -366,6 +370,7 @@ class Console:
             return self.problem_page(visit, present.plain_problem(error))
         with self.workflow.database.read() as connection:
             filing = details.filing_details(connection, complaint["complaint_id"])
+            kept = evidence_records.of_complaint(connection, complaint["complaint_id"])
         desk = self.is_desk(session)
         names = self._names()
         is_open = complaint["status"] in present.OPEN_STATUSES
@@ -380,13 +385,36 @@ class Console:
             desk_can_act=desk and is_open,
             timeline=[present.timeline_entry(entry, names) for entry in timeline],
             reasons=(filing or {}).get("reasons"),
-            attachments=(filing or {}).get("attachments", []) if show_attachments else None,
+            # Attachments intake keeps (a media_id) are shown as evidence, opened through routing;
+            # Meta's expiring links are never shown.
+            attachments=([a for a in (filing or {}).get("attachments", []) if not a.get("media_id")]
+                         if show_attachments else None),
+            evidence=kept if show_attachments else [],
             agencies=[a for a in self.workflow.agencies() if not a["is_desk"]],
             preview_overhead=len(present.answer_preview(self._agency_name(caller),
                                                         complaint["tracking_code"], "")),
             limit=present.MESSENGER_LIMIT,
             preview_parts=present.messenger_parts(outcome.preview) if outcome.preview else 0,
         )
+
+    def evidence(self, request, complaint_id: str, digest: str,
+                 read_chunk: Callable[[str, str, int], dict]) -> Response:
+        """A photo, video, voice note or file of the complaint, for the signed-in desk or an
+        assigned agency (not an agency, if the complaint is confidential) — the API's rule."""
+        visit = self.visit(request)
+        if not visit.signed_in:
+            return self.go(visit, "/console/login")
+        if self.evidence_access is None:
+            return self.problem_page(visit, present.Problem(404, "Bukti tidak tersedia.", []))
+        try:
+            opened = self.evidence_access.open(complaint_id, digest, visit.session.agency_code, read_chunk)
+        except EXPECTED as error:
+            return self.problem_page(visit, present.plain_problem(error))
+        except Exception:
+            log.exception("evidence could not be read from intake", extra={"complaint_id": complaint_id})
+            return self.problem_page(visit, present.Problem(
+                503, "Layanan intake tidak menjawab; bukti belum dapat dibuka. Coba lagi sebentar lagi.", []))
+        return self.finish(visit, web.evidence_response(opened))
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ CLOCKS = {"triage": "verifikasi (triase)", "first_response": "tanggapan pertama"
           "follow_up": "tindak lanjut", "settlement": "penyelesaian"}
 CHANNELS = {"facebook_messenger": "Facebook Messenger", "facebook_comment": "Komentar Facebook",
             "web": "Formulir web", "api": "Sistem lain (API)", "import": "Impor",
-            "open311": "Open311"}
+            "open311": "Open311", "instagram_direct": "Instagram Direct"}
 EVENTS = {
     "ComplaintFiled": "Aduan masuk", "ComplaintRouted": "Diteruskan",
     "ComplaintAcknowledged": "Diterima instansi", "ComplaintRejectedByAgency": "Bukan wewenang",
@@ -81,6 +81,28 @@ def region(code: Optional[str]) -> str:
 def is_web_link(url) -> bool:
     """Only http(s) attachment URLs become links (a filed URL could be ``javascript:…``)."""
     return isinstance(url, str) and url.lower().startswith(("https://", "http://"))
+
+
+EVIDENCE_KINDS = {"image": "Foto", "video": "Video", "audio": "Rekaman suara", "file": "Berkas",
+                  "animated_image": "Gambar bergerak", "sticker": "Stiker"}
+
+
+def evidence_kind(item) -> str:
+    """``Foto``, ``Video`` … for a piece of evidence (its attachment type, else its content type)."""
+    kind = EVIDENCE_KINDS.get(str(item.get("type") or ""))
+    if kind:
+        return kind
+    family = str(item.get("content_type") or "").split("/", 1)[0]
+    return {"image": "Foto", "video": "Video", "audio": "Rekaman suara"}.get(family, "Berkas")
+
+
+def file_size(size) -> str:
+    """``350 KB``, ``1,2 MB`` (Indonesian decimal comma)."""
+    if not isinstance(size, int) or size < 0:
+        return "ukuran tidak diketahui"
+    if size < 1024 * 1024:
+        return f"{max(1, round(size / 1024))} KB"
+    return f"{size / (1024 * 1024):.1f} MB".replace(".", ",")
 
 
 def desk_reason(why: str) -> str:
