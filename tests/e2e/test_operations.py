@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from sandbox.control import citizen_wrote
 from tests.support.platform import DEV_PAGE_ID, ROOT, Platform, wait_for
 
 
@@ -45,6 +46,7 @@ def metric(platform, service, name, **labels) -> float:
 
 
 def test_metrics_on_every_service(platform):
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, "ops-psid-1")  # Meta answers only who wrote
     with platform.rpc() as rpc:
         rpc.intake.file_complaint({"text": "Sampah menumpuk di Ampenan berhari-hari.", "channel": "api",
                                    "reply_to": {"page_id": DEV_PAGE_ID, "psid": "ops-psid-1"}})

@@ -89,6 +89,11 @@ def messenger(page=PAGE) -> dict:
     return {"page_id": page, "psid": psid()}
 
 
+def instagram(page=PAGE) -> dict:
+    """An Instagram Direct thread as intake files it: the linked Page, the IGSID, the platform."""
+    return {"page_id": page, "psid": f"69{uuid.uuid4().int % 10**14:014d}", "platform": "instagram"}
+
+
 def commenter(page=PAGE) -> dict:
     return {"page_id": page, "comment_id": f"1_{uuid.uuid4().int % 10**9}", "post_id": "1"}
 
@@ -115,7 +120,8 @@ class Notification:
         code = self.codes[complaint_id] = f"NTB-{uuid.uuid4().hex[:5].upper()}-{uuid.uuid4().hex[:5].upper()}"
         self.lifecycles[complaint_id] = Lifecycle(confidential)
         envelope = self.intake_log.append("ComplaintFiled", complaint_id, {
-            "tracking_code": code, "channel": "facebook_comment" if "comment_id" in reply_to else "facebook_messenger",
+            "tracking_code": code, "channel": "facebook_comment" if "comment_id" in reply_to else
+            "instagram_direct" if reply_to.get("platform") == "instagram" else "facebook_messenger",
             "filed_at": at, "text": "Jalan rusak di depan sekolah.", "attachments": [], "category": "infrastruktur",
             "region_code": "5203", "priority": "normal", "reasons": {"category": [], "region": [], "priority": []},
             "confidential": confidential, "reply_to": reply_to, "last_citizen_message_at": at, "external_ref": None})
@@ -423,6 +429,39 @@ def test_made_confidential_the_answer_names_no_agency_and_never_goes_under_the_c
     listed = {item["trigger_event_id"]: item for item in notification.worker.undelivered()}
     assert "Balasan pribadi" in listed[answered["event_id"]]["explanation"]
     assert [m["state"] for m in notification.state(filed)] == ["sent", "sent"]
+
+
+@covers("on_complaint_filed", "on_complaint_routed", "on_complaint_responded", "on_status_requested",
+        "undelivered")
+def test_an_instagram_complaint_is_answered_in_its_thread_and_a_refusal_outside_the_window_listed(notification):
+    reply_to = instagram()
+    complaint_id, filed = notification.filed(reply_to, confidential=True)
+    code = notification.codes[complaint_id]
+    notification.routed(complaint_id, "polda-ntb")
+    answer_text = "Laporan Anda — terima kasih — sedang kami selidiki bersama petugas di lapangan. " * 20
+    answered = notification.routing("ComplaintResponded", complaint_id, {
+        "agency_code": "polda-ntb", "text": answer_text, "resolved": False, "actor": "polda-ntb:budi"})
+    asked = notification.asked(complaint_id, code, reply_to)
+    notification.deliver()
+    calls = notification.graph.sent()
+    assert calls and all(c["what"] == "send" and c["page_id"] == PAGE and c["recipient"] == {"id": reply_to["psid"]}
+                         for c in calls)
+    assert code in calls[0]["text"] and all(NAMES["polda-ntb"] not in c["text"] for c in calls)  # confidential
+    parts = notification.state(answered)
+    assert len(parts) >= 2 and {p["state"] for p in parts} == {"sent"}
+    assert all(len(c["text"].encode("utf-8")) < 1000 for c in calls)  # Instagram's limit, in bytes
+    [status] = notification.state(asked)
+    assert status["state"] == "sent" and calls[-1]["text"].startswith(f"Status aduan {code}")
+    assert {e["data"]["platform"] for e in notification.log("CitizenNotified")} == {"instagram"}
+
+    # Meta says the thread's window is closed (Instagram's 10 / 2534022): listed for the desk.
+    notification.graph.refuse = lambda call: graph_error(10, 2534022)
+    resolved = notification.routing("ComplaintResolved", complaint_id, {"actor": "polda-ntb:budi"})
+    notification.deliver()
+    [refused] = notification.state(resolved)
+    assert (refused["state"], refused["reason"], refused["code"]) == ("undeliverable", "outside_window", 10)
+    [listed] = [item for item in notification.worker.undelivered() if item["complaint_id"] == complaint_id]
+    assert listed["kind"] == "resolved" and "batas waktu" in listed["explanation"]
 
 
 # --- RPC: the desk ------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ class World:
         written = isoformat_utc(last_message_at) if last_message_at else now
         event_id = self.send("intake", "ComplaintFiled", complaint_id, {
             "tracking_code": f"NTB-{uuid.uuid4().hex[:5].upper()}-AAAAA",
-            "channel": "facebook_comment" if "comment_id" in reply_to else "facebook_messenger",
+            "channel": "facebook_comment" if "comment_id" in reply_to else
+            "instagram_direct" if reply_to.get("platform") == "instagram" else "facebook_messenger",
             "filed_at": now, "text": "Jalan rusak.", "attachments": [], "category": "infrastruktur",
             "region_code": "5203", "priority": "normal", "reasons": {"category": [], "region": [], "priority": []},
             "confidential": False, "reply_to": reply_to, "last_citizen_message_at": written, "external_ref": None})
@@ -180,6 +181,11 @@ def wait_for(probe, timeout=5.0):
 
 def messenger(page=PAGE):
     return {"page_id": page, "psid": f"7{uuid.uuid4().int % 10**14:014d}"}
+
+
+def instagram(page=PAGE):
+    """Where intake files an Instagram Direct message: the linked Page, the IGSID, the platform."""
+    return {"page_id": page, "psid": f"69{uuid.uuid4().int % 10**14:014d}", "platform": "instagram"}
 
 
 def commenter(page=PAGE):
@@ -560,3 +566,60 @@ def test_the_provider_reads_facebook_human_agent_approved(store, monkeypatch):
                                              service_name="notification")
         provider.setup()
         assert provider.get_dependency(worker_ctx=None).human_agent_approved is expected
+
+
+# -- Instagram Direct ----------------------------------------------------------------------------------
+
+def test_an_instagram_complaint_is_answered_in_its_thread_through_the_linked_page(world):
+    reply_to = instagram()
+    complaint_id, filed = world.file(reply_to)
+    [ack] = world.settled(filed)
+    answered = world.respond(complaint_id)  # routed, then the agency's answer
+    [answer] = world.settled(answered)
+    calls = world.graph.ok()
+    assert [c.what for c in calls] == ["send"] * 3
+    assert all((c.page_id, c.token, c.recipient, c.messaging_type, c.tag) ==
+               (PAGE, "page-token-1", {"id": reply_to["psid"]}, "RESPONSE", None) for c in calls)
+    assert (ack["channel"], answer["channel"], answer["state"]) == ("messenger", "messenger", "sent")
+    notified = world.events("CitizenNotified")
+    assert len(notified) == 3 and all(e["data"]["platform"] == "instagram" and e["data"]["channel"] == "messenger"
+                                      for e in notified)
+    # Its own rate limiter: Meta counts Instagram's Send API per Instagram account.
+    assert (PAGE, "instagram_send") in world.loop.limiters and (PAGE, "send") not in world.loop.limiters
+
+
+def test_instagram_s_outside_window_refusal_is_listed_for_the_desk(world):
+    world.graph.fail_next(graph_error(10, 2534022))
+    complaint_id, filed = world.file(instagram())
+    [row] = world.settled(filed)
+    assert (row["state"], row["reason"], row["code"]) == ("undeliverable", "outside_window", 10)
+    assert row["last_error"] == "outside_window:10/2534022" and row["attempts"] == 1
+    [failed] = world.events("CitizenNotificationFailed")
+    assert failed["data"]["listed_for_desk"] and failed["data"]["permanent"]
+    assert world.graph.ok() == []
+
+
+def test_an_instagram_rate_limit_pauses_instagram_sends_not_the_page_s_messenger(world):
+    world.graph.fail_next(graph_error(80002, transient=True))
+    _complaint_id, filed = world.file(instagram())
+    [row] = world.settled(filed)
+    assert (row["state"], row["attempts"], row["last_error"]) == ("sent", 2, "rate_limited:80002/None")
+    assert world.loop.limiters[(PAGE, "instagram_send")]._blocked_until > float("-inf")
+    _other, on_messenger = world.file(messenger())
+    assert world.settled(on_messenger)[0]["state"] == "sent"
+    assert world.loop.limiters[(PAGE, "send")]._blocked_until == float("-inf")
+
+
+@pytest.mark.parametrize("approved", [False, True])
+def test_a_late_instagram_answer_uses_human_agent_only_when_approved(world, approved):
+    world.loop.human_agent_approved = approved
+    complaint_id, filed = world.file(instagram(), last_message_at=utc_now() - timedelta(days=3))
+    assert world.settled(filed)[0]["reason"] == "outside_24h_automated"
+    [row] = world.settled(world.respond(complaint_id))
+    if approved:
+        assert (row["state"], row["messaging_type"], row["tag"]) == ("sent", "MESSAGE_TAG", "HUMAN_AGENT")
+        [call] = world.graph.ok()
+        assert (call.messaging_type, call.tag) == ("MESSAGE_TAG", "HUMAN_AGENT")
+    else:
+        assert (row["state"], row["reason"]) == ("undeliverable", "human_agent_not_approved")
+        assert world.graph.calls == []

@@ -13,9 +13,10 @@ limiters and the calls to Meta.
   each, so a complaint's messages go out strictly in the order they were recorded.
 * The retry schedule is the rows' ``next_attempt_at`` (a restart resumes it); holds on Pages with
   an invalid token are rows of ``page_holds``; rate limiters live in memory, one per Page and API:
-  the Send API (Messenger and private replies, ``NOTIFICATION_SEND_RATE``) and the Pages API (public
-  comment replies, which fall under Meta's Business Use Case limits, not the Send API's), so a
-  limit Meta reports for one pauses only that one — or every Page for an app-level limit.
+  the Send API (Messenger and private replies, ``NOTIFICATION_SEND_RATE``), the Send API's
+  Instagram Direct calls (counted per Instagram account) and the Pages API (public comment
+  replies, which fall under Meta's Business Use Case limits, not the Send API's), so a limit Meta
+  reports for one pauses only that one — or every Page for an app-level limit.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from shared.glue.providers import Storage, _find
 from services.notification.adapters.deliveries import Deliveries
 from services.notification.adapters.graph_client import GraphApiError, GraphClient
 from services.notification.domain import delivery
-from services.notification.domain.policy import APP_SCOPE, COMMENT_PUBLIC, RateLimiter, RetryPolicy
+from services.notification.domain.policy import (APP_SCOPE, COMMENT_PUBLIC, MESSENGER, PLATFORM_INSTAGRAM,
+                                                 PLATFORM_MESSENGER, RateLimiter, RetryPolicy)
 
 log = logging.getLogger("notification.sender")
 
@@ -43,6 +45,9 @@ DEV_PAGE_TOKEN = "sandbox-page-token"
 # The API a call goes through, for the rate limiters: Meta limits them separately.
 SEND_API = "send"      # POST /{page-id}/messages: Messenger and private replies
 PAGES_API = "pages"    # POST /{comment-id}/comments: public replies (Business Use Case limits)
+# POST /{page-id}/messages to an IGSID: Meta counts the Messenger API for Instagram per Instagram
+# professional account, apart from the Page's Messenger calls (and 80002 is its own limit).
+INSTAGRAM_SEND_API = "instagram_send"
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -54,8 +59,14 @@ def human_agent_approved() -> bool:
     return (config.env("FACEBOOK_HUMAN_AGENT_APPROVED", "") or "").strip().lower() in _TRUE
 
 
-def api_of(channel: str) -> str:
-    return PAGES_API if channel == COMMENT_PUBLIC else SEND_API
+def api_of(channel: str, platform: str = PLATFORM_MESSENGER) -> str:
+    if channel == COMMENT_PUBLIC:
+        return PAGES_API
+    return INSTAGRAM_SEND_API if channel == MESSENGER and platform == PLATFORM_INSTAGRAM else SEND_API
+
+
+def _api(send: delivery.Send) -> str:
+    return api_of(send.channel, send.attempt.platform)
 
 
 def page_token(page_id: str | None) -> str | None:
@@ -195,7 +206,7 @@ class DeliveryLoop:
             self._finish(message, step)
             return
         assert token is not None
-        self._wait_for_rate(step.page_id, api_of(step.channel))
+        self._wait_for_rate(step.page_id, _api(step))
         try:
             graph_id, recipient_id = self._call(step, token)
         except GraphApiError as error:
@@ -226,7 +237,7 @@ class DeliveryLoop:
                 extra={"complaint_id": message.complaint_id, "event_id": message.trigger_event_id})
         pause = getattr(step, "pause_seconds", None)
         if pause:
-            self._pause(send.page_id, api_of(send.channel), pause, getattr(step, "pause_scope", None))
+            self._pause(send.page_id, _api(send), pause, getattr(step, "pause_scope", None))
         if isinstance(step, delivery.HoldPage):
             self.deliveries.record_hold(message, step, utc_now())
             log.error("Page token refused (190): holding every send for the Page until it works")

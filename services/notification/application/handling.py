@@ -27,8 +27,8 @@ from services.notification.adapters import tables
 from services.notification.adapters.records import (complaint_history, confidential_now,  # noqa: F401 - the handlers' reads
                                                      remember_comment)
 from services.notification.domain.composer import ComplaintView
-from services.notification.domain.messages import split_text
-from services.notification.domain.policy import message_id_for
+from services.notification.domain.messages import split_for
+from services.notification.domain.policy import message_id_for, platform_of
 
 log = logging.getLogger("notification")
 
@@ -84,13 +84,14 @@ def view_of(row: dict, history: list[dict]) -> ComplaintView:
 
 def record_message(tx, *, trigger_event_id: str, complaint_id: str, lane: str, page_id,
                    draft: composer.Draft, audience: str, reply_to=None,
-                   last_message_at=None) -> int:
-    """Record a draft's parts as pending messages; returns how many were new."""
+                   last_message_at=None, platform: Optional[str] = None) -> int:
+    """Record a draft's parts as pending messages; returns how many were new. ``platform``: the
+    app of the conversation it goes to (Instagram Direct takes shorter parts than Messenger)."""
     now = isoformat_utc(utc_now())
     seq = tx.execute(select(func.max(tables.outgoing.c.seq))
                      .where(tables.outgoing.c.lane == lane)).scalar() or 0
     new = 0
-    for index, part in enumerate(split_text(draft.text)):
+    for index, part in enumerate(split_for(draft.text, platform)):
         message_id = message_id_for(trigger_event_id, draft.identity_kind, index)
         exists = tx.execute(select(tables.outgoing.c.message_id)
                             .where(tables.outgoing.c.message_id == message_id)).first()
@@ -126,7 +127,7 @@ def plan_messages(tx, complaint_id: str) -> int:
             recorded += record_message(
                 tx, trigger_event_id=event["event_id"], complaint_id=complaint_id,
                 lane=complaint_id, page_id=(view.reply_to or {}).get("page_id"), draft=draft,
-                audience="complaint")
+                audience="complaint", platform=platform_of(view.reply_to))
         tx.execute(update(tables.complaint_events)
                    .where(tables.complaint_events.c.event_id == event["event_id"])
                    .values(planned=True))
@@ -189,6 +190,9 @@ class NotificationHandlers(EventHandlers):
         if not reply_to.get("psid"):
             return  # another comment opens no Messenger conversation
         row = _ensure_complaint(tx, envelope.complaint_id)
+        filed_to = json.loads(row["reply_to"]) if row["reply_to"] else None
+        if filed_to and platform_of(filed_to) != platform_of(reply_to):
+            return  # a message in another app's thread opens no window in the complaint's own
         # For a comment complaint this PSID is where the conversation continues.
         _update_complaint(tx, envelope.complaint_id, known_psid=reply_to["psid"],
                           last_citizen_message_at=_later(row["last_citizen_message_at"],
@@ -227,7 +231,8 @@ class NotificationHandlers(EventHandlers):
                                       asked_from_comment=bool(asker.get("comment_id")))
         record_message(tx, trigger_event_id=envelope.event_id, complaint_id=envelope.complaint_id,
                        lane=envelope.complaint_id, page_id=asker.get("page_id"), draft=draft,
-                       audience="asker", reply_to=asker, last_message_at=data["message_at"])
+                       audience="asker", reply_to=asker, last_message_at=data["message_at"],
+                       platform=platform_of(asker))
 
     @handles(*event_types_of("routing"))
     def on_routing_event(self, tx, envelope: Envelope):

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from shared.core import reference
 from shared.core.events import types as ev
 from services.notification.domain import messages
-from services.notification.domain.policy import COMMENT_PRIVATE, COMMENT_PUBLIC, MESSENGER, MessageKind
+from services.notification.domain.policy import COMMENT_PRIVATE, COMMENT_PUBLIC, MESSENGER, MessageKind, platform_of
 
 # Imports carry history, not a conversation: the design says they never notify anyone.
 SILENT_CHANNELS = ("import",)
@@ -183,11 +183,14 @@ def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping[str, An
 
 def is_filer(view: Optional[ComplaintView], known_psid: Optional[str], asker: Optional[Mapping[str, Any]]) -> bool:
     """Whether the person asking (their ``reply_to``) is the citizen who filed the complaint: the
-    same Page and the complaint's PSID, or the PSID learnt after a comment complaint."""
+    same Page, the same app (Messenger or Instagram Direct) and the complaint's PSID (or IGSID), or
+    the PSID learnt after a comment complaint."""
     if view is None or not view.reply_to or not asker or not asker.get("psid"):
         return False
     if asker.get("page_id") != view.reply_to.get("page_id"):
         return False
+    if platform_of(asker) != platform_of(view.reply_to):
+        return False  # a PSID and an IGSID are ids in different apps, whatever their digits
     return asker["psid"] in {view.reply_to.get("psid"), known_psid} - {None}
 
 

@@ -31,6 +31,7 @@ from services.notification.domain.policy import (
     NEXT_CHANNEL,
     OUTSIDE_WINDOW,
     PAGE_SCOPE,
+    PLATFORM_MESSENGER,
     PRIVATE_REPLY_REFUSED,
     PRIVATE_REPLY_USED,
     PRIVATE_REPLY_WINDOW_CLOSED,
@@ -219,6 +220,7 @@ class Sent:
     private_reply_used: bool = False  # the complaint's one private reply is spent …
     known_psid: Optional[str] = None  # … and Meta told us the citizen's PSID
     replied_comment_id: Optional[str] = None  # a private reply: the comment whose reply it spent
+    platform: str = PLATFORM_MESSENGER  # the app of a Send API conversation (Instagram Direct or not)
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,7 @@ def after_success(message: PendingMessage, send: Send, graph_message_id: str,
                 private_reply_used=spends_private_reply,
                 known_psid=psid if spends_private_reply and psid else None,
                 replied_comment_id=str(send.recipient.get("comment_id")) if send.channel == COMMENT_PRIVATE
-                else None)
+                else None, platform=send.attempt.platform)
 
 
 def _closed_by(rule: ErrorRule) -> str:
@@ -437,6 +439,8 @@ def notified_event(message: PendingMessage, sent: Sent) -> dict[str, Any]:
                             "graph_message_id": sent.graph_message_id, "message_id": message.message_id}
     if sent.recipient_psid:
         data["recipient_psid"] = sent.recipient_psid
+    if sent.platform != PLATFORM_MESSENGER:
+        data["platform"] = sent.platform  # Instagram Direct: the IGSID's thread (channel: messenger)
     return data
 
 

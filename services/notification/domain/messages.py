@@ -12,18 +12,26 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jinja2
 import yaml
 
 from shared.core import reference
+from services.notification.domain.policy import PLATFORM_INSTAGRAM
+
 DEFAULT_TEMPLATES_PATH = Path(__file__).resolve().parents[1] / "templates" / "messages.yaml"
 # Lets a deployment edit the texts without a new image.
 TEMPLATES_PATH_ENV = "NOTIFICATION_TEMPLATES_PATH"
 
 # Meta: message.text must be *under* 2,000 characters.
 SEND_API_TEXT_LIMIT = 2000
+# Instagram Direct is shorter. Meta's Instagram Messaging "Send a Message" page
+# (https://developers.facebook.com/docs/messenger-platform/instagram/features/send-message/) says
+# both "Text message must be less than 1000 characters" (Limitations) and "Message text must be
+# UTF-8 and be a 1000 bytes or less" (Send a basic message): a part is kept under 1,000 UTF-8
+# *bytes*, which meets both (a character is at least one byte; "—", "…" and emoji are several).
+INSTAGRAM_TEXT_LIMIT_BYTES = 1000
 
 
 # --- templates ------------------------------------------------------------------------------
@@ -146,22 +154,42 @@ def _sentences(text: str) -> list[str]:
     return pieces
 
 
-def split_text(text: str, limit: int = SEND_API_TEXT_LIMIT) -> list[str]:
-    """Split ``text`` into ordered parts, each shorter than ``limit`` characters.
+def utf8_length(text: str) -> int:
+    """How many bytes ``text`` takes in UTF-8 (what Instagram counts)."""
+    return len(text.encode("utf-8"))
+
+
+def _cut(word: str, max_len: int, measure: Callable[[str], int]) -> int:
+    """How many characters of ``word`` fit in ``max_len`` (at least one)."""
+    if measure is len:
+        return max(1, max_len)
+    size, count = 0, 0
+    for char in word:
+        size += measure(char)
+        if size > max_len:
+            break
+        count += 1
+    return max(1, count)
+
+
+def split_text(text: str, limit: int = SEND_API_TEXT_LIMIT,
+               measure: Callable[[str], int] = len) -> list[str]:
+    """Split ``text`` into ordered parts, each shorter than ``limit`` (as ``measure`` counts:
+    characters by default, ``utf8_length`` for bytes).
 
     Sentences are kept whole when they fit; a longer sentence is split between words, and only a
-    single word longer than the limit is cut. Line breaks inside a part are preserved; the
-    whitespace at a cut is dropped. Empty text gives no parts.
+    single word longer than the limit is cut (never inside a character). Line breaks inside a part
+    are preserved; the whitespace at a cut is dropped. Empty text gives no parts.
     """
-    if limit < 2:
-        raise ValueError("limit must be at least 2")
+    if limit < 2 or (measure is not len and limit < 5):
+        raise ValueError("limit must be at least 2 (5 when counting bytes)")
     max_len = limit - 1
     parts: list[str] = []
     current = ""
 
     def add(piece: str) -> None:
         nonlocal current
-        if len((current + piece).rstrip()) <= max_len:
+        if measure((current + piece).rstrip()) <= max_len:
             current += piece
             return
         if current.strip():
@@ -169,14 +197,23 @@ def split_text(text: str, limit: int = SEND_API_TEXT_LIMIT) -> list[str]:
         current = piece.lstrip()
 
     for sentence in _sentences(text):
-        if len(sentence.strip()) <= max_len:
+        if measure(sentence.strip()) <= max_len:
             add(sentence)
             continue
         for word in _WORD.findall(sentence):
-            while len(word.rstrip()) > max_len:
-                add(word[:max_len])
-                word = word[max_len:]
+            while measure(word.rstrip()) > max_len:
+                size = _cut(word, max_len, measure)
+                add(word[:size])
+                word = word[size:]
             add(word)
     if current.strip():
         parts.append(current.strip())
     return parts
+
+
+def split_for(text: str, platform: Optional[str]) -> list[str]:
+    """``text`` in the parts the conversation's app takes: under 2,000 characters for Messenger
+    (and comment replies), under 1,000 UTF-8 bytes for Instagram Direct."""
+    if platform == PLATFORM_INSTAGRAM:
+        return split_text(text, INSTAGRAM_TEXT_LIMIT_BYTES, utf8_length)
+    return split_text(text)

@@ -37,10 +37,23 @@ class MessageKind:
     IDENTIFIABLE = ALL + (COMMENT_ACK,)
 
 
-MESSENGER = "messenger"
+MESSENGER = "messenger"  # a Send API conversation with ``reply_to.psid`` (Messenger or Instagram)
 COMMENT_PRIVATE = "comment_private"
 COMMENT_PUBLIC = "comment_public"
 CHANNELS = (MESSENGER, COMMENT_PRIVATE, COMMENT_PUBLIC)
+
+# Which app the Send API conversation is in (``reply_to.platform``; absent means Messenger).
+# Instagram Direct is answered through the same Send API (``POST /{page-id}/messages``) of the
+# Page the Instagram professional account is linked to, to the Instagram-scoped id (IGSID), under
+# the same windows (24 h RESPONSE; HUMAN_AGENT, the only tag Instagram accepts, up to 7 days) —
+# SOURCES["instagram"]. It has no comment channels: Instagram comments are not served.
+PLATFORM_MESSENGER = "messenger"
+PLATFORM_INSTAGRAM = "instagram"
+PLATFORMS = (PLATFORM_MESSENGER, PLATFORM_INSTAGRAM)
+# The message tags this service may send on each platform: Instagram accepts HUMAN_AGENT only (the
+# other tags are "not available for Instagram Messaging API", Meta's "Message tags" page).
+TAGS_BY_PLATFORM: dict[str, tuple[str, ...]] = {PLATFORM_MESSENGER: ("HUMAN_AGENT",),
+                                                PLATFORM_INSTAGRAM: ("HUMAN_AGENT",)}
 
 RESPONSE = "RESPONSE"
 MESSAGE_TAG = "MESSAGE_TAG"
@@ -67,6 +80,14 @@ HUMAN_AGENT_NOT_APPROVED = "human_agent_not_approved"
 COMMENT_REMOVED = "comment_removed"
 
 
+def platform_of(reply_to: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The app of a ``reply_to``'s conversation: ``messenger`` unless it says ``instagram``; None
+    for a platform this service cannot answer on."""
+    value = (reply_to or {}).get("platform")
+    platform = str(value) if value else PLATFORM_MESSENGER
+    return platform if platform in PLATFORMS else None
+
+
 @dataclass(frozen=True)
 class Attempt:
     channel: str
@@ -75,6 +96,8 @@ class Attempt:
     recipient: dict[str, Any]  # {"id": psid} or {"comment_id": ...}; for comment_public the comment replied under
     # Retries of this attempt must not be scheduled after this instant (None: no window).
     deadline: Optional[datetime] = None
+    # The app of a Send API conversation (MESSENGER channel): Messenger or Instagram Direct.
+    platform: str = PLATFORM_MESSENGER
 
 
 @dataclass(frozen=True)
@@ -105,21 +128,22 @@ def _require_aware(value: datetime, name: str) -> None:
 
 
 def _messenger_attempt(psid: str, human_written: bool, last: Optional[datetime], now: datetime,
-                       human_agent_approved: bool) -> Attempt | str:
-    """The Attempt of a Messenger send to ``psid``, or the reason none may be made."""
+                       human_agent_approved: bool, platform: str = PLATFORM_MESSENGER) -> Attempt | str:
+    """The Attempt of a Send API message to ``psid`` in a Messenger or Instagram Direct thread
+    (the same windows on both), or the reason none may be made."""
     if last is None:
         return MESSENGER_WINDOW_CLOSED
     age = _age(now, last)
     if age <= STANDARD_WINDOW:
-        return Attempt(MESSENGER, RESPONSE, None, {"id": psid}, last + STANDARD_WINDOW)
+        return Attempt(MESSENGER, RESPONSE, None, {"id": psid}, last + STANDARD_WINDOW, platform)
     if age <= HUMAN_AGENT_WINDOW:
-        if not human_written:
+        if not human_written or HUMAN_AGENT not in TAGS_BY_PLATFORM[platform]:
             return OUTSIDE_24H_AUTOMATED
         if not human_agent_approved:
             # Meta refuses the tag to apps whose Human Agent feature has not passed App Review:
             # go straight to the fallback instead of spending a call on a sure refusal.
             return HUMAN_AGENT_NOT_APPROVED
-        return Attempt(MESSENGER, MESSAGE_TAG, HUMAN_AGENT, {"id": psid}, last + HUMAN_AGENT_WINDOW)
+        return Attempt(MESSENGER, MESSAGE_TAG, HUMAN_AGENT, {"id": psid}, last + HUMAN_AGENT_WINDOW, platform)
     return MESSENGER_WINDOW_CLOSED
 
 
@@ -154,11 +178,15 @@ def plan_delivery(
     page_id = reply_to.get("page_id")
     psid = reply_to.get("psid")
     comment_id = reply_to.get("comment_id")
-    if not page_id or not (psid or comment_id):
+    platform = platform_of(reply_to)
+    if platform == PLATFORM_INSTAGRAM:
+        comment_id = None  # Instagram Direct: its thread only, never a comment channel
+    if not page_id or not (psid or comment_id) or platform is None:
         return DeliveryPlan(page_id=page_id, skipped_reason=INVALID_REPLY_TO)
 
     if psid:
-        found = _messenger_attempt(psid, human_written, last_citizen_message_at, now, human_agent_approved)
+        found = _messenger_attempt(psid, human_written, last_citizen_message_at, now, human_agent_approved,
+                                   platform)
         if isinstance(found, str):
             return DeliveryPlan(page_id=page_id, skipped_reason=found, fallback_reasons=(found,))
         return DeliveryPlan(page_id=page_id, attempts=(found,))
@@ -222,6 +250,13 @@ SOURCES: dict[str, str] = {
     # Not in Meta's public tables; Meta's answers as reported on the Graph SDKs' trackers
     "observed-10902": "https://github.com/facebookarchive/php-graph-sdk/issues/568",
     "observed-2018292": "https://github.com/restfb/restfb/issues/1165",
+    # Instagram Messaging, "Send a Message" (through the linked Page's Send API: same windows,
+    # HUMAN_AGENT the only tag, text under 1,000 characters / 1,000 bytes)
+    "instagram": "https://developers.facebook.com/docs/messenger-platform/instagram/features/send-message/",
+    # Instagram's outside-window subcode is not in Meta's public tables; Meta's answer ("This
+    # message is sent outside of allowed window.", IGApiException, code 10, subcode 2534022) as
+    # reported on a client's tracker
+    "observed-2534022": "https://github.com/ComposioHQ/composio/issues/3604",
 }
 
 # What kind of failure an answer is (``GraphApiError.kind``, and the first word of ``last_error``).
@@ -368,6 +403,8 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
           like=_PERSON),
     _rule(10, 2018278, "Message sent outside of the allowed window (24 h, 7 days with HUMAN_AGENT; "
           "7 days for a private reply)", source="messenger", like=_WINDOW),
+    _rule(10, 2534022, "Instagram Direct: message sent outside of the allowed window (24 h, 7 days with "
+          "HUMAN_AGENT)", source="observed-2534022", like=_WINDOW),
     _rule(17, None, "API User Too Many Calls: account-level throttling", source="graph", like=_APP_LIMIT),
     _rule(32, None, "Page request limit reached: Page-level throttling of the Pages API",
           source="rate", like=_PAGE_LIMIT),
