@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from sandbox.control import meta_saw
 from tests.support import facebook, infra
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,9 +119,16 @@ class WebhookLoad:
     previous answer came) or at saturation (closed loop, ``concurrency`` senders back to back).
 
     Latency is measured from the moment the request was due, so a generator that falls behind
-    shows up as latency rather than as a lower offered load (no coordinated omission)."""
+    shows up as latency rather than as a lower offered load (no coordinated omission).
 
-    def __init__(self, intake_url: str, page_id: str, app_secret: str = facebook.APP_SECRET):
+    With ``sandbox_url`` the Graph API sandbox is told, before the clock starts, which PSIDs
+    wrote to the Page (as Meta knows because it delivered their webhooks): it refuses to answer
+    a PSID that never wrote. The measured path stays the plain signed POST to intake."""
+
+    REGISTER_BATCH = 500  # PSIDs per webhook body shown to the sandbox
+
+    def __init__(self, intake_url: str, page_id: str, app_secret: str = facebook.APP_SECRET,
+                 sandbox_url: str | None = None):
         self.host, _, port = intake_url.removeprefix("http://").partition(":")
         self.port = int(port)
         self.page_id = page_id
@@ -129,6 +137,37 @@ class WebhookLoad:
         self.sent: dict[str, float] = {}        # psid -> wall time the request was due
         self.answered: dict[str, float] = {}    # psid -> seconds to the 200
         self.failures: dict[str, int] = {}
+        self.sandbox_url = sandbox_url
+        self._ready: list[str] = []             # PSIDs the sandbox already knows wrote
+
+    def prepare(self, count: int) -> None:
+        """Make ``count`` new PSIDs and, with a sandbox, tell it they wrote to the Page: one
+        webhook body of up to REGISTER_BATCH messages per call to ``/_sandbox/webhooks``."""
+        psids = [_psid() for _ in range(count)]
+        self._register(psids)
+        with self.lock:
+            self._ready.extend(psids)
+
+    def _register(self, psids: list[str]) -> None:
+        if not self.sandbox_url:
+            return
+        for i in range(0, len(psids), self.REGISTER_BATCH):
+            batch = psids[i:i + self.REGISTER_BATCH]
+            body = facebook.page_body(facebook.messaging_entry(self.page_id, *(
+                facebook.text_message(self.page_id, psid, "bench") for psid in batch)))
+            learned = meta_saw(self.sandbox_url, body)
+            if learned.get("conversations") != len(batch):
+                raise RuntimeError(f"the sandbox learned {learned} from {len(batch)} messages")
+
+    def _next_psid(self) -> str:
+        """A prepared PSID; when they run out, a new one registered now (the caller takes its
+        clock after this, so the registration is not measured)."""
+        with self.lock:
+            if self._ready:
+                return self._ready.pop()
+        psid = _psid()
+        self._register([psid])
+        return psid
 
     def _body(self, psid: str) -> bytes:
         body = facebook.page_body(facebook.messaging_entry(self.page_id, facebook.text_message(
@@ -167,6 +206,7 @@ class WebhookLoad:
     def fixed_rate(self, rate: float, seconds: float, senders: int = 24) -> dict:
         """Offer ``rate`` webhooks/s for ``seconds``; returns what was offered and accepted."""
         total = int(rate * seconds)
+        self.prepare(total)
         start = time.time() + 0.2
         next_index = iter(range(total))
         index_lock = threading.Lock()
@@ -182,7 +222,7 @@ class WebhookLoad:
                 delay = due - time.time()
                 if delay > 0:
                     time.sleep(delay)
-                self._send(holder, _psid(), due)
+                self._send(holder, self._next_psid(), due)
 
         threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
         for thread in threads:
@@ -191,13 +231,18 @@ class WebhookLoad:
             thread.join(seconds + 120)
         return {"offered_rate": rate, "seconds": seconds, "offered": total}
 
-    def saturate(self, seconds: float, concurrency: int = 16) -> dict:
+    def saturate(self, seconds: float, concurrency: int = 16, prepared_per_s: int = 500) -> dict:
+        """Closed loop for ``seconds``; ``prepared_per_s`` × ``seconds`` PSIDs are registered
+        with the sandbox before the clock starts (beyond that, each is registered just before
+        its send, outside the measured time but in the sender's loop)."""
+        self.prepare(int(prepared_per_s * seconds))
         stop_at = time.time() + seconds
 
         def sender():
             holder = [None]
             while time.time() < stop_at:
-                self._send(holder, _psid(), time.time())
+                psid = self._next_psid()
+                self._send(holder, psid, time.time())
 
         threads = [threading.Thread(target=sender, daemon=True) for _ in range(concurrency)]
         started = time.time()

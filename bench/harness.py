@@ -183,7 +183,7 @@ def latency_report(load: WebhookLoad, watcher: SandboxWatcher, psids) -> dict:
 
 def fixed_load(platform: Platform, watcher: SandboxWatcher, rate: float, seconds: float,
                drain_timeout: float = 30) -> dict:
-    load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID)
+    load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID, sandbox_url=platform.sandbox_url)
     log(f"  offered {rate}/s for {seconds}s")
     offered = load.fixed_rate(rate, seconds)
     psids = list(load.sent)
@@ -200,7 +200,7 @@ def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, conc
                drain_timeout: float = 60) -> dict:
     """Closed-loop senders for ``seconds``; then the backlog drains. Sustained rate = complaints
     with both messages delivered / (last delivery − first send)."""
-    load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID)
+    load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID, sandbox_url=platform.sandbox_url)
     log(f"  saturation: {concurrency} senders for {seconds}s")
     started = time.time()
     shape = load.saturate(seconds, concurrency)
@@ -232,7 +232,7 @@ def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, conc
 
 
 def warm_up(platform: Platform, watcher: SandboxWatcher, count: int = 20) -> None:
-    load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID)
+    load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID, sandbox_url=platform.sandbox_url)
     load.fixed_rate(20, count / 20, senders=4)
     wait_for(lambda: watcher.settled([p for p in load.sent if p in load.answered]) >= len(load.answered),
              timeout=60, message="warm-up acknowledgments")

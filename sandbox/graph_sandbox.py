@@ -51,6 +51,9 @@ SEVEN_DAY_TAGS = meta.SEVEN_DAY_TAGS
 KINDS = ("messenger", "private_reply", "comment_reply")
 PLATFORMS = ("messenger", "instagram")
 MAX_TEXT = 2000  # Meta: message text "under 2,000 characters"
+#: meta.INSTAGRAM_URL: Instagram message text "must be UTF-8 and less than 1000 characters"
+#: (1000 bytes); counted here in UTF-8 bytes, refused above 1000.
+INSTAGRAM_MAX_TEXT_BYTES = 1000
 MAX_COMMENT = 8000
 # meta.POLICY_URL: RESPONSE / UPDATE within 24 h of the person's last message.
 STANDARD_WINDOW = timedelta(hours=24)
@@ -835,6 +838,10 @@ class GraphSandboxApp:
             if len(text) >= MAX_TEXT:
                 raise _bad_request(f"Length of param message[text] must be less than "
                                    f"{MAX_TEXT} characters")
+            if entry["platform"] == "instagram" \
+                    and len(text.encode("utf-8")) > INSTAGRAM_MAX_TEXT_BYTES:
+                raise _bad_request("Message text is too long: an Instagram message must be at "
+                                   f"most {INSTAGRAM_MAX_TEXT_BYTES} bytes (UTF-8)")
 
         if private:
             psid = self._private_reply(str(recipient["comment_id"]))

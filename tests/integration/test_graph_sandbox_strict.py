@@ -483,6 +483,32 @@ def test_instagram_threads_have_the_same_windows(sb):
             10, 2534022)
 
 
+@pytest.mark.parametrize("text,ok", [
+    ("a" * 1000, True),                 # 1000 bytes: accepted
+    ("a" * 1001, False),                # 1001 bytes: refused
+    ("\u00e9" * 500, True),             # 500 characters of 2 bytes = 1000 bytes
+    ("\u00e9" * 500 + "a", False),      # 501 characters, 1001 bytes
+    ("\U0001F600" * 251, False),        # 251 characters of 4 bytes = 1004 bytes
+], ids=["1000-bytes", "1001-bytes", "1000-bytes-2-byte-chars", "1001-bytes-2-byte-chars",
+        "1004-bytes-emoji"])
+def test_instagram_text_is_limited_to_1000_utf8_bytes(sb, text, ok):
+    wrote(sb, T0, psid=IGSID, platform="instagram")
+    resp = send(sb, recipient=IGSID, text=text)
+    if ok:
+        assert resp.status_code == 200, resp.text
+    else:
+        error = refused(resp, 100)
+        assert "too long" in error["message"]
+        assert error["message"].startswith("(#100)")
+
+
+def test_messenger_keeps_its_2000_character_limit(sb):
+    wrote(sb, T0)
+    # 1999 characters (3998 bytes) is over Instagram's limit but fine on Messenger.
+    assert send(sb, text="\u00e9" * 1999).status_code == 200
+    refused(send(sb, text="a" * 2000), 100)
+
+
 def test_instagram_webhooks_open_threads_for_the_linked_page(sb):
     stamp = int(T0.timestamp() * 1000)
     body = {"object": "instagram", "entry": [{"id": "17841400999", "time": stamp, "messaging": [

@@ -132,17 +132,27 @@ def message_edit(page_id: str, psid: str, mid: str, text: str, num_edit: int = 1
 
 
 def postback(page_id: str, psid: str, payload: str = "GET_STARTED") -> dict:
+    # Checked 2026-11 against https://developers.facebook.com/documentation/business-messaging/messenger-platform/webhooks/webhook-events/messaging_postbacks
+    # (postback.mid, .title, .payload, .referral{ref, source, type}); ``source`` is "SHORTLINK" for
+    # an m.me link, as the messaging_referrals page gives it (that page's sample has a placeholder).
     return _event(page_id, psid, postback={
         "mid": new_mid(), "title": "Mulai", "payload": payload,
         "referral": {"ref": "aduan", "source": "SHORTLINK", "type": "OPEN_THREAD"}})
 
 
 def referral(page_id: str, psid: str) -> dict:
+    # The "m.me Link" example of https://developers.facebook.com/documentation/business-messaging/messenger-platform/webhooks/webhook-events/messaging_referrals
+    # (checked 2026-11): referral{ref, source: "SHORTLINK", type: "OPEN_THREAD"} beside sender/recipient.
     return _event(page_id, psid, referral={"ref": "aduan-jalan", "source": "SHORTLINK", "type": "OPEN_THREAD"})
 
 
 def optin(page_id: str) -> dict:
-    """A checkbox-plugin optin: no sender yet, only a ``user_ref``."""
+    """A checkbox-plugin optin: no sender yet, only a ``user_ref``.
+
+    Meta's current page (https://developers.facebook.com/documentation/business-messaging/messenger-platform/webhooks/webhook-events/messaging_optins,
+    checked 2026-11) shows only the notification_messages optin (with ``sender.id``) and the Send to
+    Messenger ``optin.ref``; the checkbox-plugin shape (no ``sender``, ``optin.ref`` + ``optin.user_ref``)
+    is from Meta's earlier version of that page, as github.com/howdyai/botkit/issues/834 reports it."""
     return {"recipient": {"id": page_id}, "timestamp": now_ms(),
             "optin": {"ref": "PASS_THROUGH_PARAM", "user_ref": "UNIQUE_REF_PARAM"}}
 

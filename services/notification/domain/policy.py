@@ -257,6 +257,13 @@ SOURCES: dict[str, str] = {
     # message is sent outside of allowed window.", IGApiException, code 10, subcode 2534022) as
     # reported on a client's tracker
     "observed-2534022": "https://github.com/ComposioHQ/composio/issues/3604",
+    # Messenger Platform, Send API "Error Codes" (code/subcode/message table: 100/2018001,
+    # 10/2018065, 10/2018108, 200/1545041, 200/2018028; checked 2026-11 against this page and an
+    # archived copy of Meta's earlier "Send API Reference" table, which has the same rows)
+    "send-api": "https://developers.facebook.com/docs/messenger-platform/reference/send-api/error-codes",
+    # 100/33 is not in Meta's public tables; Meta's answer ("Object ... does not exist, cannot be
+    # loaded due to missing permissions, or does not support this operation") as quoted by a client
+    "observed-100-33": "https://github.com/Shudesu/ig-harness-oss/releases/tag/v0.4.6",
 }
 
 # What kind of failure an answer is (``GraphApiError.kind``, and the first word of ``last_error``).
@@ -397,10 +404,12 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
           like=_PAGE_LIMIT),
     _rule(10, None, "API Permission Denied: a permission was not granted or has been removed",
           source="graph", like=_PERMISSION),
-    _rule(10, 2018065, "Message sent outside of the allowed window (needs a permission the app does "
-          "not have)", source="messenger", like=_WINDOW),
-    _rule(10, 2018108, "This person isn't receiving messages from you right now", source="messenger",
-          like=_PERSON),
+    # 10/2018065, 10/2018108: Meta's Send API error table (SOURCES["send-api"])
+    _rule(10, 2018065, "This message is sent outside of allowed window: it needs a permission the app "
+          "does not have (News Messaging; formerly page_messaging_subscriptions)", source="send-api",
+          like=_WINDOW),
+    _rule(10, 2018108, "This Person Cannot Receive Messages: this person isn't receiving messages from "
+          "you right now", source="send-api", like=_PERSON),
     _rule(10, 2018278, "Message sent outside of the allowed window (24 h, 7 days with HUMAN_AGENT; "
           "7 days for a private reply)", source="messenger", like=_WINDOW),
     _rule(10, 2534022, "Instagram Direct: message sent outside of the allowed window (24 h, 7 days with "
@@ -409,10 +418,12 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     _rule(32, None, "Page request limit reached: Page-level throttling of the Pages API",
           source="rate", like=_PAGE_LIMIT),
     _rule(100, None, "Invalid parameter", source="messenger", like=_FAILED),
+    # 100/33: not in Meta's public tables (Graph "Handling Errors" lists no subcode 33); Meta's
+    # answer text as quoted in SOURCES["observed-100-33"]
     _rule(100, 33, "Unsupported request: the object (e.g. a deleted comment) does not exist, cannot "
-          "be loaded or does not support this operation", source="graph", like=_FAILED,
-          reason=OBJECT_NOT_FOUND),
-    _rule(100, 2018001, "No matching user found", source="messenger", like=_PERSON),
+          "be loaded due to missing permissions, or does not support this operation",
+          source="observed-100-33", like=_FAILED, reason=OBJECT_NOT_FOUND),
+    _rule(100, 2018001, "No matching user found", source="send-api", like=_PERSON),
     _rule(100, 2018022, "Too many send requests (the Send API's own limit)", source="messenger",
           like=_PAGE_LIMIT),
     _rule(100, 2018292, "Invalid comment_id parameter (a private reply to a comment Meta does not "
@@ -434,8 +445,12 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
           like=_TOKEN),
     _rule(200, None, "API Permission (200–299): a permission was not granted or has been removed",
           source="graph", codes_up_to=299, like=_PERMISSION),
-    _rule(200, 2018028, "Cannot message people who are not admins, developers or testers of the app "
-          "until pages_messaging is approved and the app is Live", source="messenger", like=_PERMISSION),
+    # Meta's Send API table lists 1545041 under code 200 (not 551)
+    _rule(200, 1545041, "Message Not Sent: this person isn't receiving messages from you right now",
+          source="send-api", like=_PERSON),
+    _rule(200, 2018028, "Cannot message users who are not admins, developers or testers of the app "
+          "until pages_messaging permission is reviewed and the app is live", source="send-api",
+          like=_PERMISSION),
     _rule(341, None, "Application limit reached: temporary issue due to downtime or throttling",
           source="graph", like=_APP_LIMIT),
     _rule(368, None, "Temporarily blocked for policies violations: wait and retry", source="graph",
@@ -444,8 +459,14 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
           reason=DUPLICATE_POST),
     _rule(551, None, "This person isn't available right now (messages from the Page turned off, "
           "account deactivated)", source="messenger", like=_PERSON),
-    _rule(551, 1545041, "This person isn't available right now", source="messenger", like=_PERSON),
+    # 551/1545041: not in Meta's public tables (they list 1545041 under 200); seen in Meta's answers
+    # ("(#551) This person isn't available right now."), as sandbox/meta.py reproduces them
+    _rule(551, 1545041, "This person isn't available right now (subcode not in Meta's public tables "
+          "under 551; they list 1545041 under 200)", source="messenger", like=_PERSON),
     _rule(613, None, "Calls to this API have exceeded the rate limit", source="messenger", like=_PAGE_LIMIT),
+    # 80001/80002/80006: Meta's "Rate Limits" page (SOURCES["rate"]) puts Page-token Pages API calls
+    # under Business Use Case limits; its per-type code table (80001 Pages, 80002 Instagram, 80006
+    # Messenger) could not be retrieved for this check (2026-11): unconfirmed, from memory.
     _rule(80001, None, "Too many calls to this Page: Business Use Case limit of the Pages API "
           "(comment replies)", source="rate", like=_PAGE_LIMIT),
     _rule(80002, None, "Too many calls to this Instagram account: Business Use Case limit",
@@ -459,7 +480,8 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
           source="private", like=_WINDOW, reason=PRIVATE_REPLY_USED),  # the one-message "window" is spent
     _rule(10902, None, "This is not a replyable activity (no private reply to this comment)",
           source="observed-10902", like=_REFUSED),
-    # 10903 is not in Meta's public error tables; it is the refusal the design names for a single
+    # 10903 is not in Meta's public error tables (not found on the Private Replies page or the
+    # Messenger/Graph error tables, checked 2026-11); it is the refusal the design names for a single
     # comment ("a private reply can be refused for a single comment (error 10903 and others)").
     _rule(10903, None, "A private reply to this comment is refused (not in Meta's public tables; no "
           "reason given, e.g. the commenter cannot be messaged)", source="private", like=_REFUSED),
