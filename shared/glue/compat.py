@@ -9,12 +9,21 @@ running but serves nothing (found by ``tests/faults/test_broker_restart.py``).
 
 An ack or requeue that cannot reach the broker needs no handling: the broker gives an unacked
 message to a consumer again after the reconnect, and every handler here is idempotent.
+
+The same holds for an RPC reply: when a call finishes while the broker is away, nameko's
+``Responder`` gives up after its retries with kombu's ``OperationalError`` (not an ``OSError``),
+which ends the worker's thread and again kills the container. The reply is dropped instead (the
+caller's call fails or times out, as it would on any broker outage, and callers here retry —
+catch-up pulls again); the request stays unacked, so the broker delivers it again after the
+reconnect.
 """
 from __future__ import annotations
 
 import logging
 
+from kombu.exceptions import OperationalError
 from nameko.messaging import QueueConsumer
+from nameko.rpc import RpcConsumer
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +50,16 @@ def install() -> None:
     QueueConsumer.ack_message = ack_message
     QueueConsumer.requeue_message = requeue_message
     QueueConsumer._ntbcare_tolerates_lost_connections = True
+
+    original_handle_result = RpcConsumer.handle_result
+
+    def handle_result(self, message, result, exc_info):
+        try:
+            return original_handle_result(self, message, result, exc_info)
+        except (OSError, OperationalError) as error:
+            log.warning("could not send an RPC reply, the broker connection is gone (%s); the "
+                        "caller retries and the broker delivers the request again",
+                        type(error).__name__)
+            return result, exc_info
+
+    RpcConsumer.handle_result = handle_result
