@@ -6,7 +6,7 @@ confidentiality (see docs/lifecycle.md)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ import yaml
 
 import shared.glue.remote_errors  # noqa: F401 - registers remote exception types
 from sandbox.control import meta_saw
-from shared.core.reference import OPEN_STATUSES, STATUS_LABELS
+from shared.core.reference import OPEN_STATUSES, STATUS_LABELS, in_wita
 from tests.support import facebook as fb
 from tests.support.platform import DEV_PAGE_ID, ROOT, Platform, wait_for
 
@@ -157,10 +157,13 @@ def agree(platform, desk: Desk, citizen: Citizen, complaint_id: str, status: str
     return public
 
 
-def report_counts(platform) -> tuple[int, int]:
+def report_counts(platform, complaint: dict) -> tuple[int, int]:
+    """The monthly report of the complaint's own filing month. The report's months are WITA
+    months, so near midnight UTC's month is the wrong one (this failed in CI at 00:03 WITA on
+    1 December)."""
+    filed = in_wita(datetime.fromisoformat(complaint["filed_at"].replace("Z", "+00:00")))
     with platform.rpc() as rpc:
-        now = datetime.now(timezone.utc)
-        summary = rpc.reporting.monthly_summary(now.year, now.month)
+        summary = rpc.reporting.monthly_summary(filed.year, filed.month)
     return summary["total"], summary["resolved"]
 
 
@@ -191,16 +194,16 @@ def test_two_leads_stay_diproses_until_the_last_one_resolves(platform, desk):
     complaint = routed(platform, cid)
     assert (complaint["lead_agencies"], complaint["coordinating_agencies"]) == (
         ["dpupr", "polda-ntb"], ["kejati-ntb"])
-    total_before, resolved_before = report_counts(platform)
+    total_before, resolved_before = report_counts(platform, complaint)
     with platform.rpc() as rpc:
         rpc.routing.respond(cid, "dpupr", "Jembatan sedang kami perbaiki, selesai bagian kami.", True, "budi")
     agree(platform, desk, citizen, cid, "diproses", complaint["confidential"])
     assert not any("telah dinyatakan selesai" in text for text in citizen.received())
-    assert report_counts(platform)[1] == resolved_before
+    assert report_counts(platform, complaint)[1] == resolved_before
     with platform.rpc() as rpc:
         rpc.routing.respond(cid, "polda-ntb", "Petugas yang meminta uang sudah ditindak.", True, "agus")
     agree(platform, desk, citizen, cid, "selesai", complaint["confidential"])
-    wait_for(lambda: report_counts(platform)[1] == resolved_before + 1, 30, message="report counts it")
+    wait_for(lambda: report_counts(platform, complaint)[1] == resolved_before + 1, 30, message="report counts it")
     wait_for(lambda: any("telah dinyatakan selesai" in text for text in citizen.received()), 30,
              message="the resolved message")
 
