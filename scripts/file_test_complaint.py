@@ -1,7 +1,11 @@
 """Files one test complaint over RPC as a Messenger conversation on the development Page, then
 prints its tracking code and, a moment later, what the Graph API sandbox received.
 Usage: .venv/bin/python -m scripts.file_test_complaint "complaint text" """
-import eventlet
+import warnings
+
+warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")  # said once, at import
+
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 

@@ -4,7 +4,8 @@ come from the environment (``NTBCARE_RABBIT_PASSWORD_<USER>``, upper case with `
 user without one is created unable to log in. Idempotent: run it on every deployment.
 
 ``python -m shared.broker_setup [--vhost NAME] [--user-suffix S]`` (the options let tests apply
-the same file to a throw-away vhost)."""
+the same file to a throw-away vhost; with a suffix, a user's own name prefix in the patterns —
+``lapor-sp4n\\.`` — follows its suffixed name, so the user keeps its own queues and exchanges)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,14 @@ def load(path: Path = DEFINITIONS) -> dict:
 
 def password_variable(user: str) -> str:
     return "NTBCARE_RABBIT_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def suffixed(pattern: str, names: dict[str, str]) -> str:
+    """``pattern`` with each user's own-name prefix (``<user>\\.``) renamed to the name in use."""
+    for original, used in names.items():
+        if original != used:
+            pattern = pattern.replace(original + r"\.", used + r"\.")  # names are [a-z0-9-]: literal
+    return pattern
 
 
 def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: str | None = None,
@@ -56,11 +65,12 @@ def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: 
     for permission in definitions["permissions"]:
         target = vhost_map[permission["vhost"]]
         put(f"permissions/{quote(target, safe='')}/{quote(names[permission['user']], safe='')}",
-            {k: permission[k] for k in ("configure", "write", "read")})
+            {k: suffixed(permission[k], names) for k in ("configure", "write", "read")})
     for permission in definitions.get("topic_permissions", []):
         target = vhost_map[permission["vhost"]]
         put(f"topic-permissions/{quote(target, safe='')}/{quote(names[permission['user']], safe='')}",
-            {k: permission[k] for k in ("exchange", "write", "read")})
+            {"exchange": permission["exchange"],
+             **{k: suffixed(permission[k], names) for k in ("write", "read")}})
     return names
 
 

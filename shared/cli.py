@@ -39,7 +39,8 @@ EMITTING = config.EMITTING_SERVICES
 
 
 def rpc_proxy(timeout: float = 60):
-    return ClusterRpcProxy({"AMQP_URI": config.amqp_uri(), "serializer": "json"}, timeout=timeout)
+    return ClusterRpcProxy({"AMQP_URI": config.amqp_uri(), "AMQP_SSL": config.amqp_ssl(), "serializer": "json"},
+                           timeout=timeout)
 
 
 def management_url() -> tuple[str, tuple[str, str], str]:
@@ -97,7 +98,11 @@ def redact(data: dict) -> dict:
 def cmd_events_tail(args) -> int:
     import pika
 
-    connection = pika.BlockingConnection(pika.URLParameters(config.amqp_uri()))
+    parameters = pika.URLParameters(config.amqp_uri())
+    tls = config.amqp_ssl_context()
+    if tls is not None:  # amqps://: the same CA and client certificate as the services
+        parameters.ssl_options = pika.SSLOptions(tls, parameters.host)
+    connection = pika.BlockingConnection(parameters)
     channel = connection.channel()
     queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
     for service in EMITTING:

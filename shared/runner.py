@@ -33,6 +33,7 @@ SERVICE_CLASSES = {
 
 
 def load_service(name: str):
+    config.check_startup_settings()  # broker TLS files readable; no placeholder secret in production
     module_name, _, class_name = SERVICE_CLASSES[name].partition(":")
     module = importlib.import_module(module_name)
     check = getattr(module, "check_startup", None)

@@ -5,6 +5,7 @@ Defaults are the ones the design and the issues name; nothing secret has a defau
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any, overload
 
@@ -37,6 +38,84 @@ def env(name: str, default: str | None = None) -> str | None:
 
 def amqp_uri() -> str:
     return env("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+AMQP_SSL_VARIABLES = ("AMQP_SSL_CA_FILE", "AMQP_SSL_CERT_FILE", "AMQP_SSL_KEY_FILE")
+
+
+def amqp_ssl() -> dict[str, Any] | None:
+    """TLS options for the broker connection (nameko's ``AMQP_SSL``, kombu's ``ssl=``), or None
+    for a plain ``amqp://`` URI. With ``amqps://`` the broker's certificate is always verified —
+    against ``AMQP_SSL_CA_FILE`` (else the system's CAs) — and its name checked against the
+    URI's host; ``AMQP_SSL_CERT_FILE``/``AMQP_SSL_KEY_FILE`` present a client certificate."""
+    ca_file, cert_file, key_file = (env(variable) for variable in AMQP_SSL_VARIABLES)
+    if not amqp_uri().lower().startswith("amqps://"):
+        if ca_file or cert_file or key_file:
+            # Certificates for a plain connection would silently do nothing: say so instead.
+            raise ConfigError("AMQP_SSL_* files are set but AMQP_URI is not amqps://…; use amqps:// "
+                              "(the broker's TLS listener, usually port 5671)")
+        return None
+    if bool(cert_file) != bool(key_file):
+        raise ConfigError("AMQP_SSL_CERT_FILE and AMQP_SSL_KEY_FILE go together (the client certificate and its key)")
+    for variable, path in zip(AMQP_SSL_VARIABLES, (ca_file, cert_file, key_file)):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{variable} {path!r} is not a readable file")
+    # server_hostname None: kombu fills in the URI's host, which turns hostname checking on.
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    if ca_file:
+        options["ca_certs"] = ca_file
+    if cert_file:
+        options["certfile"], options["keyfile"] = cert_file, key_file
+    return options
+
+
+def amqp_ssl_context() -> ssl.SSLContext | None:
+    """The same TLS settings as an ``ssl.SSLContext`` (for pika, e.g. ``ntbcare events tail``)."""
+    options = amqp_ssl()
+    if options is None:
+        return None
+    context = ssl.create_default_context(cafile=options.get("ca_certs"))
+    if "certfile" in options:
+        context.load_cert_chain(options["certfile"], options["keyfile"])
+    return context
+
+
+# Values that must never reach production: the templates' placeholders and the secrets
+# `make run` uses in development (scripts/run.sh).
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "placeholder")
+DEVELOPMENT_SECRETS = frozenset({"dev-app-secret", "dev-verify-token", "sandbox-page-token", "dev-desk-token",
+                                 "dev-dpupr-token", "dev-loteng-token"})
+# Variables (by name) that carry a secret somewhere in their value.
+_SECRET_NAME_PARTS = ("SECRET", "TOKEN", "PASSWORD", "API_KEY", "_KEYS", "_PAGES", "AMQP_URI", "DATABASE_URL")
+
+
+def _holds_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+        return True
+    # Pairs (`name:token,…`) and URLs (`scheme://user:password@host`) hide the secret in a part.
+    parts = {lowered, *(piece for item in lowered.split(",") for piece in item.replace("@", ":").split(":"))}
+    return bool(parts & DEVELOPMENT_SECRETS)
+
+
+def placeholder_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """Names (never values) of secret-carrying variables that hold a placeholder or a
+    development secret."""
+    environ = dict(os.environ) if environ is None else environ
+    return sorted(name for name, value in environ.items()
+                  if value and any(part in name.upper() for part in _SECRET_NAME_PARTS)
+                  and _holds_placeholder(value))
+
+
+def check_startup_settings() -> None:
+    """What every service checks before it starts: readable broker TLS settings and, outside
+    development, no placeholder or development secret anywhere in its environment."""
+    amqp_ssl()
+    if not is_development():
+        found = placeholder_secrets()
+        if found:
+            raise ConfigError(f"{', '.join(found)} still hold a placeholder or development value "
+                              "(e.g. change-me); set real secrets, or NTBCARE_ENV=development for a local run")
 
 
 def data_dir() -> Path:
@@ -121,7 +200,7 @@ def facebook_verify_token() -> str | None:
 def nameko_config(service: str) -> dict[str, Any]:
     """The nameko container config for one service (each service runs in its own process, so
     WEB_SERVER_ADDRESS is that service's own address)."""
-    return {
+    settings: dict[str, Any] = {
         "AMQP_URI": amqp_uri(),
         "WEB_SERVER_ADDRESS": web_address(service),
         "serializer": "json",
@@ -129,3 +208,7 @@ def nameko_config(service: str) -> dict[str, Any]:
         "parent_calls_tracked": 10,
         "RPC_EXCHANGE": "nameko-rpc",
     }
+    tls = amqp_ssl()
+    if tls is not None:
+        settings["AMQP_SSL"] = tls
+    return settings

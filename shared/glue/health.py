@@ -16,7 +16,7 @@ def health_report(service: str, store: ServiceStore, relay: RelayStatus | None, 
     except Exception as error:
         problems.append(f"database: {type(error).__name__}")
     try:
-        with Connection(config.amqp_uri(), connect_timeout=2) as connection:
+        with Connection(config.amqp_uri(), connect_timeout=2, ssl=config.amqp_ssl()) as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     except Exception as error:
         problems.append(f"broker: {type(error).__name__}")

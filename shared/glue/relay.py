@@ -96,7 +96,8 @@ class OutboxRelay(DependencyProvider):
         if self._connection is None:
             # Confirms are enabled on the channel and awaited per batch (below), not per
             # message: kombu's confirm_publish would wait one broker round trip per event.
-            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5)
+            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5,
+                                          ssl=self.container.config.get("AMQP_SSL"))  # amqps://
             self._connection.ensure_connection(max_retries=1)
             self._channel = self._connection.channel()
             self._channel.confirm_select()
