@@ -3,6 +3,7 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Only the run-time lock: no test or lint tools (pytest, selenium, hadolint …) in the image.
 COPY requirements.lock pyproject.toml README.md ./
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install -r requirements.lock

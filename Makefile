@@ -2,15 +2,17 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+# Run-time pins (requirements.lock, all the container image gets) and test/lint tools (requirements-dev.lock).
+LOCKS := requirements.lock requirements-dev.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCKS) pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: setup run test test-fast lint bench migrate clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): $(LOCKS) pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip<27"
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q -r requirements.lock -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
@@ -45,7 +47,7 @@ bench: setup
 # Known vulnerabilities of the pinned dependencies (PyPI's advisory data; needs the network).
 audit: setup
 	$(PY) -m pip install -q pip-audit
-	$(PY) -m pip_audit -r requirements.lock --no-deps --disable-pip --strict
+	$(PY) -m pip_audit -r requirements.lock -r requirements-dev.lock --no-deps --disable-pip --strict
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,10 +1,13 @@
-"""Calling an NTBCare RPC from another system with plain pika (no nameko), speaking nameko's RPC
-protocol: publish ``{"args": [...], "kwargs": {...}}`` to the ``nameko-rpc`` topic exchange with
-routing key ``<service>.<method>``, ``reply_to`` naming the routing key your reply queue is bound
-with, and a ``correlation_id``; the reply is ``{"result": ..., "error": null | {...}}``.
+"""Calling NTBCare from another system with plain pika (no nameko), through the gateway
+(docs/gateway.md): publish ``{"args": [...], "kwargs": {...}}`` to the ``ntbcare.gateway``
+exchange with routing key ``<service>.<method>``, ``reply_to`` = a routing key of your own
+(``<your user>.…``) that your reply queue is bound with on ``ntbcare.replies``, a
+``correlation_id`` and **``user_id`` = your broker user** (RabbitMQ refuses any other value, so
+it proves who calls). The reply is nameko's: ``{"result": ..., "error": null | {exc_type, value, …}}``.
 
-It needs no permission to declare shared exchanges: only its own reply queue (prefix = its user
-name), write to ``nameko-rpc`` for the routing keys it may call, read for its own reply key.
+It needs only: configure/read/write on its own ``<user>.…`` queues, write on ``ntbcare.gateway``,
+read on ``ntbcare.replies`` for its own keys. Which operations it may call is the gateway's grant
+file; anything else is answered with a ``Forbidden`` error.
 
     python examples/pika_rpc_client.py amqp://lapor-sp4n:secret@broker:5672/ntbcare \
         intake.file_complaint '{"text": "Jalan rusak di Praya", "channel": "api"}'
@@ -18,6 +21,9 @@ import uuid
 
 import pika
 
+GATEWAY_EXCHANGE = "ntbcare.gateway"
+REPLIES_EXCHANGE = "ntbcare.replies"
+
 
 class RemoteError(Exception):
     def __init__(self, error: dict):
@@ -26,20 +32,23 @@ class RemoteError(Exception):
 
 
 class PikaRpcClient:
-    def __init__(self, amqp_uri: str, queue_prefix: str, timeout: float = 30.0):
-        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    def __init__(self, amqp_uri: str, queue_prefix: str | None = None, timeout: float = 30.0):
+        parameters = pika.URLParameters(amqp_uri)
+        self.user = parameters.credentials.username
+        self.connection = pika.BlockingConnection(parameters)
         self.channel = self.connection.channel()
-        self.reply_key = f"{queue_prefix}.replies-{uuid.uuid4().hex[:12]}"
+        # The gateway answers only to keys under the caller's own name.
+        self.reply_key = f"{queue_prefix or self.user}.replies-{uuid.uuid4().hex[:12]}"
         self.channel.queue_declare(self.reply_key, exclusive=True, auto_delete=True)
-        self.channel.queue_bind(self.reply_key, "nameko-rpc", routing_key=self.reply_key)
+        self.channel.queue_bind(self.reply_key, REPLIES_EXCHANGE, routing_key=self.reply_key)
         self.channel.confirm_delivery()
         self.timeout = timeout
 
     def call(self, service: str, method: str, *args, **kwargs):
         correlation_id = str(uuid.uuid4())
         self.channel.basic_publish(
-            "nameko-rpc", f"{service}.{method}", json.dumps({"args": args, "kwargs": kwargs}),
-            pika.BasicProperties(reply_to=self.reply_key, correlation_id=correlation_id,
+            GATEWAY_EXCHANGE, f"{service}.{method}", json.dumps({"args": args, "kwargs": kwargs}),
+            pika.BasicProperties(reply_to=self.reply_key, correlation_id=correlation_id, user_id=self.user,
                                  content_type="application/json", delivery_mode=2),
             mandatory=True)
         deadline = time.monotonic() + self.timeout
@@ -63,6 +72,6 @@ class PikaRpcClient:
 if __name__ == "__main__":
     uri, target, payload = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     service, method = target.split(".", 1)
-    client = PikaRpcClient(uri, queue_prefix=pika.URLParameters(uri).credentials.username)
+    client = PikaRpcClient(uri)
     print(json.dumps(client.call(service, method, payload), indent=2, ensure_ascii=False))
     client.close()

@@ -23,7 +23,7 @@ from shared.core import config  # noqa: E402
 
 def main() -> int:
     text = " ".join(sys.argv[1:]) or "Jalan di Praya Lombok Tengah rusak parah, mohon segera diperbaiki."
-    psid = f"test-psid-{uuid.uuid4().hex[:8]}"
+    psid = str(7_000_000_000_000_000 + uuid.uuid4().int % 10**15)  # PSIDs are digits (intake checks)
     sandbox_url = f"http://{config.graph_sandbox_address()}"
     try:
         # As on Meta, the Page may answer only a person who wrote to it: tell the sandbox they did.

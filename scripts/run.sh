@@ -16,19 +16,26 @@ if [ "$NTBCARE_ENV" = development ] && [ -z "${ROUTING_TOKENS:-}" ]; then
   echo "Development tokens: desk=dev-desk-token, dpupr=dev-dpupr-token, pemkab-loteng=dev-loteng-token"
 fi
 if [ -z "${FACEBOOK_PAGE_ACCESS_TOKEN:-}" ] && [ -z "${FACEBOOK_PAGES:-}" ]; then
-  sandbox=${GRAPH_SANDBOX_ADDRESS:-127.0.0.1:8005}
-  export FACEBOOK_GRAPH_URL="http://$sandbox"
-  export FACEBOOK_PAGES="100000000000001:sandbox-page-token"
-  export FACEBOOK_APP_SECRET=${FACEBOOK_APP_SECRET:-dev-app-secret}
-  export FACEBOOK_VERIFY_TOKEN=${FACEBOOK_VERIFY_TOKEN:-dev-verify-token}
-  # The sandbox serves Meta-shaped media links on a loopback address: let intake download them.
-  export INTAKE_MEDIA_ALLOW_HOSTS=${INTAKE_MEDIA_ALLOW_HOSTS:-$sandbox}
-  procfile=Procfile.dev
-  echo "No Page token set: using the local Graph API sandbox at http://$sandbox (Page 100000000000001)."
+  if [ "$NTBCARE_ENV" = development ]; then
+    sandbox=${GRAPH_SANDBOX_ADDRESS:-127.0.0.1:8005}
+    export FACEBOOK_GRAPH_URL="http://$sandbox"
+    export FACEBOOK_PAGES="100000000000001:sandbox-page-token"
+    # Development secrets only in development: elsewhere the services' start-up checks ask for
+    # the real ones (and refuse these values, see shared/core/config.py).
+    export FACEBOOK_APP_SECRET=${FACEBOOK_APP_SECRET:-dev-app-secret}
+    export FACEBOOK_VERIFY_TOKEN=${FACEBOOK_VERIFY_TOKEN:-dev-verify-token}
+    # The sandbox serves Meta-shaped media links on a loopback address: let intake download them.
+    export INTAKE_MEDIA_ALLOW_HOSTS=${INTAKE_MEDIA_ALLOW_HOSTS:-$sandbox}
+    procfile=Procfile.dev
+    echo "No Page token set: using the local Graph API sandbox at http://$sandbox (Page 100000000000001)."
+  else
+    echo "NTBCARE_ENV=$NTBCARE_ENV and no Page token (FACEBOOK_PAGES): no Graph API sandbox outside development."
+  fi
 fi
 
+broker=${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/}
 cat <<MSG
-NTBCare (NTBCARE_ENV=$NTBCARE_ENV, data in $NTBCARE_DATA_DIR, broker ${AMQP_URI:-amqp://guest:guest@127.0.0.1:5672/})
+NTBCare (NTBCARE_ENV=$NTBCARE_ENV, data in $NTBCARE_DATA_DIR, broker ${broker##*@})
   intake        http://${INTAKE_WEB_ADDRESS:-127.0.0.1:8001}   (/health, POST /api/complaints, /webhooks/facebook)
   routing       http://${ROUTING_WEB_ADDRESS:-127.0.0.1:8002}   (/health, /api/…, /console/)
   notification  http://${NOTIFICATION_WEB_ADDRESS:-127.0.0.1:8003}   (/health)

@@ -1,5 +1,7 @@
 """Applies deploy/rabbitmq/definitions.json through the RabbitMQ management API: the vhost, a user
-per service and per outside system, and their permissions (topic permissions included). Passwords
+per service and per outside system, their permissions (topic permissions included), and the
+exchanges, queues and bindings no user may make itself (the gateway's: ``ntbcare.gateway`` →
+``gateway-calls``, ``ntbcare.replies``). Passwords
 come from the environment (``NTBCARE_RABBIT_PASSWORD_<USER>``, upper case with ``-`` as ``_``); a
 user without one is created unable to log in. Idempotent: run it on every deployment.
 
@@ -62,6 +64,25 @@ def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: 
         else:
             body["password_hash"] = ""  # cannot log in until a password is set
         put(f"users/{quote(name, safe='')}", body)
+    # Topology first, as the administrator: users whose permissions do not let them declare or
+    # bind these (the gateway may not read ``ntbcare.gateway``) find them in place.
+    for exchange in definitions.get("exchanges", []):
+        target = quote(vhost_map[exchange["vhost"]], safe="")
+        put(f"exchanges/{target}/{quote(exchange['name'], safe='')}",
+            {"type": exchange["type"], "durable": exchange.get("durable", True), "auto_delete": False})
+    for queue in definitions.get("queues", []):
+        target = quote(vhost_map[queue["vhost"]], safe="")
+        put(f"queues/{target}/{quote(queue['name'], safe='')}",
+            {"durable": queue.get("durable", True), "auto_delete": False})
+    for binding in definitions.get("bindings", []):
+        target = quote(vhost_map[binding["vhost"]], safe="")
+        kind = "q" if binding["destination_type"] == "queue" else "e"
+        response = session.post(
+            f"{management_url}/api/bindings/{target}/e/{quote(binding['source'], safe='')}/{kind}/"
+            f"{quote(binding['destination'], safe='')}",
+            json={"routing_key": binding["routing_key"]}, timeout=10)
+        if response.status_code not in (200, 201, 204):  # binding twice is a no-op (201 again)
+            raise RuntimeError(f"binding {binding}: {response.status_code} {response.text[:200]}")
     for permission in definitions["permissions"]:
         target = vhost_map[permission["vhost"]]
         put(f"permissions/{quote(target, safe='')}/{quote(names[permission['user']], safe='')}",

@@ -22,6 +22,7 @@ from nameko.runners import ServiceRunner
 
 from shared.core import config
 from shared.glue import compat as nameko_compat
+from shared.glue import webserver
 from shared.core.logs import configure_logging
 
 SERVICE_CLASSES = {
@@ -29,6 +30,7 @@ SERVICE_CLASSES = {
     "routing": "services.routing.service:RoutingService",
     "notification": "services.notification.service:NotificationService",
     "reporting": "services.reporting.service:ReportingService",
+    "gateway": "services.gateway.service:GatewayService",  # outside systems' calls (docs/gateway.md)
 }
 
 
@@ -40,11 +42,13 @@ def load_service(name: str):
     if check is not None:
         check()  # raises config.ConfigError with a clear message
     # Say so now, in plain words, if the database is not migrated (instead of a traceback later).
-    store = module.build_store()
-    try:
-        store.prepare()
-    finally:
-        store.database.dispose()
+    build_store = getattr(module, "build_store", None)  # the gateway keeps no database
+    if build_store is not None:
+        store = build_store()
+        try:
+            store.prepare()
+        finally:
+            store.database.dispose()
     return getattr(module, class_name)
 
 
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(name)
     try:
         service_class = load_service(name)
+        webserver.install()  # timeouts and a connection cap on its HTTP server (shared/glue/webserver.py)
     except config.ConfigError as error:
         print(f"{name}: refusing to start: {error}", file=sys.stderr)
         return 3

@@ -18,7 +18,8 @@ from shared.core import config
 from shared.core.errors import EXPECTED, ValidationFailed
 from shared.core.events import Envelope
 from shared.core.text import check_unicode
-from shared.glue.http import BodyTooLarge, json_response, read_body, read_json, too_many_requests
+from shared.glue.http import (BodyTooLarge, NotJson, client_address, json_response, read_body, read_json,
+                              too_many_requests, unsupported_media_type)
 from shared.glue.providers import Consumer, RateLimit, Storage
 from shared.glue.relay import OutboxRelay
 from shared.core.ratelimit import per_minute_from_env
@@ -33,6 +34,7 @@ from services.intake.adapters.media_fetch import MediaFetcher
 from services.intake.adapters.media_files import MediaFiles
 from services.intake.application.inbox import WebhookInbox, settings_from_env
 from services.intake.adapters.background import BackgroundWork
+from services.intake.adapters.caller import CallerSystem
 from services.intake.adapters.schemas import RpcComplaint, WebComplaint
 from services.intake.adapters.store import (build_store, find_complaint, remember_conversation, set_state)
 from services.intake.domain.webhook import MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, signature_valid
@@ -122,6 +124,8 @@ class IntakeService(Open311Endpoints, ServiceBase):
     web_rate_limit = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
     # Processes stored webhook bodies behind the 200 (woken by the webhook and the inbox timer).
     inbox_worker = BackgroundWork(drain_inbox, inbox_retry_seconds, "webhook inbox processing")
+    # The outside system the gateway says is calling (RPC context data); None for internal callers.
+    caller_system = CallerSystem()
 
     # -- Meta's Page webhook ----------------------------------------------------------------
     @http("GET", "/webhooks/facebook")
@@ -208,9 +212,10 @@ class IntakeService(Open311Endpoints, ServiceBase):
             payload = RpcComplaint().load(complaint if isinstance(complaint, dict) else {})
         except ValidationError as error:
             raise ValidationFailed(error.messages_dict if hasattr(error, "messages_dict") else error.messages)
-        return self._file(payload)
+        return Complaints(self.store).file(payload, caller_system=self.caller_system)
 
     def _file(self, payload: dict) -> dict:
+        """The web form's and Open311's filing: the platform's own doors, no outside caller."""
         return Complaints(self.store).file(payload)
 
     @rpc(expected_exceptions=EXPECTED)
@@ -224,7 +229,7 @@ class IntakeService(Open311Endpoints, ServiceBase):
     @http("POST", "/api/complaints")
     def web_complaint(self, request):
         if self.web_rate_limit is not None:
-            decision = self.web_rate_limit.take(request.remote_addr or "unknown")
+            decision = self.web_rate_limit.take(client_address(request))
             if not decision.allowed:
                 return too_many_requests(decision, "too many complaints from this address; try again later")
         try:
@@ -232,6 +237,8 @@ class IntakeService(Open311Endpoints, ServiceBase):
             payload = WebComplaint().load(body if isinstance(body, dict) else {})
         except BodyTooLarge as error:
             return json_response(413, {"error": str(error)})
+        except NotJson as error:   # a cross-site form cannot file without a CORS preflight
+            return unsupported_media_type(error)
         except ValueError as error:
             return json_response(400, {"error": str(error)})
         except ValidationError as error:

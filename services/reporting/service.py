@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from shared.core import config
 from shared.core.errors import EXPECTED, Conflict, NotFound, ValidationFailed
-from shared.glue.http import json_response, too_many_requests
+from shared.glue.http import client_address, json_response, too_many_requests
 from shared.core.store import ServiceStore
 from shared.glue.providers import Consumer, RateLimit, Storage
 from shared.glue.service_base import ServiceBase
@@ -106,6 +106,16 @@ def _invalid_month(error: ValidationFailed) -> Response:
     return json_response(400, {"error": "invalid month", "fields": error.args[0]})
 
 
+class DashboardPages(DependencyProvider):
+    """The process's dashboard page cache (``dashboard.PageCache``), shared by its workers."""
+
+    def setup(self):
+        self.cache = dashboard.PageCache.from_env()
+
+    def get_dependency(self, worker_ctx):
+        return self.cache
+
+
 @listens_to(ReportingHandlers)
 class ReportingService(ServiceBase):
     name = "reporting"
@@ -115,6 +125,8 @@ class ReportingService(ServiceBase):
     logs = SourceLogs()
     # Anyone may look a code up; limiting per address keeps guessing codes slow.
     status_rate_limit = RateLimit("REPORTING_STATUS_RATE_PER_MINUTE", "120")
+    # The public dashboard, rebuilt at most every REPORTING_DASHBOARD_CACHE_SECONDS.
+    dashboard_pages = DashboardPages()
 
     # -- events: every type the projections use, from the service that emits it ---------------
     @timer(interval=config.catchup_seconds(), eager=True)
@@ -189,7 +201,7 @@ class ReportingService(ServiceBase):
     @http("GET", "/api/complaints/<tracking_code>")
     def http_complaint_status(self, request, tracking_code):
         if self.status_rate_limit is not None:
-            decision = self.status_rate_limit.take(request.remote_addr or "unknown")
+            decision = self.status_rate_limit.take(client_address(request))
             if not decision.allowed:
                 return too_many_requests(decision, "too many lookups from this address; try again later")
         try:
@@ -229,7 +241,8 @@ class ReportingService(ServiceBase):
             args = DashboardArgs().load(dict(request.args))
         except ValidationError as error:
             return json_response(400, {"error": "month must look like 2020-11", "fields": error.messages})
-        page = dashboard.render(*queries.dashboard(self.store.database, args["month"]).render_args())
+        page = self.dashboard_pages.get(args["month"], lambda: dashboard.render(
+            *queries.dashboard(self.store.database, args["month"]).render_args()))
         response = Response(page, status=200, mimetype="text/html", content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-store"
         return response

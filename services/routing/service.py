@@ -48,6 +48,7 @@ def check_startup() -> None:
     settings.tokens()
     settings.sla_check_seconds()
     console_config.check()
+    web.TokenGuesses.from_env()
     try:
         sla.parse_sla_seconds(settings.sla_seconds())
     except ValueError as error:
@@ -141,7 +142,8 @@ class ConsoleProvider(DependencyProvider):
         storage = next(d for d in self.container.dependencies if isinstance(d, Storage))
         workflow = workflow_for(storage.ensure())  # the same one WorkflowProvider hands out
         self.console = Console(workflow, SessionCodec(console_config.console_secret()),
-                               console_config.secure_cookie_mode(), evidence=EvidenceAccess(workflow))
+                               console_config.secure_cookie_mode(), evidence=EvidenceAccess(workflow),
+                               token_guesses=web.TokenGuesses.from_env())
 
     def get_dependency(self, worker_ctx):
         return self.console
@@ -242,85 +244,94 @@ class RoutingService(ServiceBase):
     # -- HTTP: the same actions for people, one bearer token per agency ------------------------
     @http("GET", "/api/me")
     def http_me(self, request):
-        return web.handle(self.workflow, request, lambda caller, _body: {
+        return self._api(request, lambda caller, _body: {
             "agency_code": caller.agency_code, "actor": caller.actor,
             "is_desk": caller.agency_code == self.workflow.desk})
 
     @http("GET", "/api/agencies")
     def http_agencies(self, request):
-        return web.handle(self.workflow, request, lambda _caller, _body: self.workflow.agencies())
+        return self._api(request, lambda _caller, _body: self.workflow.agencies())
 
     @http("GET", "/api/desk/queue")
     def http_desk_queue(self, request):
-        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.desk_queue(
+        return self._api(request, lambda caller, _body: self.workflow.desk_queue(
             caller=caller.agency_code))
 
     @http("GET", "/api/agencies/<agency_code>/complaints")
     def http_complaints_for(self, request, agency_code):
-        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.complaints_for(
+        return self._api(request, lambda caller, _body: self.workflow.complaints_for(
             agency_code, request.args.get("status") or None, caller=caller.agency_code))
 
     @http("GET", "/api/complaints/<complaint_id>")
     def http_complaint(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.get_complaint(
-            complaint_id, caller=caller.agency_code))
+        return self._api(request, lambda caller, _body: self.workflow.get_complaint(
+            complaint_id, caller=caller.agency_code), complaint=complaint_id)
 
     @http("GET", "/api/complaints/<complaint_id>/timeline")
     def http_timeline(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.timeline(
-            complaint_id, caller=caller.agency_code))
+        return self._api(request, lambda caller, _body: self.workflow.timeline(
+            complaint_id, caller=caller.agency_code), complaint=complaint_id)
 
     @http("GET", "/api/complaints/<complaint_id>/evidence")
     def http_evidence(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, _body: EvidenceAccess(self.workflow).listing(
-            complaint_id, caller=caller.agency_code))
+        return self._api(request, lambda caller, _body: EvidenceAccess(self.workflow).listing(
+            complaint_id, caller=caller.agency_code), complaint=complaint_id)
 
     @http("GET", "/api/complaints/<complaint_id>/evidence/<digest>")
     def http_evidence_file(self, request, complaint_id, digest):
-        return web.handle_evidence(self.workflow, request, lambda caller: EvidenceAccess(self.workflow).open(
-            complaint_id, digest, caller.agency_code, self._media_chunk), EvidenceUnavailable)
+        return self._api_evidence(request, lambda caller: EvidenceAccess(self.workflow).open(
+            complaint_id, digest, caller.agency_code, self._media_chunk), EvidenceUnavailable, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/assign")
     def http_assign(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, body: self.workflow.assign(
+        return self._api(request, lambda caller, body: self.workflow.assign(
             complaint_id, body["agency_codes"], body["note"], caller.actor,
-            caller=caller.agency_code), schemas.AssignBody)
+            caller=caller.agency_code), schemas.AssignBody, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/dismiss")
     def http_dismiss(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, body: self.workflow.dismiss(
+        return self._api(request, lambda caller, body: self.workflow.dismiss(
             complaint_id, body["reason"], caller.actor, body["duplicate_of"],
-            caller=caller.agency_code), schemas.DismissBody)
+            caller=caller.agency_code), schemas.DismissBody, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/priority")
     def http_priority(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, body: self.workflow.set_priority(
+        return self._api(request, lambda caller, body: self.workflow.set_priority(
             complaint_id, body["priority"], body["reason"], caller.actor,
-            caller=caller.agency_code), schemas.PriorityBody)
+            caller=caller.agency_code), schemas.PriorityBody, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/confidentiality")
     def http_confidentiality(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, body: self.workflow.set_confidential(
+        return self._api(request, lambda caller, body: self.workflow.set_confidential(
             complaint_id, body["confidential"], body["reason"], caller.actor,
-            caller=caller.agency_code), schemas.ConfidentialityBody)
+            caller=caller.agency_code), schemas.ConfidentialityBody, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/acknowledge")
     def http_acknowledge(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, _body: self.workflow.acknowledge(
+        return self._api(request, lambda caller, _body: self.workflow.acknowledge(
             complaint_id, caller.agency_code, caller.actor, caller=caller.agency_code),
-            schemas.EmptyBody)
+            schemas.EmptyBody, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/reject")
     def http_reject(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, body: self.workflow.reject(
+        return self._api(request, lambda caller, body: self.workflow.reject(
             complaint_id, caller.agency_code, body["reason"], caller.actor,
-            caller=caller.agency_code), schemas.RejectBody)
+            caller=caller.agency_code), schemas.RejectBody, complaint=complaint_id)
 
     @http("POST", "/api/complaints/<complaint_id>/respond")
     def http_respond(self, request, complaint_id):
-        return web.handle(self.workflow, request, lambda caller, body: self.workflow.respond(
+        return self._api(request, lambda caller, body: self.workflow.respond(
             complaint_id, caller.agency_code, body["text"], body["resolved"], caller.actor,
-            caller=caller.agency_code), schemas.RespondBody)
+            caller=caller.agency_code), schemas.RespondBody, complaint=complaint_id)
+
+    def _api(self, request, action, body_schema=None, complaint=None):
+        """One ``/api`` request (``web.handle``), wrong tokens counted with the console's sign-in."""
+        return web.handle(self.workflow, request, action, body_schema, complaint=complaint,
+                          guesses=self.console.token_guesses)
+
+    def _api_evidence(self, request, action, unavailable, complaint=None):
+        return web.handle_evidence(self.workflow, request, action, unavailable, complaint=complaint,
+                                   guesses=self.console.token_guesses)
 
     # -- HTTP: the web console for the desk and the agencies (docs/console.md) ----------------
     @http("GET", "/console/")

@@ -17,6 +17,7 @@ DEFAULT_WEB_ADDRESSES = {
     "routing": "127.0.0.1:8002",
     "notification": "127.0.0.1:8003",
     "reporting": "127.0.0.1:8004",
+    "gateway": "127.0.0.1:8006",  # only /health (8005 is the Graph API sandbox)
 }
 
 
@@ -108,9 +109,18 @@ def placeholder_secrets(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def check_startup_settings() -> None:
-    """What every service checks before it starts: readable broker TLS settings and, outside
-    development, no placeholder or development secret anywhere in its environment."""
+    """What every service checks before it starts: readable broker TLS settings, retention
+    periods that are numbers of days and, outside development, no placeholder or development
+    secret anywhere in its environment."""
     amqp_ssl()
+    for name, value in os.environ.items():
+        if name.endswith("_RETENTION_DAYS") and value:
+            try:
+                valid = float(value) >= 0
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ConfigError(f"{name} must be 0 (keep forever) or a number of days, not {value!r}")
     if not is_development():
         found = placeholder_secrets()
         if found:
@@ -187,6 +197,15 @@ def facebook_pages() -> dict[str, str]:
     if single_id and single_token:
         pages.setdefault(single_id, single_token)
     return pages
+
+
+def facebook_page_ids() -> frozenset[str]:
+    """The Pages whose webhooks intake accepts: ``FACEBOOK_PAGE_IDS`` (``id,id``) — so intake
+    needs no Page token — else the Pages of ``FACEBOOK_PAGES``/``FACEBOOK_PAGE_ID``."""
+    explicit = env("FACEBOOK_PAGE_IDS")
+    if explicit:
+        return frozenset(page.strip() for page in explicit.split(",") if page.strip())
+    return frozenset(facebook_pages())
 
 
 def facebook_app_secret() -> str | None:

@@ -10,6 +10,14 @@ An event that fails validation is quarantined; when it was pulled from the sourc
 also counted as handled (the checkpoint moves on) — a pushed one is not believed about its position;
 one whose handler keeps raising is retried on the next pulls and quarantined after
 ``MAX_HANDLER_FAILURES`` so nothing loops forever.
+
+Only the source's own log says what sits at a position: anyone allowed to publish on the broker
+could push an event with a position it does not own. So per source there is also a *confirmed*
+position (every event up to it read from the log); pushed events are handled at once but recorded
+with their event id above it, and catch-up pulls from the confirmed position, not the checkpoint.
+A pulled event whose position holds a pushed one with the same id confirms it; one with another id
+is applied (the pushed one was an impostor, reported in quarantine as kind ``forged``); a pushed
+event that contradicts what was recorded waits for the pull.
 """
 from __future__ import annotations
 
@@ -30,6 +38,11 @@ from shared.core.quarantine import Quarantine
 log = logging.getLogger(__name__)
 
 MAX_HANDLER_FAILURES = 3
+
+#: The confirmed position of a source is kept as a marker row in ``processed_events`` at minus that
+#: position (real positions start at 1; no schema change). No marker means "up to the checkpoint":
+#: what was handled before confirmation existed, or what a rebuild set after reading the logs.
+CONFIRMED = "confirmed"
 
 Handler = Callable[[Transaction, Envelope], None]
 
@@ -114,13 +127,17 @@ class EventConsumer:
         try:
             with self.database.transaction() as tx:
                 checkpoint = self._lock_checkpoint(tx, source)
-                # The event right after the checkpoint cannot have been recorded (the checkpoint
-                # would have moved over it): no look-up needed on the common, in-order path.
-                if envelope.position <= checkpoint or (envelope.position != checkpoint + 1
-                                                       and self._seen(tx, source, envelope.position)):
-                    return "duplicate"
+                confirmed = self._confirmed(tx, source, checkpoint)
+                decision = self._decide(tx, source, envelope, checkpoint, confirmed, pulled)
+                if decision in ("duplicate", "deferred"):
+                    if decision == "duplicate" and pulled:
+                        self._confirm(tx, source, envelope.position, confirmed)
+                    return decision
                 outcome = self._apply(tx, envelope, source)
-                self._record(tx, source, envelope, outcome, checkpoint=checkpoint)
+                self._record(tx, source, envelope, outcome, checkpoint=checkpoint,
+                             replacing=decision == "replace")
+                if pulled:
+                    self._confirm(tx, source, envelope.position, confirmed)
             self.handled_count += 1
             return outcome
         except IntegrityError:
@@ -154,10 +171,15 @@ class EventConsumer:
         try:
             with self.database.transaction() as tx:
                 checkpoint = self._lock_checkpoint(tx, source)
+                confirmed = self._confirmed(tx, source, checkpoint)
                 recorded: list[int] = []
                 for envelope in envelopes:
-                    if envelope.position <= checkpoint or self._seen(tx, source, envelope.position) \
-                            or envelope.position in recorded[-1:]:
+                    if envelope.position in recorded[-1:]:
+                        count("duplicate")
+                        continue
+                    decision = self._decide(tx, source, envelope, checkpoint, confirmed, pulled=True)
+                    if decision == "duplicate":
+                        confirmed = self._confirm(tx, source, envelope.position, confirmed)
                         count("duplicate")
                         continue
                     try:
@@ -165,9 +187,12 @@ class EventConsumer:
                     except Exception as error:
                         failed.append((envelope, error))
                         continue
+                    if decision == "replace":
+                        self._replace_impostor(tx, source, envelope)
                     tx.execute(self.processed.insert().values(
                         source=source, position=envelope.position, event_id=envelope.event_id,
                         outcome=outcome))
+                    confirmed = self._confirm(tx, source, envelope.position, confirmed)
                     recorded.append(envelope.position)
                     count(outcome)
                 if recorded:
@@ -218,10 +243,10 @@ class EventConsumer:
                 if handler is not None:
                     handler(tx, envelope)
                 self.quarantine.mark_replayed(tx.connection, item["item_id"], actor)
-                self._lock_checkpoint(tx, source)
+                checkpoint = self._lock_checkpoint(tx, source)
                 if (not self._seen(tx, source, envelope.position)
-                        and envelope.position > self._checkpoint_value(tx, source)):
-                    self._record(tx, source, envelope, "handled")
+                        and envelope.position > checkpoint):
+                    self._record(tx, source, envelope, "handled", checkpoint=checkpoint)
             return "replayed"
         except (InvalidEvent, NeedsHistory, KeyError, TypeError, HandlerRejected) as error:
             with self.database.transaction() as tx:
@@ -233,6 +258,16 @@ class EventConsumer:
             row = connection.execute(select(self.checkpoints.c.position)
                                      .where(self.checkpoints.c.source == source)).first()
         return int(row[0]) if row else 0
+
+    def confirmed(self, source: str) -> int:
+        """Up to where the source's own log confirmed what was handled (catch-up reads from here)."""
+        with self.database.read() as connection:
+            checkpoint = connection.execute(select(self.checkpoints.c.position)
+                                            .where(self.checkpoints.c.source == source)).scalar()
+            marker = connection.execute(select(self.processed.c.position).where(
+                self.processed.c.source == source, self.processed.c.position <= 0)).scalar()
+        checkpoint = int(checkpoint or 0)
+        return checkpoint if marker is None else min(-int(marker), checkpoint)
 
     def reset(self, tx: Transaction) -> None:
         """Forget everything handled (used when a projection is rebuilt from scratch)."""
@@ -250,13 +285,18 @@ class EventConsumer:
             # place of the real event there (which would then be skipped as a duplicate).
             if pulled and isinstance(position, int) and position > 0 and claimed_source == source:
                 checkpoint = self._lock_checkpoint(tx, source)
-                if position <= checkpoint or self._seen(tx, source, position):
+                confirmed = self._confirmed(tx, source, checkpoint)
+                if position <= confirmed:
                     return "duplicate"
                 # The source's log really holds something at this position that we cannot read:
                 # count it as handled so the checkpoint moves on; replay can apply it later.
+                # (Whatever was pushed at this position was not it.)
+                tx.execute(delete(self.processed).where(self.processed.c.source == source,
+                                                        self.processed.c.position == position))
                 tx.execute(self.processed.insert().values(
                     source=source, position=position, event_id=str(event_id)[:36], outcome="quarantined"))
                 self._advance(tx, source, checkpoint)
+                self._confirm(tx, source, position, confirmed)
             self.quarantine.put(tx.connection, "event", reason, raw, source=source,
                                 position=position if isinstance(position, int) else None)
         log.warning("quarantined an invalid event from %s: %s", source, reason)
@@ -279,44 +319,102 @@ class EventConsumer:
         row = tx.execute(select(self.checkpoints.c.position).where(self.checkpoints.c.source == source)).first()
         return int(row[0]) if row else 0
 
+    def _decide(self, tx: Transaction, source: str, envelope: Envelope, checkpoint: int, confirmed: int,
+                pulled: bool) -> str:
+        """What to do with an event: duplicate | deferred | apply | replace (apply, and drop the
+        record of a different, pushed event at its position)."""
+        if envelope.position <= confirmed:
+            return "duplicate"
+        recorded = self._recorded_id(tx, source, envelope.position)
+        if recorded is None:
+            # Below the checkpoint without a record: handled before confirmation existed (or set by
+            # a rebuild that read the log itself) — believed.
+            return "duplicate" if envelope.position <= checkpoint else "apply"
+        if recorded == envelope.event_id:
+            return "duplicate"
+        if not pulled:
+            log.warning("a pushed event %s/%s contradicts the one recorded there; catch-up decides",
+                        source, envelope.position)
+            return "deferred"
+        return "replace"
+
+    def _recorded_id(self, tx: Transaction, source: str, position: int) -> str | None:
+        row = tx.execute(select(self.processed.c.event_id).where(
+            self.processed.c.source == source, self.processed.c.position == position)).first()
+        return None if row is None else str(row[0])
+
+    def _confirmed(self, tx: Transaction, source: str, checkpoint: int) -> int:
+        row = tx.execute(select(self.processed.c.position).where(
+            self.processed.c.source == source, self.processed.c.position <= 0)).first()
+        if row is None:
+            # No marker yet: everything up to the checkpoint was handled before confirmation
+            # existed (or set by a rebuild that read the logs itself); confirm from there on.
+            tx.execute(self.processed.insert().values(source=source, position=-checkpoint,
+                                                      event_id=CONFIRMED, outcome=CONFIRMED))
+            return checkpoint
+        # Never above the checkpoint: a rebuild (reporting) may set the checkpoint back to where it
+        # read the logs up to, and what came after must be read again.
+        return min(-int(row[0]), checkpoint)
+
+    def _confirm(self, tx: Transaction, source: str, position: int, confirmed: int) -> int:
+        """The log confirmed ``position``: move the confirmed position when it is the next one,
+        and forget the records it now covers. Returns the confirmed position."""
+        if position != confirmed + 1:
+            return confirmed  # an earlier position is still unconfirmed; the next pull reads it again
+        # The marker: the processed row at minus the confirmed position (real positions start at 1).
+        tx.execute(delete(self.processed).where(self.processed.c.source == source,
+                                                self.processed.c.position <= position,
+                                                self.processed.c.position <= self._checkpoint_value(tx, source)))
+        tx.execute(self.processed.insert().values(source=source, position=-position, event_id=CONFIRMED,
+                                                  outcome=CONFIRMED))
+        return position
+
+    def _replace_impostor(self, tx: Transaction, source: str, envelope: Envelope) -> None:
+        """The log holds ``envelope`` where a different, pushed event was handled: report that one
+        (its effects stay: it was applied in good faith) and drop its record."""
+        impostor = self._recorded_id(tx, source, envelope.position)
+        log.warning("event %s claimed %s/%s, which the log gives to %s: reported as forged",
+                    impostor, source, envelope.position, envelope.event_id)
+        self.quarantine.put(tx.connection, "forged",
+                            f"a pushed event claimed position {envelope.position} of {source}, "
+                            f"which the source's log gives to event {envelope.event_id}",
+                            {"event_id": impostor, "position": envelope.position}, source=source,
+                            position=envelope.position)
+        tx.execute(delete(self.processed).where(self.processed.c.source == source,
+                                                self.processed.c.position == envelope.position))
+
     def _seen(self, tx: Transaction, source: str, position: int) -> bool:
         return tx.execute(select(self.processed.c.position).where(
             self.processed.c.source == source, self.processed.c.position == position)).first() is not None
 
     def _record(self, tx: Transaction, source: str, envelope: Envelope, outcome: str,
-                checkpoint: int | None = None) -> None:
-        """Record ``envelope`` as handled. ``checkpoint``: the value read in this transaction,
-        when known. The event right after it moves the checkpoint at once, so its processed row
-        (deleted again by that move) is not written at all."""
+                checkpoint: int | None = None, replacing: bool = False) -> None:
+        """Record ``envelope`` as handled, by position and event id (kept until the source's log
+        confirms it). ``checkpoint``: the value read in this transaction, when known;
+        ``replacing``: a different pushed event was recorded at this position."""
         tx.execute(delete(self.failures).where(self.failures.c.source == source,
                                                self.failures.c.position == envelope.position))
-        if checkpoint is not None and envelope.position == checkpoint + 1:
-            self._advance(tx, source, checkpoint, handled_next=True)
-            return
+        if replacing:
+            self._replace_impostor(tx, source, envelope)
         tx.execute(self.processed.insert().values(
             source=source, position=envelope.position, event_id=envelope.event_id, outcome=outcome))
         self._advance(tx, source, self._checkpoint_value(tx, source) if checkpoint is None else checkpoint)
 
-    def _advance(self, tx: Transaction, source: str, checkpoint: int, handled_next: bool = False) -> None:
-        """Move the checkpoint over the contiguous handled positions above it;
-        ``handled_next``: checkpoint + 1 was handled in this transaction without a processed row."""
-        start = checkpoint + 1 if handled_next else checkpoint
+    def _advance(self, tx: Transaction, source: str, checkpoint: int) -> None:
+        """Move the checkpoint over the contiguous handled positions above it."""
         above = tx.execute(select(self.processed.c.position).where(
-            self.processed.c.source == source, self.processed.c.position > start)
+            self.processed.c.source == source, self.processed.c.position > checkpoint)
             .order_by(self.processed.c.position)).scalars()
-        new_checkpoint = start
+        new_checkpoint = checkpoint
         for position in above:
             if position != new_checkpoint + 1:
                 break
             new_checkpoint = position
         if new_checkpoint != checkpoint:
+            # Records at or below the checkpoint stay until the source's log confirms them
+            # (``_confirm`` forgets them): they say which event was handled there.
             tx.execute(update(self.checkpoints).where(self.checkpoints.c.source == source)
                        .values(position=new_checkpoint, updated_at=isoformat_utc(utc_now())))
-            if handled_next and new_checkpoint == start:
-                return  # nothing was recorded above the old checkpoint: nothing to forget
-            # Positions at or below the checkpoint are known handled by the checkpoint alone.
-            tx.execute(delete(self.processed).where(self.processed.c.source == source,
-                                                    self.processed.c.position <= new_checkpoint))
 
     def _count_failure(self, source: str, envelope: Envelope, error: Exception) -> None:
         reason = f"handler failed: {type(error).__name__}: {error}"
@@ -362,7 +460,9 @@ class CatchUp:
     def pull(self, source: str, deadline_seconds: float = 300.0) -> int:
         started = time.monotonic()
         count = 0
-        position = self.consumer.checkpoint(source)
+        # From what the source's log confirmed, not from the checkpoint: pushed events above it
+        # are read again and checked against the log (a forged one must not hide the real one).
+        position = self.consumer.confirmed(source)
         while time.monotonic() - started < deadline_seconds:
             batch = self.fetch(source, position, self.page)
             if self.batch and batch:

@@ -15,6 +15,11 @@ class Forbidden(PermissionError):
     """The caller may not see or act on this."""
 
 
+class NotVisible(Forbidden):
+    """The complaint exists but is not the caller's to see. Over HTTP it is answered exactly as
+    an unknown complaint (404, same body), so an agency cannot learn which codes exist."""
+
+
 class IllegalAction(RuntimeError):
     """The action is not allowed in the complaint's current state; nothing was recorded."""
 
@@ -23,4 +28,4 @@ class Conflict(RuntimeError):
     """The complaint changed concurrently; retry."""
 
 
-EXPECTED = (ValidationFailed, NotFound, Forbidden, IllegalAction, Conflict)
+EXPECTED = (ValidationFailed, NotFound, Forbidden, NotVisible, IllegalAction, Conflict)

@@ -1,12 +1,14 @@
 """Quarantine: what a service could not process is kept here with its reason, listed over RPC
 (``<service>.quarantined``) and replayable (``<service>.replay_quarantined``). Nothing is
-retried forever and nothing is thrown away."""
+retried forever and nothing unresolved is thrown away; replayed items are pruned after
+``NTBCARE_QUARANTINE_RETENTION_DAYS`` (``shared.core.retention``)."""
 from __future__ import annotations
 
+import builtins  # the class has a method named list
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, select, update
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from shared.core.events import isoformat_utc, utc_now
@@ -68,6 +70,21 @@ class Quarantine:
         connection.execute(update(self.table).where(self.table.c.item_id == int(item_id)).values(
             reason=reason[:2000], attempts=self.table.c.attempts + 1, replayed_by=actor,
             replayed_at=isoformat_utc(utc_now())))
+
+    def replayed_before(self, connection: Connection, before: str, limit: int) -> builtins.list[int]:
+        """Ids of at most ``limit`` items replayed before the ISO time (never one still quarantined)."""
+        table = self.table
+        return list(connection.execute(select(table.c.item_id).where(self._replayed_before(before))
+                                       .order_by(table.c.item_id).limit(limit)).scalars())
+
+    def delete_replayed(self, connection: Connection, item_ids: builtins.list[int], before: str) -> None:
+        """Delete those items — the condition again, so an item quarantined anew stays."""
+        connection.execute(delete(self.table).where(self.table.c.item_id.in_(item_ids),
+                                                    self._replayed_before(before)))
+
+    def _replayed_before(self, before: str) -> Any:
+        table = self.table
+        return (table.c.state == "replayed") & table.c.replayed_at.is_not(None) & (table.c.replayed_at < before)
 
     def count(self, connection: Connection) -> int:
         from sqlalchemy import func

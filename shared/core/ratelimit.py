@@ -8,15 +8,19 @@ a green lock). Memory is bounded: past ``max_keys`` buckets, the ones that have 
 completely — they hold no information — are dropped; if none has, the oldest is dropped.
 Per process: with several intake processes behind a balancer each keeps its own buckets, so the
 effective limit is the configured one times the number of processes.
+
+``TrustedProxies`` decides which address a request counts against (``NTBCARE_TRUSTED_PROXIES``).
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,19 @@ class TokenBucketLimiter:
                 self._forget_full(now)
             return allowed
 
+    def peek(self, key: str) -> Decision:
+        """Whether ``take`` would pass now, spending nothing: for limits that count only
+        failures (check first, ``take`` on a failure)."""
+        with self._lock:
+            now = self.clock()
+            if key not in self._buckets:
+                return Decision(True)
+            tokens, at = self._buckets[key]
+            tokens = min(self.capacity, tokens + (now - at) * self.rate_per_second)
+            if tokens >= 1.0:
+                return Decision(True)
+            return Decision(False, max(1, math.ceil((1.0 - tokens) / self.rate_per_second)))
+
     def _forget_full(self, now: float) -> None:
         for key, (tokens, at) in list(self._buckets.items()):
             if tokens + (now - at) * self.rate_per_second >= self.capacity:
@@ -81,3 +98,93 @@ def per_minute_from_env(variable: str, default: str) -> float:
 def limiter_from_env(variable: str, default: str) -> "TokenBucketLimiter | None":
     per_minute = per_minute_from_env(variable, default)
     return TokenBucketLimiter(per_minute) if per_minute > 0 else None
+
+
+# --- the client address a per-address limit counts -----------------------------------------------
+
+TRUSTED_PROXIES_VARIABLE = "NTBCARE_TRUSTED_PROXIES"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    """The reverse proxies (addresses or CIDR blocks) whose ``X-Forwarded-For`` is believed.
+
+    Behind a TLS proxy every request's TCP peer is the proxy, so limits per peer put every
+    citizen in one bucket. Only when the peer is a trusted proxy is the header read, from the
+    right: each trusted proxy appends the address it received from, so the right-most address
+    that is *not* a trusted proxy is the client — addresses further left were written by the
+    client itself and are ignored (a client cannot pick its own bucket). Empty (the default):
+    the header is never read and the peer is the client.
+    """
+
+    def __init__(self, networks: Sequence[IPNetwork] = ()):
+        self.networks = tuple(networks)
+
+    @classmethod
+    def parse(cls, text: str | None, variable: str = TRUSTED_PROXIES_VARIABLE) -> "TrustedProxies":
+        from shared.core.config import ConfigError
+        networks = []
+        for item in (text or "").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"{variable} must list IP addresses or CIDR blocks separated by "
+                                  f"commas; {item!r} is neither") from None
+        return cls(networks)
+
+    def __contains__(self, address: object) -> bool:
+        parsed = _ip(address) if isinstance(address, str) else None
+        return parsed is not None and any(parsed in network for network in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def client_address(self, peer: str | None, forwarded_for: Sequence[str] = ()) -> str:
+        """The address a per-client limit counts: the peer, or — when the peer is a trusted
+        proxy — the right-most untrusted address of ``X-Forwarded-For`` (all its header lines,
+        in order). A malformed entry ends the walk at the last trusted hop, which then stands
+        for the client (never an address the client chose)."""
+        client = _normal(peer) or "unknown"
+        if not self.networks or client not in self:
+            return client
+        hops = [hop.strip() for line in forwarded_for for hop in line.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            address = _normal(hop)
+            if address is None:
+                return client
+            if address not in self:
+                return address
+            client = address
+        return client
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as a proxy may write it: ``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]:80``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _normal(text: str | None) -> str | None:
+    parsed = _ip(text) if text else None
+    return str(parsed) if parsed is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_proxies(text: str) -> TrustedProxies:
+    return TrustedProxies.parse(text)
+
+
+def trusted_proxies_from_env() -> TrustedProxies:
+    """``NTBCARE_TRUSTED_PROXIES`` (read at every call, parsed once per value)."""
+    from shared.core.config import env
+    return _parsed_proxies(env(TRUSTED_PROXIES_VARIABLE, "") or "")

@@ -12,6 +12,7 @@ from shared.core.consumer import consumer_tables
 from shared.core.db import Database
 from shared.core.eventstore import EventStore
 from shared.core.quarantine import Quarantine, quarantine_table
+from shared.core.retention import RetentionRule, quarantine_rule
 
 
 class ServiceStore:
@@ -26,6 +27,8 @@ class ServiceStore:
         self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
         self.database.after_commit_hooks.append(lambda envelopes: metrics.record_appended(name, envelopes))
         self.on_ready: list[Callable[[], None]] = []
+        # What is pruned after its *_RETENTION_DAYS (shared.core.retention); services add theirs.
+        self.retention_rules: list[RetentionRule] = [quarantine_rule(self.quarantine)]
 
     def prepare(self) -> None:
         """Migrate (or check) the database, then let the service set up run-time tables."""

@@ -21,6 +21,7 @@ from shared.core.consumer import CatchUp, EventConsumer
 from shared.core.handlers import EventHandlers
 from shared.core.ratelimit import limiter_from_env
 from shared.core.store import ServiceStore
+from shared.glue.retention import RetentionTimer
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ _BUILD_LOCK = threading.RLock()  # green under eventlet's monkey patching
 
 class Storage(DependencyProvider):
     """Hands workers the service's ``ServiceStore`` (database, event store, quarantine)."""
+
+    retention = RetentionTimer()  # prunes what the store keeps only for a while (shared.glue.retention)
 
     def __init__(self, build: Callable[[], ServiceStore]):
         self.build = build

@@ -2,8 +2,9 @@
 notification running as separate processes with the Graph API sandbox: the desk signs in, opens
 a complaint from its triage queue, reads the reporter's contact (with a reason) and routes it;
 the agency officer signs in, sees only their complaints, acknowledges, previews and sends the
-answer, which reaches the citizen through the sandbox; another agency's officer gets 403 on that
-complaint; a form posted without its CSRF token is refused. Saves the screenshots in docs/img."""
+answer, which reaches the citizen through the sandbox; to another agency's officer that complaint
+does not exist (404, as an unknown one); a form posted without its CSRF token is refused. Saves
+the screenshots in docs/img."""
 from __future__ import annotations
 
 import uuid
@@ -97,7 +98,7 @@ def session_cookie(driver) -> dict:
 
 def test_desk_routes_and_the_agency_answers_through_the_console(platform, browser):
     base = platform.url("routing")
-    psid = f"psid-{uuid.uuid4().hex[:10]}"
+    psid = str(7_000_000_000_000_000 + uuid.uuid4().int % 10**15)  # Meta-shaped: digits
     filed = file_complaint(platform, "Ijazah anak saya ditahan sekolah karena belum bayar uang gedung, "
                                      "mohon dibantu.", psid=psid, category="lainnya",
                            reporter={"name": REPORTER, "phone": "081234567890"})
@@ -181,11 +182,11 @@ def test_desk_routes_and_the_agency_answers_through_the_console(platform, browse
     with platform.rpc() as rpc:
         assert len(rpc.routing.timeline(filed["complaint_id"])) == events_before
 
-    # --- another agency's officer: 403 on that complaint ----------------------------------------
+    # --- another agency's officer: that complaint is "not found" (404), as an unknown one -------
     sign_in(browser, platform, "pemkab-loteng", "Lalu Petugas")
     browser.get(f"{base}/console/aduan/{filed['complaint_id']}")
-    assert "Akses ditolak" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "Tidak ditemukan" in browser.find_element(By.TAG_NAME, "h1").text
     assert ANSWER not in browser.page_source
     forbidden = requests.get(f"{base}/console/aduan/{filed['complaint_id']}",
                              cookies=session_cookie(browser), allow_redirects=False, timeout=10)
-    assert forbidden.status_code == 403
+    assert forbidden.status_code == 404

@@ -95,8 +95,8 @@ def test_a_messenger_photo_is_kept_and_opened_only_by_the_assigned_agency(platfo
 
     assert api(platform, items["stored"]["href"]).status_code == 401                    # no token
     assert api(platform, items["stored"]["href"], token="guessed-token").status_code == 401
-    assert api(platform, items["stored"]["href"], "pemkab-loteng").status_code == 403   # another agency
-    assert api(platform, f"/api/complaints/{complaint_id}/evidence", "pemkab-loteng").status_code == 403
+    assert api(platform, items["stored"]["href"], "pemkab-loteng").status_code == 404   # another agency's
+    assert api(platform, f"/api/complaints/{complaint_id}/evidence", "pemkab-loteng").status_code == 404
     assert "_n.jpg" not in api(platform, f"/api/complaints/{complaint_id}/evidence", "dpupr").text
 
     # The console: the agency signs in with its token and follows the link on the complaint page.

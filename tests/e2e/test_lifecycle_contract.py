@@ -142,9 +142,13 @@ def agree(platform, desk: Desk, citizen: Citizen, complaint_id: str, status: str
         assert texts and all((text is not None) is answers_shown for text in texts)
 
     open311 = requests.get(f"{platform.url('intake')}/open311/v2/requests/{code}.json", timeout=10)
-    assert open311.status_code == 200
-    [request] = open311.json()
-    assert request["status"] == ("open" if status in OPEN_STATUSES else "closed")
+    if confidential:  # in no Open311 answer: its code answers as an unknown one does
+        unknown = requests.get(f"{platform.url('intake')}/open311/v2/requests/NTB-00000-00000.json", timeout=10)
+        assert (open311.status_code, open311.content) == (404, unknown.content)
+    else:
+        assert open311.status_code == 200
+        [request] = open311.json()
+        assert request["status"] == ("open" if status in OPEN_STATUSES else "closed")
     if secret is not None:  # an answer's words, shown only when the complaint is not confidential
         assert (secret in open311.text) is not confidential
         assert (secret in str(public)) is not confidential

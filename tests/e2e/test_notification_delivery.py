@@ -283,7 +283,7 @@ def test_comment_complaint_public_reply_single_private_reply_then_messenger(plat
         result = rpc.intake.file_complaint({
             "text": "Jembatan di dusun kami putus, anak sekolah harus memutar jauh.",
             "channel": "facebook_comment", "last_citizen_message_at": iso(created),
-            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "p1"}})
+            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "1_1"}})
     complaint_id, code = result["complaint_id"], result["tracking_code"]
     got = wait_for(lambda: (lambda c: c if len(c) >= 2 else None)(calls_to(platform, comment_id=comment_id)),
                    30, message="private and public replies")
@@ -331,7 +331,7 @@ def test_private_reply_outside_window_falls_back_to_public_reply(platform):
         result = rpc.intake.file_complaint({
             "text": "Pungutan liar di pelabuhan Kayangan.", "channel": "facebook_comment",
             "last_citizen_message_at": iso(ago(hours=1)),
-            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "p2"}})
+            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "1_2"}})
     filed = trigger_id(platform, result["complaint_id"], "intake", "ComplaintFiled")
     rows = settled(platform, filed, 2)
     private = [r for r in rows if r["state"] != "sent"]
@@ -414,7 +414,7 @@ def test_complaint_made_confidential_later_names_no_agency_and_gets_no_public_re
         result = rpc.intake.file_complaint({
             "text": "Lampu jalan di gang kami mati sejak bulan lalu.", "channel": "facebook_comment",
             "last_citizen_message_at": iso(created),
-            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "p3"}})
+            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "1_3"}})
     complaint_id = result["complaint_id"]
     wait_for(lambda: len(calls_to(platform, comment_id=comment_id)) >= 2, 30, message="private and public acks")
     assign_and_respond(platform, complaint_id, "dpupr")
@@ -466,7 +466,7 @@ def _comment_complaint(platform, text, **comment):
     with platform.rpc() as rpc:
         result = rpc.intake.file_complaint({
             "text": text, "channel": "facebook_comment", "last_citizen_message_at": iso(created),
-            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "p4"}})
+            "reply_to": {"page_id": DEV_PAGE_ID, "comment_id": comment_id, "post_id": "1_4"}})
     return result["complaint_id"], comment_id
 
 

@@ -1,7 +1,8 @@
 """Open311 GeoReport v2 on intake's web address, tested against the spec's field lists and with a
 real Open311 client library (PyPI's ``georeport``), in JSON and XML: services, service
 definitions, POST requests with an API key per client system, GET requests and GET request
-answered from reporting, open/closed status following the design's mapping."""
+answered from reporting (lists only with a key, without codes; confidential requests in no
+answer), open/closed status following the design's mapping."""
 from __future__ import annotations
 
 import pytest
@@ -81,9 +82,13 @@ def test_request_lifecycle_through_a_real_client(platform, base, fmt):
     assert found["service_code"] == "infrastruktur"
     assert found["requested_datetime"].endswith("Z") and found["expected_datetime"]
     assert not found.get("description")  # the citizen's own words are not published
-    listed = client.get_service_requests(status="open")
-    listed = listed if isinstance(listed, list) else [listed]
-    assert request_id in {r["service_request_id"] for r in listed}
+    # A lookup by code needs no key; a list needs one and names no code (docs/intake.md, Open311).
+    looked_up = client.get_service_requests(service_request_id=request_id, status="open")
+    looked_up = looked_up if isinstance(looked_up, list) else [looked_up]
+    assert [r["service_request_id"] for r in looked_up] == [request_id]
+    assert requests.get(f"{base}/requests.{fmt}", params={"status": "open"}, timeout=10).status_code == 403
+    listed = requests.get(f"{base}/requests.{fmt}", params={"status": "open", "api_key": API_KEY}, timeout=10)
+    assert listed.status_code == 200 and request_id not in listed.text and "infrastruktur" in listed.text
     # The reporter's personal data never comes back.
     raw = requests.get(f"{base}/requests/{request_id}.{fmt}", timeout=10).text
     assert "Baiq" not in raw and "baiq.nurul@example.org" not in raw
@@ -93,13 +98,29 @@ def test_request_lifecycle_through_a_real_client(platform, base, fmt):
         complaint_id = rpc.routing.get_complaint(request_id)["complaint_id"]
         rpc.routing.dismiss(complaint_id, "Sudah ditangani lewat aduan lain.", "desk-officer")
     wait_for(lambda: client.get_service_request(request_id)["status"] == "closed", 30, message="closed")
-    closed = client.get_service_requests(status="closed")
+    closed = client.get_service_requests(service_request_id=request_id, status="closed")
     closed = closed if isinstance(closed, list) else [closed]
     assert request_id in {r["service_request_id"] for r in closed}
 
 
 def test_unknown_request_is_404(base):
     assert requests.get(f"{base}/requests/NTB-00000-00000.json", timeout=10).status_code == 404
+
+
+def test_an_illegal_levy_report_is_in_no_open311_answer(platform, base):
+    """Reporting's public status knows it (the citizen's code works there); Open311 answers its
+    code as it answers an unknown one, and lists leave it out."""
+    created = post_request(base, service_code="pungli",
+                           description="Petugas loket meminta uang tambahan Rp50.000 untuk perpanjangan STNK.")
+    code = created.json()[0]["service_request_id"]
+    wait_for(lambda: requests.get(f"{platform.url('reporting')}/api/complaints/{code}", timeout=10).ok, 30,
+             message="the levy report known to reporting")
+    unknown = requests.get(f"{base}/requests/NTB-00000-00000.json", timeout=10)
+    hidden = requests.get(f"{base}/requests/{code}.json", timeout=10)
+    assert (hidden.status_code, hidden.content) == (unknown.status_code, unknown.content) == (404, unknown.content)
+    assert requests.get(f"{base}/requests.json", params={"service_request_id": code}, timeout=10).json() == []
+    listed = requests.get(f"{base}/requests.json", params={"api_key": API_KEY}, timeout=10).json()
+    assert listed and all(r["service_code"] != "pungli" and r["service_request_id"] is None for r in listed)
 
 
 def test_filing_goes_through_intake_with_the_open311_channel(platform, base):
@@ -116,7 +137,7 @@ def test_filing_goes_through_intake_with_the_open311_channel(platform, base):
 def test_status_answers_say_503_when_reporting_is_away(platform, base):
     platform.stop("reporting")
     try:
-        response = requests.get(f"{base}/requests.json", timeout=30)
+        response = requests.get(f"{base}/requests.json", params={"api_key": API_KEY}, timeout=30)
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert requests.get(f"{base}/services.json", timeout=10).status_code == 200  # intake itself still answers
     finally:

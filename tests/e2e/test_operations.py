@@ -46,10 +46,10 @@ def metric(platform, service, name, **labels) -> float:
 
 
 def test_metrics_on_every_service(platform):
-    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, "ops-psid-1")  # Meta answers only who wrote
+    citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, "7000000000000101")  # Meta answers only who wrote
     with platform.rpc() as rpc:
         rpc.intake.file_complaint({"text": "Sampah menumpuk di Ampenan berhari-hari.", "channel": "api",
-                                   "reply_to": {"page_id": DEV_PAGE_ID, "psid": "ops-psid-1"}})
+                                   "reply_to": {"page_id": DEV_PAGE_ID, "psid": "7000000000000101"}})
     wait_for(lambda: metric(platform, "notification", "ntbcare_notifications_sent_total") >= 1, 30,
              message="a notification counted")
     assert metric(platform, "intake", "ntbcare_complaints_filed_total", channel="api") >= 1
@@ -63,7 +63,7 @@ def test_metrics_on_every_service(platform):
     for service in platform.services:
         text = requests.get(f"{platform.url(service)}/metrics", timeout=5).text
         assert "ntbcare_quarantined_items" in text
-        assert "ops-psid-1" not in text
+        assert "7000000000000101" not in text
 
 
 def test_logs_are_json_lines_with_correlation_ids_and_no_texts(platform):

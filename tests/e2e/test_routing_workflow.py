@@ -284,8 +284,8 @@ def test_reject_reroute_and_dismiss_over_http(platform):
     rejected = api(platform, "POST", f"/api/complaints/{cid}/reject", "pemkab-loteng",
                    json={"reason": "Bukan wewenang kami."})
     assert rejected.status_code == 200 and rejected.json()["status"] == "returned"
-    # Handed back, the complaint is no longer the district's to see.
-    assert api(platform, "GET", f"/api/complaints/{cid}", "pemkab-loteng").status_code == 403
+    # Handed back, the complaint is no longer the district's to see (answered as unknown).
+    assert api(platform, "GET", f"/api/complaints/{cid}", "pemkab-loteng").status_code == 404
     rerouted = api(platform, "POST", f"/api/complaints/{cid}/assign", DESK,
                    json={"agency_codes": ["bpjn-ntb"], "note": "Ternyata jalan nasional."})
     assert rerouted.status_code == 200 and rerouted.json()["lead_agencies"] == ["bpjn-ntb"]
@@ -315,13 +315,13 @@ def test_token_scoping(platform):
     assert api(platform, "GET", f"/api/complaints/{cid}").status_code == 401
     assert api(platform, "GET", "/api/desk/queue", token="not-a-real-token").status_code == 401
     assert api(platform, "POST", f"/api/complaints/{cid}/acknowledge", token="nope-nope").status_code == 401
-    # Another agency can neither see nor act: 403.
-    assert api(platform, "GET", f"/api/complaints/{cid}", "bpjn-ntb").status_code == 403
-    assert api(platform, "GET", f"/api/complaints/{cid}/timeline", "bpjn-ntb").status_code == 403
+    # Another agency can neither see nor act: to it the complaint does not exist (404).
+    assert api(platform, "GET", f"/api/complaints/{cid}", "bpjn-ntb").status_code == 404
+    assert api(platform, "GET", f"/api/complaints/{cid}/timeline", "bpjn-ntb").status_code == 404
     for action, body in (("acknowledge", None), ("reject", {"reason": "x"}),
                          ("respond", {"text": "x", "resolved": True})):
         response = api(platform, "POST", f"/api/complaints/{cid}/{action}", "bpjn-ntb", json=body)
-        assert response.status_code == 403, (action, response.text)
+        assert response.status_code == 404, (action, response.text)
     assert api(platform, "GET", "/api/agencies/dpupr/complaints", "bpjn-ntb").status_code == 403
     # Only the desk triages.
     assert api(platform, "GET", "/api/desk/queue", "dpupr").status_code == 403
@@ -340,7 +340,7 @@ def test_token_scoping(platform):
     assert issued["agency_code"] == "bpjn-ntb" and len(issued["token"]) >= 32
     me = api(platform, "GET", "/api/me", token=issued["token"], actor="Joko")
     assert me.json() == {"agency_code": "bpjn-ntb", "actor": "bpjn-ntb:Joko", "is_desk": False}
-    assert api(platform, "GET", f"/api/complaints/{cid}", token=issued["token"]).status_code == 403
+    assert api(platform, "GET", f"/api/complaints/{cid}", token=issued["token"]).status_code == 404
     files = b"".join(path.read_bytes() for path in platform.data_dir.glob("routing.db*"))
     assert files and issued["token"].encode() not in files
     assert TOKENS["dpupr"].encode() not in files

@@ -35,6 +35,7 @@ def platform(amqp_uri, tmp_path_factory):
                        with_sandbox=False, extra_env={
                            "ROUTING_TOKENS": ",".join(f"{c}:{t}" for c, t in TOKENS.items()),
                            "INTAKE_WEB_RATE_PER_MINUTE": "0",   # the limit has its own test
+                           "ROUTING_TOKEN_FAILURES_PER_MINUTE": "0",   # so has the token-guess throttle
                            "NTBCARE_LOG_LEVEL": "WARNING"}).start_all()
     yield running
     running.stop_all()

@@ -71,11 +71,12 @@ def test_services_have_healthchecks_restart_policies_and_wait_for_migrations(ren
 
 
 def test_one_database_per_service(rendered):
-    urls = {rendered["intake"]["environment"][f"{s.upper()}_DATABASE_URL"].rsplit("/", 1)[1]
-            for s in ("intake", "routing", "notification", "reporting")}
-    assert urls == {"intake", "routing", "notification", "reporting"}
+    urls = {name: rendered[name]["environment"][f"{name.upper()}_DATABASE_URL"]
+            for name in ("intake", "routing", "notification", "reporting", "gateway")}
+    assert {url.rsplit("/", 1)[1] for url in urls.values()} == set(urls)
     init = (ROOT / "deploy" / "postgres-init.sql").read_text()
-    assert all(f"CREATE DATABASE {name}" in init for name in ("routing", "notification", "reporting"))
+    assert all(f"CREATE DATABASE {name} OWNER ntbcare_{name};" in init for name in urls)
+    assert rendered["migrate"]["environment"].keys() >= {f"{name.upper()}_DATABASE_URL" for name in urls}
 
 
 def test_dockerfile_passes_hadolint_and_runs_as_non_root():

@@ -127,7 +127,8 @@ def intake(migrated_sqlite, monkeypatch, called):
     worker = real_dependencies(
         IntakeService, store=store, relay=FakeRelay(), reporting=reporting, inbox_worker=inbox_worker,
         consumer=consumer_api(store, IntakeHandlers, {"routing": routing_log, "notification": notification_log}),
-        web_rate_limit=web_rate_limit(monkeypatch, 30), open311_settings=open311_settings(monkeypatch, 60))
+        web_rate_limit=web_rate_limit(monkeypatch, 30), open311_settings=open311_settings(monkeypatch, 60),
+        caller_system=None)      # an internal caller (the gateway names outside ones in the context data)
     yield Intake(instrument(worker, called), store, reporting, routing_log, notification_log, inbox_worker)
     store.database.dispose()
 
@@ -182,12 +183,29 @@ def test_file_complaint_with_the_same_external_ref_answers_the_first_filing(inta
     assert len(intake.worker.events_since(0)) == 1
 
 
+@covers("file_complaint")
+def test_file_complaint_keeps_each_outside_systems_references_apart_and_its_meta_reach_out(intake):
+    """The gateway names the caller in the context data (``caller_system``): references are per
+    caller, and an outside caller may not reach citizens on Meta (tests/security/test_caller_trust.py
+    drives the same over the real RPC)."""
+    internal = intake.file(external_ref="REF-1")
+    intake.worker.caller_system = "lapor-sp4n"
+    lapor = intake.file(external_ref="REF-1")
+    assert lapor != internal and intake.file(external_ref="REF-1") == lapor
+    with pytest.raises(ValidationFailed) as refused:
+        intake.file(channel="facebook_messenger", reply_to={"page_id": PAGE, "psid": "7000000000000001"})
+    assert {"channel", "reply_to"} <= set(refused.value.args[0])
+    assert [row["caller_system"] for row in rows(intake.store, tables.complaints)] == ["", "lapor-sp4n"]
+
+
 @pytest.mark.parametrize("complaint, field", [
     ({"text": "abc"}, "text"),                                                 # too short
     ({"text": "Jalan rusak di desa kami", "category": "cuaca"}, "category"),
     ({"text": "Jalan rusak di desa kami", "channel": "import"}, "received_at"),  # imports say when
     ({"text": "Jalan rusak di desa kami", "reporter": {"phone": "bukan nomor"}}, "reporter"),
     ({"text": "Jalan rusak di desa kami", "reply_to": {"page_id": PAGE}}, "reply_to"),
+    ({"text": "Jalan rusak di desa kami", "reply_to": {"page_id": PAGE, "comment_id": f"../{PAGE}/feed?x="}},
+     "reply_to"),                                                              # not a Meta id
     ("not a complaint", "text"),
 ])
 @covers("file_complaint", "events_since")
@@ -660,6 +678,7 @@ def status_of(tracking_code: str) -> dict:
 @covers("open311_requests")
 def test_open311_requests_are_answered_from_reporting_with_the_filters_given(intake):
     intake.reporting.statuses = {"NTB-AAA111": status_of("NTB-AAA111"), "NTB-BBB222": status_of("NTB-BBB222")}
+    # A lookup by code needs no key (the code is the key) and shows that complaint.
     response = intake.worker.open311_requests(request("GET", "/open311/v2/requests.json", query={
         "service_request_id": "NTB-AAA111, ", "service_code": "infrastruktur", "status": "open"}), "json")
     assert response.status_code == 200
@@ -670,8 +689,11 @@ def test_open311_requests_are_answered_from_reporting_with_the_filters_given(int
     assert intake.reporting.calls == [("find_complaints", {"tracking_codes": ["NTB-AAA111"],
                                                            "category": "infrastruktur", "status": "open",
                                                            "limit": 1000})]
-    as_xml = intake.worker.open311_requests(request("GET", "/open311/v2/requests.xml"), "xml")
+    # A list needs the key and carries neither codes nor answers.
+    as_xml = intake.worker.open311_requests(request("GET", "/open311/v2/requests.xml",
+                                                    query={"api_key": OPEN311_KEY}), "xml")
     assert text_of(as_xml).count("<request>") == 2
+    assert "NTB-" not in text_of(as_xml) and "Ruas ini" not in text_of(as_xml)
 
 
 @pytest.mark.parametrize("failure, status", [
@@ -680,7 +702,8 @@ def test_open311_requests_are_answered_from_reporting_with_the_filters_given(int
 @covers("open311_requests")
 def test_open311_requests_when_reporting_refuses_or_is_away(intake, failure, status):
     intake.reporting.failure = failure
-    response = intake.worker.open311_requests(request("GET", "/open311/v2/requests.json"), "json")
+    response = intake.worker.open311_requests(request("GET", "/open311/v2/requests.json",
+                                                      query={"api_key": OPEN311_KEY}), "json")
     assert response.status_code == status and json_of(response)[0]["code"] == status
     if status == 503:
         assert response.headers["Retry-After"] == "30"
@@ -708,7 +731,8 @@ def test_open311_request_by_id_found_unknown_or_reporting_away(intake):
 def test_open311_status_reads_are_rate_limited_per_client_address(intake, monkeypatch):
     intake.worker.open311_settings = open311_settings(monkeypatch, 1)
     intake.reporting.statuses = {"NTB-AAA111": status_of("NTB-AAA111")}
-    assert intake.worker.open311_requests(request("GET", "/x"), "json").status_code == 200
+    assert intake.worker.open311_requests(request("GET", "/x", query={"service_request_id": "NTB-AAA111"}),
+                                          "json").status_code == 200
     refused = intake.worker.open311_request(request("GET", "/x"), "NTB-AAA111", "json")
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert intake.worker.open311_request(request("GET", "/x", remote_addr="198.51.100.9"),

@@ -138,7 +138,8 @@ def make_reporting(tmp_path, monkeypatch, called, sources):
         worker = real_dependencies(
             ReportingService, store=store, logs=logs,
             consumer=consumer_api(store, ReportingHandlers, sources.seeder.stores),
-            status_rate_limit=limiter_from_env("REPORTING_STATUS_RATE_PER_MINUTE", "120"))
+            status_rate_limit=limiter_from_env("REPORTING_STATUS_RATE_PER_MINUTE", "120"),
+            dashboard_pages=dashboard.PageCache.from_env())
         reporting = Reporting(instrument(worker, called), store, logs, sources)
         if pushed:
             reporting.push_all()

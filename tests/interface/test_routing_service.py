@@ -449,7 +449,7 @@ def test_api_complaint_and_timeline_for_assigned_agencies_and_the_desk_only(rout
     complaint_id = routing.filed(*ROAD)
     for entrypoint, path in [("http_complaint", f"/api/complaints/{complaint_id}"),
                              ("http_timeline", f"/api/complaints/{complaint_id}/timeline")]:
-        for agency, status in [("dpupr", 200), (DESK, 200), ("dikes", 403), (None, 401)]:
+        for agency, status in [("dpupr", 200), (DESK, 200), ("dikes", 404), (None, 401)]:   # not its own: as unknown
             assert routing.api(entrypoint, "GET", path, complaint_id, agency=agency).status_code == status, \
                 (entrypoint, agency)
         assert routing.api(entrypoint, "GET", "/api/complaints/NTB-NONE00", "NTB-NONE00",
@@ -505,7 +505,7 @@ def test_api_the_lead_acknowledges_and_resolves_other_agencies_cannot(routing):
     complaint_id = routing.filed(*ROAD)
     base = f"/api/complaints/{complaint_id}"
     assert routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id,
-                       agency="dikes").status_code == 403
+                       agency="dikes").status_code == 404
     assert routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id, agency="dpupr",
                        body={"note": "x"}).status_code == 400        # no body fields are accepted
     acknowledged = routing.api("http_acknowledge", "POST", f"{base}/acknowledge", complaint_id,
@@ -530,12 +530,12 @@ def test_api_reject_hands_back_and_a_stranger_cannot(routing):
     complaint_id = routing.filed(*ROAD)
     path = f"/api/complaints/{complaint_id}/reject"
     assert routing.api("http_reject", "POST", path, complaint_id, agency="dikes",
-                       body={"reason": "Bukan wewenang"}).status_code == 403
+                       body={"reason": "Bukan wewenang"}).status_code == 404
     assert routing.api("http_reject", "POST", path, complaint_id, agency="dpupr", body={}).status_code == 400
     rejected = routing.api("http_reject", "POST", path, complaint_id, agency="dpupr",
                            body={"reason": "Ruas ini jalan kabupaten"})
     assert rejected.status_code == 200 and json_of(rejected)["at_desk"] is True
-    assert routing.api("http_complaint", "GET", "/", complaint_id, agency="dpupr").status_code == 403
+    assert routing.api("http_complaint", "GET", "/", complaint_id, agency="dpupr").status_code == 404
 
 
 # --- HTTP: the console ---------------------------------------------------------------------------------
@@ -614,7 +614,7 @@ def test_console_pages_show_the_desk_its_queue_and_an_agency_only_its_complaints
 
     page = desk.call("console_complaint", "GET", f"/console/aduan/{road}", road)
     assert page.status_code == 200 and codes[road] in text_of(page)
-    assert agency.call("console_complaint", "GET", f"/console/aduan/{road}", road).status_code == 403
+    assert agency.call("console_complaint", "GET", f"/console/aduan/{road}", road).status_code == 404
     assert desk.call("console_complaint", "GET", "/console/aduan/x", "NTB-NONE00").status_code == 404
 
 
@@ -795,8 +795,8 @@ def test_the_assigned_agency_opens_stored_evidence_with_its_token_and_no_one_els
 
     assert evidence_file(routing, complaint_id).status_code == 401                       # no token
     assert evidence_file(routing, complaint_id, token="not-a-token").status_code == 401
-    assert evidence_file(routing, complaint_id, agency="dikes").status_code == 403       # not its complaint
-    assert routing.api("http_evidence", "GET", "/", complaint_id, agency="dikes").status_code == 403
+    assert evidence_file(routing, complaint_id, agency="dikes").status_code == 404       # not its complaint
+    assert routing.api("http_evidence", "GET", "/", complaint_id, agency="dikes").status_code == 404
     assert routing.api("http_evidence", "GET", "/", complaint_id).status_code == 401
     calls = len(routing.intake.calls)
     assert evidence_file(routing, complaint_id, "0" * 64, agency="dpupr").status_code == 404
@@ -875,7 +875,7 @@ def test_console_shows_evidence_as_links_to_routing_and_opens_it_for_whom_the_ap
     opened = open_as(dpupr)
     assert (opened.status_code, opened.content_type, opened.get_data()) == (200, "image/jpeg", PHOTO)
     assert opened.headers["X-Content-Type-Options"] == "nosniff"
-    assert open_as(dikes).status_code == 403
+    assert open_as(dikes).status_code == 404
     assert open_as(dpupr, secret_id).status_code == 403
     secret_page = text_of(dpupr.call("console_complaint", "GET", "/", secret_id))
     assert "/bukti/" not in secret_page

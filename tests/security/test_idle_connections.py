@@ -19,6 +19,7 @@ import requests
 from tests.support.platform import Platform
 
 IDLE_CONNECTIONS = 3000
+REQUEST_TIMEOUT_SECONDS = 3
 OPEN_FILES_LIMIT = 1024   # the common default soft and hard limit of a service account
 
 
@@ -38,7 +39,9 @@ class LowFileLimitPlatform(Platform):
 @pytest.fixture(scope="module")
 def platform(amqp_uri, tmp_path_factory):
     running = LowFileLimitPlatform(amqp_uri, tmp_path_factory.mktemp("idle-connections"),
-                                   services=("reporting",), with_sandbox=False).start_all()
+                                   services=("reporting",), with_sandbox=False,
+                                   extra_env={"NTBCARE_HTTP_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_SECONDS)}
+                                   ).start_all()
     yield running
     running.stop_all()
 
@@ -92,3 +95,39 @@ def test_thousands_of_idle_connections_leave_health_answering(platform, enough_f
             connection.close()
     log = platform.log("reporting")
     assert "Too many open files" not in log
+
+
+def closed_by_server_within(connection: socket.socket, seconds: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closes the connection (``trickle`` is sent every half second,
+    as a slow-headers client does); fails if it is still open after ``seconds``."""
+    connection.settimeout(0.5)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if trickle:
+            try:
+                connection.sendall(trickle)
+            except OSError:
+                return time.monotonic() - started
+        try:
+            if connection.recv(4096) == b"":
+                return time.monotonic() - started
+        except socket.timeout:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    raise AssertionError(f"the connection was still open after {seconds}s")
+
+
+def test_connections_without_a_complete_request_are_closed_after_the_timeout(platform):
+    port = platform.ports["reporting"]
+    idle = socket.create_connection(("127.0.0.1", port))
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    try:
+        # The slow one keeps sending header bytes, each well within the socket timeout.
+        assert closed_by_server_within(slow, REQUEST_TIMEOUT_SECONDS + 3, trickle=b"X") <= REQUEST_TIMEOUT_SECONDS + 2
+        assert closed_by_server_within(idle, 3) >= 0
+    finally:
+        idle.close()
+        slow.close()
+    assert requests.get(f"{platform.url('reporting')}/health", timeout=5).status_code == 200

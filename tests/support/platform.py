@@ -25,8 +25,11 @@ DEV_PAGE_TOKEN = "sandbox-page-token"
 
 class Platform:
     def __init__(self, amqp_uri: str, data_dir: Path, extra_env: dict | None = None,
-                 services=SERVICES, with_sandbox: bool = True):
+                 services=SERVICES, with_sandbox: bool = True, service_amqp_uris: dict | None = None):
         self.amqp_uri = amqp_uri
+        # A service named here connects with its own broker user (least privilege); the others,
+        # and the test's own RPC, with ``amqp_uri``.
+        self.service_amqp_uris = dict(service_amqp_uris or {})
         self.data_dir = Path(data_dir)
         self.logs_dir = self.data_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,8 @@ class Platform:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = open(self.logs_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
+        env = dict(self.env, AMQP_URI=self.service_amqp_uris[name]) if name in self.service_amqp_uris else self.env
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_healthy(self, service: str, timeout: float = 60) -> None:

@@ -198,7 +198,7 @@ def test_desk_routes_from_its_queue_and_agencies_see_only_their_complaints(routi
                                "alasan": "Ingin menghubungi pelapor"})
     assert contact.status_code == 403  # the reporter's contact is for the desk only
     stranger = file(consumer, "Ijazah adik saya juga ditahan")
-    assert other.call("complaint", "GET", "/", stranger).status_code == 403
+    assert other.call("complaint", "GET", "/", stranger).status_code == 404   # not its own: as unknown
     assert agency.call("search", "GET", "/", query={"kode": workflow.get_complaint(stranger)["tracking_code"]}
                        ).headers["Location"].startswith("/console/kotak-masuk?kode=")
 

@@ -1,7 +1,9 @@
 """Open311 GeoReport v2 entrypoints on intake's web address under ``/open311/v2/`` (JSON and XML).
 ``POST requests`` files into intake (channel ``open311``) with an API key per client system;
-``GET requests`` and ``GET requests/{id}`` are answered from reporting over RPC. Mixed into
-``IntakeService`` so it shares intake's filing path (no second path)."""
+``GET requests`` and ``GET requests/{id}`` are answered from reporting over RPC — lookups by code
+for anyone, lists only with an API key and without codes, answers or confidential complaints
+(``domain/open311.py`` says what each may show). Mixed into ``IntakeService`` so it shares
+intake's filing path (no second path)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,7 @@ from werkzeug.wrappers import Response
 from shared.core import config
 from shared.core.errors import NotFound
 from shared.core.errors import ValidationFailed as RemoteValidationFailed
-from shared.glue.http import BodyTooLarge, read_body
+from shared.glue.http import BodyTooLarge, client_address, read_body
 from shared.core.ratelimit import limiter_from_env
 from services.intake.domain import open311
 from services.intake.adapters.schemas import RpcComplaint
@@ -64,15 +66,29 @@ def _format(fmt: str) -> str | None:
 class Open311Endpoints:
     open311_settings = Open311Settings()
 
-    def _open311_limited(self, request, fmt):
-        """Unauthenticated status reads are limited per client address (same rate as per key)."""
+    def _open311_limited(self, request, fmt, lookups: int = 1):
+        """Status lookups are limited per client address (``OPEN311_RATE_PER_MINUTE``), one token
+        per code looked up, so several codes in one request guess no faster than one each."""
         limiter = self.open311_settings.limiter
         if limiter is None:
             return None
-        decision = limiter.take(f"open311-read:{request.remote_addr or 'unknown'}")
+        key = f"open311-read:{client_address(request)}"
+        for _ in range(max(1, lookups)):
+            decision = limiter.take(key)
+            if not decision.allowed:
+                return _respond(429, fmt, open311.errors(429, "too many requests; try again later"),
+                                headers={"Retry-After": str(decision.retry_after_seconds)})
+        return None
+
+    def _open311_client_limited(self, client, fmt):
+        """Requests with an API key are limited per key (the same bucket as its POSTs)."""
+        limiter = self.open311_settings.limiter
+        if limiter is None:
+            return None
+        decision = limiter.take(f"open311:{client}")
         if decision.allowed:
             return None
-        return _respond(429, fmt, open311.errors(429, "too many requests; try again later"),
+        return _respond(429, fmt, open311.errors(429, "too many requests for this api_key; try again later"),
                         headers={"Retry-After": str(decision.retry_after_seconds)})
 
     @http("GET", "/open311/v2/services.<fmt>")
@@ -108,12 +124,9 @@ class Open311Endpoints:
         client = self.open311_settings.keys.client_for(form.get("api_key"))
         if client is None:
             return _respond(403, fmt, open311.errors(403, "a valid api_key is required to post requests"))
-        limiter = self.open311_settings.limiter
-        if limiter is not None:
-            decision = limiter.take(f"open311:{client}")
-            if not decision.allowed:
-                return _respond(429, fmt, open311.errors(429, "too many requests for this api_key; try again later"),
-                                headers={"Retry-After": str(decision.retry_after_seconds)})
+        limited = self._open311_client_limited(client, fmt)
+        if limited is not None:
+            return limited
         complaint = open311.complaint_from_request(form, client)
         try:
             payload = RpcComplaint().load(complaint)
@@ -129,12 +142,30 @@ class Open311Endpoints:
 
     @http("GET", "/open311/v2/requests.<fmt>")
     def open311_requests(self, request, fmt):
+        """With ``service_request_id``: a lookup of those codes (public, per-address limit). Without:
+        a list, for holders of an API key only, with no codes, no answers and no confidential
+        complaints (``domain.open311``)."""
         if not _format(fmt):
             return _respond(404, "json", open311.errors(404, "format must be json or xml"))
         args = request.args
+        try:
+            codes = open311.lookup_codes(args.get("service_request_id"))
+        except open311.TooManyCodes as error:
+            return _respond(400, fmt, open311.errors(400, str(error)))
+        if codes:
+            refused = self._open311_limited(request, fmt, lookups=len(codes))
+        else:
+            client = self.open311_settings.keys.client_for(args.get("api_key"))
+            if client is None:
+                return _respond(403, fmt, open311.errors(
+                    403, "a valid api_key is required to list requests; "
+                         "look a request up by its service_request_id without one"))
+            refused = self._open311_client_limited(client, fmt)
+        if refused is not None:
+            return refused
         filters: dict = {}
-        if args.get("service_request_id"):
-            filters["tracking_codes"] = [c.strip() for c in args["service_request_id"].split(",") if c.strip()][:200]
+        if codes:
+            filters["tracking_codes"] = codes
         if args.get("service_code"):
             filters["category"] = args["service_code"]
         if args.get("start_date"):
@@ -145,9 +176,6 @@ class Open311Endpoints:
             filters["status"] = args["status"]
         # Without dates the spec asks for the last 90 days; newest first, capped at 1000.
         filters["limit"] = 1000
-        limited = self._open311_limited(request, fmt)
-        if limited is not None:
-            return limited
         try:
             with eventlet.Timeout(REPORTING_TIMEOUT_SECONDS):
                 found = self.reporting.find_complaints(filters)
@@ -156,7 +184,8 @@ class Open311Endpoints:
         except REPORTING_DOWN:
             return _respond(503, fmt, open311.errors(503, "status answers are unavailable; try again shortly"),
                             headers={"Retry-After": "30"})
-        return _respond(200, fmt, [open311.request_view(status) for status in found])
+        view = open311.request_view if codes else open311.listed_view
+        return _respond(200, fmt, [view(status) for status in found if open311.may_be_shown(status)])
 
     @http("GET", "/open311/v2/requests/<request_id>.<fmt>")
     def open311_request(self, request, request_id, fmt):
@@ -169,8 +198,11 @@ class Open311Endpoints:
             with eventlet.Timeout(REPORTING_TIMEOUT_SECONDS):
                 status = self.reporting.complaint_status(request_id)
         except (NotFound, RemoteValidationFailed):
-            return _respond(404, fmt, open311.errors(404, f"no request {request_id}"))
+            status = None
         except REPORTING_DOWN:
             return _respond(503, fmt, open311.errors(503, "status answers are unavailable; try again shortly"),
                             headers={"Retry-After": "30"})
+        if status is None or not open311.may_be_shown(status):
+            # Unknown, malformed and confidential codes answer alike: nothing tells them apart.
+            return _respond(404, fmt, open311.errors(404, open311.NOT_FOUND))
         return _respond(200, fmt, [open311.request_view(status)])

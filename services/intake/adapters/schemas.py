@@ -1,7 +1,10 @@
 """Input schemas of intake's RPC and web API (marshmallow): what other systems and the web form
 may send. Errors come back per field."""
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from typing import Callable
 
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from shared.core import graph_ids
 from shared.core.events.catalogue import CATEGORIES, CHANNELS, REGION_CODES, Attachment, IsoTime, ReplyTo
 
 
@@ -39,11 +42,35 @@ class WebComplaint(Schema):
     attachments = fields.List(fields.Nested(Attachment), validate=validate.Length(max=20), load_default=list)
 
 
+def _meta_id(kind: str) -> Callable[[object], None]:
+    """A field validator: the value has the shape of a Meta id of that kind (``graph_ids``)."""
+    def check(value: object) -> None:
+        found = graph_ids.problem(kind, value)
+        if found:
+            raise ValidationError(found)
+    return check
+
+
+class CallerReplyTo(ReplyTo):
+    """``reply_to`` as a caller may give it: every id shaped like Meta's (they become Graph URL
+    path segments in notification: a crafted ``comment_id`` such as ``../<page-id>/feed?x=``
+    would otherwise publish on the Page's feed), and nothing but the known members."""
+
+    class Meta:
+        unknown = RAISE
+
+    page_id = fields.String(required=True, validate=_meta_id("page_id"))
+    psid = fields.String(validate=_meta_id("psid"))
+    comment_id = fields.String(validate=_meta_id("comment_id"))
+    post_id = fields.String(allow_none=True, validate=_meta_id("post_id"))
+    platform = fields.String(validate=validate.OneOf(("messenger", "instagram")))
+
+
 class RpcComplaint(WebComplaint):
     """``intake.file_complaint(complaint)`` for other government systems."""
 
     channel = fields.String(validate=validate.OneOf(CHANNELS), load_default="api")
-    reply_to = fields.Nested(ReplyTo, allow_none=True)
+    reply_to = fields.Nested(CallerReplyTo, allow_none=True)
     received_at = IsoTime(allow_none=True)
     # Meta's timestamp of the citizen's last message, for systems holding a Messenger conversation.
     last_citizen_message_at = IsoTime(allow_none=True)

@@ -10,20 +10,26 @@ from shared.core.events import parse_iso
 from shared.core.eventstore import PendingEvent
 from shared.core.store import ServiceStore
 from services.intake.adapters import media, tables
-from services.intake.domain.filing import NewComplaint
+from services.intake.adapters.retention import INTAKE_RETENTION_RULES
+from services.intake.domain.filing import INTERNAL, NewComplaint
 from services.intake.domain.media import MEDIA_CHANNELS
 
 
 def build_store(url: str | None = None) -> ServiceStore:
-    return ServiceStore("intake", tables.metadata, emits_events=True, url=url)
+    store = ServiceStore("intake", tables.metadata, emits_events=True, url=url)
+    store.retention_rules.extend(INTAKE_RETENTION_RULES)  # inbox bodies, inbox rows, seen-items
+    return store
 
 
-def find_by_external_ref(connection, external_ref: str):
+def find_by_external_ref(connection, external_ref: str, caller_system: str = INTERNAL):
+    """The complaint this caller filed with this reference (each caller has its own references)."""
     return connection.execute(select(tables.complaints.c.complaint_id, tables.complaints.c.tracking_code)
+                              .where(tables.complaints.c.caller_system == caller_system)
                               .where(tables.complaints.c.external_ref == external_ref)).first()
 
 
-def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = None) -> None:
+def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = None,
+                         caller_system: str = INTERNAL) -> None:
     """The complaint row, the reporter row, its attachments' pending downloads (each gets a
     ``media_id``) and ``ComplaintFiled`` — one transaction."""
     data = new.data
@@ -35,7 +41,7 @@ def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = 
         region_code=data["region_code"], priority=data["priority"], confidential=data["confidential"],
         reply_to=json.dumps(data["reply_to"]) if data["reply_to"] else None,
         external_ref=data["external_ref"], last_citizen_message_at=data["last_citizen_message_at"],
-        attachments=json.dumps(data["attachments"]), open=True))
+        attachments=json.dumps(data["attachments"]), open=True, caller_system=caller_system))
     reporter = new.reporter
     if any(reporter.get(k) for k in ("name", "phone", "email")) or psid:
         tx.execute(tables.reporters.insert().values(

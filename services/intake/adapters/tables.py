@@ -16,10 +16,17 @@ complaints = Table(
     Column("priority", String(16), nullable=False),
     Column("confidential", Boolean, nullable=False),
     Column("reply_to", Text, nullable=True),        # JSON; PSID/comment id stay in intake
-    Column("external_ref", String(200), nullable=True, unique=True),
+    Column("external_ref", String(200), nullable=True),
     Column("last_citizen_message_at", String(40), nullable=True),
     Column("open", Boolean, nullable=False, default=True),
     Column("attachments", Text, nullable=True),     # JSON list of {type, url}
+    # The outside system that filed it over RPC (the gateway's ``caller_system``); "" for the
+    # platform's own doors. Not NULL: a unique key treats NULLs as distinct, and internal callers'
+    # external_refs must stay unique among themselves too.
+    Column("caller_system", String(64), nullable=False, server_default=""),
+    # A reference is unique per caller: two systems may use the same one, and one system's
+    # reference never answers with (or swallows) another's complaint.
+    UniqueConstraint("caller_system", "external_ref", name="uq_complaints_caller_external_ref"),
 )
 
 reporters = Table(

@@ -1,5 +1,5 @@
 """Intake's use cases for complaints filed by other systems and the web form, each inside one
-unit of work: file one (idempotent on ``external_ref``), read what outside systems may see, and
+unit of work: file one (idempotent on ``external_ref`` per calling system), read what outside systems may see, and
 give the desk a reporter's contact with the access recorded."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from shared.core.store import ServiceStore
 from services.intake.adapters import tables
 from services.intake.adapters.store import (find_by_external_ref, public_complaint, record_new_complaint,
                                             remember_conversation)
-from services.intake.domain.filing import file_new
+from services.intake.domain.filing import INTERNAL, caller_system_problem, file_new, outside_caller_refusals
 
 log = logging.getLogger("intake")
 
@@ -23,12 +23,26 @@ class Complaints:
     def __init__(self, store: ServiceStore):
         self.store = store
 
-    def file(self, payload: dict) -> dict:
+    def file(self, payload: dict, caller_system: str | None = None) -> dict:
+        """File ``payload`` (already validated by the schema) for a caller: ``caller_system`` is
+        the outside system the gateway named (None: the platform's own callers and doors).
+        Outside systems may not file Meta channels, ``reply_to`` or ``last_citizen_message_at``;
+        ``external_ref`` is idempotent per caller."""
+        problem = caller_system_problem(caller_system)
+        if problem:
+            raise ValidationFailed({"caller_system": [problem]})
+        if caller_system is not None:
+            refused = outside_caller_refusals(payload)
+            if refused:
+                log.warning("outside filing refused", extra={"caller_system": caller_system,
+                                                             "fields": sorted(refused)})
+                raise ValidationFailed(refused)
+        caller = caller_system or INTERNAL
         database = self.store.database
         external_ref = payload.get("external_ref")
         if external_ref:
             with database.read() as connection:
-                existing = find_by_external_ref(connection, external_ref)
+                existing = find_by_external_ref(connection, external_ref, caller)
             if existing:
                 return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
         new = file_new(payload, utc_now())
@@ -36,10 +50,10 @@ class Complaints:
         psid = reply_to.get("psid")
         try:
             with database.transaction() as tx:
-                existing = find_by_external_ref(tx.connection, external_ref) if external_ref else None
+                existing = find_by_external_ref(tx.connection, external_ref, caller) if external_ref else None
                 if existing:
                     return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
-                record_new_complaint(tx, new, psid=psid)
+                record_new_complaint(tx, new, psid=psid, caller_system=caller)
                 if psid and payload.get("channel") != "import":
                     # The caller holds this Messenger conversation: the citizen's next messages
                     # continue this complaint.
@@ -51,11 +65,12 @@ class Complaints:
             if not external_ref:
                 raise
             with database.read() as connection:
-                existing = find_by_external_ref(connection, external_ref)
+                existing = find_by_external_ref(connection, external_ref, caller)
             if existing is None:
                 raise
             return {"complaint_id": existing.complaint_id, "tracking_code": existing.tracking_code}
-        log.info("complaint filed", extra={"complaint_id": new.complaint_id})
+        log.info("complaint filed", extra={"complaint_id": new.complaint_id,
+                                           **({"caller_system": caller_system} if caller_system else {})})
         return {"complaint_id": new.complaint_id, "tracking_code": new.tracking_code}
 
     def get(self, complaint_id) -> dict:

@@ -67,7 +67,7 @@ def standby_from_env() -> StandbyMode:
 
 
 def settings_from_env() -> WebhookSettings:
-    return WebhookSettings(frozenset(config.facebook_pages()),
+    return WebhookSettings(config.facebook_page_ids(),
                            float(config.env("INTAKE_BUBBLE_SECONDS", "120")),
                            instagram_accounts_from_env(), standby_from_env())
 

@@ -5,6 +5,18 @@ statuses (answered from reporting) as JSON or XML. Pure functions.
 Privacy: a request's ``description`` is the citizen's own text, which often carries a name,
 phone or address, so status answers leave it out (as they leave out the reporter); only the
 public status, the responsible agency and the times are given.
+
+What a caller may see (issue 16, "Open311 lists every tracking code"): a tracking code is the key
+to its complaint, so
+
+* a **lookup by code** (``requests/{code}``, or ``requests?service_request_id=a,b``; at most
+  ``MAX_CODES_PER_LOOKUP`` codes) shows those complaints — their code, status and, unless
+  confidential, the agencies' answer (``status_notes``) — like reporting's public status page;
+* a **list** (``requests`` without codes; API key required) shows figures only: no code, no
+  ``status_notes``;
+* a **confidential** complaint (an illegal levy, or any complaint routing's lifecycle says is
+  confidential now) is in no Open311 answer at all: lists leave it out and a lookup of its code
+  answers exactly as for a code that does not exist.
 """
 from __future__ import annotations
 
@@ -14,7 +26,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from shared.core import reference
-from shared.core.reference import CATEGORIES
+from shared.core.reference import CATEGORIES, CONFIDENTIAL_CATEGORIES
 
 SERVICE_NAMES = {
     "koperasi_umkm": ("Koperasi dan UMKM", "Koperasi, usaha mikro, kecil dan menengah"),
@@ -28,6 +40,13 @@ SERVICE_NAMES = {
 }
 
 OPEN_STATUSES = frozenset(reference.OPEN_STATUSES)
+
+# Codes one lookup may carry. The spec lets ``service_request_id`` list several; a citizen or a
+# partner system asks about a handful at a time. Each code also costs one token of the per-address
+# read limit, so a longer list buys no faster guessing — 10 only keeps one request small.
+MAX_CODES_PER_LOOKUP = 10
+# Every "you may not see this" answers with this very body, as an unknown code does.
+NOT_FOUND = "no such request"
 
 
 def services() -> list[dict[str, Any]]:
@@ -89,8 +108,33 @@ def complaint_from_request(form: dict[str, Any], client: str) -> dict[str, Any]:
     return complaint
 
 
+class TooManyCodes(ValueError):
+    """More codes in one lookup than ``MAX_CODES_PER_LOOKUP``."""
+
+
+def lookup_codes(raw: str | None) -> list[str]:
+    """The codes of ``service_request_id=a,b,…`` (blank items dropped, duplicates once)."""
+    codes = list(dict.fromkeys(code.strip() for code in (raw or "").split(",") if code.strip()))
+    if len(codes) > MAX_CODES_PER_LOOKUP:
+        raise TooManyCodes(f"at most {MAX_CODES_PER_LOOKUP} service_request_id values per request")
+    return codes
+
+
+def may_be_shown(status: dict[str, Any]) -> bool:
+    """Whether Open311 may show this complaint at all: never a confidential one — by category
+    (an illegal levy) or by routing's current lifecycle."""
+    return not status.get("confidential") and status.get("category") not in CONFIDENTIAL_CATEGORIES
+
+
+def listed_view(status: dict[str, Any]) -> dict[str, Any]:
+    """A complaint as a list shows it: the request's fields without the tracking code (the key to
+    the complaint) and without ``status_notes`` (the agencies' answers)."""
+    return {**request_view(status), "service_request_id": None, "status_notes": None}
+
+
 def request_view(status: dict[str, Any]) -> dict[str, Any]:
-    """reporting's public status of a complaint → an Open311 service request."""
+    """reporting's public status of a complaint → an Open311 service request (a lookup by its
+    code). Answer texts reporting withholds (``None``) stay out of ``status_notes``."""
     agencies = status.get("agencies") or []
     category = status.get("category")
     names = SERVICE_NAMES.get(category) if isinstance(category, str) else None

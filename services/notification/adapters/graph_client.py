@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import quote
 
 import requests
 
+from shared.core import graph_ids
 from services.notification.domain.policy import (  # noqa: F401 - the kinds, for callers of this client
     ERROR_KINDS,
     INVALID_TOKEN,
@@ -85,6 +87,20 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def graph_path(what: str, node: tuple[str, Any], edge: str) -> str:
+    """``{node}/{edge}`` for a call, refusing a node id that is not shaped like a Meta id of its
+    kind (``shared.core.graph_ids``): a crafted id (``../<page-id>/feed?x=``) would make the call
+    reach another object — the Page's feed. The refusal is Meta's own answer to an invalid id
+    (code 100, a permanent failure) and no request is made; the segment is percent-encoded all
+    the same."""
+    kind, value = node
+    problem = graph_ids.problem(kind, value)
+    if problem:
+        raise GraphApiError(100, None, None, f"{what}: refused before calling Graph: {problem}",
+                            PERMANENT)
+    return f"{quote(str(value), safe='')}/{edge}"
+
+
 class GraphClient:
     """Synchronous client (``requests``; greened by eventlet inside the services)."""
 
@@ -113,7 +129,8 @@ class GraphClient:
         if tag is not None:
             body["tag"] = tag
         kind = "private_reply" if "comment_id" in recipient else "messenger"
-        data = self._post(f"{page_id}/messages", access_token, body, secrets=(text,), what=kind)
+        data = self._post(graph_path(kind, ("page_id", page_id), "messages"), access_token, body,
+                          secrets=(text,), what=kind)
         message_id = data.get("message_id")
         if not message_id:
             raise GraphApiError(None, None, 200, f"{kind}: answer without message_id",
@@ -123,8 +140,8 @@ class GraphClient:
 
     def reply_to_comment(self, comment_id: str, access_token: str, text: str) -> CommentResult:
         """Public reply under a comment."""
-        data = self._post(f"{comment_id}/comments", access_token, {"message": text},
-                          secrets=(text,), what="comment_reply")
+        data = self._post(graph_path("comment_reply", ("comment_id", comment_id), "comments"), access_token,
+                          {"message": text}, secrets=(text,), what="comment_reply")
         new_id = data.get("id")
         if not new_id:
             raise GraphApiError(None, None, 200, "comment_reply: answer without id", TEMPORARY)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Optional
 
+from shared.core import graph_ids
+
 
 # --- message kinds, channels, Send API vocabulary -------------------------------------------
 
@@ -182,6 +184,12 @@ def plan_delivery(
     if platform == PLATFORM_INSTAGRAM:
         comment_id = None  # Instagram Direct: its thread only, never a comment channel
     if not page_id or not (psid or comment_id) or platform is None:
+        return DeliveryPlan(page_id=page_id, skipped_reason=INVALID_REPLY_TO)
+    # Both become Graph URL path segments (/{page-id}/messages, /{comment-id}/comments): a crafted
+    # one (``../<page-id>/feed?x=``) would reach another object. Never sent.
+    if not graph_ids.is_valid("page_id", page_id):
+        return DeliveryPlan(page_id=None, skipped_reason=INVALID_REPLY_TO)
+    if comment_id and not graph_ids.is_valid("comment_id", comment_id):
         return DeliveryPlan(page_id=page_id, skipped_reason=INVALID_REPLY_TO)
 
     if psid:

@@ -1,10 +1,18 @@
 """The dashboard page for the desk and the governor's office: renders figures the service has
 already computed into HTML with server-side SVG charts (pygal, no JavaScript, nothing from a CDN).
-No tracking codes and nothing personal: open complaints are shown by an internal short reference."""
+No tracking codes and nothing personal: open complaints are shown by an internal short reference.
+
+``PageCache`` keeps each rendered page for ``REPORTING_DASHBOARD_CACHE_SECONDS``: the page is
+public and costs several aggregate queries and charts, so a flood of requests must not mean a
+flood of rebuilds."""
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
+from typing import Callable, Hashable
 
 import pygal
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -13,6 +21,10 @@ from pygal.style import Style
 from shared.core.events import parse_iso
 from shared.core.reference import MONTH_NAMES, category_label, short_wita, status_label
 from services.reporting.domain.labels import agency_name, region_name
+from shared.core.config import ConfigError, env
+
+CACHE_VARIABLE = "REPORTING_DASHBOARD_CACHE_SECONDS"
+CACHE_DEFAULT = "30"
 
 HERE = Path(__file__).resolve().parents[1]  # the service folder: templates/, static/
 STATIC_DIR = HERE / "static"
@@ -117,3 +129,57 @@ def static_file(name: str) -> tuple[bytes, str] | None:
     if path.parent != STATIC_DIR or path.suffix not in STATIC_TYPES or not path.is_file():
         return None
     return path.read_bytes(), STATIC_TYPES[path.suffix]
+
+
+class PageCache:
+    """Rendered pages by key (the month asked for), each rebuilt at most every ``seconds``
+    (0: never kept). At most ``max_pages`` are kept, the least recently used dropped first.
+    One build at a time: requests arriving during a build wait for it and get its page, instead
+    of each building the same page again; a fresh page is answered without waiting."""
+
+    def __init__(self, seconds: float, max_pages: int = 36, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self.max_pages = max_pages
+        self.clock = clock
+        self.builds = 0
+        self._pages: OrderedDict[Hashable, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()   # a green lock under eventlet
+
+    @classmethod
+    def from_env(cls) -> "PageCache":
+        raw = env(CACHE_VARIABLE, CACHE_DEFAULT)
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= 86400:
+            raise ConfigError(f"{CACHE_VARIABLE} must be a number of seconds (0 to rebuild on every "
+                              f"request), not {raw!r}")
+        return cls(seconds)
+
+    def _fresh(self, key: Hashable) -> str | None:
+        kept = self._pages.get(key)
+        if kept is None or self.clock() - kept[0] >= self.seconds:
+            return None
+        self._pages.move_to_end(key)
+        return kept[1]
+
+    def get(self, key: Hashable, build: Callable[[], str]) -> str:
+        if self.seconds <= 0:
+            self.builds += 1
+            return build()
+        page = self._fresh(key)
+        if page is not None:
+            return page
+        with self._lock:
+            page = self._fresh(key)   # built by the request this one waited for
+            if page is not None:
+                return page
+            started = self.clock()
+            self.builds += 1
+            page = build()
+            self._pages[key] = (started, page)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.max_pages:
+                self._pages.popitem(last=False)
+            return page

@@ -9,6 +9,7 @@
 * ``evidence`` — each attachment intake keeps in its media store, and whether it is stored
   (with its digest) or lost: from ``ComplaintFiled``/``ComplaintAmended`` and ``EvidenceStored``.
   The bytes stay in intake; routing asks for them (``intake.media``) for a caller it allows.
+* ``console_sessions`` — the console's signed-in sessions (hashed ids), ended by signing out.
 """
 from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, false
 
@@ -98,4 +99,15 @@ evidence = Table(
     Column("reason", Text, nullable=True),
     Column("noted_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),
+)
+
+# The console's signed-in sessions, server-side, so signing out ends a session for good (a copied
+# cookie is dead after it). Only a SHA-256 of the session id is stored; the cookie holds the id.
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("agency_code", String(64), nullable=False),
+    Column("officer", String(400), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),               # seconds since the epoch
+    Column("expires_at", BigInteger, nullable=False, index=True),
 )

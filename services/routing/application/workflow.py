@@ -22,7 +22,7 @@ from marshmallow import Schema, ValidationError
 from sqlalchemy import and_, or_, select
 
 from shared.core.db import Transaction
-from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
+from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, NotVisible, ValidationFailed
 from shared.core.events import Envelope, isoformat_utc, parse_iso, utc_now
 from shared.core.eventstore import ConcurrencyError, PendingEvent
 from services.routing.adapters import repository, tables
@@ -373,7 +373,7 @@ class Workflow:
 
     def _require_visible(self, disposition: Disposition, caller: Optional[str]) -> None:
         if caller is not None and not disposition.can_be_seen_by(caller):
-            raise Forbidden(f"complaint {disposition.complaint_id} is not assigned to {caller!r}")
+            raise NotVisible(f"complaint {disposition.complaint_id} is not assigned to {caller!r}")
 
     def _view(self, filed: Mapping, disposition: Disposition) -> dict:
         codes = disposition.lead_agencies + disposition.coordinating_agencies

@@ -21,11 +21,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from shared.core.errors import EXPECTED, Forbidden, NotFound
+from shared.core.errors import EXPECTED, Forbidden, NotFound, NotVisible
 from shared.core.events import utc_now
 from services.routing.adapters import evidence as evidence_records
 from services.routing.adapters import repository, web
-from services.routing.adapters.console import details, present
+from services.routing.adapters.console import details, present, sessions
 from services.routing.adapters.console.session import (COOKIE_NAME, COOKIE_PATH, Session, SessionCodec,
                                               anonymous, csrf_matches)
 
@@ -41,6 +41,8 @@ OFFICER_NAME = re.compile(r"^[^\x00-\x1f:]{1,100}$")  # as the HTTP API's X-Acto
 CSRF_REFUSAL = ("Permintaan ditolak: formulir ini tidak membawa token keamanan (CSRF) yang sah — "
                 "mungkin halaman sudah terlalu lama terbuka, Anda sudah keluar, atau formulir "
                 "dikirim dari situs lain. Muat ulang halaman, lalu kirim lagi.")
+TOO_MANY_GUESSES = ("Terlalu banyak token yang salah dari alamat ini. Tunggu {seconds} detik, lalu "
+                    "coba lagi.")
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                 "script-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -64,6 +66,14 @@ MESSAGES = {
 }
 DESK_ACTIONS = ("teruskan", "prioritas", "tutup", "kontak", "rahasia")
 AGENCY_ACTIONS = ("terima", "bukan-wewenang", "jawab")
+
+
+def hidden_as_unknown(error: Exception, complaint_id: str) -> Exception:
+    """A complaint the officer's agency may not see is shown exactly as one that does not exist
+    (as the API answers), so the console tells no agency which codes exist."""
+    if isinstance(error, NotVisible):
+        return NotFound(web.unknown_complaint(complaint_id)["error"])
+    return error
 
 
 @dataclass
@@ -90,8 +100,11 @@ class ComplaintForm:
 
 class Console:
     def __init__(self, workflow, codec: SessionCodec, secure_mode: str = "auto",
-                 clock: Callable[[], float] = time.time, evidence=None):
+                 clock: Callable[[], float] = time.time, evidence=None,
+                 token_guesses: web.TokenGuesses = web.NO_GUESSES):
         self.workflow = workflow
+        # Wrong tokens per client address, shared with the API (``web.TokenGuesses``).
+        self.token_guesses = token_guesses
         # ``services.routing.application.evidence.EvidenceAccess``: who may open which evidence
         # (the same rule as the API's), and the bytes from intake.
         self.evidence_access = evidence
@@ -117,7 +130,10 @@ class Console:
         return Visit(request, session, False)
 
     def _token_still_valid(self, session: Session) -> bool:
+        """The session is still open (not signed out, not expired) and its token not revoked."""
         with self.workflow.database.read() as connection:
+            if not sessions.is_open(connection, session, int(self.clock())):
+                return False
             hashes = details.token_hashes(connection, session.agency_code)
         return self.codec.mark_is_current(session.token_mark, hashes)
 
@@ -184,6 +200,12 @@ class Console:
         visit, refused = self._checked_post(request)
         if refused is not None:
             return refused
+        guessing = self.token_guesses.refusal(request)
+        if guessing is not None:
+            page = self.render(visit, "login.html", 429,
+                               error=TOO_MANY_GUESSES.format(seconds=guessing.retry_after_seconds))
+            page.headers["Retry-After"] = str(guessing.retry_after_seconds)
+            return page
         token = (request.form.get("token") or "").strip()
         officer = (request.form.get("nama") or "").strip()
         if not OFFICER_NAME.match(officer):
@@ -192,11 +214,15 @@ class Console:
                                      "nama dicatat pada setiap tindakan.")
         agency_code = self.workflow.authenticate(token)
         if agency_code is None or agency_code not in self.workflow.directory:
+            if token:
+                self.token_guesses.failed(request)
             return self.render(visit, "login.html", 401, officer=officer,
                                error="Token tidak dikenal. Periksa token instansi Anda atau minta "
                                      "token baru kepada meja layanan.")
         visit.session = self.codec.signed_in(agency_code, officer, repository.hash_token(token),
                                              int(self.clock()))
+        with self.workflow.database.transaction() as tx:
+            sessions.open_session(tx.connection, visit.session, self.codec.max_age_seconds)
         visit.new_cookie = True  # a new session and CSRF token at every sign-in
         log.info("console sign-in by %s", agency_code)
         return self.go(visit, "/console/")
@@ -205,6 +231,9 @@ class Console:
         visit, refused = self._checked_post(request)
         if refused is not None:
             return refused
+        if visit.signed_in:   # the server forgets it: a copy of the cookie is signed out too
+            with self.workflow.database.transaction() as tx:
+                sessions.close_session(tx.connection, visit.session)
         visit.session, visit.new_cookie = anonymous(int(self.clock())), True
         return self.go(visit, "/console/login")
 
@@ -367,7 +396,7 @@ class Console:
             complaint = self.workflow.get_complaint(complaint_id, caller=caller)
             timeline = self.workflow.timeline(complaint_id, caller=caller)
         except EXPECTED as error:
-            return self.problem_page(visit, present.plain_problem(error))
+            return self.problem_page(visit, present.plain_problem(hidden_as_unknown(error, complaint_id)))
         with self.workflow.database.read() as connection:
             filing = details.filing_details(connection, complaint["complaint_id"])
             kept = evidence_records.of_complaint(connection, complaint["complaint_id"])
@@ -409,7 +438,7 @@ class Console:
         try:
             opened = self.evidence_access.open(complaint_id, digest, visit.session.agency_code, read_chunk)
         except EXPECTED as error:
-            return self.problem_page(visit, present.plain_problem(error))
+            return self.problem_page(visit, present.plain_problem(hidden_as_unknown(error, complaint_id)))
         except Exception:
             log.exception("evidence could not be read from intake", extra={"complaint_id": complaint_id})
             return self.problem_page(visit, present.Problem(

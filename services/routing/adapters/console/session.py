@@ -1,4 +1,4 @@
-"""The console's session: a small signed cookie, no server-side session table.
+"""The console's session: a small signed cookie, and for a signed-in officer a server-side record.
 
 The cookie holds base64url(JSON) and an HMAC-SHA256 of it under ``ROUTING_CONSOLE_SECRET``; a
 cookie that was altered, signed with another secret or is older than ``MAX_AGE_SECONDS`` is
@@ -10,6 +10,11 @@ with a new CSRF token.
 The cookie never holds the sign-in token. It holds a *token mark* — an HMAC of the token's stored
 hash under the secret — and every request checks that the agency still has a token with that
 mark, so revoking a token (removing it from ``ROUTING_TOKENS``) ends the sessions opened with it.
+
+A signed-in session also carries a random *session id*; ``sessions.py`` keeps its hash in
+routing's database from sign-in to sign-out (or expiry). A cookie whose id is no longer there is
+not signed in, so signing out ends the session even for a copy of the cookie. Sessions before
+sign-in (a CSRF token only) keep nothing on the server: anyone may start one.
 
 Pure: no web framework, no database.
 """
@@ -37,10 +42,12 @@ class Session:
     agency_code: Optional[str] = None
     officer: Optional[str] = None
     token_mark: Optional[str] = None
+    session_id: Optional[str] = None
 
     @property
     def signed_in(self) -> bool:
-        return bool(self.agency_code and self.officer and self.token_mark)
+        """Claims to be signed in; ``sessions.is_open`` decides whether it still is."""
+        return bool(self.agency_code and self.officer and self.token_mark and self.session_id)
 
     @property
     def actor(self) -> str:
@@ -88,11 +95,12 @@ class SessionCodec:
     def signed_in(self, agency_code: str, officer: str, token_hash: str, now: int) -> Session:
         """A fresh session (new CSRF token) for someone who just proved a token."""
         return Session(csrf=new_csrf_token(), issued_at=int(now), agency_code=agency_code,
-                       officer=officer, token_mark=self.token_mark(token_hash))
+                       officer=officer, token_mark=self.token_mark(token_hash),
+                       session_id=secrets.token_urlsafe(32))
 
     def dumps(self, session: Session) -> str:
         payload = _b64(json.dumps({"c": session.csrf, "i": session.issued_at, "a": session.agency_code,
-                                   "o": session.officer, "m": session.token_mark},
+                                   "o": session.officer, "m": session.token_mark, "s": session.session_id},
                                   separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         return f"{payload}.{self._signature(payload)}"
 
@@ -107,7 +115,7 @@ class SessionCodec:
             data = json.loads(_unb64(payload).decode("utf-8"))
             session = Session(csrf=str(data["c"]), issued_at=int(data["i"]),
                               agency_code=data.get("a"), officer=data.get("o"),
-                              token_mark=data.get("m"))
+                              token_mark=data.get("m"), session_id=data.get("s"))
         except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
             return None
         if not session.csrf or not 0 <= now - session.issued_at <= self.max_age_seconds:
