@@ -25,9 +25,15 @@ run: setup
 migrate: setup
 	$(PY) -m shared.core.migrations upgrade
 
+# Most of the suite waits on processes, brokers and clocks rather than on the CPU, so it runs in
+# TEST_WORKERS pytest-xdist workers (a file's tests stay together: they share its services); the
+# fault scenarios stop the machine's RabbitMQ and run afterwards, alone. Both parts always run.
+TEST_WORKERS ?= 4
 test: lint
 	scripts/ensure-infra.sh broker postgres browser
-	$(PY) -m pytest
+	NTBCARE_XDIST_CONTROLLER=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not faults"; parallel=$$?; \
+	$(PY) -m pytest -m faults; alone=$$?; \
+	test $$parallel -eq 0 && test $$alone -eq 0
 
 # Unit and in-process interface tests: no broker, no database server; under a minute.
 test-fast: setup

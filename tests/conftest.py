@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.support import infra
+from tests.support.figures import TRIED, print_tried
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(getattr(pytest.mark, tier))
         if "postgres_url" in getattr(item, "fixturenames", ()) and tier != "db":
             item.add_marker(pytest.mark.db)
+
+
+# --- figures gathered across xdist workers ---------------------------------------------------------
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)  # set only in an xdist worker
+    if workeroutput is not None:
+        workeroutput["fuzz_tried"] = dict(TRIED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    TRIED.update(getattr(node, "workeroutput", {}).get("fuzz_tried", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    print_tried(terminalreporter)

@@ -55,7 +55,25 @@ def drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
+#: Under pytest-xdist each worker takes its ports from a range of its own, below the kernel's
+#: ephemeral range (32768+), so two workers never pick the same free port before either binds it.
+_WORKER_PORT_BASE, _WORKER_PORT_SPAN = 20000, 1500
+_next_worker_port: dict[str, int] = {}
+
+
 def free_port() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under xdist
+    if worker.startswith("gw") and worker[2:].isdigit():
+        start = _WORKER_PORT_BASE + int(worker[2:]) * _WORKER_PORT_SPAN
+        for _ in range(_WORKER_PORT_SPAN):
+            port = _next_worker_port.get(worker, start)
+            _next_worker_port[worker] = start + (port + 1 - start) % _WORKER_PORT_SPAN
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use (another process, or RabbitMQ's 25672)
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
