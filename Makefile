@@ -25,15 +25,12 @@ run: setup
 migrate: setup
 	$(PY) -m shared.core.migrations upgrade
 
-# Most of the suite waits on processes, brokers and clocks rather than on the CPU, so it runs in
-# TEST_WORKERS pytest-xdist workers (a file's tests stay together: they share its services); the
-# fault scenarios stop the machine's RabbitMQ and run afterwards, alone. Both parts always run.
-TEST_WORKERS ?= 4
+# The suite runs in TEST_SHARDS parallel pytest processes, then the fault scenarios alone (they stop
+# the machine's RabbitMQ); see scripts/run_tests.py.
+TEST_SHARDS ?= 3
 test: lint
 	scripts/ensure-infra.sh broker postgres browser
-	NTBCARE_XDIST_CONTROLLER=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not faults"; parallel=$$?; \
-	$(PY) -m pytest -m faults; alone=$$?; \
-	test $$parallel -eq 0 && test $$alone -eq 0
+	$(PY) -m scripts.run_tests --shards $(TEST_SHARDS)
 
 # Unit and in-process interface tests: no broker, no database server; under a minute.
 test-fast: setup

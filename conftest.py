@@ -15,10 +15,6 @@ warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")  # sa
 
 import eventlet  # noqa: E402
 
-# Under pytest-xdist (`make test`) the controller only hands out tests and gathers reports over
-# execnet's threads, which deadlock once eventlet has patched threading; only the workers, which
-# run the tests, are patched. xdist names each worker in PYTEST_XDIST_WORKER.
-if os.environ.get("NTBCARE_XDIST_CONTROLLER") != "1" or os.environ.get("PYTEST_XDIST_WORKER"):
-    eventlet.monkey_patch()
+eventlet.monkey_patch()
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

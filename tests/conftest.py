@@ -3,13 +3,16 @@ database, and an override of nameko's ``web_session`` (its own imports ``werkzeu
 which werkzeug 3 removed)."""
 from __future__ import annotations
 
+import json
+import os
 import uuid
+from collections import defaultdict
 
 import pytest
 import requests
 
 from tests.support import infra
-from tests.support.figures import TRIED, print_tried
+from tests.support.figures import print_tried
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +62,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.db)
 
 
-# --- figures gathered across xdist workers ---------------------------------------------------------
-
-def pytest_sessionfinish(session):
-    workeroutput = getattr(session.config, "workeroutput", None)  # set only in an xdist worker
-    if workeroutput is not None:
-        workeroutput["fuzz_tried"] = dict(TRIED)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error):
-    TRIED.update(getattr(node, "workeroutput", {}).get("fuzz_tried", {}))
-
 
 def pytest_terminal_summary(terminalreporter):
     print_tried(terminalreporter)
+
+
+# --- per-file times, for dealing files to parallel shards (scripts/run_tests.py) -------------------
+FILE_SECONDS: defaultdict = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("NTBCARE_TEST_TIMES_OUT")
+    if out and FILE_SECONDS:
+        with open(out, "w", encoding="utf-8") as handle:
+            json.dump(dict(FILE_SECONDS), handle)

@@ -26,6 +26,7 @@ from tests.support import facebook as fb
 from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
 TOKENS = {"diskominfotik": "pii-desk-token-1", "dpupr": "pii-dpupr-token-1"}
+OPEN311_KEY = "pii-open311-key-1"
 RUN = uuid.uuid4().hex[:6]
 NAMES = [f"Siti Aminah Rahasia{RUN}", f"Baiq Komentar{RUN}", f"Lalu Rpc{RUN}"]
 PHONES = ["+62 812 9988 7766", "081399887755"]
@@ -41,6 +42,7 @@ ONLY_IN_REPLY_TO = PSIDS + [COMMENT_ID]
 def platform(amqp_uri, tmp_path_factory):
     running = Platform(amqp_uri, tmp_path_factory.mktemp("pii"), extra_env={
         "ROUTING_TOKENS": ",".join(f"{c}:{t}" for c, t in TOKENS.items()),
+        "OPEN311_API_KEYS": f"pii-client:{OPEN311_KEY}",
         "NTBCARE_LOG_LEVEL": "DEBUG"}).start_all()     # the chattiest logs are the ones to check
     yield running
     running.stop_all()
@@ -179,8 +181,11 @@ def public_urls(platform, flow) -> list[str]:
     urls = [f"{platform.url('reporting')}{fill(url, **{p: values[p] for p in params(url)})}"
             for method, url, _name in http_routes(ReportingService) if method == "GET"]
     intake = platform.url("intake")
-    urls += [f"{intake}/open311/v2/requests.json", f"{intake}/open311/v2/requests/{code}.json",
-             f"{intake}/open311/v2/requests.xml"]
+    # The lists need a key: with it they must still say nothing personal (without one, a 403
+    # would show nothing at all).
+    urls += [f"{intake}/open311/v2/requests.json?api_key={OPEN311_KEY}",
+             f"{intake}/open311/v2/requests/{code}.json",
+             f"{intake}/open311/v2/requests.xml?api_key={OPEN311_KEY}"]
     return urls
 
 
@@ -189,6 +194,8 @@ def test_public_endpoints_show_no_personal_data(platform, flow):
     for url in public_urls(platform, flow):
         answer = requests.get(url, timeout=15)
         assert answer.status_code < 500, (url, answer.status_code)
+        if "/open311/" in url:
+            assert answer.status_code == 200, (url, answer.status_code)
         assert not leaks(answer.text, NEVER_ANYWHERE + ONLY_IN_REPLY_TO), url
         answers += 1
     # What an agency sees: the API and the console page of each complaint.

@@ -1,7 +1,4 @@
-"""Figures the tests gather while they run and print at the end: the inputs the fuzz suite tried.
-
-Under pytest-xdist every worker counts its own; ``tests/conftest.py`` sends each worker's counts to
-the controller (``workeroutput``) and prints the sum there."""
+"""Figures the tests gather while they run and print at the end: the inputs the fuzz suite tried."""
 from __future__ import annotations
 
 from collections import Counter

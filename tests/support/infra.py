@@ -55,19 +55,20 @@ def drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
-#: Under pytest-xdist each worker takes its ports from a range of its own, below the kernel's
-#: ephemeral range (32768+), so two workers never pick the same free port before either binds it.
-_WORKER_PORT_BASE, _WORKER_PORT_SPAN = 20000, 1500
-_next_worker_port: dict[str, int] = {}
+#: When `make test` runs the suite in parallel shards (scripts/run_tests.py), each shard takes its
+#: ports from a range of its own, below the kernel's ephemeral range (32768+), so two shards never
+#: pick the same free port before either binds it.
+_SHARD_PORT_BASE, _SHARD_PORT_SPAN = 20000, 1500
+_next_shard_port: dict[str, int] = {}
 
 
 def free_port() -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under xdist
-    if worker.startswith("gw") and worker[2:].isdigit():
-        start = _WORKER_PORT_BASE + int(worker[2:]) * _WORKER_PORT_SPAN
-        for _ in range(_WORKER_PORT_SPAN):
-            port = _next_worker_port.get(worker, start)
-            _next_worker_port[worker] = start + (port + 1 - start) % _WORKER_PORT_SPAN
+    shard = os.environ.get("NTBCARE_TEST_SHARD", "")
+    if shard.isdigit():
+        start = _SHARD_PORT_BASE + int(shard) * _SHARD_PORT_SPAN
+        for _ in range(_SHARD_PORT_SPAN):
+            port = _next_shard_port.get(shard, start)
+            _next_shard_port[shard] = start + (port + 1 - start) % _SHARD_PORT_SPAN
             with socket.socket() as sock:
                 try:
                     sock.bind(("127.0.0.1", port))
