@@ -1,18 +1,20 @@
 """Applies deploy/rabbitmq/definitions.json through the RabbitMQ management API: the vhost, a user
 per service and per outside system, their permissions (topic permissions included), and the
 exchanges, queues and bindings no user may make itself (the gateway's: ``ntbcare.gateway`` →
-``gateway-calls``, ``ntbcare.replies``). Passwords
+``gateway-calls``, ``ntbcare.replies``; each outside reader's ``feed.<reader>`` → ``<reader>.feed``). Passwords
 come from the environment (``NTBCARE_RABBIT_PASSWORD_<USER>``, upper case with ``-`` as ``_``); a
 user without one is created unable to log in. Idempotent: run it on every deployment.
 
 ``python -m shared.broker_setup [--vhost NAME] [--user-suffix S]`` (the options let tests apply
 the same file to a throw-away vhost; with a suffix, a user's own name prefix in the patterns —
-``lapor-sp4n\\.`` — follows its suffixed name, so the user keeps its own queues and exchanges)."""
+``lapor-sp4n\\.`` — and its feed ``feed.<user>`` follow its suffixed name, so the user keeps its own
+queues and exchanges)."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -31,11 +33,27 @@ def password_variable(user: str) -> str:
 
 
 def suffixed(pattern: str, names: dict[str, str]) -> str:
-    """``pattern`` with each user's own-name prefix (``<user>\\.``) renamed to the name in use."""
+    """``pattern`` with each user's own-name prefix (``<user>\\.``) and its feed exchange
+    (``feed\\.<user>``) renamed to the name in use."""
     for original, used in names.items():
         if original != used:
             pattern = pattern.replace(original + r"\.", used + r"\.")  # names are [a-z0-9-]: literal
+            pattern = re.sub(r"feed\\\." + re.escape(original) + r"(?![a-z0-9-])",
+                             lambda _match, used=used: r"feed\." + used, pattern)
     return pattern
+
+
+def renamed(name: str, names: dict[str, str]) -> str:
+    """An exchange's or queue's name with its user's name in use: ``<user>.…`` and ``feed.<user>``
+    (an outside reader's feed and its queue) follow a suffixed user."""
+    for original, used in names.items():
+        if original == used:
+            continue
+        if name.startswith(original + "."):
+            return used + name[len(original):]
+        if name == f"feed.{original}":
+            return f"feed.{used}"
+    return name
 
 
 def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: str | None = None,
@@ -68,18 +86,18 @@ def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: 
     # bind these (the gateway may not read ``ntbcare.gateway``) find them in place.
     for exchange in definitions.get("exchanges", []):
         target = quote(vhost_map[exchange["vhost"]], safe="")
-        put(f"exchanges/{target}/{quote(exchange['name'], safe='')}",
+        put(f"exchanges/{target}/{quote(renamed(exchange['name'], names), safe='')}",
             {"type": exchange["type"], "durable": exchange.get("durable", True), "auto_delete": False})
     for queue in definitions.get("queues", []):
         target = quote(vhost_map[queue["vhost"]], safe="")
-        put(f"queues/{target}/{quote(queue['name'], safe='')}",
+        put(f"queues/{target}/{quote(renamed(queue['name'], names), safe='')}",
             {"durable": queue.get("durable", True), "auto_delete": False})
     for binding in definitions.get("bindings", []):
         target = quote(vhost_map[binding["vhost"]], safe="")
         kind = "q" if binding["destination_type"] == "queue" else "e"
         response = session.post(
-            f"{management_url}/api/bindings/{target}/e/{quote(binding['source'], safe='')}/{kind}/"
-            f"{quote(binding['destination'], safe='')}",
+            f"{management_url}/api/bindings/{target}/e/{quote(renamed(binding['source'], names), safe='')}/"
+            f"{kind}/{quote(renamed(binding['destination'], names), safe='')}",
             json={"routing_key": binding["routing_key"]}, timeout=10)
         if response.status_code not in (200, 201, 204):  # binding twice is a no-op (201 again)
             raise RuntimeError(f"binding {binding}: {response.status_code} {response.text[:200]}")

@@ -11,6 +11,9 @@ from typing import Any, overload
 
 SERVICES = ("intake", "routing", "notification", "reporting")
 EMITTING_SERVICES = ("intake", "routing", "notification")
+#: Every service with a database of its own (migrated by ``shared.core.migrations``): the gateway
+#: keeps its outside readers' feed log (services/gateway/adapters/feed_log.py).
+DATABASE_SERVICES = SERVICES + ("gateway",)
 
 DEFAULT_WEB_ADDRESSES = {
     "intake": "127.0.0.1:8001",

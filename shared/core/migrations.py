@@ -243,12 +243,12 @@ def new_revision(target: str, message: str) -> None:
         service = next(name for name in config.SERVICES if target in core_branches(name))
         owned = branch_tables(target)
         keep = owned.__contains__
-    elif target in config.SERVICES:
+    elif target in config.DATABASE_SERVICES:
         service = target
         core = frozenset().union(*(branch_tables(branch) for branch in core_branches(service)))
         keep = lambda name: name not in core  # noqa: E731
     else:
-        raise ValueError(f"no branch {target!r}: give a service ({', '.join(config.SERVICES)}) "
+        raise ValueError(f"no branch {target!r}: give a service ({', '.join(config.DATABASE_SERVICES)}) "
                          f"or a core branch ({', '.join(CORE_BRANCHES)})")
     path = Path("/tmp") / f"ntbcare-autogen-{service}.db"
     path.unlink(missing_ok=True)
@@ -276,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{error}\n{USAGE}", file=sys.stderr)
             return 2
         return 0
-    services = argv[1:] or list(config.SERVICES)
-    unknown = [service for service in services if service not in config.SERVICES]
+    services = argv[1:] or list(config.DATABASE_SERVICES)
+    unknown = [service for service in services if service not in config.DATABASE_SERVICES]
     if unknown:
-        print(f"no service {', '.join(unknown)} (there are {', '.join(config.SERVICES)})\n{USAGE}", file=sys.stderr)
+        print(f"no service {', '.join(unknown)} (there are {', '.join(config.DATABASE_SERVICES)})\n{USAGE}",
+              file=sys.stderr)
         return 2
     for service in services:
         url = config.database_url(service)

@@ -106,9 +106,21 @@ class OutboxRelay(DependencyProvider):
             self._nacked: set[int] = set()
             self._channel.events["basic_ack"].add(self._on_ack)
             self._channel.events["basic_nack"].add(self._on_nack)
-            self.exchange(self._channel).declare()
+            self.declare(self._channel)
             self._producer_obj = Producer(self._channel, exchange=self.exchange, serializer="json")
         return self._producer_obj
+
+    # What a subclass may change (the gateway's feeds: shared by readers' exchanges, from its feed log).
+    def outbox(self):
+        """Where unpublished events are read and marked published: the service's event store."""
+        return self.store.event_store
+
+    def destination(self, envelope: dict) -> tuple[str, str, dict]:
+        """Exchange, routing key and body of one recorded event: ``<service>.events``, its type."""
+        return self.exchange.name, envelope["event_type"], envelope
+
+    def declare(self, channel) -> None:
+        self.exchange(channel).declare()
 
     def _settle(self, into: set, delivery_tag: int, multiple: bool) -> None:
         if multiple:
@@ -133,7 +145,7 @@ class OutboxRelay(DependencyProvider):
     def publish_pending(self) -> int:
         """Publish one batch of unpublished events and wait for the broker's confirms of the
         whole batch; only confirmed events leave the outbox (in one statement)."""
-        database, event_store = self.store.database, self.store.event_store
+        database, event_store = self.store.database, self.outbox()
         with database.read() as connection:
             pending = event_store.unpublished(connection, self.batch_size)
         if not pending:
@@ -146,7 +158,8 @@ class OutboxRelay(DependencyProvider):
         confirmed: list[int] = []
         try:
             for envelope in pending:
-                producer.publish(envelope, routing_key=envelope["event_type"],
+                exchange, routing_key, body = self.destination(envelope)
+                producer.publish(body, exchange=exchange, routing_key=routing_key,
                                  delivery_mode=2,
                                  headers={"ntbcare.event_id": envelope["event_id"]}, retry=False)
                 by_tag[self._next_tag] = envelope

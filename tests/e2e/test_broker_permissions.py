@@ -1,18 +1,17 @@
 """Outside systems reach the broker with their own RabbitMQ user and only the permissions they
 need, as deploy/rabbitmq/definitions.json grants them (applied by shared.broker_setup to this
 test's vhost): LAPOR! may only call through the gateway (no permission on ``nameko-rpc``);
-Dinas PUPR's system may read routing's events and nothing else. Shown to work, and to be refused
-the rest."""
+Dinas PUPR's system may read its own feed (``feed.dinas-pupr-si`` → its durable queue
+``dinas-pupr-si.feed``, filled by the gateway: tests/security/test_broker_feeds.py) and nothing
+else — not routing's events. Shown to work, and to be refused the rest."""
 from __future__ import annotations
-
-import json
 
 import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
 from tests.security import broker_users
-from tests.support.platform import Platform, wait_for
+from tests.support.platform import Platform
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +57,27 @@ def test_lapor_is_refused_everything_but_the_gateway(platform, outside_users):
     assert refused(lambda: channel.exchange_delete("nameko-rpc"))
 
 
-def test_dinas_pupr_reads_routing_events_and_nothing_else(platform, outside_users):
-    uri = outside_users["dinas-pupr-si"]
-    connection = pika.BlockingConnection(pika.URLParameters(uri))
-    channel = connection.channel()
-    queue = f"{outside_users['names']['dinas-pupr-si']}.routed"
+def test_dinas_pupr_reads_its_feed_and_nothing_else(platform, outside_users):
+    uri, name = outside_users["dinas-pupr-si"], outside_users["names"]["dinas-pupr-si"]
+    channel = pika.BlockingConnection(pika.URLParameters(uri)).channel()
+    # Its durable feed queue (declared by broker_setup) is there for it to consume, and it may bind
+    # queues of its own to its feed exchange (e.g. one per event type).
+    assert channel.queue_declare(f"{name}.feed", passive=True).method.queue == f"{name}.feed"
+    channel.basic_get(f"{name}.feed", auto_ack=False)
+    queue = f"{name}.routed"
     channel.queue_declare(queue, exclusive=True)
-    channel.queue_bind(queue, "routing.events", routing_key="ComplaintRouted")
-    with platform.rpc() as rpc:
-        filed = rpc.intake.file_complaint({"text": "Jalan provinsi di Praya Lombok Tengah berlubang besar.",
-                                           "channel": "api"})
-
-    def routed():
-        method, _props, body = channel.basic_get(queue, auto_ack=True)
-        event = json.loads(body) if method else None
-        return event if event and event["complaint_id"] == filed["complaint_id"] else None
-    event = wait_for(routed, 30, message="ComplaintRouted for the outside system")
-    assert event["event_type"] == "ComplaintRouted" and event["source"] == "routing"
-    assert refused(lambda: channel.queue_bind(queue, "intake.events", routing_key="#"))
+    channel.queue_bind(queue, f"feed.{name}", routing_key="ComplaintRouted")
+    # Routing's and intake's events, another system's feed, RPC and other queues are refused.
+    for exchange in ("routing.events", "intake.events", "feed.lapor-sp4n"):
+        channel = pika.BlockingConnection(pika.URLParameters(uri)).channel()
+        snoop = f"{name}.snoop-{exchange}"
+        channel.queue_declare(snoop, exclusive=True)
+        assert refused(lambda: channel.queue_bind(snoop, exchange, routing_key="#")), exchange
     channel = pika.BlockingConnection(pika.URLParameters(uri)).channel()
     channel.confirm_delivery()
     assert refused(lambda: channel.basic_publish("nameko-rpc", "routing.assign", b"{}"))
+    channel = pika.BlockingConnection(pika.URLParameters(uri)).channel()
+    channel.confirm_delivery()
+    assert refused(lambda: channel.basic_publish(f"feed.{name}", "ComplaintRouted", b"{}"))  # no forged items
     channel = pika.BlockingConnection(pika.URLParameters(uri)).channel()
     assert refused(lambda: channel.basic_get("rpc-intake"))

@@ -91,7 +91,10 @@ def test_cli_events_tail_is_a_plain_pika_consumer(platform):
     tail = subprocess.Popen([sys.executable, "-m", "shared.cli", "events", "tail", "--data", "--count", "1",
                              "--routing-key", "ComplaintFiled"], cwd=ROOT, env=platform.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)  # the tail's queue must exist before the event is published
+    # The tail's queue must be bound before the event is published: it says so on stderr.
+    for line in iter(tail.stderr.readline, ""):
+        if line.startswith("listening on"):
+            break
     with platform.rpc() as rpc:
         filed = rpc.intake.file_complaint({"text": "Jembatan di Sembalun retak.", "channel": "api"})
     out, _ = tail.communicate(timeout=30)

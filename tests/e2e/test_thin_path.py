@@ -42,7 +42,7 @@ def test_health_of_every_service(platform):
 
 def test_complaint_flows_through_all_four_services(platform, amqp_uri):
     connection, channel, queue = bind_plain_consumer(amqp_uri, "intake.events", "ComplaintFiled")
-    psid = f"psid-{uuid.uuid4().hex[:8]}"
+    psid = f"7{uuid.uuid4().int % 10**14:014d}"  # Meta PSIDs are digits
     # The sandbox, like Meta, answers only people who wrote to the Page.
     citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid)
     with platform.rpc() as rpc:
@@ -97,7 +97,7 @@ def test_complaint_flows_through_all_four_services(platform, amqp_uri):
 
 
 def test_redelivered_event_changes_nothing_across_services(platform, amqp_uri):
-    psid = f"psid-{uuid.uuid4().hex[:8]}"
+    psid = f"7{uuid.uuid4().int % 10**14:014d}"  # Meta PSIDs are digits
     # The sandbox, like Meta, answers only people who wrote to the Page.
     citizen_wrote(platform.sandbox_url, DEV_PAGE_ID, psid)
     with platform.rpc() as rpc:

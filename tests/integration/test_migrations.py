@@ -32,7 +32,7 @@ def database_url(request, tmp_path):
         infra.drop_postgres_database(url)
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", config.DATABASE_SERVICES)
 def test_upgrade_to_head_matches_the_code(service, database_url):
     migrations.upgrade(service, database_url)
     engine = make_engine(database_url)

@@ -399,9 +399,11 @@ def test_the_provider_runs_the_loop_and_lets_sends_in_flight_finish_on_stop(stor
     assert loop.lease_seconds == 15 and loop.concurrency == 8 and loop.poll_seconds == 0.02
     graph = loop.client = FakeGraph()
     gate = eventlet.event.Event()
+    in_flight: list[bool] = []
     answer = graph.send_message
 
     def slow_send(*args, **kwargs):
+        in_flight.append(True)
         gate.wait()
         return answer(*args, **kwargs)
     graph.send_message = slow_send
@@ -410,7 +412,9 @@ def test_the_provider_runs_the_loop_and_lets_sends_in_flight_finish_on_stop(stor
     world = World(store, consumer, graph, loop)
     provider.start()
     _complaint_id, filed = world.file(messenger())
-    wait_for(lambda: loop.busy_lanes)
+    # In flight means Meta has the request: a lane that is only counted busy has not started and
+    # rightly sends nothing once stopped (waiting on busy_lanes made this test a race under load).
+    wait_for(lambda: in_flight)
     eventlet.spawn_after(0.1, gate.send, True)
     provider.stop()  # waits for the send in flight to record its outcome
     assert world.rows(filed)[0]["state"] == "sent" and not loop.running

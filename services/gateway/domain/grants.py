@@ -30,6 +30,14 @@ class IncomingCall:
 class Grants:
     operations: Mapping[str, frozenset[str]] = field(default_factory=dict)
     agencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Systems that asked for no feed (``feed: false``) although they follow agencies.
+    no_feed: frozenset[str] = frozenset()
+
+    def readers(self) -> dict[str, frozenset[str]]:
+        """The outside readers: each system with agencies (and no ``feed: false``) → its agencies,
+        whose complaints its feed ``feed.<system>`` carries."""
+        return {system: codes for system, codes in sorted(self.agencies.items())
+                if codes and system not in self.no_feed}
 
     def all_operations(self) -> frozenset[str]:
         return frozenset().union(*self.operations.values()) if self.operations else frozenset()
@@ -67,12 +75,17 @@ def parse_grants(data: Any) -> Grants:
         raise ValueError("the grant file needs a 'systems' mapping")
     operations: dict[str, frozenset[str]] = {}
     agencies: dict[str, frozenset[str]] = {}
+    no_feed: set[str] = set()
     for system, grant in systems.items():
         if not isinstance(system, str) or not SYSTEM.match(system):
             raise ValueError(f"system {system!r}: a broker user name ([a-z0-9-])")
         grant = grant or {}
-        if not isinstance(grant, dict) or set(grant) - {"operations", "agencies"}:
-            raise ValueError(f"{system}: only 'operations' and 'agencies' may be given")
+        if not isinstance(grant, dict) or set(grant) - {"operations", "agencies", "feed"}:
+            raise ValueError(f"{system}: only 'operations', 'agencies' and 'feed' may be given")
+        if not isinstance(grant.get("feed", True), bool):
+            raise ValueError(f"{system}: feed is true or false")
+        if grant.get("feed", True) is False:
+            no_feed.add(system)
         ops = grant.get("operations") or []
         codes = grant.get("agencies") or []
         if not isinstance(ops, list) or not all(isinstance(op, str) and OPERATION.match(op) for op in ops):
@@ -81,4 +94,4 @@ def parse_grants(data: Any) -> Grants:
             raise ValueError(f"{system}: agencies are agency codes")
         operations[system] = frozenset(ops)
         agencies[system] = frozenset(codes)
-    return Grants(operations, agencies)
+    return Grants(operations, agencies, frozenset(no_feed))
