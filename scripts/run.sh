@@ -40,6 +40,7 @@ NTBCare (NTBCARE_ENV=$NTBCARE_ENV, data in $NTBCARE_DATA_DIR, broker ${broker##*
   routing       http://${ROUTING_WEB_ADDRESS:-127.0.0.1:8002}   (/health, /api/…, /console/)
   notification  http://${NOTIFICATION_WEB_ADDRESS:-127.0.0.1:8003}   (/health)
   reporting     http://${REPORTING_WEB_ADDRESS:-127.0.0.1:8004}   (/health, /api/complaints/<code>, /dashboard)
+  gateway       http://${GATEWAY_WEB_ADDRESS:-127.0.0.1:8006}   (/health; outside systems call it over the broker: docs/gateway.md)
 File a test complaint (in another terminal):
   .venv/bin/python -m scripts.file_test_complaint "Jalan di Praya Lombok Tengah rusak parah"
 MSG
