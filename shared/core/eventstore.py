@@ -1,29 +1,51 @@
 """The append-only event store every emitting service keeps in its own database.
 
-Envelope columns follow the design. ``position`` is gap-free: it is taken as ``max + 1`` while
-holding the table's write lock (SQLite's ``BEGIN IMMEDIATE``; on PostgreSQL an explicit
-``LOCK TABLE``), so a rolled-back transaction never leaves a hole the way a sequence would.
+Envelope columns follow the design. ``position`` is gap-free and in commit order: it is taken as
+``max + 1`` while holding the one lock every appender of the database takes — SQLite's write lock
+(``BEGIN IMMEDIATE``), and on PostgreSQL a transaction-scoped advisory lock
+(``pg_advisory_xact_lock``) — so a rolled-back transaction never leaves a hole the way a sequence
+would, and the next appender reads ``max`` only after the previous one has committed and become
+visible (PostgreSQL releases a transaction's locks after its commit is visible), so a reader never
+sees position N+1 before N. The advisory lock serialises appenders only: unlike the table lock it
+replaces, it does not conflict with readers, vacuum or anything else touching the table.
 ``(complaint_id, version)`` is unique: two writers that read the same version of a complaint
 cannot both append (optimistic concurrency). An ``outbox`` row is written with every event in
 the same transaction; the relay deletes it once the broker confirmed the publish, so the events
 table itself is never updated.
+
+The append path runs SQL compiled once per dialect (``_Statements``): a single-event append is
+one statement for the lock, the head position and the complaint's version, and one for the event
+and outbox rows (PostgreSQL: both in one round trip; SQLite: in-process calls). Rows read back are
+``StoredEnvelope`` dicts: the store validated them when it appended them, so a consumer in the
+same process need not validate them again (``shared.core.events.envelope``).
 """
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import (BigInteger, Column, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, func, select, text)
-from sqlalchemy.engine import Connection, RowMapping
+                        UniqueConstraint, bindparam, func, select)
+from sqlalchemy.engine import Connection, Dialect, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from shared.core.events import Envelope, isoformat_utc, new_envelope, utc_now, validate_data
+from shared.core.db import execute_driver
+from shared.core.events import isoformat_utc, utc_now, validate_data
 from shared.core.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, is_current, upcast
+from shared.core.events.envelope import Envelope, StoredEnvelope
 
 MAX_PAGE = 1000
+
+#: The key of the transaction-scoped advisory lock every appender takes on PostgreSQL. Advisory
+#: locks are per database, and each service has a database of its own, so one constant suffices
+#: ("NTBevent" in ASCII, as a signed 64-bit integer).
+APPEND_LOCK_KEY = 0x4E54426576656E74
+
+_EVENT_COLUMNS = ("position", "event_id", "event_type", "schema_version", "source", "complaint_id",
+                  "version", "occurred_at", "data")
 
 
 class ConcurrencyError(RuntimeError):
@@ -66,6 +88,31 @@ def event_tables(metadata: MetaData) -> tuple[Table, Table]:
     return events, outbox
 
 
+class _Statements:
+    """The hot paths' SQL for one dialect, written once (no statement building, no cache-key
+    computation per call). Positional parameters in the driver's own style."""
+
+    def __init__(self, dialect: Dialect, events: Table, outbox: Table):
+        self.postgresql = dialect.name == "postgresql"
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        ev, ob = events.name, outbox.name
+        lock = f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}); " if self.postgresql else ""
+        last = f"SELECT coalesce(max(position), 0) FROM {ev}"
+        version = f"SELECT coalesce(max(version), 0) FROM {ev} WHERE complaint_id = {mark}"
+        self.last_position = last
+        self.current_version = version
+        # On PostgreSQL the lock and the read travel in one round trip as two statements: each
+        # statement of a simple query takes its own snapshot (READ COMMITTED), so the read sees
+        # every append committed before the lock was granted.
+        self.head = lock + last
+        self.head_one = f"{lock}SELECT ({last}), ({version})"
+        self.insert_events = (f"INSERT INTO {ev} ({', '.join(_EVENT_COLUMNS)}) "
+                              f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})")
+        self.insert_outbox = f"INSERT INTO {ob} (position) VALUES ({mark})"
+        # One event on PostgreSQL: both rows in one round trip.
+        self.insert_one = f"{self.insert_events}; {self.insert_outbox}" if self.postgresql else None
+
+
 class EventStore:
     def __init__(self, source: str, metadata: MetaData):
         self.source = source
@@ -74,6 +121,29 @@ class EventStore:
         # Stateless upcasters run here; a source whose upcasters need a complaint's history sets
         # ``lift_old(connection, events) -> events`` (routing does).
         self.lift_old: Callable[[Connection, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+        self._statements: dict[str, _Statements] = {}
+        # Statements built once; SQLAlchemy caches their compiled form per engine.
+        events, outbox = self.events, self.outbox
+        self._versions_of = (
+            select(events.c.complaint_id, func.max(events.c.version))
+            .where(events.c.complaint_id.in_(bindparam("ids", expanding=True)))
+            .group_by(events.c.complaint_id))
+        self._since = (select(events).where(events.c.position > bindparam("after"))
+                       .order_by(events.c.position).limit(bindparam("limit")))
+        self._for = (select(events).where(events.c.complaint_id == bindparam("complaint_id"))
+                     .order_by(events.c.version))
+        self._unpublished = (select(events).join(outbox, outbox.c.position == events.c.position)
+                             .order_by(events.c.position).limit(bindparam("limit")))
+        self._insert_events = events.insert()
+        self._insert_outbox = outbox.insert()
+        self._outbox_size = select(func.count()).select_from(outbox)
+
+    def _sql(self, connection: Connection) -> _Statements:
+        dialect = connection.dialect
+        statements = self._statements.get(dialect.name)
+        if statements is None:
+            statements = self._statements[dialect.name] = _Statements(dialect, self.events, self.outbox)
+        return statements
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, connection: Connection, pending: Iterable[PendingEvent]) -> list[Envelope]:
@@ -86,13 +156,18 @@ class EventStore:
                 raise InvalidEvent(f"{self.source} cannot record {item.event_type} (owner: {owner})")
             validate_data(item.event_type, item.schema_version or LATEST_VERSION[item.event_type],
                           item.data)
-        if connection.dialect.name == "postgresql":
-            # Serialises appenders (readers are not blocked) so positions stay gap-free.
-            connection.execute(text(f"LOCK TABLE {self.events.name} IN SHARE ROW EXCLUSIVE MODE"))
-        position = connection.execute(
-            select(func.coalesce(func.max(self.events.c.position), 0))).scalar_one()
-        versions = self.current_versions(connection, {item.complaint_id for item in pending})
+        sql = self._sql(connection)
+        complaint_ids = {item.complaint_id for item in pending}
+        if len(complaint_ids) == 1:  # the everyday case: lock, head and version in one go
+            complaint_id = pending[0].complaint_id
+            position, current = execute_driver(connection, sql.head_one, (complaint_id,)).fetchone()
+            versions = {complaint_id: int(current)}
+        else:
+            position = execute_driver(connection, sql.head).fetchone()[0]
+            versions = self.current_versions(connection, complaint_ids)
+        position = int(position)
         rows, envelopes = [], []
+        source, dumps = self.source, json.dumps
         for item in pending:
             current = versions[item.complaint_id]
             if item.expected_version is not None and item.expected_version != current:
@@ -101,36 +176,39 @@ class EventStore:
                     f"expected {item.expected_version}")
             position += 1
             versions[item.complaint_id] = current + 1
-            envelope = new_envelope(
-                event_id=item.event_id or _uuid4(),
+            occurred_at = isoformat_utc(item.occurred_at or utc_now())
+            envelope = Envelope(
+                event_id=item.event_id or str(uuid.uuid4()),
                 event_type=item.event_type,
                 schema_version=item.schema_version or LATEST_VERSION[item.event_type],
-                source=self.source,
+                source=source,
                 position=position,
                 complaint_id=item.complaint_id,
                 version=current + 1,
-                occurred_at=isoformat_utc(item.occurred_at or utc_now()),
+                occurred_at=occurred_at,
                 data=item.data,
             )
             envelopes.append(envelope)
-            rows.append({"position": position, "event_id": envelope.event_id,
-                         "event_type": envelope.event_type, "schema_version": envelope.schema_version,
-                         "source": self.source, "complaint_id": envelope.complaint_id,
-                         "version": envelope.version, "occurred_at": envelope.occurred_at,
-                         "data": json.dumps(envelope.data, ensure_ascii=False, separators=(",", ":"))})
+            rows.append((position, envelope.event_id, envelope.event_type, envelope.schema_version,
+                         source, envelope.complaint_id, envelope.version, occurred_at,
+                         dumps(envelope.data, ensure_ascii=False, separators=(",", ":"))))
         try:
-            connection.execute(self.events.insert(), rows)
+            if len(rows) == 1 and sql.insert_one is not None:
+                execute_driver(connection, sql.insert_one, rows[0] + (rows[0][0],))
+            elif sql.postgresql:  # a batch: SQLAlchemy's multi-row VALUES pages
+                connection.execute(self._insert_events, [dict(zip(_EVENT_COLUMNS, row)) for row in rows])
+                connection.execute(self._insert_outbox, [{"position": row[0]} for row in rows])
+            else:
+                execute_driver(connection, sql.insert_events, rows, many=True)
+                execute_driver(connection, sql.insert_outbox, [(row[0],) for row in rows], many=True)
         except IntegrityError as error:
             raise ConcurrencyError(f"concurrent append rejected: {error.orig}") from None
-        connection.execute(self.outbox.insert(), [{"position": r["position"]} for r in rows])
         return envelopes
 
     # -- reading ---------------------------------------------------------------------------
     def current_version(self, connection: Connection, complaint_id: str) -> int:
-        version: int = connection.execute(
-            select(func.coalesce(func.max(self.events.c.version), 0))
-            .where(self.events.c.complaint_id == complaint_id)).scalar_one()
-        return version
+        return int(execute_driver(connection, self._sql(connection).current_version,
+                                  (complaint_id,)).fetchone()[0])
 
     def current_versions(self, connection: Connection, complaint_ids: Iterable[str]) -> dict[str, int]:
         """The current version of each complaint (0 when it has none), in one query per 500 ids
@@ -140,37 +218,25 @@ class EventStore:
             return {ids[0]: self.current_version(connection, ids[0])}
         versions = dict.fromkeys(ids, 0)
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows = connection.execute(
-                select(self.events.c.complaint_id, func.max(self.events.c.version))
-                .where(self.events.c.complaint_id.in_(chunk))
-                .group_by(self.events.c.complaint_id))
+            rows = connection.execute(self._versions_of, {"ids": ids[start:start + 500]})
             for complaint_id, version in rows:
                 versions[complaint_id] = int(version)
         return versions
 
     def last_position(self, connection: Connection) -> int:
-        position: int = connection.execute(
-            select(func.coalesce(func.max(self.events.c.position), 0))).scalar_one()
-        return position
+        return int(execute_driver(connection, self._sql(connection).last_position).fetchone()[0])
 
     def events_since(self, connection: Connection, position: int, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
         position, limit = int(position), max(0, min(int(limit), MAX_PAGE))
-        rows = connection.execute(
-            select(self.events).where(self.events.c.position > position)
-            .order_by(self.events.c.position).limit(limit)).mappings()
+        rows = connection.execute(self._since, {"after": position, "limit": limit}).mappings()
         return self._current(connection, [self._to_dict(row) for row in rows])
 
     def events_for(self, connection: Connection, complaint_id: str) -> list[dict[str, Any]]:
-        rows = connection.execute(
-            select(self.events).where(self.events.c.complaint_id == complaint_id)
-            .order_by(self.events.c.version)).mappings()
+        rows = connection.execute(self._for, {"complaint_id": complaint_id}).mappings()
         return [self._to_dict(row) for row in rows]
 
     def unpublished(self, connection: Connection, limit: int = 500) -> list[dict[str, Any]]:
-        rows = connection.execute(
-            select(self.events).join(self.outbox, self.outbox.c.position == self.events.c.position)
-            .order_by(self.events.c.position).limit(limit)).mappings()
+        rows = connection.execute(self._unpublished, {"limit": int(limit)}).mappings()
         return self._current(connection, [self._to_dict(row) for row in rows])
 
     def _current(self, connection: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,16 +251,12 @@ class EventStore:
             connection.execute(self.outbox.delete().where(self.outbox.c.position.in_(positions)))
 
     def outbox_size(self, connection: Connection) -> int:
-        return connection.execute(select(func.count()).select_from(self.outbox)).scalar_one()
+        return connection.execute(self._outbox_size).scalar_one()
 
     @staticmethod
     def _to_dict(row: RowMapping) -> dict[str, Any]:
-        envelope = dict(row)
+        # A StoredEnvelope: validated when it was appended, so not validated again in-process.
+        envelope = StoredEnvelope(row)
         envelope["data"] = json.loads(envelope["data"])
         envelope["position"] = int(envelope["position"])
         return envelope
-
-
-def _uuid4() -> str:
-    import uuid
-    return str(uuid.uuid4())

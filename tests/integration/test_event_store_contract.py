@@ -1,16 +1,27 @@
 """One contract suite for the event store, run against every backend: SQLite (WAL) and
 PostgreSQL. Appends, gap-free positions, optimistic concurrency, reads by position and by
-complaint, the outbox, and atomicity with the state change."""
+complaint, the outbox, and atomicity with the state change.
+
+The append path runs driver-level SQL and, on PostgreSQL, serialises appenders with an advisory
+lock instead of a table lock; the tests after the first block pin what that must keep: conflicts
+refused, positions gap-free and visible in order while several processes append (and some roll
+back), the outbox row in the event's transaction, no table lock, and envelopes from outside the
+process validated completely."""
 from __future__ import annotations
 
+import json
+import multiprocessing
 import threading
+import time
 import uuid
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, select, text
+from sqlalchemy import Column, MetaData, String, Table, create_engine, select, text
 
+from shared.core.consumer import read_envelope
 from shared.core.db import Database
-from shared.core.events import InvalidEvent
+from shared.core.events import InvalidEvent, validate_envelope
+from shared.core.events.envelope import StoredEnvelope
 from shared.core.eventstore import ConcurrencyError, EventStore, PendingEvent
 from tests.support.lifecycle import snapshot
 
@@ -176,3 +187,223 @@ def test_outbox_lists_unpublished_until_marked(database):
     with database.read() as connection:
         assert [e["position"] for e in store.unpublished(connection)] == [3]
         assert len(store.events_since(connection, 0)) == 3  # the log itself is never changed
+
+
+# -- what the cheaper append path must keep ------------------------------------------------------
+def _open(url):
+    metadata = MetaData()
+    return Database("routing", url, metadata, EventStore("routing", metadata))
+
+
+def _append_in_process(url, count, start, done):
+    """A separate process appending ``count`` single-event transactions (every third one to a
+    shared complaint, every fifth one rolled back after appending)."""
+    database = _open(url)
+    shared = "00000000-0000-4000-8000-000000000001"
+    start.wait()
+    for i in range(count):
+        try:
+            with database.transaction() as tx:
+                tx.append([resolved(shared if i % 3 == 0 else str(uuid.uuid4()), actor=str(i))])
+                if i % 5 == 4:
+                    raise _Rollback()
+        except _Rollback:
+            pass
+    database.dispose()
+    done.put(True)
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_positions_gap_free_and_visible_in_order_under_appends_from_several_processes(database):
+    """Three processes append (to a shared complaint and to new ones, some rolling back) while
+    this process reads ``events_since`` from its checkpoint as consumers do: every page it reads
+    starts right after the checkpoint and is contiguous — position N+1 never visible before N —
+    and the shared complaint's versions are 1..n with no appender refused."""
+    context = multiprocessing.get_context("spawn")
+    start, done = context.Event(), context.Queue()
+    per_process, processes = 30, 3
+    workers = [context.Process(target=_append_in_process, args=(database.url, per_process, start, done))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    checkpoint, reads, finished = 0, 0, 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        while not done.empty():  # before the read: a read after every worker finished sees all
+            done.get()
+            finished += 1
+        all_finished = finished == processes
+        with database.read() as connection:
+            page = database.event_store.events_since(connection, checkpoint, 1000)
+        positions = [event["position"] for event in page]
+        assert positions == list(range(checkpoint + 1, checkpoint + 1 + len(page))), positions[:5]
+        checkpoint += len(page)
+        reads += 1
+        if all_finished and not page:
+            break
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+    committed = processes * (per_process - per_process // 5)
+    assert checkpoint == committed and reads > 1
+    with database.read() as connection:
+        shared = database.event_store.events_for(connection, "00000000-0000-4000-8000-000000000001")
+        assert [event["version"] for event in shared] == list(range(1, len(shared) + 1))
+        assert database.event_store.outbox_size(connection) == committed
+
+
+def test_appends_to_one_complaint_from_several_threads_see_each_others_versions(database):
+    """Without an expected version an append takes the complaint's newest version as it is once
+    the appender holds the lock: threads appending to one complaint are never refused."""
+    cid, errors = str(uuid.uuid4()), []
+
+    def writer(n):
+        try:
+            for i in range(15):
+                with database.transaction() as tx:
+                    tx.append([resolved(cid, actor=f"{n}-{i}")])
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with database.read() as connection:
+        log = database.event_store.events_for(connection, cid)
+    assert [event["version"] for event in log] == list(range(1, 61))
+    assert sorted(event["position"] for event in log) == list(range(1, 61))
+
+
+def test_stale_writers_racing_on_one_complaint_exactly_one_wins_each_version(database):
+    cid = str(uuid.uuid4())
+    with database.transaction() as tx:
+        tx.append([resolved(cid)])
+    barrier, outcomes = threading.Barrier(4), []
+
+    def writer():
+        barrier.wait()
+        try:
+            with database.transaction() as tx:
+                tx.append([resolved(cid, expected_version=1)])
+            outcomes.append("appended")
+        except ConcurrencyError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["appended", "refused", "refused", "refused"]
+    with database.read() as connection:
+        assert [e["version"] for e in database.event_store.events_for(connection, cid)] == [1, 2]
+
+
+def test_a_duplicate_event_id_is_refused_and_the_next_append_works(database):
+    event_id = str(uuid.uuid4())
+    with database.transaction() as tx:
+        tx.append([resolved(str(uuid.uuid4()), event_id=event_id)])
+    for batch in (1, 3):  # the single-event statement and the batched one
+        with pytest.raises(ConcurrencyError):
+            with database.transaction() as tx:
+                tx.append([resolved(str(uuid.uuid4()), event_id=event_id)]
+                          + [resolved(str(uuid.uuid4())) for _ in range(batch - 1)])
+    with database.transaction() as tx:
+        assert [e.position for e in tx.append([resolved(str(uuid.uuid4()))])] == [2]
+    with database.read() as connection:
+        assert [e["position"] for e in database.event_store.unpublished(connection)] == [1, 2]
+
+
+def test_the_outbox_row_is_written_in_the_events_transaction(database):
+    store = database.event_store
+    for batch in (1, 4):
+        with pytest.raises(RuntimeError):
+            with database.transaction() as tx:
+                envelopes = tx.append([resolved(str(uuid.uuid4())) for _ in range(batch)])
+                # inside the transaction: the event and its outbox row, together
+                assert [e["position"] for e in store.unpublished(tx.connection)] == [e.position for e in envelopes]
+                raise RuntimeError("rolled back")
+        with database.read() as connection:
+            assert store.outbox_size(connection) == 0 and store.events_since(connection, 0) == []
+    with database.transaction() as tx:
+        tx.append([resolved(str(uuid.uuid4()))])
+        tx.append([resolved(str(uuid.uuid4())) for _ in range(3)])
+    with database.read() as connection:
+        assert [e["position"] for e in store.unpublished(connection)] == [1, 2, 3, 4]
+
+
+def test_postgresql_appenders_take_no_table_lock(tmp_path):
+    """While an append is uncommitted, VACUUM's lock on the events table (SHARE UPDATE
+    EXCLUSIVE) and a plain insert elsewhere in the table's lock space are still granted — the
+    old ``LOCK TABLE … SHARE ROW EXCLUSIVE`` refused both — and a reader is not blocked; a second
+    appender waits, then appends after the first one's commit."""
+    from tests.support import infra
+    url = infra.create_postgres_database()
+    database = _open(url)
+    database.create_all()
+    other = create_engine(url)
+    try:
+        with database.transaction() as tx:
+            tx.append([resolved(str(uuid.uuid4()))])
+            with other.connect() as connection:
+                connection.execute(text("SET lock_timeout = '2s'"))
+                connection.execute(text("LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"))
+                connection.rollback()
+                assert connection.execute(text("SELECT count(*) FROM events")).scalar() == 0
+                connection.rollback()
+            second: list = []
+            thread = threading.Thread(target=lambda: second.append(_append_one(database)))
+            thread.start()
+            thread.join(0.5)
+            assert thread.is_alive()  # waiting for the first appender's lock
+        thread.join(30)
+        assert second == [2]
+    finally:
+        other.dispose()
+        database.dispose()
+        infra.drop_postgres_database(url)
+
+
+def _append_one(database):
+    with database.transaction() as tx:
+        return tx.append([resolved(str(uuid.uuid4()))])[0].position
+
+
+def test_envelopes_read_back_in_process_skip_the_schemas_but_not_the_source_check(database):
+    with database.transaction() as tx:
+        tx.append([resolved(str(uuid.uuid4()))])
+    with database.read() as connection:
+        stored = database.event_store.events_since(connection, 0)[0]
+    assert type(stored) is StoredEnvelope
+    assert read_envelope(stored, "routing").event_type == "ComplaintResolved"
+    with pytest.raises(InvalidEvent, match="expected 'intake'"):
+        validate_envelope(stored, expected_source="intake")
+
+
+def test_a_corrupt_or_foreign_envelope_from_outside_is_still_validated(database):
+    """What arrives from the broker or an RPC reply is JSON: a plain dict, validated completely
+    however it was made — even a stored envelope sent on, or a copy of one."""
+    with database.transaction() as tx:
+        tx.append([resolved(str(uuid.uuid4()))])
+    with database.read() as connection:
+        stored = database.event_store.events_since(connection, 0)[0]
+    received = json.loads(json.dumps(stored))  # what a consumer gets from the broker
+    assert type(received) is dict
+    assert read_envelope(received, "routing").position == 1
+    corrupt = dict(received, data={"who": "nobody"})
+    with pytest.raises(InvalidEvent, match="ComplaintResolved"):
+        read_envelope(corrupt, "routing")
+    with pytest.raises(InvalidEvent, match="envelope"):
+        read_envelope(dict(received, event_id="not-a-uuid"), "routing")
+    with pytest.raises(InvalidEvent, match="envelope"):
+        read_envelope(dict(stored, position=0), "routing")  # a copy is no longer a stored envelope
+    foreign = dict(received, event_type="ComplaintFiled", source="intake")
+    with pytest.raises(InvalidEvent):
+        read_envelope(foreign, "routing")

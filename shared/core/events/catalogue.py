@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.core.events import types as ev
-from shared.core.events.envelope import parse_iso
+from shared.core.events.envelope import StoredEnvelope, parse_iso
 from shared.core.reference import CATEGORIES, PRIORITIES, PUBLIC_STATUSES, REGION_CODES, STAGE_WORDS
 
 if TYPE_CHECKING:  # imported where used at run time: lifecycle imports this package
@@ -478,6 +478,10 @@ def validate_envelope(raw: Any, expected_source: str | None = None) -> dict[str,
     """Check a received envelope completely; raise InvalidEvent with the reason otherwise."""
     if not isinstance(raw, dict):
         raise InvalidEvent("an event must be a JSON object")
+    if type(raw) is StoredEnvelope:  # read back in this process by the store that validated it
+        if expected_source and raw["source"] != expected_source:
+            raise InvalidEvent(f"event claims source {raw['source']!r}, expected {expected_source!r}")
+        return raw
     errors = _ENVELOPE_SCHEMA.validate(raw)
     if errors:
         raise InvalidEvent("envelope: " + "; ".join(_flatten(errors)))

@@ -54,6 +54,19 @@ class Envelope:
         return cls(**{name: raw[name] for name in cls.__dataclass_fields__})
 
 
+class StoredEnvelope(dict):  # type: ignore[type-arg]
+    """An envelope as an event store read it back from its own table, in this process.
+
+    The store validated the event against its version's schema when it appended it
+    (``EventStore.append``) and built the rest of the envelope itself, so checking it again
+    with the schemas is pure cost: ``validate_envelope`` keeps only its cheap checks (source,
+    owner) for these. Only the event store makes them. Whatever crosses a process boundary —
+    the broker, an RPC reply — arrives as a plain dict and is validated completely, and so is
+    any copy (``dict(envelope)``, an upcast lifts into a plain dict)."""
+
+    __slots__ = ()
+
+
 def _copy_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _copy_json(item) for key, item in value.items()}
