@@ -3,14 +3,37 @@ each file a complaint — accepted webhooks/s at saturation, and time to the 200
 The full platform's figures at 50/100/200/s are in e2e.json (there intake shares the CPUs)."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import yaml
+
 from bench.common import WebhookLoad, log, percentiles, save
 from bench.harness import RssSampler, running_platform
 from tests.support.platform import DEV_PAGE_ID
 
 
+LABELLED = Path(__file__).resolve().parents[1] / "tests" / "data" / "labelled_complaints.yaml"
+
+
+def classifier_rate(rounds: int = 3) -> float:
+    """Warm classifications per second over the labelled complaints (one core, no I/O): the
+    classifier must stay far above the platform's target of 300 complaints/s."""
+    from services.intake.domain.classifier import classify
+
+    texts = [case["text"] for case in yaml.safe_load(LABELLED.read_text(encoding="utf-8"))["complaints"]]
+    classify(texts[0])
+    started = time.perf_counter()
+    for text in texts * rounds:
+        classify(text)
+    return round(rounds * len(texts) / (time.perf_counter() - started), 1)
+
+
 def run(args) -> dict:
     quick = getattr(args, "quick", False)
     seconds = 5 if quick else 15
+    rate = classifier_rate()
+    log(f"ingest: the classifier alone, warm: {rate} complaints/s")
     log("ingest: starting intake alone")
     with running_platform(services=("intake",), with_sandbox=False) as platform:
         sampler = RssSampler(platform).start()
@@ -33,5 +56,6 @@ def run(args) -> dict:
                 "webhook_to_200_s": percentiles(load.answered.values())}
             log(f"    {result[f'saturation_{concurrency}']['accepted_webhooks_per_s']}/s")
         result["rss_mb"] = sampler.stop()
+    result["classifier_per_s"] = rate
     save("ingest", result)
     return result

@@ -20,8 +20,9 @@ from shared.core.events import Envelope
 from shared.core.text import check_unicode
 from shared.glue.http import (BodyTooLarge, NotJson, client_address, json_response, read_body, read_json,
                               too_many_requests, unsupported_media_type)
-from shared.glue.providers import Consumer, RateLimit, Storage
+from shared.glue.providers import Consumer, Storage
 from shared.glue.relay import OutboxRelay
+from shared.glue.shared_limits import SharedRateLimit
 from shared.core.ratelimit import per_minute_from_env
 from shared.glue.service_base import ServiceBase
 from shared.core.events import types as ev
@@ -120,8 +121,9 @@ class IntakeService(Open311Endpoints, ServiceBase):
     reporting = RpcProxy("reporting")  # Open311 status answers come from reporting
     consumer = Consumer(IntakeHandlers)
     # Per client address, on the public web form only: refusing the signed webhook would only
-    # make Meta retry, i.e. duplicates later.
-    web_rate_limit = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
+    # make Meta retry, i.e. duplicates later. Counted in intake's database: every replica spends
+    # one budget per address.
+    web_rate_limit = SharedRateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
     # Processes stored webhook bodies behind the 200 (woken by the webhook and the inbox timer).
     inbox_worker = BackgroundWork(drain_inbox, inbox_retry_seconds, "webhook inbox processing")
     # The outside system the gateway says is calling (RPC context data); None for internal callers.

@@ -23,7 +23,8 @@ from shared.core import config
 from shared.core.errors import EXPECTED, Conflict, NotFound, ValidationFailed
 from shared.glue.http import client_address, json_response, too_many_requests
 from shared.core.store import ServiceStore
-from shared.glue.providers import Consumer, RateLimit, Storage
+from shared.glue.providers import Consumer, Storage
+from shared.glue.shared_limits import SharedRateLimit
 from shared.glue.service_base import ServiceBase
 from shared.glue.subscriptions import listens_to
 from services.reporting.adapters import dashboard, repository, tables
@@ -123,8 +124,9 @@ class ReportingService(ServiceBase):
     store = Storage(build_store)
     consumer = Consumer(ReportingHandlers, batch_catch_up=True)
     logs = SourceLogs()
-    # Anyone may look a code up; limiting per address keeps guessing codes slow.
-    status_rate_limit = RateLimit("REPORTING_STATUS_RATE_PER_MINUTE", "120")
+    # Anyone may look a code up; limiting per address keeps guessing codes slow (one budget per
+    # address for every replica: counted in reporting's database).
+    status_rate_limit = SharedRateLimit("REPORTING_STATUS_RATE_PER_MINUTE", "120")
     # The public dashboard, rebuilt at most every REPORTING_DASHBOARD_CACHE_SECONDS.
     dashboard_pages = DashboardPages()
 

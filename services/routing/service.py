@@ -140,10 +140,11 @@ class ConsoleProvider(DependencyProvider):
 
     def setup(self):
         storage = next(d for d in self.container.dependencies if isinstance(d, Storage))
-        workflow = workflow_for(storage.ensure())  # the same one WorkflowProvider hands out
+        store = storage.ensure()
+        workflow = workflow_for(store)  # the same one WorkflowProvider hands out
         self.console = Console(workflow, SessionCodec(console_config.console_secret()),
                                console_config.secure_cookie_mode(), evidence=EvidenceAccess(workflow),
-                               token_guesses=web.TokenGuesses.from_env())
+                               token_guesses=web.TokenGuesses.from_env(store.database))
 
     def get_dependency(self, worker_ctx):
         return self.console

@@ -73,11 +73,13 @@ def branch_tables(branch: str) -> frozenset[str]:
     from shared.core.consumer import consumer_tables
     from shared.core.eventstore import event_tables
     from shared.core.quarantine import quarantine_table
+    from shared.core.shared_budget import budget_table
 
     metadata = MetaData()
     if branch == "consumer":
         quarantine_table(metadata)
         consumer_tables(metadata)
+        budget_table(metadata)
     elif branch == "event_store":
         event_tables(metadata)
     else:

@@ -6,8 +6,9 @@ endpoints. Each key may spend ``capacity`` requests at once and regains ``rate_p
 Green-thread safe: one lock around the read-modify-write of a bucket (under eventlet the lock is
 a green lock). Memory is bounded: past ``max_keys`` buckets, the ones that have refilled
 completely — they hold no information — are dropped; if none has, the oldest is dropped.
-Per process: with several intake processes behind a balancer each keeps its own buckets, so the
-effective limit is the configured one times the number of processes.
+Per process. The services' public endpoints use ``shared.core.shared_budget.SharedTokenBucket``
+(the same interface and answers, the bucket a row of the service's database, so every replica
+spends one budget), which keeps one of these in front as a first filter.
 
 ``TrustedProxies`` decides which address a request counts against (``NTBCARE_TRUSTED_PROXIES``).
 """

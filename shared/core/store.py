@@ -13,6 +13,7 @@ from shared.core.db import Database
 from shared.core.eventstore import EventStore
 from shared.core.quarantine import Quarantine, quarantine_table
 from shared.core.retention import RetentionRule, quarantine_rule
+from shared.core.shared_budget import budget_table
 
 
 class ServiceStore:
@@ -24,6 +25,7 @@ class ServiceStore:
         self.event_store = EventStore(name, metadata) if emits_events else None
         self.quarantine = Quarantine(quarantine_table(metadata))
         self.checkpoints, self.processed, self.failures = consumer_tables(metadata)
+        budget_table(metadata)  # rate budgets shared by the service's replicas (shared_budget)
         self.database = Database(name, url or config.database_url(name), metadata, self.event_store)
         self.database.after_commit_hooks.append(lambda envelopes: metrics.record_appended(name, envelopes))
         self.on_ready: list[Callable[[], None]] = []

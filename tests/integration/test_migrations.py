@@ -54,6 +54,7 @@ def test_upgrade_to_head_matches_the_code(service, database_url):
 
 # Before the core tables had branches of their own, each service's initial revision created them,
 # and the version table of a database at that history's head records just the service's revision.
+CORE_BASES = {"ff337c0ab861", "73cfae00a11a"}   # the core tables the old history made, as they were
 OLD_HEADS = {"intake": "cbef09724bdd", "routing": "7d1e2f3a4b5c", "notification": "8b2c4d6e1f3a",
              "reporting": "9b4e6c2d1f70"}
 
@@ -108,7 +109,10 @@ def test_a_database_made_by_the_old_history_upgrades_cleanly(service, database_u
             for name, row in rows.items():
                 connection.execute(metadata.tables[name].insert().values(**row))
         if OLD_HEADS[service] == migrations.head(service):
-            assert migrations.missing(service, migrations.current(engine)) == ()  # starts without an upgrade
+            # Starts without an upgrade — but for revisions the core branches gained since their
+            # bases (e.g. the consumer branch's rate_budgets), which the upgrade below applies.
+            missing = set(migrations.missing(service, migrations.current(engine)))
+            assert missing <= set(migrations.heads(service)[1:]) - CORE_BASES, missing
         migrations.upgrade(service, database_url)
         assert migrations.missing(service, migrations.current(engine)) == ()
         assert _differences(engine, service) == []

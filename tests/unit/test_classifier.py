@@ -71,17 +71,6 @@ def test_accuracy_on_labelled_set(labelled):
     assert reg_acc >= MIN_REGION_ACCURACY
 
 
-def test_fast_enough_for_hundreds_per_second(labelled):
-    texts = [c["text"] for c in labelled]
-    classify(texts[0])
-    start = time.perf_counter()
-    for text in texts * 3:
-        classify(text)
-    rate = 3 * len(texts) / (time.perf_counter() - start)
-    print(f"\nwarm throughput: {rate:.0f} complaints/s")
-    assert rate > 300
-
-
 def test_classification_shape():
     result = classify("jalan di kec. kopang rusak parah")
     assert isinstance(result, Classification)

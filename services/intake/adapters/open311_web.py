@@ -20,7 +20,8 @@ from shared.core import config
 from shared.core.errors import NotFound
 from shared.core.errors import ValidationFailed as RemoteValidationFailed
 from shared.glue.http import BodyTooLarge, client_address, read_body
-from shared.core.ratelimit import limiter_from_env
+from shared.core.shared_budget import shared_limiter_from_env
+from shared.glue.shared_limits import storage_database
 from services.intake.domain import open311
 from services.intake.adapters.schemas import RpcComplaint
 
@@ -33,11 +34,11 @@ FORMATS = ("json", "xml")
 
 class Open311Settings(DependencyProvider):
     """API keys (``OPEN311_API_KEYS``, ``client:key,…``) and a per-key request limit
-    (``OPEN311_RATE_PER_MINUTE`` [60]) shared by the process's workers."""
+    (``OPEN311_RATE_PER_MINUTE`` [60]) shared by every replica of intake (counted in its database)."""
 
     def setup(self):
         self.keys = open311.ApiKeys(config.env("OPEN311_API_KEYS"))
-        self.limiter = limiter_from_env("OPEN311_RATE_PER_MINUTE", "60")
+        self.limiter = shared_limiter_from_env("OPEN311_RATE_PER_MINUTE", "60", storage_database(self))
 
     def get_dependency(self, worker_ctx):
         return self

@@ -12,11 +12,15 @@ limiters and the calls to Meta.
 * Calls happen outside transactions. A few green threads send in parallel, one lane (complaint)
   each, so a complaint's messages go out strictly in the order they were recorded.
 * The retry schedule is the rows' ``next_attempt_at`` (a restart resumes it); holds on Pages with
-  an invalid token are rows of ``page_holds``; rate limiters live in memory, one per Page and API:
-  the Send API (Messenger and private replies, ``NOTIFICATION_SEND_RATE``), the Send API's
-  Instagram Direct calls (counted per Instagram account) and the Pages API (public comment
+  an invalid token are rows of ``page_holds``; rate budgets are rows of ``rate_budgets``
+  (``shared.core.shared_budget``), so every notification replica spends one budget — one per
+  Page and API: the Send API (Messenger and private replies, ``NOTIFICATION_SEND_RATE``), the Send
+  API's Instagram Direct calls (counted per Instagram account) and the Pages API (public comment
   replies, which fall under Meta's Business Use Case limits, not the Send API's), so a limit Meta
-  reports for one pauses only that one — or every Page for an app-level limit.
+  reports for one pauses only that one — or every Page for an app-level limit — in every replica.
+  Each send reserves the budget's next slot in a short transaction of its own, then waits for it
+  outside any transaction. (A ``DeliveryLoop`` built without ``budgets`` keeps its limiters in
+  memory, per process.)
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from nameko.extensions import DependencyProvider
 
 from shared.core import config
 from shared.core.events import isoformat_utc, utc_now
+from shared.core.shared_budget import Budgets, SharedPacer, budget_key
 from shared.glue.providers import Storage, _find
 from services.notification.adapters.deliveries import Deliveries
 from services.notification.adapters.graph_client import GraphApiError, GraphClient
@@ -48,6 +53,12 @@ PAGES_API = "pages"    # POST /{comment-id}/comments: public replies (Business U
 # POST /{page-id}/messages to an IGSID: Meta counts the Messenger API for Instagram per Instagram
 # professional account, apart from the Page's Messenger calls (and 80002 is its own limit).
 INSTAGRAM_SEND_API = "instagram_send"
+# The shared budgets' keys: one per Page and API, and the app-level pause that holds them all.
+APP_BUDGET_KEY = "graph:app"
+
+
+def send_budget_key(page_id: str, api: str) -> str:
+    return budget_key("graph", api, page_id)
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -87,7 +98,7 @@ class DeliveryLoop:
                  concurrency: int = 8, probe_seconds: float = 30, poll_seconds: float = 0.5,
                  lease_seconds: float = 15, spawn: Callable = eventlet.spawn,
                  token_for: Callable[[Optional[str]], Optional[str]] = page_token,
-                 human_agent_approved: bool = False):
+                 human_agent_approved: bool = False, budgets: Optional[Budgets] = None):
         self.deliveries = deliveries
         self.client = client
         self.retry = retry
@@ -99,8 +110,10 @@ class DeliveryLoop:
         self.spawn = spawn
         self.token_for = token_for
         self.human_agent_approved = human_agent_approved
-        # One per (Page, API); an app-level limit pauses every one, and those made later.
-        self.limiters: dict[tuple[str, str], RateLimiter] = {}
+        # One per (Page, API); an app-level limit pauses every one, and those made later. With
+        # ``budgets`` they are shared by every replica (the app-level pause too).
+        self.budgets = budgets
+        self.limiters: dict[tuple[str, str], RateLimiter | SharedPacer] = {}
         self._app_paused_until = float("-inf")
         self.busy_lanes: set[str] = set()
         self.running = False
@@ -251,9 +264,12 @@ class DeliveryLoop:
         log.warning("message not delivered: %s (%s)", finish.reason, finish.state,
                     extra={"complaint_id": message.complaint_id, "event_id": message.trigger_event_id})
 
-    def _limiter(self, page_id: str, api: str = SEND_API) -> RateLimiter:
+    def _limiter(self, page_id: str, api: str = SEND_API) -> RateLimiter | SharedPacer:
         limiter = self.limiters.get((page_id, api))
-        if limiter is None:
+        if limiter is None and self.budgets is not None:
+            limiter = self.limiters[(page_id, api)] = SharedPacer(
+                self.budgets, send_budget_key(page_id, api), self.send_rate, app_key=APP_BUDGET_KEY)
+        elif limiter is None:
             limiter = self.limiters[(page_id, api)] = RateLimiter(self.send_rate)
             remaining = self._app_paused_until - time.monotonic()
             if remaining > 0:
@@ -262,7 +278,9 @@ class DeliveryLoop:
 
     def _pause(self, page_id: str, api: str, seconds: float, scope: Optional[str]) -> None:
         """Pause the Page's calls of that API — or, for an app-level limit, every call."""
-        if scope == APP_SCOPE:
+        if scope == APP_SCOPE and self.budgets is not None:
+            self.budgets.penalise(APP_BUDGET_KEY, seconds)   # every shared budget waits for it
+        elif scope == APP_SCOPE:
             self._app_paused_until = max(self._app_paused_until, time.monotonic() + seconds)
             for limiter in self.limiters.values():
                 limiter.penalise(seconds)
@@ -293,7 +311,8 @@ class Sender(DependencyProvider):
             poll_seconds=float(config.env("NOTIFICATION_SENDER_POLL_SECONDS", "0.5")),
             lease_seconds=timeout + 5,
             spawn=self.container.spawn_managed_thread,
-            human_agent_approved=human_agent_approved())
+            human_agent_approved=human_agent_approved(),
+            budgets=Budgets(store.database))
         store.database.after_commit_hooks.append(lambda _envelopes: self.loop.wake())
 
     def start(self):

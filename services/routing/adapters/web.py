@@ -24,7 +24,8 @@ from marshmallow import Schema, ValidationError
 from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, NotVisible, ValidationFailed
 from werkzeug.wrappers import Response
 
-from shared.core.ratelimit import Decision, TokenBucketLimiter, per_minute_from_env
+from shared.core.ratelimit import Decision, TokenBucketLimiter
+from shared.core.shared_budget import SharedTokenBucket, shared_limiter_from_env
 from shared.glue.http import (BodyTooLarge, NotJson, client_address, json_response, read_json,
                               too_many_requests, unsupported_media_type)
 
@@ -55,15 +56,15 @@ class TokenGuesses:
     address may fail ``per_minute`` times a minute (as a burst, then one more every
     60/``per_minute`` s); past that it is refused — with a correct token too, or a guesser would
     learn from the difference — until its bucket refills. Requests that never fail are never
-    counted, so an agency's own use is unaffected."""
+    counted, so an agency's own use is unaffected. Given routing's database, the count is shared
+    by every replica of routing (``shared.core.shared_budget``); without, it is per process."""
 
-    def __init__(self, limiter: Optional[TokenBucketLimiter]):
+    def __init__(self, limiter: "Optional[TokenBucketLimiter | SharedTokenBucket]"):
         self.limiter = limiter
 
     @classmethod
-    def from_env(cls) -> "TokenGuesses":
-        per_minute = per_minute_from_env(TOKEN_FAILURES_VARIABLE, TOKEN_FAILURES_DEFAULT)
-        return cls(TokenBucketLimiter(per_minute) if per_minute > 0 else None)
+    def from_env(cls, database=None) -> "TokenGuesses":
+        return cls(shared_limiter_from_env(TOKEN_FAILURES_VARIABLE, TOKEN_FAILURES_DEFAULT, database))
 
     def _key(self, request) -> str:
         return f"token-guess:{client_address(request)}"
