@@ -5,7 +5,13 @@ its peak RSS (VmHWM) is its own. It reads the source logs in pages of 1000 strai
 stores (the running service reads the same pages over RPC, ``<source>.events_since``). The same
 rows are also read raw (sqlite3, no decoding) and through ``events_since`` (decoded) for
 comparison, and the rebuild is repeated on the first 10% of each log to show whether memory
-grows with the number of events."""
+grows with the number of events. ``rebuild_json`` is the rebuild again with every page turned
+into plain JSON objects (``json.loads(json.dumps(page))``, what an RPC reply carries): each
+envelope is then checked as a received one (``fast_check``, else the catalogue), as the running
+service does.
+
+``NTBCARE_BENCH_REBUILD_SOURCES=DIR`` reuses sources seeded before (``DIR/{intake,routing,
+notification}.db``) instead of seeding ``--rebuild-events`` again."""
 from __future__ import annotations
 
 import json
@@ -40,6 +46,15 @@ def seed(directory: Path, events_wanted: int) -> dict:
             "append_events_per_s": round(total / seconds)}
 
 
+def _count(sources: Path) -> int:
+    import sqlite3
+    total = 0
+    for name in ("intake", "routing", "notification"):
+        with sqlite3.connect(sources / f"{name}.db") as db:
+            total += db.execute("SELECT count(*) FROM events").fetchone()[0]
+    return total
+
+
 def _worker(mode: str, directory: Path, fraction: float) -> dict:
     env = dict(os.environ, NTBCARE_AUTO_MIGRATE="1")
     output = subprocess.run([sys.executable, "-m", "bench.rebuild_worker", mode, str(directory), str(fraction)],
@@ -52,13 +67,18 @@ def _worker(mode: str, directory: Path, fraction: float) -> dict:
 def run(args) -> dict:
     wanted = args.rebuild_events or (50_000 if args.quick else 1_000_000)
     result = {"method": __doc__.split("\n\n")[0].replace("\n", " ")}
+    reuse = os.environ.get("NTBCARE_BENCH_REBUILD_SOURCES")
     with temp_dir() as directory:
-        log(f"rebuild: seeding {wanted:,} events through the event stores' append API")
-        result["seed"] = seed(directory / "sources", wanted)
+        if reuse:
+            (directory / "sources").symlink_to(Path(reuse).resolve(), target_is_directory=True)
+            result["seed"] = {"events": _count(directory / "sources"), "reused": str(reuse)}
+        else:
+            log(f"rebuild: seeding {wanted:,} events through the event stores' append API")
+            result["seed"] = seed(directory / "sources", wanted)
         log(f"  {result['seed']}")
         for fraction in (0.1, 1.0):
             label = f"{int(fraction * 100)}pct"
-            for mode in ("raw_sqlite", "events_since", "rebuild"):
+            for mode in ("raw_sqlite", "events_since", "rebuild", "rebuild_json"):
                 log(f"  {mode} over {label} of the logs")
                 result[f"{mode}_{label}"] = _worker(mode, directory, fraction)
                 log(f"    {result[f'{mode}_{label}']}")

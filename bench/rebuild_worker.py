@@ -28,6 +28,7 @@ def main(mode: str, directory: str, fraction: str) -> dict:
     before = proc_status(__import__("os").getpid()).get("VmHWM")
     started = time.perf_counter()
     events = 0
+    phases: dict = {}
     if mode == "raw_sqlite":
         for source in SOURCES:
             db = sqlite3.connect(directory / "sources" / f"{source}.db")
@@ -44,7 +45,10 @@ def main(mode: str, directory: str, fraction: str) -> dict:
             if position >= limit[source]:
                 return []
             rows = stores[source].events_since(position, page)
-            return [row for row in rows if row["position"] <= limit[source]]
+            rows = [row for row in rows if row["position"] <= limit[source]]
+            if mode == "rebuild_json":  # as an RPC reply: plain JSON objects, checked as received
+                return json.loads(json.dumps(rows))
+            return rows
 
         if mode == "events_since":
             for source in SOURCES:
@@ -62,15 +66,22 @@ def main(mode: str, directory: str, fraction: str) -> dict:
             store = build_store(f"sqlite:///{target}")
             store.prepare()
             started = time.perf_counter()
-            outcome = repository.rebuild(store.database, fetch, store.checkpoints, store.processed, store.failures)
+            progress: dict = {}
+            outcome = repository.rebuild(store.database, fetch, store.checkpoints, store.processed,
+                                         store.failures, progress=progress)
             events = outcome.get("events", 0) if isinstance(outcome, dict) else 0
+            phases = {name: progress.get(name) for name in ("read_seconds", "derive_seconds")}
             store.database.dispose()
             target.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     status = proc_status(__import__("os").getpid())
-    return {"mode": mode, "events": events, "seconds": round(seconds, 2),
-            "events_per_s": round(events / seconds) if seconds else None,
-            "peak_rss_mb": status.get("VmHWM"), "rss_before_mb": before}
+    out = {"mode": mode, "events": events, "seconds": round(seconds, 2),
+           "events_per_s": round(events / seconds) if seconds else None,
+           "peak_rss_mb": status.get("VmHWM"), "rss_before_mb": before,
+           "load_average_1_5_15": [round(value, 2) for value in __import__("os").getloadavg()]}
+    if mode.startswith("rebuild"):
+        out.update(phases)
+    return out
 
 
 if __name__ == "__main__":

@@ -13,19 +13,21 @@ import json
 import logging
 import time
 from functools import lru_cache
+from operator import itemgetter
 from typing import Callable, Iterable
 
-from sqlalchemy import MetaData, bindparam, delete, func, inspect, select, update
+from sqlalchemy import Column, MetaData, Table, bindparam, delete, func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.schema import CreateTable
 
 from shared.core.db import Database
 from shared.core.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
 from shared.core.events.catalogue import NeedsHistory, upcast
 from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES
-from services.reporting.adapters import tables
-from services.reporting.domain.projections import (KEPT_FIELDS, LIFECYCLE_FIELDS, PROJECTION_VERSION,
-                                            derive, fact_from_event)
+from services.reporting.adapters import fast_check, tables
+from services.reporting.domain.projections import (DATA_UNUSED, KEPT_FIELDS, LIFECYCLE_FIELDS,
+                                                   PROJECTION_VERSION, derive, fact_from_event)
 
 log = logging.getLogger("reporting")
 
@@ -176,18 +178,6 @@ def _complaint_row(row: dict) -> dict:
     return dict(row, **{name: json.dumps(row[name], sort_keys=True) for name in _JSON_COLUMNS})
 
 
-def _insert_derived(connection, projection: tables.Projection, derived: list[dict]) -> None:
-    complaints = [_complaint_row(item["complaint"]) for item in derived]
-    assignments = [row for item in derived for row in item["assignments"]]
-    answers = [row for item in derived for row in item["answers"]]
-    if complaints:
-        connection.execute(projection.complaints.insert(), complaints)
-    if assignments:
-        connection.execute(projection.assignments.insert(), assignments)
-    if answers:
-        connection.execute(projection.answers.insert(), answers)
-
-
 # -- reading -----------------------------------------------------------------------------------
 def _in_code_shape(row, table) -> dict:
     """A row with every column the code declares (None where an older generation has none)."""
@@ -284,75 +274,160 @@ def open_complaints_with_deadline(connection) -> list[dict]:
 
 
 # -- rebuilding --------------------------------------------------------------------------------
+#: Facts written per transaction while reading the logs, complaints derived per transaction after.
+FACT_CHUNK = 10_000
+COMPLAINT_CHUNK = 2_000
+
+_encode_fact_data = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # as ``_fact_row``
+_encode_sorted = json.JSONEncoder(sort_keys=True).encode                          # as ``_complaint_row``
+_FACT_COLUMNS = ("source", "complaint_id", "version", "event_type", "occurred_at", "data")
+
+
+class _BulkWriter:
+    """Writes many rows of a generation's tables in one statement each: on SQLite straight
+    through the driver (``executemany`` of a prepared INSERT, rows as tuples in the table's
+    column order — the same values SQLAlchemy would bind), elsewhere through SQLAlchemy's own
+    multi-row insert (PostgreSQL batches them in ``INSERT … VALUES`` pages)."""
+
+    def __init__(self, connection):
+        self.raw = connection.dialect.name == "sqlite"
+
+    def write(self, connection, table, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        names = tuple(table.columns.keys())
+        if self.raw:
+            connection.exec_driver_sql(
+                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                rows)
+        else:
+            connection.execute(table.insert(), [dict(zip(names, row)) for row in rows])
+
+
+def _tuple_maker(names: tuple[str, ...]):
+    """row dict → tuple in ``names`` order, the JSON columns encoded as ``_complaint_row`` does."""
+    get = itemgetter(*names)
+    encoded = [index for index, name in enumerate(names) if name in _JSON_COLUMNS]
+    if not encoded:
+        return get
+
+    def make(row: dict) -> tuple:
+        values = list(get(row))
+        for index in encoded:
+            values[index] = _encode_sorted(values[index])
+        return tuple(values)
+    return make
+
+
 def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
-            sources: Iterable[str] = SOURCES, page: int = 1000, chunk: int = 2000,
+            sources: Iterable[str] = SOURCES, page: int = 1000, chunk: int = COMPLAINT_CHUNK,
             progress: dict | None = None) -> dict:
     """Fill generation n+1 from every source's log, switch to it in one transaction (with the
-    consumer's checkpoints set to where the rebuild read up to), drop the old generation."""
+    consumer's checkpoints set to where the rebuild read up to), drop the old generation.
+
+    Two passes, memory bounded by a chunk whatever the history's size: (1) each page read is
+    checked (``_read``: ``fast_check``, else the catalogue) and its facts appended to a keyless
+    staging table, a chunk per transaction, then copied into the facts table in key order by
+    one set-based statement; (2) the facts are read back in complaint order, a complaint's rows
+    derived from its facts (``projections.derive``, as the live path does), a chunk of
+    complaints written per transaction. The live generation keeps serving meanwhile."""
     started = time.monotonic()
     sources = list(sources)
     with database.read() as connection:
         old_generation = current_generation(connection)
     new = tables.projection(old_generation + 1)
-    new.metadata.drop_all(database.engine)     # a leftover of an interrupted rebuild
-    new.metadata.create_all(database.engine)
+    staging = _staging(new.facts)
+    new.metadata.drop_all(database.engine)     # leftovers of an interrupted rebuild
+    staging.drop(database.engine, checkfirst=True)
+    # The tables now, their secondary indexes once they are filled (building an index from the
+    # rows is a sort; keeping it while rows arrive in random complaint order is not).
+    with database.engine.begin() as connection:
+        for table in (*new.tables, staging):
+            connection.execute(CreateTable(table))
+
+    def create_indexes(*filled) -> None:
+        with database.engine.begin() as connection:
+            for table in filled:
+                for index in sorted(table.indexes, key=lambda index: index.name):
+                    index.create(connection)
 
     positions = {source: 0 for source in sources}
     events = skipped = 0
     progress = progress if progress is not None else {}
     progress.update(events=0, phase="reading")
 
-    # Memory stays flat whatever the history's size: facts go to the new generation's table in
-    # chunks as they are read, then complaints are derived from it in complaint order.
-    buffer: list[dict] = []
+    buffer: list[tuple] = []
+    writer: _BulkWriter | None = None
 
-    def write_facts() -> None:
-        if buffer:
-            with database.transaction() as tx:
-                tx.execute(new.facts.insert(), buffer)
-            buffer.clear()
-            time.sleep(0)  # let the live service answer between chunks (green under eventlet)
+    def write(rows_by_table: list[tuple]) -> None:
+        nonlocal writer
+        with database.transaction() as tx:
+            writer = writer or _BulkWriter(tx.connection)
+            for table, rows in rows_by_table:
+                writer.write(tx.connection, table, rows)
+        time.sleep(0)  # let the live service answer between chunks (green under eventlet)
 
     for source in sources:
-        for envelope in _pull(fetch, source, positions, page):
-            events += 1
-            if events % 1000 == 0:
-                progress["events"] = events
-            if envelope is None:
-                skipped += 1
-                continue
-            fact = fact_from_event(envelope)
-            if fact is not None:
-                buffer.append(_fact_row(fact))
-                if len(buffer) >= 5 * chunk:
-                    write_facts()
-    write_facts()
+        for batch in _pages(fetch, source, positions, page):
+            bad = _facts_of_page(batch, source, buffer)
+            events += len(batch)
+            skipped += bad
+            progress["events"] = events
+            if len(buffer) >= FACT_CHUNK:
+                write([(staging, buffer)])
+                buffer = []
+    write([(staging, buffer)])
+    buffer = []
+    # Facts arrive in log order, i.e. in random complaint order. Appended to a table without
+    # keys they cost a sequential write; copied from there in key order in one statement (the
+    # database sorts), the facts table and its key index are written sequentially too, and its
+    # rows lie grouped by source and complaint, so phase 2 reads them almost in sequence.
+    with database.transaction() as tx:
+        columns = [staging.c[name] for name in _FACT_COLUMNS]
+        tx.execute(new.facts.insert().from_select(
+            list(_FACT_COLUMNS), select(*columns).order_by(staging.c.source, staging.c.complaint_id,
+                                                           staging.c.version)))
+    staging.drop(database.engine)
+    create_indexes(new.facts)  # phase 2 reads the facts in complaint order
 
-    progress.update(events=events, phase="writing")
-    derived: list[dict] = []
+    read_at = time.monotonic()
+    progress.update(events=events, phase="writing", read_seconds=round(read_at - started, 3))
+    complaint_tuple = _tuple_maker(tuple(new.complaints.columns.keys()))
+    assignment_tuple = _tuple_maker(tuple(new.assignments.columns.keys()))
+    answer_tuple = _tuple_maker(tuple(new.answers.columns.keys()))
+    complaints: list[tuple] = []
+    assignments: list[tuple] = []
+    answers: list[tuple] = []
+
+    def derived(complaint_id: str, facts: list[dict]) -> None:
+        rows = derive(complaint_id, facts)
+        complaints.append(complaint_tuple(rows["complaint"]))
+        assignments.extend(map(assignment_tuple, rows["assignments"]))
+        answers.extend(map(answer_tuple, rows["answers"]))
 
     def write_derived() -> None:
-        if derived:
-            with database.transaction() as tx:
-                _insert_derived(tx.connection, new, derived)
-            derived.clear()
-            time.sleep(0)
+        write([(new.complaints, complaints), (new.assignments, assignments), (new.answers, answers)])
+        complaints.clear(), assignments.clear(), answers.clear()
 
+    loads = json.loads
     with database.read() as reader:
-        rows = reader.execution_options(stream_results=True, yield_per=chunk).execute(
-            select(new.facts).order_by(new.facts.c.complaint_id)).mappings()
         current_id, current = None, []
-        for row in rows:
-            if row["complaint_id"] != current_id:
-                if current_id is not None:
-                    derived.append(derive(current_id, current))
-                    if len(derived) >= chunk:
-                        write_derived()
-                current_id, current = row["complaint_id"], []
-            current.append(_fact_from_row(row))
+        for partition in _facts_in_complaint_order(reader, new.facts, chunk * 5):
+            for source, complaint_id, version, event_type, occurred_at, data in partition:
+                if complaint_id != current_id:
+                    if current_id is not None:
+                        derived(current_id, current)
+                        if len(complaints) >= chunk:
+                            write_derived()
+                    current_id, current = complaint_id, []
+                current.append({"source": source, "complaint_id": complaint_id, "version": version,
+                                "event_type": event_type, "occurred_at": occurred_at,
+                                "data": {} if event_type in DATA_UNUSED else loads(data)})
         if current_id is not None:
-            derived.append(derive(current_id, current))
+            derived(current_id, current)
     write_derived()
+    create_indexes(new.complaints, new.assignments, new.answers)
+    progress["derive_seconds"] = round(time.monotonic() - read_at, 3)
 
     # Events recorded while the bulk was written: read them now (no RPC inside a transaction),
     # apply them and switch in one transaction.
@@ -383,21 +458,78 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     return {"events": events, "seconds": seconds, "generation": new.generation, "skipped": skipped}
 
 
-def _pull(fetch: Fetch, source: str, positions: dict, page: int):
-    """Yields validated envelopes at their type's latest version (None for an invalid one) after
-    positions[source], advancing it."""
+def _staging(facts) -> Table:
+    """A keyless table with the facts table's columns, the rebuild's facts as they are read."""
+    return Table(f"{facts.name}_staging", MetaData(),
+                 *(Column(column.name, column.type, nullable=column.nullable) for column in facts.columns))
+
+
+def _facts_in_complaint_order(reader, facts, size: int):
+    """Every fact row (``_FACT_COLUMNS``), ordered by complaint, in lists of ``size``; on
+    SQLite straight from the driver's cursor, elsewhere streamed by SQLAlchemy."""
+    query = select(*(facts.c[name] for name in _FACT_COLUMNS)).order_by(facts.c.complaint_id)
+    if reader.dialect.name == "sqlite":
+        cursor = reader.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SELECT {', '.join(_FACT_COLUMNS)} FROM {facts.name} ORDER BY complaint_id")
+            while True:
+                rows = cursor.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
+        finally:
+            cursor.close()
+    else:
+        yield from reader.execution_options(stream_results=True, yield_per=size).execute(query).partitions()
+
+
+def _read(raw, source: str):
+    """The envelope at its type's latest version, or None when the catalogue rejects it: a plain
+    JSON object (an RPC reply) the quick check accepts is the catalogue's verdict already
+    (``fast_check``); anything else is checked and lifted as the consumer does."""
+    if type(raw) is dict and fast_check.accepts(raw, source):
+        return raw
+    try:
+        return upcast(validate_envelope(raw, expected_source=source))
+    except (InvalidEvent, NeedsHistory):
+        return None
+
+
+def _facts_of_page(batch: list, source: str, out: list[tuple]) -> int:
+    """Appends the fact rows of a page's events to ``out`` (as ``_fact_row`` makes them, in the
+    facts table's column order); returns how many events were invalid (skipped)."""
+    bad = 0
+    for raw in batch:
+        envelope = _read(raw, source)
+        if envelope is None:
+            bad += 1
+            continue
+        fact = fact_from_event(envelope)
+        if fact is not None:
+            out.append((fact["source"], fact["complaint_id"], fact["version"], fact["event_type"],
+                        fact["occurred_at"], _encode_fact_data(fact["data"])))
+    return bad
+
+
+def _pages(fetch: Fetch, source: str, positions: dict, page: int):
+    """Yields the pages of a source's log after positions[source], advancing it."""
     while True:
         batch = fetch(source, positions[source], page)
         for raw in batch:
-            try:
-                envelope = upcast(validate_envelope(raw, expected_source=source))
-            except (InvalidEvent, NeedsHistory):
-                envelope = None
             if isinstance(raw, dict) and isinstance(raw.get("position"), int):
                 positions[source] = max(positions[source], raw["position"])
-            yield envelope
+        if batch:
+            yield batch
         if len(batch) < page:
             return
+
+
+def _pull(fetch: Fetch, source: str, positions: dict, page: int):
+    """Yields validated envelopes at their type's latest version (None for an invalid one) after
+    positions[source], advancing it."""
+    for batch in _pages(fetch, source, positions, page):
+        for raw in batch:
+            yield _read(raw, source)
 
 
 def drop_other_generations(database: Database, keep: int) -> None:

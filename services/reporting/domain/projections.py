@@ -22,6 +22,8 @@ projection equals a rebuilt one.
 """
 from __future__ import annotations
 
+import re
+from operator import itemgetter
 from typing import Any
 
 from shared.core.events import parse_iso
@@ -54,6 +56,9 @@ KEPT_FIELDS: dict[str, tuple[str, ...]] = {
     ev.CITIZEN_NOTIFIED: ("channel",),
     ev.CITIZEN_NOTIFICATION_FAILED: ("code", "permanent"),
 }
+
+#: Facts whose ``data`` ``derive`` never reads (it only counts them): a rebuild need not decode it.
+DATA_UNUSED = frozenset({ev.COMPLAINT_AMENDED, ev.CITIZEN_NOTIFIED, ev.CITIZEN_NOTIFICATION_FAILED})
 
 # Internal happenings that do not move the public "updated" time.
 _INTERNAL = (ev.COMPLAINT_ESCALATED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED)
@@ -95,16 +100,50 @@ def _new_assignment(complaint_id: str, agency_code: str) -> dict[str, Any]:
             "rejected_at": None, "resolved": False, "escalations": 0}
 
 
-def _earliest(*moments: str | None) -> str | None:
-    present = [m for m in moments if m]
-    return min(present, key=parse_iso) if present else None
+# The one format the event stores write times in (``isoformat_utc``): UTC, microseconds, "Z".
+# For such strings the text order is the time order, so comparing them needs no parsing; any
+# other form (an offset, fewer digits) is compared by its parsed time, as always.
+_CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_canonical = _CANONICAL_UTC.fullmatch
+
+
+def _all_canonical(moments: list[str]) -> bool:
+    for moment in moments:
+        if type(moment) is not str or _canonical(moment) is None or moment.startswith("0000"):
+            return False
+    return True
+
+
+def _earliest_of(moments: list[str]) -> str | None:
+    """The earliest moment of a list (the first of equal ones), None for an empty list."""
+    if not moments:
+        return None
+    return min(moments) if _all_canonical(moments) else min(moments, key=parse_iso)
+
+
+def _latest_of(moments: list[str]) -> str | None:
+    if not moments:
+        return None
+    return max(moments) if _all_canonical(moments) else max(moments, key=parse_iso)
+
+
+_by_version = itemgetter("version")
 
 
 def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"complaint": row, "assignments": [rows], "answers": [rows]}`` from a complaint's facts."""
-    def of(source: str) -> list[dict[str, Any]]:
-        return sorted((f for f in facts if f["source"] == source), key=lambda f: f["version"])
-    intake, routing, notification = of("intake"), of("routing"), of("notification")
+    intake: list[dict[str, Any]] = []
+    routing: list[dict[str, Any]] = []
+    notification: list[dict[str, Any]] = []
+    of = {"intake": intake, "routing": routing, "notification": notification}
+    for fact in facts:
+        bucket = of.get(fact["source"])
+        if bucket is not None:
+            bucket.append(fact)
+    # Each source's facts in version order (a stable sort: as ``sorted`` always did).
+    intake.sort(key=_by_version)
+    routing.sort(key=_by_version)
+    notification.sort(key=_by_version)
 
     filed = next((f for f in intake if f["event_type"] == ev.COMPLAINT_FILED), None)
     filing = filed["data"] if filed else {}
@@ -191,8 +230,9 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
         "at_desk": bool(now["at_desk"]),
         "routed_at": routed_at, "first_response_due": sla_first_response_due,
         "follow_up_due": sla_follow_up_due,
-        "first_response_at": _earliest(*(m for a in leads for m in (a["acknowledged_at"], a["first_answer_at"]))),
-        "first_answer_at": _earliest(*(a["answered_at"] for a in answers)),
+        "first_response_at": _earliest_of([m for a in leads
+                                           for m in (a["acknowledged_at"], a["first_answer_at"]) if m]),
+        "first_answer_at": _earliest_of([a["answered_at"] for a in answers if a["answered_at"]]),
         "answers": len(answers), "followed_up": bool(answers),
         "resolved": status == SELESAI, "resolved_at": resolved_at if status == SELESAI else None,
         "dismissed": status == DITOLAK, "escalations": escalations, "rejections": rejections,
@@ -204,7 +244,7 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     # The public "updated" time: the latest thing that happened to the complaint itself
     # (escalations, confidentiality decisions and notifications are internal).
     public_moments = [f["occurred_at"] for f in intake + routing if f["event_type"] not in _INTERNAL]
-    row["updated_at"] = max(public_moments, key=parse_iso) if public_moments else None
+    row["updated_at"] = _latest_of(public_moments)
     return {"complaint": row, "assignments": sorted(assignments.values(), key=lambda a: a["agency_code"]),
             "answers": answers}
 
@@ -213,5 +253,9 @@ def next_deadline(lifecycle: dict[str, Any]) -> tuple[str | None, str | None]:
     """The earliest clock routing still runs (``triage``, ``first_response``, ``follow_up``)."""
     if not lifecycle["open"] or not lifecycle["deadlines"]:
         return None, None
-    kind, due = min(lifecycle["deadlines"].items(), key=lambda item: (parse_iso(item[1]), item[0]))
+    items = list(lifecycle["deadlines"].items())
+    if _all_canonical([due for _kind, due in items]):
+        kind, due = min(items, key=lambda item: (item[1], item[0]))
+    else:
+        kind, due = min(items, key=lambda item: (parse_iso(item[1]), item[0]))
     return kind, due

@@ -1,0 +1,226 @@
+"""The rebuild's faster path changes nothing but the time (real SQLite files, a seeded history):
+it equals the live projection (events handled by the consumer one by one, in any order) at every
+chunk boundary, whether the logs arrive as the store's own envelopes or as plain JSON (an RPC
+reply, checked by ``fast_check``); an invalid event is skipped exactly as the consumer quarantines
+it; ``fast_check`` never accepts what the catalogue rejects; and ``derive``'s shortcuts (times in
+the stores' one format compared as text, data it never reads left undecoded) give the same rows."""
+from __future__ import annotations
+
+import copy
+import json
+import random
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import inspect, select
+
+from services.reporting.adapters import fast_check, repository, tables
+from services.reporting.domain import projections
+from services.reporting.service import ReportingHandlers, build_store
+from shared.core.consumer import EventConsumer
+from shared.core.events import InvalidEvent, validate_envelope
+from shared.core.events.catalogue import CONTRACTS
+from tests.support.reporting_seed import Seeder
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    """Every source's log as plain JSON objects (what an RPC reply carries)."""
+    seeder = Seeder(tmp_path_factory.mktemp("rebuild") / "sources")
+    seeder.history(200, datetime(2020, 1, 1, tzinfo=timezone.utc), months=3)
+    seeder.flush()
+    out = {source: json.loads(json.dumps(store.events_since(0, 1000)))
+           for source, store in seeder.stores.items()}
+    seeder.dispose()
+    return out
+
+
+def reporting(path):
+    store = build_store(f"sqlite:///{path}")
+    store.prepare()
+    consumer = EventConsumer(store.database, store.quarantine, ReportingHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures, service="reporting")
+    return store, consumer
+
+
+def dump(store) -> dict:
+    with store.database.read() as connection:
+        projection = tables.projection(repository.current_generation(connection))
+        return {table.name.rsplit("_g", 1)[0]: sorted(map(repr, connection.execute(select(table))))
+                for table in projection.tables}
+
+
+def fetch_from(logs):
+    def fetch(source, position, limit):
+        return copy.deepcopy([event for event in logs[source] if event["position"] > position][:limit])
+    return fetch
+
+
+def live(path, logs):
+    """The live path: the consumer's catch-up pages (``handle_many`` gives what events pushed one
+    by one in any order give: ``test_reporting_catch_up``), the sources in a shuffled order."""
+    store, consumer = reporting(path)
+    sources = list(logs)
+    random.Random(7).shuffle(sources)
+    for source in sources:
+        consumer.handle_many(copy.deepcopy(logs[source]), source)
+    return store
+
+
+@pytest.fixture(scope="module")
+def live_dump(logs, tmp_path_factory):
+    store = live(tmp_path_factory.mktemp("live") / "live.db", logs)
+    yield dump(store)
+    store.database.dispose()
+
+
+@pytest.mark.parametrize("fact_chunk, complaint_chunk, page", [(97, 13, 50), (10_000, 2_000, 1000)])
+def test_a_rebuild_equals_the_live_projection(tmp_path, logs, live_dump, monkeypatch, fact_chunk,
+                                              complaint_chunk, page):
+    monkeypatch.setattr(repository, "FACT_CHUNK", fact_chunk)
+    store, _consumer = reporting(tmp_path / "rebuilt.db")
+    progress: dict = {}
+    result = repository.rebuild(store.database, fetch_from(logs), store.checkpoints, store.processed,
+                                store.failures, page=page, chunk=complaint_chunk, progress=progress)
+    assert result["events"] == sum(map(len, logs.values())) and result["skipped"] == 0
+    assert dump(store) == live_dump
+    assert {"read_seconds", "derive_seconds"} <= set(progress)
+    with store.database.read() as connection:
+        indexes = {index["name"] for name in ("facts_g2", "complaints_g2", "assignments_g2")
+                   for index in inspect(connection).get_indexes(name)}
+    assert indexes == {"ix_facts_g2_complaint", "ix_complaints_g2_month", "ix_complaints_g2_status",
+                       "ix_assignments_g2_agency"}
+
+
+def test_the_stores_own_envelopes_rebuild_the_same(tmp_path, logs):
+    """In-process reads (the bench, ``StoredEnvelope``s) and RPC-shaped plain dicts agree."""
+    plain, _ = reporting(tmp_path / "plain.db")
+    repository.rebuild(plain.database, fetch_from(logs), plain.checkpoints, plain.processed, plain.failures)
+    checked, _ = reporting(tmp_path / "checked.db")
+
+    def fetch(source, position, limit):  # a dict subclass: the quick check is not used for it
+        class Envelope(dict):
+            pass
+        return [Envelope(event) for event in fetch_from(logs)(source, position, limit)]
+    repository.rebuild(checked.database, fetch, checked.checkpoints, checked.processed, checked.failures)
+    assert dump(plain) == dump(checked)
+
+
+def test_an_invalid_event_is_skipped_as_the_consumer_quarantines_it(tmp_path, logs):
+    broken = copy.deepcopy(logs)
+    routed = next(event for event in broken["routing"] if event["event_type"] == "ComplaintResponded")
+    routed["data"]["lifecycle"]["status"] = "not-a-status"
+    live_store = live(tmp_path / "live.db", broken)
+    store, _consumer = reporting(tmp_path / "rebuilt.db")
+    result = repository.rebuild(store.database, fetch_from(broken), store.checkpoints, store.processed,
+                                store.failures)
+    assert result["skipped"] == 1
+    assert dump(store) == dump(live_store)
+
+
+# -- fast_check: True only where the catalogue says valid ----------------------------------------
+def test_every_valid_event_is_accepted_by_the_quick_check(logs):
+    seen = set()
+    for source, events in logs.items():
+        for event in events:
+            assert fast_check.accepts(event, source), event
+            validate_envelope(event, expected_source=source)
+            seen.add(event["event_type"])
+            assert not fast_check.accepts(event, "intake" if source != "intake" else "routing")
+    assert {event_type for event_type in projections.KEPT_FIELDS} <= seen
+
+
+_ODD_VALUES = (None, 0, -1, True, "", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00", [1], {"x": 1})
+
+
+def _paths(value, prefix=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield prefix + (key,)
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield prefix + (index,)
+            yield from _paths(item, prefix + (index,))
+
+
+def _mutations(event):
+    for path in _paths(event):
+        for odd in _ODD_VALUES + ("DELETE",):
+            mutated = copy.deepcopy(event)
+            holder = mutated
+            for step in path[:-1]:
+                holder = holder[step]
+            if odd == "DELETE":
+                if isinstance(holder, list):
+                    continue
+                del holder[path[-1]]
+            else:
+                holder[path[-1]] = odd
+            yield mutated
+        if isinstance(event, dict):
+            mutated = copy.deepcopy(event)
+            holder = mutated
+            for step in path:
+                holder = holder[step]
+            if isinstance(holder, dict):
+                holder["unexpected"] = "field"
+                yield mutated
+    extra = copy.deepcopy(event)
+    extra["unexpected"] = 1
+    yield extra
+
+
+def test_the_quick_check_never_accepts_what_the_catalogue_rejects(logs):
+    by_type = {}
+    for source, events in logs.items():
+        for event in events:
+            by_type.setdefault(event["event_type"], (source, event))
+    assert set(by_type) == set(CONTRACTS)
+    accepted = rejected = 0
+    for source, event in by_type.values():
+        for mutated in _mutations(event):
+            if fast_check.accepts(mutated, source):
+                accepted += 1
+                validate_envelope(mutated, expected_source=source)  # must not raise
+            else:
+                rejected += 1
+                try:
+                    validate_envelope(mutated, expected_source=source)
+                except (InvalidEvent, KeyError, TypeError):
+                    pass
+    assert accepted > 100 and rejected > 500, (accepted, rejected)
+
+
+# -- derive's shortcuts --------------------------------------------------------------------------
+def _facts_by_complaint(logs):
+    out: dict[str, list] = {}
+    for events in logs.values():
+        for event in events:
+            fact = projections.fact_from_event(event)
+            if fact is not None:
+                out.setdefault(fact["complaint_id"], []).append(fact)
+    return out
+
+
+def test_times_compared_as_text_give_what_parsing_gives(logs, monkeypatch):
+    facts = _facts_by_complaint(logs)
+    fast = {cid: projections.derive(cid, items) for cid, items in facts.items()}
+    monkeypatch.setattr(projections, "_all_canonical", lambda moments: False)
+    assert {cid: projections.derive(cid, items) for cid, items in facts.items()} == fast
+    monkeypatch.undo()
+    # Other forms (offsets, fewer digits) are compared by their time.
+    assert projections._earliest_of(["2024-01-01T08:00:00+07:00", "2024-01-01T01:30:00.000000Z"]) \
+        == "2024-01-01T08:00:00+07:00"
+    assert projections._latest_of(["2024-01-01T01:30:00.000000Z", "2024-01-01T08:00:00+07:00"]) \
+        == "2024-01-01T01:30:00.000000Z"
+    assert projections.next_deadline({"open": True, "deadlines": {
+        "follow_up": "2024-01-02T00:00:00.000000Z", "first_response": "2024-01-02T06:00:00+07:00"}}) \
+        == ("first_response", "2024-01-02T06:00:00+07:00")
+
+
+def test_derive_never_reads_the_data_of_facts_it_only_counts(logs):
+    for cid, items in _facts_by_complaint(logs).items():
+        blank = [dict(fact, data={}) if fact["event_type"] in projections.DATA_UNUSED else fact
+                 for fact in items]
+        assert projections.derive(cid, blank) == projections.derive(cid, items)
