@@ -4,6 +4,7 @@ Graph API sandbox watched for acknowledgments, and each service's memory sampled
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -185,11 +186,12 @@ def fixed_load(platform: Platform, watcher: SandboxWatcher, rate: float, seconds
                drain_timeout: float = 30) -> dict:
     load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID, sandbox_url=platform.sandbox_url)
     log(f"  offered {rate}/s for {seconds}s")
+    load_average = list(os.getloadavg())   # how busy the machine was as this load started
     offered = load.fixed_rate(rate, seconds)
     psids = list(load.sent)
     waited = wait_settled(watcher, [p for p in psids if p in load.answered], drain_timeout)
     report = {**offered, "failures": load.failures, "drain_wait_s": round(waited, 1),
-              **latency_report(load, watcher, psids)}
+              "load_average_1_5_15_at_start": load_average, **latency_report(load, watcher, psids)}
     log(f"    200 p99 {report['webhook_to_200_s']['p99']}s; ack p50/p95/p99 "
         f"{report['webhook_to_acknowledgment_s']['p50']}/{report['webhook_to_acknowledgment_s']['p95']}/"
         f"{report['webhook_to_acknowledgment_s']['p99']}s; lost {report['nothing_lost']['lost']}")
@@ -202,6 +204,7 @@ def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, conc
     with both messages delivered / (last delivery − first send)."""
     load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID, sandbox_url=platform.sandbox_url)
     log(f"  saturation: {concurrency} senders for {seconds}s")
+    load_average = list(os.getloadavg())
     started = time.time()
     shape = load.saturate(seconds, concurrency)
     sending_ended = time.time()
@@ -215,7 +218,7 @@ def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, conc
                     for p in accepted if _kinds(watcher.calls.get(p, ())) >= {"ack", "other"}]
     last = max(settle_times) if settle_times else time.time()
     report = {
-        **shape, "failures": load.failures,
+        **shape, "failures": load.failures, "load_average_1_5_15_at_start": load_average,
         "accepted_webhooks_per_s": round(len(accepted) / (sending_ended - started), 1),
         "acknowledged_during_load": acked_during_load,
         "acknowledged_per_s_during_load": round(acked_during_load / (sending_ended - started), 1),

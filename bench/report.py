@@ -50,6 +50,13 @@ def render() -> str:
         rows.append(f"| e2e nothing lost (saturation) | {lost['acknowledged_exactly_once']}/{lost['accepted']} acknowledged exactly once, "
                     f"{lost['lost']} missing after {sat['drain_wait_s']} s drain, {lost['duplicated']} duplicated | — | 0 lost | "
                     f"{'yes' if lost['ok'] else 'no'} |")
+        for rate, load in e.get("everyday_loads", {}).items():
+            ack, nl = load["webhook_to_acknowledgment_s"], load["nothing_lost"]
+            limit = {"5": 0.3, "20": 1.0}.get(rate)   # issue 17's targets at everyday load
+            target = "p99 < " + _p({"p99": limit}) if limit else "—"
+            met = ("yes" if (ack.get("p99") or 99) < limit and nl["ok"] else "no") if limit else ""
+            rows.append(f"| webhook → acknowledgment at {rate}/s offered (everyday load), p50 / p99 | {_p(ack, 'p50')} / {_p(ack)} "
+                        f"({nl['lost']} of {nl['accepted']} not acknowledged within the drain) | — | {target} | {met} |")
         for rate, load in e["fixed_loads"].items():
             ack = load["webhook_to_acknowledgment_s"]
             nl = load["nothing_lost"]

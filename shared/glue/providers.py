@@ -21,6 +21,7 @@ from shared.core.consumer import CatchUp, EventConsumer
 from shared.core.handlers import EventHandlers
 from shared.core.ratelimit import limiter_from_env
 from shared.core.store import ServiceStore
+from shared.glue.batching import DeliveryBatch
 from shared.glue.retention import RetentionTimer
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,11 @@ class ConsumerApi:
         self._provider = provider
         self.consumer: EventConsumer = provider.consumer
 
-    def handle(self, payload, source: str) -> str:
+    def handle(self, payload, source: str):
+        """One pushed payload (its outcome), or a ``DeliveryBatch`` from the batching consumer
+        (``shared.glue.batching``: the outcome of each of its events, handled in one transaction)."""
+        if isinstance(payload, DeliveryBatch):
+            return self.consumer.handle_batch(payload.items)
         return self.consumer.handle(payload, source)
 
     def catch_up(self) -> dict[str, int]:
@@ -107,7 +112,8 @@ class Consumer(DependencyProvider):
         self.sources = handlers.sources()
         self.handlers_factory: Callable[[ServiceStore], dict] = lambda store: handlers(store).table()
         # True: catch-up handles each pulled page in one transaction (for read models that
-        # replay long histories); pushed events are always handled one by one.
+        # replay long histories); pushed events come in batches of their own
+        # (shared.glue.batching, NTBCARE_CONSUMER_BATCH), each in one transaction.
         self.batch_catch_up = batch_catch_up
         self._lock = None
 

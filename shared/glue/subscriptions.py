@@ -2,7 +2,12 @@
 handler table (``shared.core.handlers.EventHandlers``) handles, a method
 ``on_<event_type in snake case>`` carrying nameko's ``event_handler(owner, event_type)`` — so
 nameko's queue names are ``evt-<owner>-<EventType>--<service>.on_<event_type>``. Each pushed
-payload goes to ``self.receive(payload, source)`` (``ServiceBase``: the idempotent consumer)."""
+payload goes to ``self.receive(payload, source)`` (``ServiceBase``: the idempotent consumer).
+
+The entrypoint is ``shared.glue.batching``'s ``BatchedEventHandler`` (nameko's ``EventHandler``
+whose deliveries are handled in batches, one transaction each: ``receive`` then gets a
+``DeliveryBatch``); with ``NTBCARE_CONSUMER_BATCH=0`` it is nameko's own ``event_handler``, one
+worker per delivery."""
 from __future__ import annotations
 
 import re
@@ -10,6 +15,7 @@ import re
 from nameko.events import event_handler
 
 from shared.core.handlers import EventHandlers
+from shared.glue.batching import batch_size, batched_event_handler
 
 
 def handler_name(event_type: str) -> str:
@@ -18,6 +24,8 @@ def handler_name(event_type: str) -> str:
 
 def listens_to(handlers: type[EventHandlers]):
     """Class decorator: one nameko event handler per event type the handler table handles."""
+    entrypoint = batched_event_handler if batch_size() else event_handler
+
     def decorate(cls):
         for source, event_types in handlers.subscriptions().items():
             for event_type in event_types:
@@ -28,7 +36,7 @@ def listens_to(handlers: type[EventHandlers]):
 
                 receive.__name__ = receive.__qualname__ = name
                 receive.__doc__ = f"{event_type} from {source}."
-                setattr(cls, name, event_handler(source, event_type)(receive))
+                setattr(cls, name, entrypoint(source, event_type)(receive))
         cls.subscriptions = handlers.subscriptions()
         cls.handler_table = handlers
         return cls

@@ -1,0 +1,139 @@
+"""Group commit on the consuming side: pushed events are handed to workers in batches, each batch
+handled in ONE transaction (``EventConsumer.handle_batch``) and acknowledged after its commit.
+
+nameko's own ``EventHandler`` spawns one worker per delivered message, and each worker commits its
+own transaction: on SQLite with ``synchronous=FULL`` that commit (and the worker around it) is most
+of what handling an event costs. Here the event queues of a service are consumed by a
+``BatchingQueueConsumer`` of their own — nameko's ``QueueConsumer`` (the same connection handling,
+reconnects, and ``shared.glue.compat``'s tolerance of acks on a dead connection) on a connection of
+its own with a prefetch of ``NTBCARE_CONSUMER_BATCH`` per queue — that collects deliveries instead
+of spawning a worker for each:
+
+* at most ONE batch worker runs per service process; while it runs, deliveries accumulate, and
+  when it ends the next batch takes up to ``NTBCARE_CONSUMER_BATCH`` of them. An idle consumer
+  therefore hands the first delivery over at once (no waiting for a batch to fill: latency at low
+  load is unchanged), and batches grow only with a backlog — that is when commits are saved;
+* the batch's worker runs the method of its first delivery's entrypoint (an ``on_<event_type>``
+  of ``shared.glue.subscriptions.listens_to``) with a ``DeliveryBatch`` as its payload; the
+  service's ``receive`` passes it to the ``Consumer`` provider like one payload
+  (``ConsumerApi.handle``), so a service's post-handling (notification waking its sender, the
+  gateway its relay) runs once per batch;
+* every message of the batch is acknowledged after the worker returns — after the commit —
+  and, as with nameko's ``EventHandler`` (``requeue_on_error=False``), also when it raised: a
+  failure is recorded by the consumer and catch-up pulls the event again. A process that dies
+  mid-batch acknowledged nothing of it: the broker delivers the whole batch again and every event
+  in it is a duplicate or handled anew (the transaction was not committed).
+
+Queue names, bindings and their durability are nameko's ``EventHandler``'s, unchanged (the broker
+permissions of docs/operations.md name them). ``NTBCARE_CONSUMER_BATCH=0`` restores one nameko
+worker per delivery.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from nameko.events import EventHandler
+from nameko.exceptions import ContainerBeingKilled
+from nameko.messaging import QueueConsumer
+
+from shared.core import config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 50
+
+
+def batch_size() -> int:
+    """``NTBCARE_CONSUMER_BATCH``: most pushed events handled in one transaction (0: one nameko
+    worker, one transaction per delivery)."""
+    raw = config.env("NTBCARE_CONSUMER_BATCH", str(DEFAULT_BATCH))
+    try:
+        size = int(raw)
+    except ValueError:
+        raise config.ConfigError(f"NTBCARE_CONSUMER_BATCH must be a whole number, not {raw!r}") from None
+    if size < 0:
+        raise config.ConfigError("NTBCARE_CONSUMER_BATCH must be 0 (no batching) or more")
+    return size
+
+
+class DeliveryBatch:
+    """Pushed events handed to one worker: ``items`` is ``[(payload, source), …]`` in delivery order."""
+
+    def __init__(self, items: list[tuple[Any, str]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:  # what nameko logs as the worker's argument
+        return f"DeliveryBatch({len(self.items)} events)"
+
+
+class BatchingQueueConsumer(QueueConsumer):
+    """The event queues' consumer: deliveries collected, one batch worker at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: deque[tuple[Any, Any, Any]] = deque()
+        self._in_flight = False
+        self._size = 1
+
+    def setup(self) -> None:
+        self._size = batch_size() or 1
+
+    @property
+    def prefetch_count(self) -> int:
+        # Per queue (RabbitMQ's per-consumer basic.qos): enough unacknowledged deliveries to fill
+        # a batch while the previous one is handled.
+        return max(self._size, self.container.max_workers)
+
+    def handle_message(self, provider, body, message):
+        # Called in the consumer's thread for each delivery: only collect, never block here.
+        self._pending.append((provider, body, message))
+        self._next()
+
+    def _next(self) -> None:
+        if self._in_flight or not self._pending:
+            return
+        self._in_flight = True
+        # Runs when the consumer's thread next waits for the socket: every delivery already read
+        # by then joins this batch.
+        self.container.spawn_managed_thread(self._dispatch, identifier="BatchingQueueConsumer.dispatch")
+
+    def _dispatch(self) -> None:
+        taken = [self._pending.popleft() for _ in range(min(self._size, len(self._pending)))]
+        if not taken:
+            self._in_flight = False
+            return
+        first_provider, _, first_message = taken[0]
+        batch = DeliveryBatch([(body, provider.source_service) for provider, body, _ in taken])
+
+        def handle_result(worker_ctx, result=None, exc_info=None):
+            try:
+                for provider, _, message in taken:
+                    provider.handle_message_processed(message, result, exc_info)
+            finally:
+                self._in_flight = False
+                self._next()
+            return result, exc_info
+
+        try:
+            self.container.spawn_worker(first_provider, (batch,), {},
+                                        context_data=first_provider.unpack_message_headers(first_message),
+                                        handle_result=handle_result)
+        except ContainerBeingKilled:
+            for _, _, message in taken:
+                self.requeue_message(message)
+            self._in_flight = False
+
+
+class BatchedEventHandler(EventHandler):
+    """nameko's ``EventHandler`` (same queue, binding and worker method) whose deliveries are
+    batched by the service's ``BatchingQueueConsumer``."""
+
+    queue_consumer = BatchingQueueConsumer()
+
+
+batched_event_handler = BatchedEventHandler.decorator

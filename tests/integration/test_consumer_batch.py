@@ -1,0 +1,172 @@
+"""Group commit of pushed events (``EventConsumer.handle_batch``, issue 17) against real databases
+(SQLite and PostgreSQL): a batch ends exactly where the same deliveries handled one by one end; a
+whole batch delivered again changes nothing; events are handled in delivery order and the
+checkpoint stays contiguous; one poison message (invalid, rejected or failing) is dealt with alone
+while the rest commit; a forged pushed event in a batch still cannot shadow the real one; a batch
+whose transaction fails is handled again one event at a time."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy.exc import IntegrityError
+
+from shared.core.consumer import MAX_HANDLER_FAILURES, CatchUp, EventConsumer
+from shared.core.store import ServiceStore
+from tests.integration.test_consumer import SOURCE, Recorder, effects, envelope, make_consumer
+from tests.support.lifecycle import snapshot
+
+OTHER = "intake"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    metadata = MetaData()
+    Table("effects", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
+          Column("position", Integer, nullable=False), Column("actor", String(50)))
+    if request.param == "sqlite":
+        url, cleanup = f"sqlite:///{tmp_path / 'consumer.db'}", None
+    else:
+        from tests.support import infra
+        url = infra.create_postgres_database()
+        cleanup = lambda: infra.drop_postgres_database(url)  # noqa: E731
+    service_store = ServiceStore("reporting", metadata, emits_events=False, url=url)
+    service_store.database.create_all()
+    yield service_store
+    service_store.database.dispose()
+    if cleanup:
+        cleanup()
+
+
+def delivered(events, source=SOURCE):
+    return [(event, source) for event in events]
+
+
+def state(store):
+    """Everything the consumer keeps: effects (in the order applied), checkpoints, records, failures."""
+    with store.database.read() as connection:
+        applied = [(row.position, row.actor) for row in connection.execute(
+            select(store.metadata.tables["effects"]).order_by(store.metadata.tables["effects"].c.id))]
+        checkpoints = sorted(tuple(row) for row in connection.execute(
+            select(store.checkpoints.c.source, store.checkpoints.c.position)))
+        processed = sorted(tuple(row) for row in connection.execute(select(store.processed)))
+        failures = sorted(tuple(row) for row in connection.execute(
+            select(store.failures.c.source, store.failures.c.position, store.failures.c.failures)))
+    return applied, checkpoints, processed, failures
+
+
+def test_a_batch_ends_where_the_same_deliveries_one_by_one_end(store, tmp_path):
+    events = [envelope(p) for p in range(1, 41)]
+    random.Random(17).shuffle(events)          # several queues: positions arrive out of order
+    deliveries = delivered(events[:25]) + delivered(events[:5]) + delivered(events[25:])
+    batched = make_consumer(store, Recorder(store))
+    outcomes = batched.handle_batch(deliveries)
+    assert outcomes == ["handled"] * 25 + ["duplicate"] * 5 + ["handled"] * 15
+    batch_state = state(store)
+
+    other = ServiceStore("reporting", store.metadata, emits_events=False, url=f"sqlite:///{tmp_path / 'one.db'}")
+    other.database.create_all()
+    try:
+        one_by_one = make_consumer(other, Recorder(other))
+        assert [one_by_one.handle(raw, source) for raw, source in deliveries] == outcomes
+        assert state(other) == batch_state
+    finally:
+        other.database.dispose()
+    assert batched.checkpoint(SOURCE) == 40
+    # Handled in delivery order (what one worker per message did, in the order the broker gave).
+    assert [position for position, _ in batch_state[0]] == [event["position"] for event in events]
+
+
+def test_the_whole_batch_delivered_again_changes_nothing(store):
+    consumer = make_consumer(store, Recorder(store))
+    batch = delivered([envelope(p) for p in (2, 1, 3, 5)])
+    assert consumer.handle_batch(batch) == ["handled"] * 4
+    before = state(store)
+    # The broker gives the whole batch again (e.g. the acks were lost with the connection).
+    assert consumer.handle_batch(batch) == ["duplicate"] * 4
+    assert consumer.handle_batch(batch[::-1]) == ["duplicate"] * 4
+    assert state(store) == before
+    assert consumer.checkpoint(SOURCE) == 3   # 4 is still missing: contiguous, not the highest seen
+
+
+def test_sources_keep_their_own_checkpoints_in_one_batch(store):
+    recorder = Recorder(store)
+    effects_table = store.metadata.tables["effects"]
+
+    def on_comment_removed(tx, env):
+        tx.execute(effects_table.insert().values(position=env.position, actor=env.data["comment_id"]))
+    consumer = EventConsumer(store.database, store.quarantine,
+                             {"ComplaintResolved": recorder, "CitizenCommentRemoved": on_comment_removed},
+                             store.checkpoints, store.processed, store.failures)
+    routing = [envelope(p) for p in (1, 2, 3)]
+    intake = [dict(envelope(p, "CitizenCommentRemoved", data={"comment_id": f"c{p}"}), source=OTHER)
+              for p in (1, 2)]
+    batch = [(routing[0], SOURCE), (intake[0], OTHER), (routing[2], SOURCE), (intake[1], OTHER),
+             (routing[1], SOURCE)]
+    assert consumer.handle_batch(batch) == ["handled"] * 5
+    assert consumer.checkpoint(SOURCE) == 3 and consumer.checkpoint(OTHER) == 2
+    assert [p for p, _ in state(store)[0]] == [1, 1, 3, 2, 2]   # delivery order, across sources too
+
+
+def test_one_poison_message_does_not_hold_back_the_rest(store):
+    recorder = Recorder(store)
+    recorder.fail_positions.add(2)      # a handler that raises (RuntimeError after its write)
+    recorder.reject_positions.add(4)    # a handler that rejects the event
+    consumer = make_consumer(store, recorder)
+    invalid = envelope(6, data={"who": "missing actor"})
+    events = [envelope(p) for p in range(1, 6)]
+    batch = delivered(events) + [(invalid, SOURCE)] + [({"not": "an event"}, SOURCE)]
+    outcomes = consumer.handle_batch(batch)
+    assert outcomes == ["handled", "failed", "handled", "quarantined", "handled", "quarantined", "quarantined"]
+    assert sorted(effects(store)) == [1, 3, 5]     # the failing handler's write rolled back alone
+    assert consumer.checkpoint(SOURCE) == 1        # 2 failed: not recorded, so not passed
+    with store.database.read() as connection:
+        reasons = [item["reason"] for item in store.quarantine.list(connection)]
+    assert len(reasons) == 3 and any("cannot apply" in reason for reason in reasons)
+    # The failing one is counted per delivery and quarantined after MAX_HANDLER_FAILURES, as
+    # ``handle`` does; then nothing is stuck.
+    for attempt in range(2, MAX_HANDLER_FAILURES + 1):
+        assert consumer.handle_batch(delivered(events)) == ["duplicate", "failed", "duplicate",
+                                                            "duplicate", "duplicate"]
+    assert consumer.checkpoint(SOURCE) == 5
+    assert consumer.handle_batch(delivered(events[1:2])) == ["duplicate"]
+    with store.database.read() as connection:
+        assert any("database hiccup" in item["reason"] for item in store.quarantine.list(connection))
+    assert sorted(effects(store)) == [1, 3, 5]
+
+
+def test_a_forged_pushed_event_in_a_batch_does_not_shadow_the_real_one(store):
+    consumer = make_consumer(store, Recorder(store))
+    log = [envelope(p, data={"actor": f"officer-{p}", "lifecycle": snapshot("selesai")}) for p in (1, 2, 3)]
+    forged = envelope(2, data={"actor": "forger", "lifecycle": snapshot("selesai")})
+    # The forger's event arrives first, in the same batch as the real one at its position.
+    assert consumer.handle_batch([(forged, SOURCE), (log[0], SOURCE), (log[1], SOURCE), (log[2], SOURCE)]) == [
+        "handled", "handled", "deferred", "handled"]
+    CatchUp(consumer, [SOURCE], lambda _s, position, limit: [e for e in log if e["position"] > position][:limit],
+            batch=True).run_once()
+    with store.database.read() as connection:
+        actors = sorted((row.position, row.actor) for row in connection.execute(
+            select(store.metadata.tables["effects"])))
+        forged_items = [item for item in store.quarantine.list(connection) if item["kind"] == "forged"]
+    assert [a for a in actors if a[1] != "forger"] == [(1, "officer-1"), (2, "officer-2"), (3, "officer-3")]
+    assert [(item["source"], item["position"]) for item in forged_items] == [(SOURCE, 2)]
+    assert consumer.confirmed(SOURCE) == 3
+    assert consumer.handle_batch(delivered(log)) == ["duplicate"] * 3
+
+
+def test_a_batch_whose_transaction_fails_is_handled_one_by_one(store):
+    recorder = Recorder(store)
+    raised = []
+
+    def handler(tx, env):
+        if env.position == 3 and not raised:
+            raised.append(3)
+            raise IntegrityError("INSERT …", {}, Exception("a concurrent writer got there first"))
+        recorder(tx, env)
+    consumer = EventConsumer(store.database, store.quarantine, {"ComplaintResolved": handler},
+                             store.checkpoints, store.processed, store.failures)
+    events = [envelope(p) for p in range(1, 6)]
+    assert consumer.handle_batch(delivered(events)) == ["handled"] * 5
+    assert sorted(effects(store)) == [1, 2, 3, 4, 5]   # nothing twice: the batch was rolled back first
+    assert consumer.checkpoint(SOURCE) == 5
