@@ -37,13 +37,23 @@ class QuarantineNotFound(LookupError):
     pass
 
 
+def _as_json(payload: Any) -> str:
+    """The payload as JSON text; one nested deeper than ``json.dumps`` can follow (which
+    ``json.loads`` may still have accepted, e.g. 2,000 nested arrays in a webhook body) is kept as
+    a note, so quarantining never fails — the raw bytes of a webhook stay in intake's inbox."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError) as error:
+        return json.dumps({"unstorable_payload": f"{type(payload).__name__}: {type(error).__name__}"})
+
+
 class Quarantine:
     def __init__(self, table: Table):
         self.table = table
 
     def put(self, connection: Connection, kind: str, reason: str, payload: Any,
             source: str | None = None, position: int | None = None) -> int:
-        text_payload = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
+        text_payload = payload if isinstance(payload, str) else _as_json(payload)
         result = connection.execute(self.table.insert().values(
             kind=kind, source=source, position=position, reason=reason[:2000],
             payload=text_payload, quarantined_at=isoformat_utc(utc_now()), state="quarantined",

@@ -66,8 +66,10 @@ def test_duplicate_out_of_order_webhooks_and_a_burst_of_bubbles(platform, rabbit
             thread.join()
         burst["seconds"] = round(time.monotonic() - started, 1)
 
+    # 1,000 bubbles are 1,000 amendments through every service: on this 2-core machine they settle
+    # in 35-70 s (recovery_seconds in the figures), so the bound is wider than the default 90 s.
     figures = run_scenario("4 duplicates + 1,000 bubbles", platform, rabbit_vhost, inject, seconds=14, fault_at=2,
-                           stream_seconds=14, stream_options={"duplicate_webhooks": True})
+                           stream_seconds=14, stream_options={"duplicate_webhooks": True}, settle_timeout=150.0)
     with platform.rpc() as rpc:
         events = []
         while True:

@@ -9,34 +9,22 @@ from __future__ import annotations
 import random
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shared.core.consumer import MAX_HANDLER_FAILURES, CatchUp, EventConsumer
 from shared.core.store import ServiceStore
 from tests.integration.test_consumer import SOURCE, Recorder, effects, envelope, make_consumer
 from tests.support.lifecycle import snapshot
+from tests.support.effects_store import effects_store
 
 OTHER = "intake"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
-    metadata = MetaData()
-    Table("effects", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
-          Column("position", Integer, nullable=False), Column("actor", String(50)))
-    if request.param == "sqlite":
-        url, cleanup = f"sqlite:///{tmp_path / 'consumer.db'}", None
-    else:
-        from tests.support import infra
-        url = infra.create_postgres_database()
-        cleanup = lambda: infra.drop_postgres_database(url)  # noqa: E731
-    service_store = ServiceStore("reporting", metadata, emits_events=False, url=url)
-    service_store.database.create_all()
-    yield service_store
-    service_store.database.dispose()
-    if cleanup:
-        cleanup()
+    with effects_store(request.param, tmp_path) as service_store:
+        yield service_store
 
 
 def delivered(events, source=SOURCE):

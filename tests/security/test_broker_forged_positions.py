@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, Integer, select
+from sqlalchemy import select
 
 from shared.core.consumer import CatchUp, EventConsumer
 from shared.core.events.catalogue import LATEST_VERSION
-from shared.core.store import ServiceStore
 from tests.support.lifecycle import snapshot
+from tests.support.effects_store import effects_store
 
 SOURCE = "routing"
 
@@ -30,21 +30,8 @@ def envelope(position: int, actor: str) -> dict:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
-    metadata = MetaData()
-    Table("effects", metadata, Column("id", Integer, primary_key=True, autoincrement=True),
-          Column("position", Integer, nullable=False), Column("actor", String(50)))
-    if request.param == "sqlite":
-        url, cleanup = f"sqlite:///{tmp_path / 'consumer.db'}", None
-    else:
-        from tests.support import infra
-        url = infra.create_postgres_database()
-        cleanup = lambda: infra.drop_postgres_database(url)  # noqa: E731
-    service_store = ServiceStore("reporting", metadata, emits_events=False, url=url)
-    service_store.database.create_all()
-    yield service_store
-    service_store.database.dispose()
-    if cleanup:
-        cleanup()
+    with effects_store(request.param, tmp_path) as service_store:
+        yield service_store
 
 
 def consumer_of(store) -> EventConsumer:
