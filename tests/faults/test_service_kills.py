@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import time
 
+from services.notification.adapters.sender import DEFAULT_SENDER_CONCURRENCY
 from tests.faults.scenario import run_scenario
 from tests.support.platform import SERVICES
 
-SENDER_THREADS = 4  # NOTIFICATION_SENDER_CONCURRENCY's default
+# The documented duplicate window: one message per sender thread per notification kill
+# (NOTIFICATION_SENDER_CONCURRENCY's default; the constant said 4 after the default became 8).
+SENDER_THREADS = DEFAULT_SENDER_CONCURRENCY
 
 
 def test_each_service_killed_and_restarted(platform, rabbit_vhost):

@@ -89,13 +89,17 @@ def page_token(page_id: str | None) -> str | None:
     return None
 
 
+#: Sender green threads (NOTIFICATION_SENDER_CONCURRENCY): also the most messages a crash can
+#: send twice (one per thread: Meta accepted it, the commit that records it had not happened).
+DEFAULT_SENDER_CONCURRENCY = 8
+
 class DeliveryLoop:
     """The sender without nameko: give it the message store, a Graph client (anything with
     ``send_message`` and ``reply_to_comment``) and a way to spawn green threads. ``run`` is the
     loop; ``dispatch`` one round of it; ``deliver`` one message."""
 
     def __init__(self, deliveries: Deliveries, client, retry: RetryPolicy, *, send_rate: float = 250,
-                 concurrency: int = 8, probe_seconds: float = 30, poll_seconds: float = 0.5,
+                 concurrency: int = DEFAULT_SENDER_CONCURRENCY, probe_seconds: float = 30, poll_seconds: float = 0.5,
                  lease_seconds: float = 15, spawn: Callable = eventlet.spawn,
                  token_for: Callable[[Optional[str]], Optional[str]] = page_token,
                  human_agent_approved: bool = False, budgets: Optional[Budgets] = None):
@@ -306,7 +310,7 @@ class Sender(DependencyProvider):
             # Meta asks for a real pause after a rate limit: five base delays (10 s by default).
             RetryPolicy(base_seconds=base, rate_limit_min_pause_seconds=5 * base),
             send_rate=float(config.env("NOTIFICATION_SEND_RATE", "250")),
-            concurrency=int(config.env("NOTIFICATION_SENDER_CONCURRENCY", "8")),
+            concurrency=int(config.env("NOTIFICATION_SENDER_CONCURRENCY", str(DEFAULT_SENDER_CONCURRENCY))),
             probe_seconds=float(config.env("NOTIFICATION_TOKEN_PROBE_SECONDS", "30")),
             poll_seconds=float(config.env("NOTIFICATION_SENDER_POLL_SECONDS", "0.5")),
             lease_seconds=timeout + 5,
