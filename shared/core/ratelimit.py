@@ -96,11 +96,6 @@ def per_minute_from_env(variable: str, default: str) -> float:
     return value
 
 
-def limiter_from_env(variable: str, default: str) -> "TokenBucketLimiter | None":
-    per_minute = per_minute_from_env(variable, default)
-    return TokenBucketLimiter(per_minute) if per_minute > 0 else None
-
-
 # --- the client address a per-address limit counts -----------------------------------------------
 
 TRUSTED_PROXIES_VARIABLE = "NTBCARE_TRUSTED_PROXIES"

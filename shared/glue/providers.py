@@ -2,8 +2,9 @@
 
 * ``Storage`` — the service's ``ServiceStore`` (``shared.core.store``), migrated on start;
 * ``Consumer`` — idempotent handling of other services' events (``shared.core.consumer``) plus
-  catch-up by pulling ``<source>.events_since`` over RPC;
-* ``RateLimit`` — a per-key token bucket for a public endpoint.
+  catch-up by pulling ``<source>.events_since`` over RPC.
+
+Public endpoints' rate limits, shared by every replica, are ``shared.glue.shared_limits``.
 
 The outbox relay is in ``shared.glue.relay``.
 """
@@ -19,7 +20,6 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared.core.consumer import CatchUp, EventConsumer
 from shared.core.handlers import EventHandlers
-from shared.core.ratelimit import limiter_from_env
 from shared.core.store import ServiceStore
 from shared.glue.batching import DeliveryBatch
 from shared.glue.retention import RetentionTimer
@@ -66,21 +66,6 @@ def _find(container, kind):
         if isinstance(dependency, kind):
             return dependency
     raise RuntimeError(f"{container.service_name} needs a {kind.__name__} dependency")
-
-
-class RateLimit(DependencyProvider):
-    """A per-key token bucket for an unauthenticated public endpoint, shared by the process's
-    workers, its rate from ``variable`` (per minute; 0: none). Workers get the limiter or None."""
-
-    def __init__(self, variable: str, default: str):
-        self.variable = variable
-        self.default = default
-
-    def setup(self):
-        self.limiter = limiter_from_env(self.variable, self.default)
-
-    def get_dependency(self, worker_ctx):
-        return self.limiter
 
 
 class ConsumerApi:

@@ -22,7 +22,7 @@ from nameko.exceptions import UnknownService
 from shared.core.errors import NotFound, ValidationFailed
 from shared.core.events.catalogue import CATEGORIES
 from shared.core.store import ServiceStore
-from shared.glue.providers import RateLimit
+from shared.core.shared_budget import shared_limiter_from_env
 from services.intake.adapters import tables
 from services.intake.adapters.open311_web import Open311Settings
 from services.intake.adapters.store import build_store
@@ -127,18 +127,18 @@ def intake(migrated_sqlite, monkeypatch, called):
     worker = real_dependencies(
         IntakeService, store=store, relay=FakeRelay(), reporting=reporting, inbox_worker=inbox_worker,
         consumer=consumer_api(store, IntakeHandlers, {"routing": routing_log, "notification": notification_log}),
-        web_rate_limit=web_rate_limit(monkeypatch, 30), open311_settings=open311_settings(monkeypatch, 60),
+        web_rate_limit=web_rate_limit(monkeypatch, 30, store.database),
+        open311_settings=open311_settings(monkeypatch, 60),
         caller_system=None)      # an internal caller (the gateway names outside ones in the context data)
     yield Intake(instrument(worker, called), store, reporting, routing_log, notification_log, inbox_worker)
     store.database.dispose()
 
 
-def web_rate_limit(monkeypatch, per_minute: int):
-    """The web form's limiter as its provider builds it from the environment."""
+def web_rate_limit(monkeypatch, per_minute: int, database):
+    """The web form's limiter as its provider (``SharedRateLimit``) builds it from the
+    environment: counted in intake's database, shared by every replica."""
     monkeypatch.setenv(WEB_RATE_VARIABLE, str(per_minute))
-    provider = RateLimit(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT)
-    provider.setup()
-    return provider.limiter
+    return shared_limiter_from_env(WEB_RATE_VARIABLE, WEB_RATE_DEFAULT, database)
 
 
 def open311_settings(monkeypatch, per_minute: int) -> Open311Settings:
@@ -599,7 +599,7 @@ def test_web_complaint_refuses_bad_bodies_and_records_nothing(intake, raw, statu
 
 @covers("web_complaint")
 def test_web_complaint_is_rate_limited_per_client_address(intake, monkeypatch):
-    intake.worker.web_rate_limit = web_rate_limit(monkeypatch, 1)
+    intake.worker.web_rate_limit = web_rate_limit(monkeypatch, 1, intake.store.database)
 
     def post(address):
         return intake.worker.web_complaint(request("POST", "/api/complaints", json_body=ROAD, remote_addr=address))

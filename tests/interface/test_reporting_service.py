@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import update
 
 from shared.core.errors import Conflict, NotFound, ValidationFailed
-from shared.core.ratelimit import limiter_from_env
+from shared.core.shared_budget import shared_limiter_from_env
 from shared.core.store import ServiceStore
 from shared.glue.subscriptions import handler_name
 from services.reporting.adapters import dashboard, repository, tables
@@ -138,7 +138,7 @@ def make_reporting(tmp_path, monkeypatch, called, sources):
         worker = real_dependencies(
             ReportingService, store=store, logs=logs,
             consumer=consumer_api(store, ReportingHandlers, sources.seeder.stores),
-            status_rate_limit=limiter_from_env("REPORTING_STATUS_RATE_PER_MINUTE", "120"),
+            status_rate_limit=shared_limiter_from_env("REPORTING_STATUS_RATE_PER_MINUTE", "120", store.database),
             dashboard_pages=dashboard.PageCache.from_env())
         reporting = Reporting(instrument(worker, called), store, logs, sources)
         if pushed:
