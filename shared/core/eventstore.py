@@ -38,6 +38,8 @@ from shared.core.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, 
 from shared.core.events.envelope import Envelope, StoredEnvelope
 
 MAX_PAGE = 1000
+#: Events per multi-row INSERT when a transaction appends many on PostgreSQL.
+INSERT_PAGE = 200
 
 #: The key of the transaction-scoped advisory lock every appender takes on PostgreSQL. Advisory
 #: locks are per database, and each service has a database of its own, so one constant suffices
@@ -111,6 +113,21 @@ class _Statements:
         self.insert_outbox = f"INSERT INTO {ob} (position) VALUES ({mark})"
         # One event on PostgreSQL: both rows in one round trip.
         self.insert_one = f"{self.insert_events}; {self.insert_outbox}" if self.postgresql else None
+        self._mark, self._events_name, self._outbox_name = mark, ev, ob
+        self._pages: dict[int, str] = {}
+
+    def insert_page(self, rows: int) -> str:
+        """PostgreSQL: ``rows`` events and their outbox rows as two multi-row INSERTs in one round
+        trip (psycopg2's ``executemany`` sends one statement per row)."""
+        statement = self._pages.get(rows)
+        if statement is None:
+            one = "(" + ", ".join([self._mark] * len(_EVENT_COLUMNS)) + ")"
+            statement = self._pages[rows] = (
+                f"INSERT INTO {self._events_name} ({', '.join(_EVENT_COLUMNS)}) VALUES "
+                + ", ".join([one] * rows)
+                + f"; INSERT INTO {self._outbox_name} (position) VALUES "
+                + ", ".join([f"({self._mark})"] * rows))
+        return statement
 
 
 class EventStore:
@@ -134,8 +151,6 @@ class EventStore:
                      .order_by(events.c.version))
         self._unpublished = (select(events).join(outbox, outbox.c.position == events.c.position)
                              .order_by(events.c.position).limit(bindparam("limit")))
-        self._insert_events = events.insert()
-        self._insert_outbox = outbox.insert()
         self._outbox_size = select(func.count()).select_from(outbox)
 
     def _sql(self, connection: Connection) -> _Statements:
@@ -195,9 +210,11 @@ class EventStore:
         try:
             if len(rows) == 1 and sql.insert_one is not None:
                 execute_driver(connection, sql.insert_one, rows[0] + (rows[0][0],))
-            elif sql.postgresql:  # a batch: SQLAlchemy's multi-row VALUES pages
-                connection.execute(self._insert_events, [dict(zip(_EVENT_COLUMNS, row)) for row in rows])
-                connection.execute(self._insert_outbox, [{"position": row[0]} for row in rows])
+            elif sql.postgresql:  # a batch: pages of multi-row VALUES, one round trip each
+                for start in range(0, len(rows), INSERT_PAGE):
+                    page = rows[start:start + INSERT_PAGE]
+                    parameters = [value for row in page for value in row] + [row[0] for row in page]
+                    execute_driver(connection, sql.insert_page(len(page)), parameters)
             else:
                 execute_driver(connection, sql.insert_events, rows, many=True)
                 execute_driver(connection, sql.insert_outbox, [(row[0],) for row in rows], many=True)

@@ -77,6 +77,27 @@ def test_append_assigns_envelope_positions_and_versions(database):
                            "complaint_id", "version", "occurred_at", "data"}
 
 
+def test_a_transaction_of_many_events_spanning_insert_pages_keeps_every_event_and_outbox_row(database):
+    # PostgreSQL writes a big append as multi-row INSERT pages (INSERT_PAGE events each): a page
+    # boundary must lose, repeat or reorder nothing.
+    from shared.core.eventstore import INSERT_PAGE
+    complaint_ids = [str(uuid.uuid4()) for _ in range(7)]
+    count = 2 * INSERT_PAGE + 37
+    with database.transaction() as tx:
+        appended = tx.append([resolved(complaint_ids[i % 7], actor=f"a{i}") for i in range(count)])
+    assert [e.position for e in appended] == list(range(1, count + 1))
+    with database.read() as connection:
+        log = database.event_store.events_since(connection, 0, limit=count)
+        unpublished = database.event_store.unpublished(connection, limit=count + 10)
+    assert [(e["position"], e["data"]["actor"], e["event_id"]) for e in log] == \
+        [(e.position, f"a{e.position - 1}", e.event_id) for e in appended]
+    assert [e["position"] for e in unpublished] == list(range(1, count + 1))
+    versions = {}
+    for event in log:
+        versions[event["complaint_id"]] = versions.get(event["complaint_id"], 0) + 1
+        assert event["version"] == versions[event["complaint_id"]]
+
+
 def test_events_since_is_strictly_greater_ascending_and_capped(database):
     cid = str(uuid.uuid4())
     with database.transaction() as tx:

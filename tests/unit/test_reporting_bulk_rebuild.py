@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import inspect, select
 
-from services.reporting.adapters import fast_check, repository, tables
+from services.reporting.adapters import repository, tables
+from shared.core.events import fast_check
 from services.reporting.domain import projections
 from services.reporting.service import ReportingHandlers, build_store
 from shared.core.consumer import EventConsumer

@@ -25,7 +25,8 @@ from shared.core.db import Database
 from shared.core.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
 from shared.core.events.catalogue import NeedsHistory, upcast
 from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES
-from services.reporting.adapters import fast_check, tables
+from services.reporting.adapters import tables
+from shared.core.events import fast_check
 from services.reporting.domain.projections import (DATA_UNUSED, KEPT_FIELDS, LIFECYCLE_FIELDS,
                                                    PROJECTION_VERSION, derive, fact_from_event)
 
