@@ -33,9 +33,11 @@ class RemoteError(Exception):
 
 class PikaRpcClient:
     def __init__(self, amqp_uri: str, queue_prefix: str | None = None, timeout: float = 30.0):
-        parameters = pika.URLParameters(amqp_uri)
-        self.user = parameters.credentials.username
-        self.connection = pika.BlockingConnection(parameters)
+        # Several broker nodes may be given separated by ";" (as NTBCare's AMQP_URI): pika tries
+        # each in turn until one answers.
+        every = [pika.URLParameters(address.strip()) for address in amqp_uri.split(";") if address.strip()]
+        self.user = every[0].credentials.username
+        self.connection = pika.BlockingConnection(every)
         self.channel = self.connection.channel()
         # The gateway answers only to keys under the caller's own name.
         self.reply_key = f"{queue_prefix or self.user}.replies-{uuid.uuid4().hex[:12]}"

@@ -105,6 +105,38 @@ def _bad_request(message: str, subcode: int | None = None) -> GraphError:
     return GraphError(100, subcode, f"(#100) {message}")
 
 
+def _check_quick_replies(value: Any) -> list:
+    """``message.quick_replies`` as Meta's reference has it (meta.QUICK_REPLIES_URL): a list of
+    at most 13; text ones with a non-empty title of at most 20 characters and a payload (string
+    or number) of at most 1000 characters. Anything else is Meta's code 100."""
+    if not isinstance(value, list) or not value:
+        raise _bad_request("param message[quick_replies] must be a non-empty array")
+    if len(value) > meta.MAX_QUICK_REPLIES:
+        raise _bad_request(f"param message[quick_replies] must have at most {meta.MAX_QUICK_REPLIES} elements")
+    for index, reply in enumerate(value):
+        where = f"param message[quick_replies][{index}]"
+        if not isinstance(reply, dict):
+            raise _bad_request(f"{where} must be an object")
+        kind = reply.get("content_type")
+        if kind not in meta.QUICK_REPLY_CONTENT_TYPES:
+            raise _bad_request(f"{where}[content_type] must be one of "
+                               f"{{{', '.join(meta.QUICK_REPLY_CONTENT_TYPES)}}}")
+        if kind != "text":
+            continue
+        title, payload = reply.get("title"), reply.get("payload")
+        if not isinstance(title, str) or not title.strip():
+            raise _bad_request(f"{where}[title] is required for a text quick reply")
+        if len(title) > meta.MAX_QUICK_REPLY_TITLE:
+            raise _bad_request(f"{where}[title] must be at most {meta.MAX_QUICK_REPLY_TITLE} characters")
+        if isinstance(payload, bool) or not isinstance(payload, (str, int, float)):
+            raise _bad_request(f"{where}[payload] is required for a text quick reply")
+        if str(payload) == "" and not reply.get("image_url"):
+            raise _bad_request(f"{where}[payload] may be empty only with an image_url")
+        if len(str(payload)) > meta.MAX_QUICK_REPLY_PAYLOAD:
+            raise _bad_request(f"{where}[payload] must be at most {meta.MAX_QUICK_REPLY_PAYLOAD} characters")
+    return [dict(reply) for reply in value]
+
+
 def _missing_object(object_id: str, method: str = "post") -> GraphError:
     return GraphError(
         100, meta.MISSING_OBJECT_SUBCODE,
@@ -842,6 +874,9 @@ class GraphSandboxApp:
                     and len(text.encode("utf-8")) > INSTAGRAM_MAX_TEXT_BYTES:
                 raise _bad_request("Message text is too long: an Instagram message must be at "
                                    f"most {INSTAGRAM_MAX_TEXT_BYTES} bytes (UTF-8)")
+        if "quick_replies" in message:
+            entry["quick_replies"] = message["quick_replies"]  # recorded as sent, checked below
+            _check_quick_replies(message["quick_replies"])
 
         if private:
             psid = self._private_reply(str(recipient["comment_id"]))

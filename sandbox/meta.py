@@ -35,6 +35,19 @@ TAGS_RETIRED_URL = ("https://developers.facebook.com/documentation/business-mess
 #: The tags retired on March 4, 2020 (APPLICATION_UPDATE, ISSUE_RESOLUTION, ...): Messenger
 #: Platform changelog, https://developers.facebook.com/docs/messenger-platform/changelog/archive
 LEGACY_TAGS_URL = "https://developers.facebook.com/docs/messenger-platform/changelog/archive"
+#: Quick replies (Send API reference): ``message.quick_replies`` on a text (or attachment)
+#: message, at most 13; each ``content_type`` text / user_phone_number / user_email; for text a
+#: non-empty ``title`` (20 character limit) and a ``payload`` (string or number, 1000 character
+#: limit; may be empty only with an ``image_url``). A tap arrives as a ``messages`` webhook with
+#: ``message.text`` = the title and ``message.quick_reply.payload``.
+QUICK_REPLIES_URL = "https://developers.facebook.com/docs/messenger-platform/reference/buttons/quick-replies"
+QUICK_REPLY_CONTENT_TYPES = ("text", "user_phone_number", "user_email")
+MAX_QUICK_REPLIES = 13
+MAX_QUICK_REPLY_TITLE = 20
+MAX_QUICK_REPLY_PAYLOAD = 1000
+#: A postback (button, Get Started, persistent menu): ``messaging_postbacks`` webhook,
+#: ``{sender, recipient, timestamp, postback: {mid, title, payload}}``.
+POSTBACKS_URL = "https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messaging_postbacks"
 #: Human Agent is a feature an app must be granted through App Review.
 HUMAN_AGENT_URL = "https://developers.facebook.com/docs/features-reference/human-agent/"
 #: Private replies: one message per post/comment, within 7 days of its creation; a comment

@@ -1,11 +1,11 @@
 """Runs the whole suite the way `make test` (and CI) does: the test files in a few parallel pytest
-processes ("shards"), then the fault scenarios alone.
+processes ("shards"), then the one fault scenario that stops the machine's RabbitMQ, alone.
 
 Why: most of the suite waits — on service processes starting, on the broker, on clocks — rather
 than on the CPU (a serial run keeps about half of one core busy), so a few shards side by side
 finish in a fraction of the time on the same 2 cores. pytest-xdist cannot do it here: its workers
-deadlock once eventlet patches threading, and every test needs eventlet. The fault scenarios stop
-the machine's RabbitMQ, so they run last and alone.
+deadlock once eventlet patches threading, and every test needs eventlet. The broker-restart
+scenario stops the machine's RabbitMQ, so it runs last and alone.
 
 Files are dealt to shards longest first (the greedy "longest processing time" rule) by the time
 each file took in the last measured run (`tests/test_times.json`; a file not in it counts
@@ -29,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMES = ROOT / "tests" / "test_times.json"
 MEASURED = ROOT / "var" / "test-times.json"
 LOGS = ROOT / "var" / "test-logs"
-ALONE = ("tests/faults",)  # stop shared infrastructure: never beside anything else
+# Stops the machine's own RabbitMQ: never beside anything else. Every other fault scenario has
+# a vhost and data of its own (the cluster scenario its own three RabbitMQ nodes, the PostgreSQL
+# restart its own PostgreSQL server), so it is dealt to a shard like any other file.
+ALONE = ("tests/faults/test_broker_restart.py",)
 UNKNOWN_SECONDS = 10.0
 
 

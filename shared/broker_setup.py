@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 import requests
 
+from shared.core import config
+
 DEFINITIONS = Path(__file__).resolve().parents[1] / "deploy" / "rabbitmq" / "definitions.json"
 
 
@@ -90,8 +92,15 @@ def apply(management_url: str, auth: tuple[str, str], definitions: dict, vhost: 
             {"type": exchange["type"], "durable": exchange.get("durable", True), "auto_delete": False})
     for queue in definitions.get("queues", []):
         target = quote(vhost_map[queue["vhost"]], safe="")
+        # Quorum like every service queue (NTBCARE_QUEUE_TYPE=classic opts out; an existing queue
+        # of the other type is refused by the broker: `ntbcare queues migrate` first).
+        arguments = dict(queue.get("arguments") or {})
+        if config.queue_type() == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        else:
+            arguments.pop("x-queue-type", None)
         put(f"queues/{target}/{quote(renamed(queue['name'], names), safe='')}",
-            {"durable": queue.get("durable", True), "auto_delete": False})
+            {"durable": queue.get("durable", True), "auto_delete": False, "arguments": arguments})
     for binding in definitions.get("bindings", []):
         target = quote(vhost_map[binding["vhost"]], safe="")
         kind = "q" if binding["destination_type"] == "queue" else "e"

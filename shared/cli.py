@@ -7,6 +7,11 @@
   ntbcare quarantine list [SERVICE]    what could not be processed, with reasons
   ntbcare quarantine replay SERVICE ITEM_ID --actor NAME
   ntbcare report YYYY-MM               the monthly summary and its narrative
+  ntbcare queues migrate [--to quorum|classic] [--dry-run]
+                                       service queues to the other type, nothing lost (services stopped)
+  ntbcare classifier evaluate FILE     score the intake classifier on labelled complaints (JSON lines)
+  ntbcare classifier report [--month YYYY-MM] [--json]
+                                       how often the desk kept the automatic category and region
 
 It talks to the services the way any other system does: RPC over the broker, HTTP and the
 RabbitMQ management API. ``events tail`` is also the worked example for integrators: a plain
@@ -44,7 +49,7 @@ def rpc_proxy(timeout: float = 60):
 
 
 def management_url() -> tuple[str, tuple[str, str], str]:
-    uri = urlparse(config.amqp_uri())
+    uri = urlparse(config.amqp_addresses()[0])  # AMQP_URI may list every node of a cluster
     vhost = uri.path[1:] or "/"
     base = config.env("RABBITMQ_MANAGEMENT_URL", f"http://{uri.hostname or '127.0.0.1'}:15672")
     return base, (uri.username or "guest", uri.password or "guest"), vhost
@@ -98,11 +103,13 @@ def redact(data: dict) -> dict:
 def cmd_events_tail(args) -> int:
     import pika
 
-    parameters = pika.URLParameters(config.amqp_uri())
+    # AMQP_URI may list several nodes (``;``): pika tries each of the list in turn.
+    every = [pika.URLParameters(address) for address in config.amqp_addresses()]
     tls = config.amqp_ssl_context()
-    if tls is not None:  # amqps://: the same CA and client certificate as the services
-        parameters.ssl_options = pika.SSLOptions(tls, parameters.host)
-    connection = pika.BlockingConnection(parameters)
+    for parameters in every:
+        if tls is not None:  # amqps://: the same CA and client certificate as the services
+            parameters.ssl_options = pika.SSLOptions(tls, parameters.host)
+    connection = pika.BlockingConnection(every)
     channel = connection.channel()
     queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
     for service in EMITTING:
@@ -258,6 +265,77 @@ def cmd_report(args) -> int:
     return 0
 
 
+# -- classifier --------------------------------------------------------------------------------
+def cmd_classifier_evaluate(args) -> int:
+    """Offline: the classifier runs in this process on the province's own labelled file."""
+    from services.intake.domain.classifier import classify
+    from services.intake.domain.evaluation import LabelledFileError, evaluate, parse_cases, report
+
+    try:
+        with open(args.file, encoding="utf-8-sig") as handle:
+            cases = parse_cases(handle.read(), args.file)
+    except (OSError, LabelledFileError) as error:
+        print(f"ntbcare classifier evaluate: {error}", file=sys.stderr)
+        return 2
+    classify("pemanasan")  # build the classifier outside the timings
+    for line in report(evaluate(cases, classify), misses=args.misses, width=args.width):
+        print(line)
+    return 0
+
+
+def _kept_words(figures: dict) -> str:
+    share = figures.get("kept_share")
+    text = f"kept {figures['kept']} of {figures['reviewed']}"
+    text += f" ({share * 100:.1f}%)" if share is not None else ""
+    if figures.get("corrected_to"):
+        text += "; corrected to " + ", ".join(f"{code} x{count}" for code, count in figures["corrected_to"].items())
+    return text
+
+
+def classifier_report_lines(result: dict) -> list[str]:
+    """``reporting.classifier_accuracy`` as text: overall, then per automatic category and region."""
+    lines = [f"Automatic classification as the desk kept it — {result.get('month') or 'every month'}",
+             f"complaints {result['complaints']}, reviewed by the desk {result['reviewed']} "
+             f"(corrected {result['corrected']}, re-routed without a correction "
+             f"{result['rerouted_without_correction']})",
+             f"category {_kept_words(result['category'])}",
+             f"region {_kept_words(result['region'])}",
+             "per category (automatic):"]
+    lines += [f"  {code:<16} {_kept_words(figures)}" for code, figures in result["by_category"].items()]
+    lines.append("per region (automatic):")
+    lines += [f"  {code:<16} {_kept_words(figures)}" for code, figures in result["by_region"].items()]
+    return lines
+
+
+def cmd_classifier_report(args) -> int:
+    """From the events: reporting's projection of the desk's corrections and re-routes."""
+    if args.month is not None and not (len(args.month) == 7 and args.month[4] == "-"
+                                       and args.month.replace("-", "").isdigit()):
+        print("ntbcare classifier report: give the month as YYYY-MM, e.g. 2020-11", file=sys.stderr)
+        return 2
+    with rpc_proxy() as rpc:
+        result = rpc.reporting.classifier_accuracy(args.month)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        for line in classifier_report_lines(result):
+            print(line)
+    return 0
+
+
+# -- queues ------------------------------------------------------------------------------------
+def cmd_queues_migrate(args) -> int:
+    from shared.queue_migration import Management, MigrationRefused, migrate
+
+    base, auth, vhost = management_url()
+    try:
+        migrate(config.amqp_uri(), Management(base, auth, args.vhost or vhost), target=args.to, dry_run=args.dry_run)
+    except MigrationRefused as error:
+        print(f"ntbcare queues migrate: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntbcare", description="Operate an NTBCare deployment.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +368,28 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="the monthly summary and narrative, e.g. ntbcare report 2020-11")
     report.add_argument("month")
     report.set_defaults(func=cmd_report)
+    queues = commands.add_parser("queues", help="the services' broker queues").add_subparsers(
+        dest="queues_command", required=True)
+    migrating = queues.add_parser("migrate", help="turn every service queue into a quorum (or classic) queue, "
+                                  "moving its messages; stop the services first (docs/operations.md)")
+    migrating.add_argument("--to", choices=("quorum", "classic"), default="quorum")
+    migrating.add_argument("--dry-run", action="store_true", help="only list what would be migrated")
+    migrating.add_argument("--vhost", help="default: the vhost of AMQP_URI")
+    migrating.set_defaults(func=cmd_queues_migrate)
+    classifier = commands.add_parser("classifier", help="the intake classifier").add_subparsers(
+        dest="classifier_command", required=True)
+    evaluating = classifier.add_parser(
+        "evaluate", help="score a labelled JSON-lines file: {\"text\", \"category\", \"region\"} per line")
+    evaluating.add_argument("file", help="JSON lines; region is a BPS code (e.g. 5271) or null")
+    evaluating.add_argument("--misses", type=int, default=None,
+                            help="print at most this many misses (default: all; 0: none)")
+    evaluating.add_argument("--width", type=int, default=100, help="texts of misses are cut to this width")
+    evaluating.set_defaults(func=cmd_classifier_evaluate)
+    reporting = classifier.add_parser(
+        "report", help="how often the desk kept the automatic category and region (reporting, from the events)")
+    reporting.add_argument("--month", default=None, help="YYYY-MM (filing month, WITA); default: every month")
+    reporting.add_argument("--json", action="store_true", help="print reporting's answer as JSON")
+    reporting.set_defaults(func=cmd_classifier_report)
     return parser
 
 

@@ -12,17 +12,15 @@ consumer), records in its own database what each reader may see of them (applica
 and publishes that to ``feed.<reader>`` from there (adapters/feed_relay.py)."""
 from __future__ import annotations
 
-from kombu import Connection
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
-from nameko.web.handlers import http
 
 import shared.glue.remote_errors  # noqa: F401 - services' errors come back as their own types
 from shared.core import config
 from shared.core.errors import EXPECTED
 from shared.core.store import ServiceStore
-from shared.glue.http import json_response
 from shared.glue.providers import Consumer, Storage
+from shared.glue.service_base import HealthCheck
 from shared.glue.subscriptions import listens_to
 from services.gateway.adapters import feed_log
 from services.gateway.adapters.amqp import InternalRpc, gateway_call
@@ -70,7 +68,9 @@ class FeedConsumer(Consumer):
 
 
 @listens_to(FeedHandlers)
-class GatewayService:
+class GatewayService(HealthCheck):
+    """``GET /health`` is the common one (database and broker); no shared RPC (``ServiceBase``):
+    the gateway's broker user may declare no ``rpc-gateway`` queue."""
     name = "gateway"
 
     grants = GrantTable()
@@ -94,13 +94,3 @@ class GatewayService:
     def call(self, incoming: IncomingCall):
         """One outside system's call, answered on ``ntbcare.replies``."""
         return calls.answer(incoming, self.grants, self.rpc)
-
-    @http("GET", "/health")
-    def health(self, request):
-        try:
-            with Connection(config.amqp_uri(), connect_timeout=2) as connection:
-                connection.ensure_connection(max_retries=1, timeout=2)
-        except Exception as error:
-            return json_response(503, {"service": self.name, "status": "unavailable",
-                                       "reason": f"broker: {type(error).__name__}"})
-        return json_response(200, {"service": self.name, "status": "ok"})

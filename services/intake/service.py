@@ -15,7 +15,7 @@ from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
 from shared.core import config
-from shared.core.errors import EXPECTED, ValidationFailed
+from shared.core.errors import EXPECTED, IllegalAction, NotFound, ValidationFailed
 from shared.core.events import Envelope
 from shared.core.text import check_unicode
 from shared.glue.http import (BodyTooLarge, NotJson, client_address, json_response, read_body, read_json,
@@ -91,7 +91,8 @@ class IntakeHandlers(EventHandlers):
     starts a new complaint) and whether it is confidential; notification hands a comment's
     complaint over to Messenger. Also intake's subscriptions."""
 
-    @handles(ev.COMPLAINT_RESOLVED, ev.COMPLAINT_DISMISSED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED)
+    @handles(ev.COMPLAINT_RESOLVED, ev.COMPLAINT_DISMISSED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED,
+             ev.COMPLAINT_REOPENED)
     def on_lifecycle(self, tx, envelope: Envelope):
         lifecycle = envelope.data["lifecycle"]
         set_state(tx, envelope.complaint_id, is_open=lifecycle["open"],
@@ -249,6 +250,37 @@ class IntakeService(Open311Endpoints, ServiceBase):
         result = self._file(payload)
         result["status_url"] = status_url(result["tracking_code"])
         return json_response(201, result)
+
+    @http("POST", "/api/complaints/<string:tracking_code>/reopen")
+    def web_reopen(self, request, tracking_code):
+        """The public status page's "Belum selesai" for a web, API or Open311 complaint: ``{"text":
+        "…"}`` with the citizen's words; 202 ``{"tracking_code", "received": true}``. Rate-limited
+        per address with the web form's budget."""
+        if self.web_rate_limit is not None:
+            decision = self.web_rate_limit.take(client_address(request))
+            if not decision.allowed:
+                return too_many_requests(decision, "too many requests from this address; try again later")
+        try:
+            body = read_json(request)
+            check_unicode(body)
+        except BodyTooLarge as error:
+            return json_response(413, {"error": str(error)})
+        except NotJson as error:
+            return unsupported_media_type(error)
+        except ValueError as error:
+            return json_response(400, {"error": str(error)})
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            return json_response(400, {"error": "invalid request", "fields": {"text": ["required"]}})
+        try:
+            result = Complaints(self.store).answer_by_code(tracking_code, text)
+        except ValidationFailed as error:
+            return json_response(400, {"error": "invalid request", "fields": error.args[0] if error.args else {}})
+        except NotFound:
+            return json_response(404, {"error": "unknown tracking code"})
+        except IllegalAction as error:
+            return json_response(409, {"error": str(error)})
+        return json_response(202, result)
 
 
 def _same(given: str, expected: str) -> bool:

@@ -14,8 +14,15 @@ from shared.glue.service_base import ServiceBase
 from shared.glue.subscriptions import listens_to
 from services.notification.adapters import tables
 from services.notification.application import desk
-from services.notification.application.handling import NotificationHandlers
+from services.notification.application.handling import (NotificationHandlers, follow_up_check_seconds,
+                                                        follow_up_days)
+from services.notification.application.handling import ask_again as ask_once_more
 from services.notification.adapters.sender import Sender
+
+
+# A malformed NOTIFICATION_FOLLOW_UP_DAYS refuses the start with its message (the timer's own
+# setting, NOTIFICATION_FOLLOW_UP_CHECK_SECONDS, is read by its decorator below).
+follow_up_days()
 
 
 def build_store(url: str | None = None) -> ServiceStore:
@@ -39,6 +46,13 @@ class NotificationService(ServiceBase):
     def catch_up(self):
         self.consumer.catch_up()
         self.sender.wake()
+
+    @timer(interval=follow_up_check_seconds())
+    def ask_again(self):
+        """"Sudah selesai?" once more, NOTIFICATION_FOLLOW_UP_DAYS after a resolution the citizen
+        has not answered (issue 19); sent where a window allows, else recorded as skipped."""
+        if ask_once_more(self.store.database):
+            self.sender.wake()
 
     # -- for the desk ------------------------------------------------------------------------
     @rpc

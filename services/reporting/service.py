@@ -20,6 +20,7 @@ from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
 from shared.core import config
+from shared.core.exclusive import exclusive
 from shared.core.errors import EXPECTED, Conflict, NotFound, ValidationFailed
 from shared.glue.http import client_address, json_response, too_many_requests
 from shared.core.store import ServiceStore
@@ -69,8 +70,11 @@ class SourceLogs(DependencyProvider):
         if not self.lock.acquire(blocking=False):
             raise Conflict("a rebuild is already running")
         try:
-            self.progress = {"events": 0, "phase": "starting", "running": True}
             with ExitStack() as stack:
+                # One rebuild among every reporting replica (they share the database).
+                if not stack.enter_context(exclusive(store.database.engine, "reporting-rebuild")):
+                    raise Conflict("a rebuild is already running (another reporting replica)")
+                self.progress = {"events": 0, "phase": "starting", "running": True}
                 fetch = fetch or self.fetch
                 if fetch is None:
                     proxy = stack.enter_context(ClusterRpcProxy(self.container.config, timeout=120))
@@ -189,6 +193,16 @@ class ReportingService(ServiceBase):
         if not isinstance(months, int) or not 1 <= months <= 60:
             raise ValidationFailed("months must be a whole number from 1 to 60")
         return queries.trends(self.store.database, args["year"], args["month"], months)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def classifier_accuracy(self, month=None):
+        """How often the desk kept the automatic category and region (its corrections and
+        re-routes, from the events), overall, per category and per region; ``month``
+        ``YYYY-MM`` (filing month, WITA) or null for every month."""
+        if month is not None:
+            args = _load(DashboardArgs(), {"month": month})  # the same YYYY-MM
+            month = args["month"]
+        return queries.classifier_accuracy(self.store.database, month)
 
     @rpc
     def rebuild_progress(self):

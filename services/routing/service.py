@@ -25,6 +25,7 @@ from shared.core.events import types as ev
 from shared.core.handlers import EventHandlers, handles
 from shared.glue.subscriptions import listens_to
 from services.routing.adapters import repository, settings, tables, web
+from services.routing.adapters import clusters as cluster_settings
 from services.routing.application import schemas
 from services.routing.domain import sla
 from services.routing.adapters.console import config as console_config
@@ -47,6 +48,8 @@ def check_startup() -> None:
     """Refuse to start on malformed settings, with a message saying which."""
     settings.tokens()
     settings.sla_check_seconds()
+    cluster_settings.suggestion_rules()
+    settings.reopen_days()
     console_config.check()
     web.TokenGuesses.from_env()
     try:
@@ -114,6 +117,17 @@ class RoutingHandlers(EventHandlers):
         self.workflow.on_complaint_amended(tx, envelope)
         evidence_records.note(tx.connection, envelope.complaint_id, envelope.data.get("attachments") or [],
                               utc_now())
+
+    @handles(ev.CITIZEN_MESSAGE_RECEIVED)
+    def on_citizen_message(self, tx, envelope):
+        """A message after the first burst that reports an illegal levy makes the complaint
+        confidential (``Workflow.on_citizen_message``)."""
+        self.workflow.on_citizen_message(tx, envelope)
+
+    @handles(ev.CITIZEN_ANSWERED_FOLLOW_UP)
+    def on_citizen_answered(self, tx, envelope):
+        """"Belum" reopens (or is refused), a score rates: ``Workflow.on_citizen_answered``."""
+        self.workflow.on_citizen_answered(tx, envelope)
 
     @handles(ev.EVIDENCE_STORED)
     def on_evidence_stored(self, tx, envelope):
@@ -204,10 +218,35 @@ class RoutingService(ServiceBase):
         return self.workflow.set_confidential(complaint_id, confidential, reason, actor)
 
     @rpc(expected_exceptions=EXPECTED)
+    def reclassify(self, complaint_id, category, region_code, reason, actor):
+        """Correct the category and/or region (desk; null leaves one as it is), with the reason;
+        re-routed by the rules when the rule that applies changes."""
+        return self.workflow.reclassify(complaint_id, category, region_code, reason, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
     def desk_queue(self):
         """Open complaints at the desk (new, held, handed back) and open escalated ones, most
         urgent first."""
         return self.workflow.desk_queue()
+
+    # -- RPC: duplicates and clusters (the desk) -------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED)
+    def suggested_links(self):
+        """Pending duplicate suggestions, as clusters: each primary with the complaints suggested
+        to join it and the grounds (same post, same category and region, shared words, score)."""
+        return self.workflow.suggested_links()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def link_complaint(self, complaint_id, primary_id, reason, actor):
+        """Join a complaint to the cluster of `primary_id` (desk): `ComplaintLinked`; the
+        agencies' later steps on the primary are recorded on it too. `reason` may be empty when
+        a suggestion gives the grounds."""
+        return self.workflow.link_complaint(complaint_id, primary_id, reason, actor)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def refuse_link(self, complaint_id, primary_id, actor):
+        """Refuse a suggestion (desk): recorded, never suggested again."""
+        return self.workflow.refuse_link(complaint_id, primary_id, actor)
 
     # -- RPC: agencies -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
@@ -307,6 +346,29 @@ class RoutingService(ServiceBase):
             complaint_id, body["confidential"], body["reason"], caller.actor,
             caller=caller.agency_code), schemas.ConfidentialityBody, complaint=complaint_id)
 
+    @http("POST", "/api/complaints/<complaint_id>/classification")
+    def http_reclassify(self, request, complaint_id):
+        return self._api(request, lambda caller, body: self.workflow.reclassify(
+            complaint_id, body["category"], body["region_code"], body["reason"], caller.actor,
+            caller=caller.agency_code), schemas.ReclassifyBody, complaint=complaint_id)
+
+    @http("GET", "/api/desk/suggested-links")
+    def http_suggested_links(self, request):
+        return self._api(request, lambda caller, _body: self.workflow.suggested_links(
+            caller=caller.agency_code))
+
+    @http("POST", "/api/complaints/<complaint_id>/link")
+    def http_link(self, request, complaint_id):
+        return self._api(request, lambda caller, body: self.workflow.link_complaint(
+            complaint_id, body["primary"], body["reason"], caller.actor,
+            caller=caller.agency_code), schemas.LinkBody, complaint=complaint_id)
+
+    @http("POST", "/api/complaints/<complaint_id>/link-refusal")
+    def http_refuse_link(self, request, complaint_id):
+        return self._api(request, lambda caller, body: self.workflow.refuse_link(
+            complaint_id, body["primary"], caller.actor,
+            caller=caller.agency_code), schemas.RefuseLinkBody, complaint=complaint_id)
+
     @http("POST", "/api/complaints/<complaint_id>/acknowledge")
     def http_acknowledge(self, request, complaint_id):
         return self._api(request, lambda caller, _body: self.workflow.acknowledge(
@@ -358,6 +420,10 @@ class RoutingService(ServiceBase):
     @http("GET", "/console/kotak-masuk")
     def console_inbox(self, request):
         return self.console.inbox(request)
+
+    @http("GET", "/console/gabungan")
+    def console_clusters(self, request):
+        return self.console.clusters(request)
 
     @http("GET", "/console/cari")
     def console_search(self, request):

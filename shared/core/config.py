@@ -41,7 +41,27 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def amqp_uri() -> str:
+    """The broker: one address, or several separated by ``;`` (kombu's failover list — every
+    node of a cluster; a client connects to the first that answers and moves on when it dies)."""
     return env("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def amqp_addresses(uri: str | None = None) -> list[str]:
+    """The addresses of ``AMQP_URI`` (or ``uri``), in order."""
+    return [address.strip() for address in (uri if uri is not None else amqp_uri()).split(";") if address.strip()]
+
+
+QUEUE_TYPES = ("quorum", "classic")
+
+
+def queue_type() -> str:
+    """``NTBCARE_QUEUE_TYPE``: the type of every durable queue the services declare — ``quorum``
+    (the default: replicated on a cluster, and what RabbitMQ 4 keeps) or ``classic`` (an explicit
+    opt-out, e.g. for a broker whose queues are not migrated yet: docs/operations.md)."""
+    value = env("NTBCARE_QUEUE_TYPE", "quorum").strip().lower()
+    if value not in QUEUE_TYPES:
+        raise ConfigError(f"NTBCARE_QUEUE_TYPE must be quorum or classic, not {value!r}")
+    return value
 
 
 AMQP_SSL_VARIABLES = ("AMQP_SSL_CA_FILE", "AMQP_SSL_CERT_FILE", "AMQP_SSL_KEY_FILE")
@@ -53,6 +73,9 @@ def amqp_ssl() -> dict[str, Any] | None:
     against ``AMQP_SSL_CA_FILE`` (else the system's CAs) — and its name checked against the
     URI's host; ``AMQP_SSL_CERT_FILE``/``AMQP_SSL_KEY_FILE`` present a client certificate."""
     ca_file, cert_file, key_file = (env(variable) for variable in AMQP_SSL_VARIABLES)
+    schemes = {address.split("://", 1)[0].lower() for address in amqp_addresses()}
+    if len(schemes) > 1:
+        raise ConfigError("AMQP_URI mixes amqp:// and amqps:// addresses; every node takes the same TLS settings")
     if not amqp_uri().lower().startswith("amqps://"):
         if ca_file or cert_file or key_file:
             # Certificates for a plain connection would silently do nothing: say so instead.
@@ -116,6 +139,7 @@ def check_startup_settings() -> None:
     periods that are numbers of days and, outside development, no placeholder or development
     secret anywhere in its environment."""
     amqp_ssl()
+    queue_type()
     for name, value in os.environ.items():
         if name.endswith("_RETENTION_DAYS") and value:
             try:

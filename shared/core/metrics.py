@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from shared.core.events import types as ev
+
 if TYPE_CHECKING:
     from shared.core.consumer import EventConsumer
     from shared.core.events import Envelope
@@ -47,14 +49,14 @@ def record_appended(service: str, envelopes: Iterable[Envelope]) -> None:
     for envelope in envelopes:
         EVENTS_APPENDED.labels(service, envelope.event_type).inc()
         data = envelope.data
-        if envelope.event_type == "ComplaintFiled":
+        if envelope.event_type == ev.COMPLAINT_FILED:
             COMPLAINTS_FILED.labels(data.get("channel", "unknown")).inc()
-        elif envelope.event_type == "CitizenNotified":
+        elif envelope.event_type == ev.CITIZEN_NOTIFIED:
             NOTIFICATIONS_SENT.labels(data.get("channel", "unknown")).inc()
-        elif envelope.event_type == "CitizenNotificationFailed":
+        elif envelope.event_type == ev.CITIZEN_NOTIFICATION_FAILED:
             NOTIFICATIONS_FAILED.labels(str(data.get("reason", "unknown"))[:64],
                                         str(bool(data.get("permanent"))).lower()).inc()
-        elif envelope.event_type == "ComplaintEscalated":
+        elif envelope.event_type == ev.COMPLAINT_ESCALATED:
             SLA_BREACHES.labels(data.get("breach", "unknown")).inc()
 
 

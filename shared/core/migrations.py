@@ -13,7 +13,9 @@ A service checks its database on start: at the newest revisions it runs; with
 ``NTBCARE_AUTO_MIGRATE`` on (the default when ``NTBCARE_ENV=development``, i.e. ``make run`` and the
 tests) it upgrades first; otherwise it refuses to start and says which command migrates it, instead
 of failing later on a missing table. ``make migrate`` / ``python -m shared.core.migrations upgrade
-[SERVICE]`` migrates.
+[SERVICE]`` migrates. Replicas starting together on one database upgrade it one after another
+(the lock ``migrations`` of ``shared.core.exclusive``): the first runs the revisions, the others
+find nothing to do.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Engine
 
 from shared.core import config
+from shared.core.exclusive import exclusive
 
 if TYPE_CHECKING:
     from shared.core.db import Database
@@ -198,12 +201,15 @@ def _check_or_upgrade(service: str, database: Database) -> None:
         database.create_all()  # a service without revisions yet (development only)
         return
     if auto_migrate_enabled():
-        if not current(database.engine) and _has_tables(database.engine):
-            raise UnmigratedDatabase(
-                f"the {service} database ({database.url}) has tables but no migration history: it was made "
-                f"by an older version. Move it aside (e.g. delete ./var in development) or, if it matches "
-                f"this version, stamp it: python -m shared.core.migrations stamp {service}.")
-        upgrade(service, database.url)
+        # Replicas starting together share the database: one upgrades, the others wait for it
+        # and then find nothing to do (without the lock both would create the same tables).
+        with exclusive(database.engine, "migrations", wait=True):
+            if not current(database.engine) and _has_tables(database.engine):
+                raise UnmigratedDatabase(
+                    f"the {service} database ({database.url}) has tables but no migration history: it was "
+                    f"made by an older version. Move it aside (e.g. delete ./var in development) or, if it "
+                    f"matches this version, stamp it: python -m shared.core.migrations stamp {service}.")
+            upgrade(service, database.url)
         return
     at = current(database.engine)
     lacking = missing(service, at)

@@ -23,6 +23,19 @@ CATEGORY_LABELS: dict[str, str] = {
     "lainnya": "lainnya",
 }
 CATEGORIES: tuple[str, ...] = tuple(CATEGORY_LABELS)
+#: A category as a heading or list entry (console, Open311's ``service_name``): the label, capitalised.
+CATEGORY_TITLES: dict[str, str] = {code: label[:1].upper() + label[1:] for code, label in CATEGORY_LABELS.items()}
+#: What each category covers, in a sentence (Open311's service ``description``).
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    "koperasi_umkm": "Koperasi, usaha mikro, kecil dan menengah",
+    "lingkungan_hidup": "Sampah, pencemaran, limbah, hutan dan lingkungan",
+    "infrastruktur": "Jalan, jembatan, drainase, irigasi dan bangunan publik",
+    "pungli": "Pungutan liar dalam pelayanan publik (dirahasiakan)",
+    "pelayanan_umum": "Administrasi kependudukan, perizinan, air bersih, listrik",
+    "sosial": "Bantuan sosial, PKH, rumah tidak layak huni",
+    "kesehatan": "Rumah sakit, puskesmas, BPJS, gizi",
+    "lainnya": "Aduan lain yang belum tercakup",
+}
 #: Complaints of these categories are confidential from their first text on (design: pungli).
 CONFIDENTIAL_CATEGORIES: tuple[str, ...] = ("pungli",)
 
@@ -72,6 +85,8 @@ OPEN_STAGES: tuple[str, ...] = (STAGE_FILED, STAGE_TRIAGE, STAGE_ASSIGNED, STAGE
 WITA = ZoneInfo("Asia/Makassar")
 MONTH_NAMES: tuple[str, ...] = ("Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli",
                                 "Agustus", "September", "Oktober", "November", "Desember")
+#: Jan, Feb … Agu … Des: tables write months short.
+MONTH_ABBREVIATIONS: tuple[str, ...] = tuple(name[:3] for name in MONTH_NAMES)
 
 
 def category_label(code: str) -> str:
@@ -80,6 +95,18 @@ def category_label(code: str) -> str:
 
 def region_name(code: str | None) -> str:
     return REGION_NAMES.get(code or "", code or UNKNOWN_REGION_NAME)
+
+
+def category_title(code: str | None) -> str:
+    return CATEGORY_TITLES.get(code or "", code or "—")
+
+
+def short_region_name(code: str | None) -> str:
+    """'Lombok Tengah', 'Kota Mataram' (a kabupaten without the word): lists and tables."""
+    name = REGION_NAMES.get(code or "")
+    if name is None:
+        return UNKNOWN_REGION_NAME
+    return name.removeprefix("Kabupaten ")
 
 
 def status_label(word: str) -> str:
@@ -96,6 +123,13 @@ def tanggal(moment: datetime) -> str:
     """'3 November 2020 pukul 14.05 WITA': how a message to a citizen writes a time."""
     local = in_wita(moment)
     return f"{local.day} {MONTH_NAMES[local.month - 1]} {local.year} pukul {local:%H.%M} WITA"
+
+
+def tanggal_singkat(moment: datetime, with_zone: bool = True) -> str:
+    """'12 Jan 2025, 14.30 WITA': how the console writes a time."""
+    local = in_wita(moment)
+    text = f"{local.day} {MONTH_ABBREVIATIONS[local.month - 1]} {local.year}, {local:%H.%M}"
+    return f"{text} WITA" if with_zone else text
 
 
 def short_wita(moment: datetime) -> str:

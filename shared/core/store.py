@@ -11,6 +11,7 @@ from shared.core import config, metrics, migrations
 from shared.core.consumer import consumer_tables
 from shared.core.db import Database
 from shared.core.eventstore import EventStore
+from shared.core.exclusive import exclusive
 from shared.core.quarantine import Quarantine, quarantine_table
 from shared.core.retention import RetentionRule, quarantine_rule
 from shared.core.shared_budget import budget_table
@@ -35,8 +36,11 @@ class ServiceStore:
     def prepare(self) -> None:
         """Migrate (or check) the database, then let the service set up run-time tables."""
         migrations.prepare(self.name, self.database)
-        for step in self.on_ready:
-            step()
+        # Run-time tables (reporting's projection generation) are made by the first replica to
+        # start; one that starts with it waits, then finds them made.
+        with exclusive(self.database.engine, "migrations", wait=True):
+            for step in self.on_ready:
+                step()
 
     def events_since(self, position: int, limit: int = 1000) -> list[dict[str, Any]]:
         if self.event_store is None:  # callers ask only a service that emits events

@@ -25,7 +25,8 @@ of spawning a worker for each:
   in it is a duplicate or handled anew (the transaction was not committed).
 
 Queue names, bindings and their durability are nameko's ``EventHandler``'s, unchanged (the broker
-permissions of docs/operations.md name them). ``NTBCARE_CONSUMER_BATCH=0`` restores one nameko
+permissions of docs/operations.md name them); their type is quorum unless opted out
+(``shared.glue.queues``, which wraps ``EventHandler.setup``). ``NTBCARE_CONSUMER_BATCH=0`` restores one nameko
 worker per delivery.
 """
 from __future__ import annotations

@@ -16,6 +16,9 @@ which ends the worker's thread and again kills the container. The reply is dropp
 caller's call fails or times out, as it would on any broker outage, and callers here retry —
 catch-up pulls again); the request stays unacked, so the broker delivers it again after the
 reconnect.
+
+With several broker addresses (``AMQP_URI`` with ``;``), the consumers' reconnection warning
+names them all, each with its password redacted (nameko's own redacts the first one only).
 """
 from __future__ import annotations
 
@@ -24,11 +27,16 @@ import logging
 from kombu.exceptions import OperationalError
 from nameko.messaging import QueueConsumer
 from nameko.rpc import RpcConsumer
+from nameko.utils import sanitize_url
+
+from shared.core import config
+from shared.glue import queues
 
 log = logging.getLogger(__name__)
 
 
 def install() -> None:
+    queues.install()  # quorum (or, opted out, classic) service queues: shared.glue.queues
     if getattr(QueueConsumer, "_ntbcare_tolerates_lost_connections", False):
         return
     original_ack, original_requeue = QueueConsumer.ack_message, QueueConsumer.requeue_message
@@ -63,3 +71,11 @@ def install() -> None:
             return result, exc_info
 
     RpcConsumer.handle_result = handle_result
+
+    def on_connection_error(self, exc, interval):
+        # nameko redacts the password of the first address only; AMQP_URI may list several.
+        log.warning("Error connecting to broker at %s (%s). Retrying in %s seconds.",
+                    ";".join(sanitize_url(address) for address in config.amqp_addresses(self.amqp_uri)),
+                    exc, interval)
+
+    QueueConsumer.on_connection_error = on_connection_error

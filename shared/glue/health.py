@@ -5,6 +5,7 @@ from kombu import Connection
 
 from shared.core import config
 from shared.core.store import ServiceStore
+from shared.glue import broker
 from shared.glue.relay import RelayStatus
 
 
@@ -17,7 +18,8 @@ def health_report(service: str, store: ServiceStore, relay: RelayStatus | None, 
         problems.append(f"database: {type(error).__name__}")
     try:
         with Connection(config.amqp_uri(), connect_timeout=2, ssl=config.amqp_ssl()) as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
+            # every address of AMQP_URI once: healthy when some node answers
+            connection.ensure_connection(max_retries=broker.retries(config.amqp_uri()), timeout=4)
     except Exception as error:
         problems.append(f"broker: {type(error).__name__}")
     body = {"service": service, "status": "ok" if not problems else "unavailable"}

@@ -13,6 +13,8 @@ from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 
 from shared.core import config, metrics
+from shared.core.exclusive import exclusive
+from shared.glue import broker
 from shared.core.store import ServiceStore
 from shared.glue.providers import Storage, _find
 
@@ -96,9 +98,10 @@ class OutboxRelay(DependencyProvider):
         if self._connection is None:
             # Confirms are enabled on the channel and awaited per batch (below), not per
             # message: kombu's confirm_publish would wait one broker round trip per event.
-            self._connection = Connection(self.container.config["AMQP_URI"], connect_timeout=5,
-                                          ssl=self.container.config.get("AMQP_SSL"))  # amqps://
-            self._connection.ensure_connection(max_retries=1)
+            # Every address of AMQP_URI once (shared.glue.broker); after a failure the next
+            # attempt starts again from the first.
+            self._connection = broker.connect(self.container.config["AMQP_URI"],
+                                              ssl=self.container.config.get("AMQP_SSL"))  # amqps://
             self._channel = self._connection.channel()
             self._channel.confirm_select()
             self._next_tag = 1  # the broker numbers a confirm channel's publishes from 1
@@ -144,7 +147,14 @@ class OutboxRelay(DependencyProvider):
 
     def publish_pending(self) -> int:
         """Publish one batch of unpublished events and wait for the broker's confirms of the
-        whole batch; only confirmed events leave the outbox (in one statement)."""
+        whole batch; only confirmed events leave the outbox (in one statement). One relay of the
+        service's replicas publishes at a time (``shared.core.exclusive``): each event goes out
+        once and a log's events in position order; the others find the lock taken and wait for
+        their next round."""
+        with exclusive(self.store.database.engine, "outbox-relay") as mine:
+            return self._publish_pending() if mine else 0
+
+    def _publish_pending(self) -> int:
         database, event_store = self.store.database, self.outbox()
         with database.read() as connection:
             pending = event_store.unpublished(connection, self.batch_size)

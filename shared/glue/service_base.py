@@ -1,6 +1,7 @@
 """Entrypoints every NTBCare service shares: its ordered log (``events_since``), quarantine
-listing and replay, and ``GET /health``. Services inherit them; nameko picks up inherited
-entrypoints."""
+listing and replay, ``GET /metrics`` and ``GET /health``. Services inherit them; nameko picks up
+inherited entrypoints. The gateway inherits ``HealthCheck`` only: it answers no RPC (its broker
+user may declare no ``rpc-gateway`` queue, docs/gateway.md)."""
 from __future__ import annotations
 
 from nameko.rpc import rpc
@@ -16,10 +17,23 @@ from shared.glue.health import health_report
 from shared.core.quarantine import QuarantineNotFound
 
 
-class ServiceBase:
+class HealthCheck:
+    """``GET /health``: 200 when the service's database and the broker answer (``health_report``)."""
     name: str
     store = None   # Storage
     relay = None   # OutboxRelay or None for services that emit nothing
+
+    def health_extra(self) -> dict:
+        return {}
+
+    @http("GET", "/health")
+    def health(self, request):
+        status, body = health_report(self.name, self.store, self.relay, self.health_extra())
+        return json_response(status, body)
+
+
+class ServiceBase(HealthCheck):
+    """What every service that answers RPC inherits: its log, its quarantine, metrics and health."""
 
     @rpc
     def events_since(self, position, limit=1000):
@@ -60,16 +74,8 @@ class ServiceBase:
             return consumer.consumer.replay(item, actor)
         raise NotFound(f"{self.name} cannot replay items of kind {item['kind']!r}")
 
-    def health_extra(self) -> dict:
-        return {}
-
     @http("GET", "/metrics")
     def metrics(self, request):
         consumer = getattr(self, "consumer", None)
         body, content_type = metrics.render(self.store, consumer.consumer if consumer is not None else None)
         return Response(body, status=200, content_type=content_type)
-
-    @http("GET", "/health")
-    def health(self, request):
-        status, body = health_report(self.name, self.store, self.relay, self.health_extra())
-        return json_response(status, body)

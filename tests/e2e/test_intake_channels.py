@@ -341,6 +341,13 @@ def test_a_large_batch_is_answered_at_once_and_processed_behind_the_answer(platf
 
 
 # -- what real Pages send besides complaints ------------------------------------------------------------
+def like_without_payload_sticker_id(page_id: str, psid: str) -> dict:
+    """The 👍 with ``sticker_id`` on the message only: its ``image`` payload holds just the URL."""
+    message = meta.like_button(page_id, psid)
+    del message["message"]["attachments"][0]["payload"]["sticker_id"]
+    return message
+
+
 def test_a_like_or_sticker_never_files_and_a_like_after_the_answer_is_recorded(platform):
     marker = uuid.uuid4().hex[:8]
     psid, stranger = fb.new_psid(), fb.new_psid()
@@ -352,10 +359,22 @@ def test_a_like_or_sticker_never_files_and_a_like_after_the_answer_is_recorded(p
     body = fb.page_body(fb.messaging_entry(DEV_PAGE_ID, meta.like_button(DEV_PAGE_ID, psid),
                                            meta.sticker_transition(DEV_PAGE_ID, psid),
                                            meta.like_button(DEV_PAGE_ID, stranger, meta.LIKE_MEDIUM),
-                                           meta.sticker_only(DEV_PAGE_ID, stranger)))
+                                           meta.sticker_only(DEV_PAGE_ID, stranger),
+                                           like_without_payload_sticker_id(DEV_PAGE_ID, stranger)))
     assert fb.signed_post(hook(platform), body).status_code == 200
     reacted = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
         events(platform, "CitizenReacted", complaint_id)), 10, message="two reactions")
+
+    # The 200 came before the processing: wait until the whole body (the stranger's items are
+    # last) is processed, so what follows checks the stranger's half too.
+    def outcome():
+        with db(platform) as connection:
+            row = connection.execute("select state, outcome from webhook_inbox where body like ?",
+                                     (f"%{stranger}%",)).fetchone()
+        return json.loads(row[1]) if row and row[0] == "processed" else None
+    # psid's two reactions recorded; the stranger (no complaint to react to): three ignored.
+    assert wait_for(outcome, 20, message="the reactions' body processed") == {"reaction_recorded": 2,
+                                                                             "ignored": 3}
     assert [e["data"]["reaction"] for e in reacted] == ["like", "sticker"]
     assert reacted[0]["data"]["sticker_id"] == str(meta.LIKE_SMALL)
     assert [e for e in events(platform, "ComplaintFiled") if "[lampiran" in e["data"]["text"]

@@ -15,7 +15,8 @@ import yaml
 
 import shared.glue.remote_errors  # noqa: F401 - registers remote exception types
 from sandbox.control import meta_saw
-from shared.core.reference import OPEN_STATUSES, STATUS_LABELS, in_wita
+from shared.core.events import types as ev
+from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES, PUBLIC_STATUSES, STATUS_LABELS, in_wita
 from tests.support import facebook as fb
 from tests.support.platform import DEV_PAGE_ID, ROOT, Platform, wait_for
 
@@ -57,8 +58,9 @@ class Citizen:
         self.platform = platform
         self.psid = fb.new_psid()
 
-    def says(self, text: str) -> None:
-        body = fb.page_body(fb.messaging_entry(DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, self.psid, text)))
+    def says(self, text: str, at_ms: int | None = None) -> None:
+        """``at_ms``: Meta's timestamp of the message (now when None)."""
+        body = fb.page_body(fb.messaging_entry(DEV_PAGE_ID, fb.text_message(DEV_PAGE_ID, self.psid, text, at_ms)))
         meta_saw(self.platform.sandbox_url, body)  # the sandbox, like Meta, knows who wrote
         response = fb.signed_post(f"{self.platform.url('intake')}/webhooks/facebook", body)
         assert response.status_code == 200
@@ -66,6 +68,10 @@ class Citizen:
     def received(self) -> list[str]:
         return [call["text"] or "" for call in self.platform.sandbox_calls(status=200)
                 if (call.get("recipient") or {}).get("id") == self.psid]
+
+    def last_told(self) -> str | None:
+        """The status word of the latest message that tells one."""
+        return next((word for word in map(told, reversed(self.received())) if word), None)
 
     def asks_status(self, tracking_code: str) -> str:
         """``CEK <code>``: the word the platform answers with."""
@@ -100,18 +106,25 @@ def desk(platform):
     return Desk(platform)
 
 
-def file_by_messenger(platform, text: str) -> tuple[Citizen, dict]:
+#: Every complaint this module's platform was given (its own fresh databases): the monthly
+#: report must count exactly these, each under the status routing gives it.
+FILED: dict[str, dict] = {}
+
+
+def file_by_messenger(platform, text: str, at_ms: int | None = None) -> tuple[Citizen, dict]:
     citizen = Citizen(platform)
-    citizen.says(text)
+    citizen.says(text, at_ms)
 
     def filed():
         with platform.rpc() as rpc:
             for event in rpc.intake.events_since(0, 1000):
-                if event["event_type"] == "ComplaintFiled" and \
+                if event["event_type"] == ev.COMPLAINT_FILED and \
                         (event["data"]["reply_to"] or {}).get("psid") == citizen.psid:
                     return rpc.routing.get_complaint(event["complaint_id"])
         return None
-    return citizen, wait_for(filed, 30, message="complaint filed and known to routing")
+    complaint = wait_for(filed, 30, message="complaint filed and known to routing")
+    FILED[complaint["complaint_id"]] = complaint
+    return citizen, complaint
 
 
 def routed(platform, complaint_id: str) -> dict:
@@ -157,8 +170,61 @@ def agree(platform, desk: Desk, citizen: Citizen, complaint_id: str, status: str
     assert f"<dt>Status publik</dt><dd>{STATUS_LABELS[status]}</dd>" in page
     assert ('class="badge secret">Rahasia' in page) is confidential
 
+    # The monthly report of the complaint's own WITA filing month counts it, under its status.
+    wait_for(lambda: report_agrees(platform, complaint), 30,
+             message=f"monthly_summary counts {code} as {status}")
+
+    # The citizen: never told of a closure that has not happened, told of one that has, and the
+    # status word they were last told (their latest message, after asking) is the public one.
+    pushed = [told(text) for text in citizen.received()]
+    closed_told = [word for word in pushed if word in CLOSED_STATUSES]
+    if status in CLOSED_STATUSES:
+        wait_for(lambda: status in [told(text) for text in citizen.received()], 30,
+                 message=f"the citizen is told {status}")
+    else:
+        assert not closed_told, f"the citizen was told {closed_told[-1]} while {status}"
     assert citizen.asks_status(code) == status
+    latest = wait_for(lambda: citizen.last_told(), 30, message="a status in the latest message")
+    assert latest == status
     return public
+
+
+#: What each message the citizen can receive tells them of the status (messages.yaml).
+TOLD = [
+    (re.compile(r"^Status aduan \S+: (\w+)\."), None),       # status_full / status_public
+    (re.compile(r"\(status: (\w+)\)"), None),                 # dismissed, comment_public_update
+    (re.compile(r"telah dinyatakan selesai"), "selesai"),     # resolved
+    (re.compile(r"ditutup karena sama dengan aduan"), "ditolak"),  # dismissed_duplicate
+    (re.compile(r"telah (diverifikasi dan )?diteruskan kepada"), "disetujui"),  # routed
+    (re.compile(r"telah kami terima dengan kode"), "diterima"),  # filed_ack
+]
+
+
+def told(text: str) -> str | None:
+    """The status word a message tells the citizen, or None for one that tells none."""
+    for pattern, word in TOLD:
+        found = pattern.search(text)
+        if found:
+            status = word or found.group(1)
+            assert status in PUBLIC_STATUSES, text
+            return status
+    return None
+
+
+def report_agrees(platform, complaint: dict) -> bool:
+    """``reporting.monthly_summary`` of the complaint's WITA filing month counts every complaint
+    filed that month, and as resolved exactly those routing calls *selesai*."""
+    month = filing_month(complaint)
+    mine = [cid for cid, filed in FILED.items() if filing_month(filed) == month]
+    with platform.rpc() as rpc:
+        statuses = [rpc.routing.get_complaint(cid)["public_status"] for cid in mine]
+        summary = rpc.reporting.monthly_summary(*month)
+    return (summary["total"], summary["resolved"]) == (len(mine), statuses.count("selesai"))
+
+
+def filing_month(complaint: dict) -> tuple[int, int]:
+    filed = in_wita(datetime.fromisoformat(complaint["filed_at"].replace("Z", "+00:00")))
+    return filed.year, filed.month
 
 
 def report_counts(platform, complaint: dict) -> tuple[int, int]:
@@ -264,18 +330,18 @@ def test_a_later_bubble_makes_it_confidential_and_the_desk_unmarks_it(platform, 
             found = rpc.routing.get_complaint(cid)
         return found if found["confidential"] else None
     wait_for(confidential, 30, message="confidential after the second bubble")
-    complaint = routed(platform, cid)
-    lead = complaint["lifecycle"]["lead_agencies"]
-    status = complaint["public_status"]
-    if lead:
-        with platform.rpc() as rpc:
-            rpc.routing.respond(cid, lead[0], "Kami telah memeriksa kantor desa tersebut.", False, "rini")
-        status = "diproses"
-    else:  # at the desk: the desk routes it to the levy task force
-        with platform.rpc() as rpc:
-            rpc.routing.assign(cid, ["inspektorat", "polda-ntb"], "Pungli", "sari")
-            rpc.routing.respond(cid, "inspektorat", "Kami telah memeriksa kantor desa tersebut.", False, "rini")
-        status = "diproses"
+    routed(platform, cid)
+    # Whichever way routing first sent it (the first bubble alone to the desk, or the levy to
+    # Inspektorat by the pungli rule), the desk hands it to the task force's head, Polda NTB
+    # (a routing no rule makes, so the re-route is never refused): the same history on every run.
+    with platform.rpc() as rpc:
+        rpc.routing.assign(cid, ["polda-ntb", "inspektorat"], "Pungli: Satgas Saber Pungli", "sari")
+    agree(platform, desk, citizen, cid, "disetujui", True)
+    with platform.rpc() as rpc:
+        lifecycle = rpc.routing.get_complaint(cid)["lifecycle"]
+        assert (lifecycle["lead_agencies"], lifecycle["coordinating_agencies"]) == (["polda-ntb"], ["inspektorat"])
+        rpc.routing.respond(cid, "polda-ntb", "Kami telah memeriksa kantor desa tersebut.", False, "rini")
+    status = "diproses"
     secret = "Kami telah memeriksa kantor desa tersebut."
     agree(platform, desk, citizen, cid, status, True, answers_shown=False, secret=secret)
     assert not any("Inspektorat" in text or "Polda" in text for text in citizen.received())
@@ -288,3 +354,31 @@ def test_a_later_bubble_makes_it_confidential_and_the_desk_unmarks_it(platform, 
     changes = [(e["data"]["confidential"], e["data"]["actor"]) for e in events
                if e["event_type"] == "ComplaintConfidentialityChanged"]
     assert changes == [(True, "intake:classifier"), (False, "sari")]
+
+
+def test_a_levy_told_after_the_first_burst_makes_it_confidential(platform, desk):
+    """Any text of the complaint counts: a message long after the first burst (intake's
+    ``CitizenMessageReceived``, not an amendment) reporting a levy makes the complaint
+    confidential everywhere, recorded by routing as the classifier's decision."""
+    ten_minutes_ago = fb.now_ms() - 600_000   # the first burst ended long ago (INTAKE_BUBBLE_SECONDS=120)
+    citizen, complaint = file_by_messenger(
+        platform, "Jalan kabupaten di Praya Lombok Tengah rusak dekat kantor desa", ten_minutes_ago)
+    cid = complaint["complaint_id"]
+    assert routed(platform, cid)["confidential"] is False
+    # (No CEK before it: a status question keeps the first burst's clock going.)
+    citizen.says("Waktu saya urus KTP di kantor desa itu, petugas minta uang 300rb, katanya pungutan")
+
+    def confidential():
+        with platform.rpc() as rpc:
+            found = rpc.routing.get_complaint(cid)
+        return found if found["confidential"] else None
+    wait_for(confidential, 30, message="confidential after a later message")
+    with platform.rpc() as rpc:
+        intake_events = [e for e in rpc.intake.events_since(0, 1000) if e["complaint_id"] == cid]
+        routing_events = [e for e in rpc.routing.events_since(0, 1000) if e["complaint_id"] == cid]
+    assert [e["data"]["levy_reported"] for e in intake_events
+            if e["event_type"] == ev.CITIZEN_MESSAGE_RECEIVED] == [True]
+    assert not [e for e in intake_events if e["event_type"] == ev.COMPLAINT_AMENDED]
+    assert [(e["data"]["confidential"], e["data"]["actor"]) for e in routing_events
+            if e["event_type"] == ev.COMPLAINT_CONFIDENTIALITY_CHANGED] == [(True, "intake:classifier")]
+    agree(platform, desk, citizen, cid, "disetujui", True)

@@ -102,9 +102,13 @@ def test_november_2020_gives_the_briefs_figures(platform, november):
     result = wait_for(lambda: (lambda s: s if s["followed_up"] == 10 and s["resolved"] == 6
                                and s["by_agency"] == expected_agencies else None)(summary(platform, 2020, 11)),
                       60, message="November 2020 figures")
-    assert set(result) == {"year", "month", "total", "by_category", "by_region", "by_agency", "followed_up",
+    # The contract's fields, and only added ones besides (issue 19: duplicates, satisfaction).
+    assert set(result) >= {"year", "month", "total", "by_category", "by_region", "by_agency", "followed_up",
                            "follow_up_rate", "resolved", "median_hours_to_first_response",
-                           "within_first_response_sla"}
+                           "within_first_response_sla", "duplicates", "duplicates_by_category",
+                           "duplicates_by_agency"}
+    assert result["duplicates"] == {"complaints": 11, "linked": 0, "clusters": 0, "problems": 11,
+                                    "duplicate_share": 0.0}
     assert (result["year"], result["month"], result["total"]) == (2020, 11, 11)
     assert result["by_category"] == {"koperasi_umkm": 4, "lingkungan_hidup": 3, "infrastruktur": 1, "pungli": 1,
                                      "pelayanan_umum": 0, "sosial": 1, "kesehatan": 1, "lainnya": 0}

@@ -13,6 +13,15 @@ from tests.support.load import ComplaintStream
 
 FIGURES: dict[str, dict] = {}
 
+#: The stores a scenario runs on: ``pytest.mark.parametrize("store", STORES, indirect=True,
+#: scope="module")`` (the ``store`` fixture of the fault conftest).
+STORES = ("sqlite", "postgresql")
+
+
+def named(name: str, store: str) -> str:
+    """A scenario's name in the figures: as it always was on SQLite, marked on PostgreSQL."""
+    return name if store == "sqlite" else f"{name} (PostgreSQL)"
+
 
 DESK_TOKEN = "desk-token-fault-suite"
 DPUPR_TOKEN = "dpupr-token-fault-suite"

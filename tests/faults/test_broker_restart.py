@@ -2,6 +2,7 @@
 (``rabbitmqctl stop_app`` / ``start_app``: the node stays, durable queues and persistent messages
 survive). Webhooks keep being accepted (the inbox and the outbox need no broker); RPC callers get
 errors and retry; every service reconnects by itself and the outbox relays publish what piled up.
+On SQLite and on PostgreSQL (a shorter stream there).
 
 The broker is the machine's own: this module must not run alongside other test runs (``make
 test`` runs modules one after another). The broker is started again whatever happens."""
@@ -14,11 +15,12 @@ import time
 import pytest
 import requests
 
-from tests.faults.scenario import run_scenario
+from tests.faults.scenario import STORES, named, run_scenario
 from tests.support import infra
 from tests.support.platform import wait_for
 
 OUTAGE_SECONDS = 6
+pytestmark = pytest.mark.parametrize("store", STORES, indirect=True, scope="module")
 
 
 def rabbitmqctl(*args: str, timeout: float = 120) -> None:
@@ -32,7 +34,7 @@ def broker_healthy() -> bool:
 
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None,
                     reason="needs the local broker's rabbitmqctl to stop and start it")
-def test_broker_stopped_and_started_mid_stream(platform, rabbit_vhost):
+def test_broker_stopped_and_started_mid_stream(platform, rabbit_vhost, store):
     def inject():
         try:
             rabbitmqctl("stop_app")
@@ -43,8 +45,8 @@ def test_broker_stopped_and_started_mid_stream(platform, rabbit_vhost):
         wait_for(broker_healthy, 60, message="the broker's management API back")
 
     try:
-        figures = run_scenario("1 RabbitMQ restart", platform, rabbit_vhost, inject, seconds=16, fault_at=3,
-                               settle_timeout=120)
+        figures = run_scenario(named("1 RabbitMQ restart", store), platform, rabbit_vhost, inject,
+                               seconds=16 if store == "sqlite" else 12, fault_at=3, settle_timeout=120)
     finally:
         # Whatever failed above, leave the machine's broker running for everything after us.
         if not _answers():

@@ -1,15 +1,19 @@
 """Fault 3: the Graph API misbehaves mid-stream — 30 % of calls fail with temporary errors, then
 Meta rate-limits the Page (613), then the Page's token is revoked and later restored. Every
 message still reaches the citizen exactly once: temporary errors are retried with backoff, a rate
-limit pauses the Page, an invalid token holds the queue until the token works again."""
+limit pauses the Page, an invalid token holds the queue until the token works again. On SQLite
+and on PostgreSQL (a shorter stream there)."""
 from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
-from tests.faults.scenario import run_scenario
+from tests.faults.scenario import STORES, named, run_scenario
 from tests.support.platform import DEV_PAGE_ID
+
+pytestmark = pytest.mark.parametrize("store", STORES, indirect=True, scope="module")
 
 
 def control(platform, path, payload=None, method="POST"):
@@ -18,7 +22,7 @@ def control(platform, path, payload=None, method="POST"):
     return response.json()
 
 
-def test_graph_api_errors_rate_limits_and_a_revoked_token(platform, rabbit_vhost):
+def test_graph_api_errors_rate_limits_and_a_revoked_token(platform, rabbit_vhost, store):
     def inject():
         try:
             # Temporary failures: Meta's 1200 and 2, and bare 5xx pages.
@@ -38,7 +42,8 @@ def test_graph_api_errors_rate_limits_and_a_revoked_token(platform, rabbit_vhost
             control(platform, "faults", method="DELETE")
             control(platform, "restore", {"page_id": DEV_PAGE_ID})
 
-    figures = run_scenario("3 Graph API errors", platform, rabbit_vhost, inject, seconds=14, fault_at=2)
+    figures = run_scenario(named("3 Graph API errors", store), platform, rabbit_vhost, inject,
+                           seconds=14 if store == "sqlite" else 12, fault_at=2)
     failed = [c for c in platform.sandbox_calls() if c["status"] != 200]
     assert len(failed) >= 5  # the faults really hit the stream
     figures["graph_calls_refused"] = len(failed)

@@ -2,7 +2,12 @@
 exclusive write lock on ``intake.db`` (``BEGIN EXCLUSIVE``), first for less than intake's busy
 timeout (writers wait: webhooks are answered late but answered), then for longer (writers give
 up: webhooks get 503 and RPC calls an error, so Meta and the callers retry). Never 200 and then
-lost: every retried delivery is filed exactly once."""
+lost: every retried delivery is filed exactly once.
+
+SQLite only: the fault is SQLite's one database-wide write lock, held from outside the service.
+PostgreSQL has no such lock a client can take on the whole database (its locks are per row or
+table, and writers do not wait on one file); its failure — the server gone — is the PostgreSQL
+restart scenario (``test_postgres_restart.py``)."""
 from __future__ import annotations
 
 import sqlite3

@@ -3,17 +3,21 @@ consumer queue of the test's vhost (listed through the management API) mid-strea
 no envelope, an envelope whose data breaks its schema and that claims a position the source has
 not reached yet, a body that is not JSON at all, and one in a content type nobody accepts. Each
 consumer quarantines what it can read, drops what it cannot decode, keeps running, and handles
-the real events — including the one whose position a poison message claimed."""
+the real events — including the one whose position a poison message claimed. On SQLite and on
+PostgreSQL."""
 from __future__ import annotations
 
 import json
 import uuid
 
 import pika
+import pytest
 
-from tests.faults.scenario import run_scenario
+from tests.faults.scenario import STORES, named, run_scenario
 from tests.support import infra
 from tests.support.audit import read_log
+
+pytestmark = pytest.mark.parametrize("store", STORES, indirect=True, scope="module")
 
 
 def consumer_queues(vhost: str) -> list[dict]:
@@ -39,7 +43,7 @@ def poisons(source: str, event_type: str, future_position: int) -> list[tuple[by
             (b"\x00\xffnot json{", "application/json"), (b"\x80\x04K\x01.", "application/x-python-serialize")]
 
 
-def test_poison_message_on_every_consumer_queue(platform, rabbit_vhost):
+def test_poison_message_on_every_consumer_queue(platform, rabbit_vhost, store):
     published: dict[str, int] = {}
     queues = consumer_queues(rabbit_vhost)
     assert len({q["service"] for q in queues}) == 4  # intake, routing, notification, reporting
@@ -58,7 +62,8 @@ def test_poison_message_on_every_consumer_queue(platform, rabbit_vhost):
         connection.close()
 
     readable = 2  # of the four poisons per queue, two are JSON a consumer can read and quarantine
-    figures = run_scenario("5 poison messages", platform, rabbit_vhost, inject, seconds=10, fault_at=3,
+    figures = run_scenario(named("5 poison messages", store), platform, rabbit_vhost, inject,
+                           seconds=10 if store == "sqlite" else 8, fault_at=3,
                            allowed_quarantine=_allowance(queues, readable))
     assert figures["quarantined"] == _allowance(queues, readable), figures["quarantined"]
     for service in platform.services:

@@ -13,7 +13,8 @@ from hypothesis import given, strategies as st
 from marshmallow import fields
 
 from shared.core.events import InvalidEvent, isoformat_utc, validate_data, validate_envelope
-from shared.core.events.catalogue import (BREACHES, CATALOGUE, CATEGORIES, CHANNELS, NOTIFY_CHANNELS, PRIORITIES,
+from shared.core.events.catalogue import (BREACHES, CATALOGUE, CATEGORIES, CHANNELS, FOLLOW_UP_VIA, LINK_REASONS,
+                                     NOTIFY_CHANNELS, PRIORITIES, REOPEN_REFUSALS,
                                      REGION_CODES, SOURCES, event_types_of)
 from shared.core.reference import PUBLIC_STATUSES
 from tests.support.lifecycle import snapshot
@@ -103,9 +104,44 @@ VALID_DATA_BY_VERSION.update({
     for event_type in event_types_of("routing") if (event_type, 2) in CATALOGUE})
 VALID_DATA_BY_VERSION[("ComplaintAmended", 2)] = _with(VALID_DATA["ComplaintAmended"],
                                                        levy_reported=st.booleans())
+VALID_DATA_BY_VERSION[("CitizenMessageReceived", 2)] = _with(VALID_DATA["CitizenMessageReceived"],
+                                                             levy_reported=st.booleans())
+# The citizen's loop and clusters (issue 19).
+_optional_id = st.one_of(st.none(), st.uuids().map(str))
+VALID_DATA_BY_VERSION[("CitizenAnsweredFollowUp", 1)] = st.one_of(
+    st.fixed_dictionaries({
+        "answer": st.sampled_from(["solved", "not_solved", "unclear_rating", "stale"]), "words": texts,
+        "score": st.none(), "via": st.sampled_from(FOLLOW_UP_VIA), "tracking_code": texts, "reply_to": reply_to,
+        "message_at": iso_times}),
+    st.fixed_dictionaries({
+        "answer": st.just("rating"), "words": texts, "score": st.integers(1, 5),
+        "via": st.sampled_from(FOLLOW_UP_VIA), "tracking_code": texts, "reply_to": reply_to,
+        "message_at": iso_times}))
+VALID_DATA_BY_VERSION[("ComplaintReopened", 1)] = st.fixed_dictionaries({
+    "words": texts, "actor": st.text(min_size=1), "reopen_count": st.integers(1, 5), "to_desk": st.booleans(),
+    "due_at": st.dictionaries(st.sampled_from(BREACHES), iso_times, max_size=3), "answer_event_id": _optional_id,
+    "lifecycle": lifecycles})
+VALID_DATA_BY_VERSION[("ComplaintReopenRefused", 1)] = st.fixed_dictionaries({
+    "reason": st.sampled_from(REOPEN_REFUSALS), "words": texts, "answer_event_id": _optional_id,
+    "lifecycle": lifecycles})
+VALID_DATA_BY_VERSION[("CitizenRated", 1)] = st.fixed_dictionaries({
+    "score": st.integers(1, 5), "words": texts, "agencies": st.lists(agency_codes, max_size=3),
+    "answer_event_id": _optional_id, "lifecycle": lifecycles})
+VALID_DATA_BY_VERSION[("ComplaintLinked", 1)] = st.fixed_dictionaries({
+    "primary_complaint_id": st.uuids().map(str), "primary_tracking_code": st.text(min_size=4, max_size=32),
+    "reason": st.text(min_size=1), "actor": st.text(min_size=1),
+    "because": st.lists(st.sampled_from(LINK_REASONS), max_size=3),
+    "score": st.one_of(st.none(), st.floats(0, 1), st.integers(0, 1)), "lifecycle": lifecycles})
 VALID_DATA_BY_VERSION[("ComplaintConfidentialityChanged", 1)] = st.fixed_dictionaries({
     "confidential": st.booleans(), "reason": st.text(min_size=1), "actor": st.text(min_size=1),
     "lifecycle": lifecycles})
+
+# The desk's correction (issue 20).
+_regions = st.one_of(st.none(), st.sampled_from(REGION_CODES))
+VALID_DATA_BY_VERSION[("ComplaintReclassified", 1)] = st.fixed_dictionaries({
+    "category_before": st.sampled_from(CATEGORIES), "category_after": st.sampled_from(CATEGORIES),
+    "region_before": _regions, "region_after": _regions, "reason": st.text(min_size=1),
+    "actor": st.text(min_size=1), "rerouted": st.booleans(), "lifecycle": lifecycles})
 
 
 def field_names(event_type, version):

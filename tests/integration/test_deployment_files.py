@@ -88,3 +88,28 @@ def test_dockerfile_passes_hadolint_and_runs_as_non_root():
     assert text.count("FROM ") >= 2  # multi-stage
     user_lines = [line for line in text.splitlines() if line.startswith("USER ")]
     assert user_lines and not user_lines[-1].split()[1].startswith("0") and "root" not in user_lines[-1]
+
+
+def test_cluster_profile_adds_two_broker_nodes_that_join_the_first():
+    result = compose("--profile", "cluster", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    nodes = {name: services[name] for name in ("rabbitmq", "rabbitmq-2", "rabbitmq-3")}
+    assert {node["hostname"] for node in nodes.values()} == {"rabbitmq", "rabbitmq-2", "rabbitmq-3"}
+    cookies = {node["environment"]["RABBITMQ_ERLANG_COOKIE"] for node in nodes.values()}
+    assert len(cookies) == 1 and cookies != {""}  # one shared cookie, from the environment
+    conf = (ROOT / "deploy" / "rabbitmq" / "cluster.conf").read_text()
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        node = nodes[name]
+        assert "healthcheck" in node and not node.get("ports")  # not published on the host
+        assert any(volume["source"].endswith("deploy/rabbitmq/cluster.conf") for volume in node["volumes"])
+        assert node["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    for node in ("rabbit@rabbitmq", "rabbit@rabbitmq-2", "rabbit@rabbitmq-3"):
+        assert f"= {node}\n" in conf
+    # Nothing declares a queue before every node is up (a quorum queue's members are the nodes
+    # of the cluster when it is declared); the services default to quorum queues.
+    for name in ("broker-setup", "intake", "routing", "notification", "reporting", "gateway"):
+        assert {"rabbitmq-2", "rabbitmq-3"} <= set(services[name]["depends_on"]), name
+        assert services[name]["environment"]["NTBCARE_QUEUE_TYPE"] == "quorum", name
+    # Without the profile the two extra nodes are not there.
+    assert "rabbitmq-2" not in json.loads(compose("config", "--format", "json").stdout)["services"]

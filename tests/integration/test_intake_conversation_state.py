@@ -159,3 +159,43 @@ def test_confidentiality_follows_the_complaint(store):
     assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
         DEV_PAGE_ID, psid, "terima kasih", start + 40_000))) == {"amended": 1}
     assert log_of(store, "ComplaintAmended")[1]["data"]["levy_reported"] is False
+
+
+def test_a_levy_told_after_the_first_burst_is_classified_too(store):
+    """Any text of the complaint counts: a message after the first burst (CitizenMessageReceived,
+    not an amendment) that reports an illegal levy says so (v2's ``levy_reported``) and intake
+    keeps the complaint confidential; a message that reports none says ``False``."""
+    inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
+    psid, start = fb.new_psid(), fb.now_ms() - 3_600_000
+    assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, "Jalan di desa kami rusak parah", start))) == {"filed": 1}
+    complaint_id = log_of(store, "ComplaintFiled")[0]["complaint_id"]
+    assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, "Sudah dua bulan belum diperbaiki", start + 600_000))) == {"message_received": 1}
+    assert deliver(inbox, fb.messaging_entry(DEV_PAGE_ID, fb.text_message(
+        DEV_PAGE_ID, psid, "petugas desa minta uang 300rb untuk bikin KTP, katanya pungutan",
+        start + 1_200_000))) == {"message_received": 1}
+    messages = log_of(store, "CitizenMessageReceived")
+    assert [(m["schema_version"], m["data"]["levy_reported"]) for m in messages] == [
+        (LATEST_VERSION["CitizenMessageReceived"], False), (2, True)]
+    assert not log_of(store, "ComplaintAmended")
+    with store.database.read() as connection:
+        assert find_complaint(connection, complaint_id)["confidential"] is True
+
+
+def test_an_edited_comment_that_now_reports_a_levy_makes_the_complaint_confidential(store):
+    """A Page comment filed as a road complaint, then edited to report an illegal levy: the
+    amendment (``_comment_edited``) reports the levy and intake keeps it confidential."""
+    inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
+    added = fb.comment_change(DEV_PAGE_ID, "Jalan di depan kantor desa berlubang")
+    assert deliver(inbox, fb.changes_entry(DEV_PAGE_ID, added)) == {"filed": 1}
+    [filed] = log_of(store, "ComplaintFiled")
+    assert filed["data"]["confidential"] is False
+    edited = fb.comment_change(DEV_PAGE_ID, "Petugas kantor desa minta uang 300rb untuk bikin KTP, pungutan liar",
+                               verb="edited", comment_id=added["value"]["comment_id"],
+                               post_id=added["value"]["post_id"])
+    assert deliver(inbox, fb.changes_entry(DEV_PAGE_ID, edited)) == {"amended": 1}
+    [amended] = log_of(store, "ComplaintAmended")
+    assert (amended["data"]["why"], amended["data"]["levy_reported"]) == ("comment_edited", True)
+    with store.database.read() as connection:
+        assert find_complaint(connection, filed["complaint_id"])["confidential"] is True

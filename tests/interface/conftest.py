@@ -1,10 +1,10 @@
 """Fixtures of the interface tier (tests/interface): a clean environment per test, the record of
-which entrypoints a test drove (checked against its ``@covers`` marks), a migrated SQLite file per
-test, and the broker probe of ``GET /health`` replaced (no broker is ever contacted)."""
+which entrypoints a test drove (checked against its ``@covers`` marks), and the broker probe of
+``GET /health`` replaced (no broker is ever contacted). ``migrated_sqlite`` (a migrated SQLite
+file per test) is in tests/conftest.py: the unit tier uses it too."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -40,32 +40,6 @@ def declared_entrypoints_were_driven(request, called):
     declared = {name for mark in request.node.iter_markers("covers") for name in mark.args}
     not_driven = sorted(declared - called)
     assert not not_driven, f"{request.node.name} declares @covers{tuple(not_driven)} but never calls them"
-
-
-@pytest.fixture(scope="session")
-def _migrated_templates(tmp_path_factory) -> dict:
-    return {"folder": tmp_path_factory.mktemp("migrated")}
-
-
-@pytest.fixture
-def migrated_sqlite(tmp_path, _migrated_templates):
-    """``migrated_sqlite("routing", build_store)`` → the URL of a fresh SQLite file at the
-    service's newest revisions: migrated once per session with the service's own ``build_store``
-    and ``prepare()``, then copied (migrating each test's file anew would cost more than the test)."""
-    def url(service: str, build_store) -> str:
-        template = _migrated_templates.get(service)
-        if template is None:
-            template = _migrated_templates["folder"] / f"{service}.db"
-            store = build_store(f"sqlite:///{template}")
-            store.prepare()
-            store.database.dispose()            # the last connection folds the WAL into the file
-            assert not template.with_name(template.name + "-wal").exists()
-            _migrated_templates[service] = template
-        target = tmp_path / f"{service}-{len(list(tmp_path.glob(f'{service}-*.db')))}.db"
-        shutil.copyfile(template, target)
-        return f"sqlite:///{target}"
-
-    return url
 
 
 @pytest.fixture

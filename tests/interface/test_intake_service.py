@@ -388,7 +388,7 @@ def test_a_database_failure_while_processing_never_reaches_meta_and_the_body_sta
     from sqlalchemy.exc import OperationalError
     body = fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, fb.new_psid(), "Sampah di Sungai Jangkok")))
 
-    def locked(self, item, received_at):
+    def locked(self, tx, item, received_at):
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
     with monkeypatch.context() as patched:
@@ -971,3 +971,137 @@ def test_media_refuses_malformed_digests_and_evidence_of_other_complaints(intake
     with pytest.raises(ValidationFailed):
         intake.worker.media(filed["complaint_id"], digest, -1)
 
+
+
+# --- issue 19: the citizen's answer to "Sudah selesai?" ---------------------------------------------------
+
+def _messenger_complaint(intake, text="Jalan longsor di Sembalun, mohon diperbaiki"):
+    psid = fb.new_psid()
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, fb.text_message(PAGE, psid, text))))
+    filed = intake.log("ComplaintFiled")[-1]
+    return psid, filed
+
+
+def _say(intake, psid, item):
+    intake.webhook(fb.page_body(fb.messaging_entry(PAGE, item)))
+    return json.loads(rows(intake.store, tables.webhook_inbox)[-1]["outcome"])
+
+
+@covers("facebook_webhook", "on_complaint_resolved", "on_complaint_reopened")
+def test_the_citizens_answers_are_recognised_against_the_latest_closed_complaint(intake):
+    psid, filed = _messenger_complaint(intake)
+    cid = filed["complaint_id"]
+    # While the complaint is open, "belum" is a message on it, not an answer.
+    later = fb.now_ms() + 300_000          # past the first burst (INTAKE_BUBBLE_SECONDS)
+    assert _say(intake, psid, fb.text_message(PAGE, psid, "belum pak", timestamp_ms=later)) == \
+        {"message_received": 1}
+    resolve(intake, cid)
+
+    no = f"NTBCARE_DONE:{cid}:NO"
+    assert _say(intake, psid, meta.quick_reply_tap(PAGE, psid, "Belum", no)) == {"follow_up_answered": 1}
+    assert _say(intake, psid, fb.text_message(PAGE, psid, "blm jalannya msh rusak")) == {"follow_up_answered": 1}
+    assert _say(intake, psid, fb.text_message(PAGE, psid, "3")) == {"follow_up_answered": 1}
+    assert _say(intake, psid, fb.text_message(PAGE, psid, "9")) == {"follow_up_answered": 1}
+    assert _say(intake, psid, meta.button_postback(PAGE, psid, "Sudah", f"NTBCARE_DONE:{cid}:YES")) == \
+        {"follow_up_answered": 1}
+    answers = [(e["complaint_id"], e["data"]["answer"], e["data"]["words"], e["data"]["score"], e["data"]["via"])
+               for e in intake.log("CitizenAnsweredFollowUp")]
+    assert answers == [(cid, "not_solved", "Belum", None, "quick_reply"),
+                       (cid, "not_solved", "blm jalannya msh rusak", None, "text"),
+                       (cid, "rating", "3", 3, "text"),
+                       (cid, "unclear_rating", "9", None, "text"),
+                       (cid, "solved", "Sudah", None, "postback")]
+    assert all(e["data"]["reply_to"] == {"page_id": PAGE, "psid": psid} for e in intake.log("CitizenAnsweredFollowUp"))
+    assert len(intake.log("ComplaintFiled")) == 1          # no answer became a complaint
+
+    # Routing reopens it: intake follows the lifecycle, and the old "Belum" button is stale now.
+    intake.worker.on_complaint_reopened(intake.routing_log.append("ComplaintReopened", cid, {
+        "words": "Belum", "actor": "citizen", "reopen_count": 1, "to_desk": False,
+        "due_at": {"follow_up": "2030-01-01T00:00:00.000000Z"}, "answer_event_id": None,
+        "lifecycle": lifecycle.snapshot("diproses")}))
+    assert intake.worker.get_complaint(cid)["open"] is True
+    assert _say(intake, psid, meta.quick_reply_tap(PAGE, psid, "Belum", no)) == {"follow_up_answered": 1}
+    assert intake.log("CitizenAnsweredFollowUp")[-1]["data"]["answer"] == "stale"
+    # …and the citizen's words now continue the reopened complaint.
+    assert _say(intake, psid, fb.text_message(PAGE, psid, "belum, masih berlubang")) == {"message_received": 1}
+
+
+@covers("facebook_webhook", "on_complaint_resolved")
+def test_text_that_is_not_an_answer_files_a_new_complaint_and_foreign_payloads_are_not_answers(intake):
+    psid, filed = _messenger_complaint(intake)
+    resolve(intake, filed["complaint_id"])
+    # A tampered payload (not a complaint id) is read as its text: "Sudah" is an answer …
+    assert _say(intake, psid, meta.quick_reply_tap(PAGE, psid, "Sudah", "NTBCARE_DONE:nope:YES")) == \
+        {"follow_up_answered": 1}
+    # … another app's postback stays ignored, our garbled one too (never a complaint "Mulai").
+    assert _say(intake, psid, meta.postback(PAGE, psid)) == {"ignored": 1}
+    assert _say(intake, psid, meta.button_postback(PAGE, psid, "Sudah", "NTBCARE_DONE:x")) == {"ignored": 1}
+    # A new problem after the closed complaint is a new complaint, not an answer.
+    assert _say(intake, psid, fb.text_message(
+        PAGE, psid, "Tidak ada air bersih di desa kami sejak seminggu, mohon bantuan PDAM")) == {"filed": 1}
+    assert len(intake.log("ComplaintFiled")) == 2
+    assert [e["data"]["answer"] for e in intake.log("CitizenAnsweredFollowUp")] == ["solved"]
+
+
+@covers("web_reopen", "on_complaint_resolved")
+def test_web_reopen_records_the_citizens_words_for_a_closed_web_complaint_only(intake):
+    filed = json_of(intake.worker.web_complaint(request("POST", "/api/complaints", json_body=ROAD)))
+    code = filed["tracking_code"]
+
+    def post(body, tracking_code=code, address="198.51.100.7"):
+        return intake.worker.web_reopen(request("POST", f"/api/complaints/{tracking_code}/reopen",
+                                                json_body=body, remote_addr=address), tracking_code)
+
+    open_now = post({"text": "belum diperbaiki"})
+    assert open_now.status_code == 409 and intake.log("CitizenAnsweredFollowUp") == []
+    resolve(intake, filed["complaint_id"])
+    accepted = post({"text": "Belum, lubangnya masih ada di depan sekolah"})
+    assert accepted.status_code == 202 and json_of(accepted) == {"tracking_code": code, "received": True}
+    [answer] = intake.log("CitizenAnsweredFollowUp")
+    assert (answer["complaint_id"], answer["data"]["answer"], answer["data"]["via"], answer["data"]["reply_to"]) == \
+        (filed["complaint_id"], "not_solved", "web", None)
+    assert "Ani" not in accepted.get_data(as_text=True)
+
+    assert post({"text": "  "}).status_code == 400
+    assert post({"words": "belum"}).status_code == 400
+    assert post({"text": "belum"}, tracking_code="NTB-00000-00000").status_code == 404
+    # A Messenger complaint's code is answered as an unknown one: it answers in its own thread.
+    psid, messenger = _messenger_complaint(intake)
+    resolve(intake, messenger["complaint_id"])
+    unknown = post({"text": "belum"}, tracking_code=messenger["data"]["tracking_code"])
+    assert (unknown.status_code, json_of(unknown)) == (404, {"error": "unknown tracking code"})
+    assert len(intake.log("CitizenAnsweredFollowUp")) == 1
+
+
+@covers("web_reopen")
+def test_web_reopen_is_rate_limited_with_the_web_forms_budget(intake, monkeypatch):
+    intake.worker.web_rate_limit = web_rate_limit(monkeypatch, 1, intake.store.database)
+
+    def post(address):
+        return intake.worker.web_reopen(request("POST", "/api/complaints/NTB-00000-00000/reopen",
+                                                json_body={"text": "belum"}, remote_addr=address),
+                                        "NTB-00000-00000")
+
+    assert post("198.51.100.9").status_code == 404
+    refused = post("198.51.100.9")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+
+
+@covers("facebook_webhook", "on_complaint_resolved")
+def test_belum_under_the_citizens_own_comment_of_a_closed_complaint_is_an_answer(intake):
+    first = fb.comment_change(PAGE, "Jalan provinsi di Praya ambles, motor sering jatuh")
+    post_id, comment_id = first["value"]["post_id"], first["value"]["comment_id"]
+    intake.webhook(fb.page_body(fb.changes_entry(PAGE, first)))
+    [filed] = intake.log("ComplaintFiled")
+    resolve(intake, filed["complaint_id"])
+    reply = fb.comment_change(PAGE, "belum, masih ambles", post_id=post_id, parent_id=comment_id)
+    intake.webhook(fb.page_body(fb.changes_entry(PAGE, reply)))
+    [answer] = intake.log("CitizenAnsweredFollowUp")
+    assert (answer["complaint_id"], answer["data"]["answer"], answer["data"]["words"]) == (
+        filed["complaint_id"], "not_solved", "belum, masih ambles")
+    assert answer["data"]["reply_to"]["comment_id"] == reply["value"]["comment_id"]
+    # A new problem under the same comment is still a new complaint.
+    other = fb.comment_change(PAGE, "Lampu jalan di simpang empat Praya juga mati semua sejak kemarin",
+                              post_id=post_id, parent_id=comment_id)
+    intake.webhook(fb.page_body(fb.changes_entry(PAGE, other)))
+    assert len(intake.log("ComplaintFiled")) == 2 and len(intake.log("CitizenAnsweredFollowUp")) == 1

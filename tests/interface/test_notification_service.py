@@ -59,9 +59,10 @@ class FakeGraph:
         if error is not None:
             raise error
 
-    def send_message(self, page_id, access_token, recipient, text, messaging_type="RESPONSE", tag=None):
+    def send_message(self, page_id, access_token, recipient, text, messaging_type="RESPONSE", tag=None,
+                     quick_replies=None):
         self._answer({"what": "send", "page_id": page_id, "token": access_token, "recipient": dict(recipient),
-                      "text": text, "messaging_type": messaging_type, "tag": tag})
+                      "text": text, "messaging_type": messaging_type, "tag": tag, "quick_replies": quick_replies})
         number = next(self.ids)
         return SendResult(f"m_{number}", recipient.get("id") or f"79{number:04d}")
 
@@ -183,9 +184,9 @@ class Notification:
 
 
 @pytest.fixture
-def notification(tmp_path, monkeypatch, called):
+def notification(migrated_sqlite, monkeypatch, called):
     monkeypatch.setenv("FACEBOOK_PAGES", ",".join(f"{page}:{token}" for page, token in TOKENS.items()))
-    store = build_store(f"sqlite:///{tmp_path / 'notification.db'}")
+    store = build_store(migrated_sqlite("notification", build_store))
     store.prepare()
     graph = FakeGraph()
     sender = DeliveryLoop(Deliveries(store.database), graph,
@@ -284,7 +285,8 @@ def test_a_commenter_who_writes_in_messenger_is_answered_there(notification):
     their_psid = psid()
     notification.intake("CitizenMessageReceived", complaint_id, {
         "text": "Halo, ini saya yang komentar tadi.", "attachments": [],
-        "reply_to": {"page_id": PAGE, "psid": their_psid}, "message_at": isoformat_utc(utc_now())})
+        "reply_to": {"page_id": PAGE, "psid": their_psid}, "message_at": isoformat_utc(utc_now()),
+        "levy_reported": False})
     assert notification.complaint(complaint_id)["known_psid"] == their_psid
     routed = notification.routed(complaint_id)
     notification.deliver()
@@ -370,13 +372,13 @@ def test_the_citizen_hears_routing_the_answer_and_the_outcome_in_order(notificat
     assert notification.state(acknowledged) == []  # nothing to tell
     notification.deliver()
     texts = [c["text"] for c in notification.graph.sent(recipient={"id": reply_to["psid"]})]
-    assert len(texts) == 4
+    assert len(texts) == 5
     assert "kode pelacakan" in texts[0] and NAMES["dpupr"] in texts[1]
     assert texts[2].startswith(f"Jawaban dari {NAMES['dpupr']}: Jalan sudah kami tambal.")
-    assert "dinyatakan selesai" in texts[3]
+    assert "dinyatakan selesai" in texts[3] and "sudah benar-benar selesai" in texts[4]  # then "Sudah selesai?"
     [answer] = notification.state(answered)
     assert answer["kind"] == "answer" and notification.state(resolved)[0]["kind"] == "resolved"
-    assert [m["state"] for e in (filed, routed, answered, resolved) for m in notification.state(e)] == ["sent"] * 4
+    assert [m["state"] for e in (filed, routed, answered, resolved) for m in notification.state(e)] == ["sent"] * 5
 
 
 @covers("on_complaint_dismissed")
@@ -458,8 +460,10 @@ def test_an_instagram_complaint_is_answered_in_its_thread_and_a_refusal_outside_
     notification.graph.refuse = lambda call: graph_error(10, 2534022)
     resolved = notification.routing("ComplaintResolved", complaint_id, {"actor": "polda-ntb:budi"})
     notification.deliver()
-    [refused] = notification.state(resolved)
+    refused, question = notification.state(resolved)
     assert (refused["state"], refused["reason"], refused["code"]) == ("undeliverable", "outside_window", 10)
+    # "Sudah selesai?" is skipped where Meta refuses, recorded, never a task for the desk (issue 19).
+    assert (question["kind"], question["state"]) == ("follow_up_question", "failed")
     [listed] = [item for item in notification.worker.undelivered() if item["complaint_id"] == complaint_id]
     assert listed["kind"] == "resolved" and "batas waktu" in listed["explanation"]
 
@@ -592,3 +596,168 @@ def test_metrics_show_notification_s_unpublished_events_and_quarantine(notificat
     assert 'ntbcare_outbox_pending_events{service="notification"} 2.0' in text
     assert 'ntbcare_quarantined_items{service="notification"} 0.0' in text
     assert 'ntbcare_notifications_sent_total{channel="messenger"}' in text
+
+
+# --- issue 19: "Sudah selesai?", the rating, reopening ---------------------------------------------------
+
+def _answered(notification, complaint_id, reply_to, answer, words="", score=None):
+    return notification.intake("CitizenAnsweredFollowUp", complaint_id, {
+        "answer": answer, "words": words, "score": score, "via": "quick_reply",
+        "tracking_code": notification.codes[complaint_id], "reply_to": reply_to,
+        "message_at": isoformat_utc(utc_now())})
+
+
+@covers("on_complaint_resolved", "on_citizen_answered_follow_up", "on_complaint_reopened", "on_citizen_rated",
+        "on_complaint_reopen_refused", "on_complaint_responded")
+def test_the_loop_asks_with_quick_replies_and_answers_every_answer_in_the_thread(notification):
+    reply_to = messenger()
+    complaint_id, _ = notification.filed(reply_to)
+    notification.routed(complaint_id)
+    notification.routing("ComplaintResponded", complaint_id, {
+        "agency_code": "dpupr", "text": "Jalan sudah kami tambal.", "resolved": True, "actor": "dpupr:budi"})
+    notification.routing("ComplaintResolved", complaint_id, {"actor": "dpupr:budi"})
+    notification.deliver()
+    question = notification.graph.sent()[-1]
+    assert "sudah benar-benar selesai" in question["text"] and question["messaging_type"] == "RESPONSE"
+    assert question["tag"] is None                                    # never HUMAN_AGENT
+    assert question["quick_replies"] == [
+        {"content_type": "text", "title": "Sudah", "payload": f"NTBCARE_DONE:{complaint_id}:YES"},
+        {"content_type": "text", "title": "Belum", "payload": f"NTBCARE_DONE:{complaint_id}:NO"}]
+
+    # "Belum": routing reopens; the citizen hears it (no quick replies on it).
+    _answered(notification, complaint_id, reply_to, "not_solved", "belum pak")
+    notification.routing("ComplaintReopened", complaint_id, {
+        "words": "belum pak", "actor": "citizen", "reopen_count": 1, "to_desk": False,
+        "due_at": {"follow_up": isoformat_utc(utc_now() + timedelta(days=5))}, "answer_event_id": None})
+    notification.deliver()
+    reopened = notification.graph.sent()[-1]
+    assert "buka kembali" in reopened["text"] and NAMES["dpupr"] in reopened["text"]
+    assert reopened["quick_replies"] is None
+
+    # Resolved again, "Sudah": the rating question with 1–5; a 9 is asked again; 4 is thanked.
+    notification.routing("ComplaintResponded", complaint_id, {
+        "agency_code": "dpupr", "text": "Sudah kami tambal ulang.", "resolved": True, "actor": "dpupr:budi"})
+    notification.routing("ComplaintResolved", complaint_id, {"actor": "dpupr:budi"})
+    _answered(notification, complaint_id, reply_to, "solved", "Sudah")
+    notification.deliver()
+    rating = notification.graph.sent()[-1]
+    assert "nilai 1" in rating["text"]
+    assert [(q["title"], q["payload"]) for q in rating["quick_replies"]] == [
+        (str(n), f"NTBCARE_RATE:{complaint_id}:{n}") for n in range(1, 6)]
+    _answered(notification, complaint_id, reply_to, "unclear_rating", "9")
+    notification.deliver()
+    again = notification.graph.sent()[-1]
+    assert "1 sampai 5" in again["text"] and len(again["quick_replies"]) == 5
+    notification.routing("CitizenRated", complaint_id, {"score": 4, "words": "4", "agencies": ["dpupr"],
+                                                         "answer_event_id": None})
+    notification.routing("ComplaintReopenRefused", complaint_id, {
+        "reason": "period_over", "words": "belum", "answer_event_id": None, "period_days": 14})
+    _answered(notification, complaint_id, reply_to, "stale", "Belum")
+    notification.deliver()
+    texts = [c["text"] for c in notification.graph.sent()[-3:]]
+    assert "(4 dari 5)" in texts[0]
+    assert "lebih dari 14 hari" in " ".join(texts[1].split()) and "ADUAN BARU" in texts[1]
+    assert "sudah tidak berlaku" in texts[2] and "saat ini: selesai" in " ".join(texts[2].split())
+    assert all(c["recipient"] == {"id": reply_to["psid"]} for c in notification.graph.sent())
+
+
+@covers("on_complaint_resolved", "on_complaint_filed")
+def test_the_question_is_skipped_outside_the_24_hours_and_never_under_the_comment(notification):
+    # A Messenger citizen silent for two days: automated messages may not go (HUMAN_AGENT is
+    # for a human's answer only) — recorded as failed, not listed for the desk.
+    reply_to = messenger()
+    complaint_id, _ = notification.filed(reply_to, at=utc_now() - timedelta(days=2))
+    notification.routed(complaint_id)
+    resolved = notification.routing("ComplaintResolved", complaint_id, {"actor": "dpupr:budi"})
+    notification.deliver()
+    states = {m["kind"]: (m["state"], m["reason"]) for m in notification.state(resolved)}
+    assert states["follow_up_question"] == ("failed", "outside_24h_automated")
+    assert all(item["kind"] != "follow_up_question" for item in notification.worker.undelivered())
+    # A comment complaint with no Messenger thread: neither the public nor the private reply asks.
+    commented = commenter()
+    cid, _ = notification.filed(commented)
+    notification.routed(cid)
+    resolved = notification.routing("ComplaintResolved", cid, {"actor": "dpupr:budi"})
+    notification.deliver()
+    question = [m for m in notification.state(resolved) if m["kind"] == "follow_up_question"]
+    assert [m["state"] for m in question] == ["failed"]
+    assert not any("selesai?" in c["text"] or c.get("quick_replies") for c in notification.graph.sent()
+                   if c["recipient"] == {"comment_id": commented["comment_id"]})
+
+
+@covers("on_complaint_linked", "on_complaint_routed", "on_complaint_responded")
+def test_a_linked_complaint_tells_its_citizen_nothing_until_the_clusters_answer_reaches_them_too(notification):
+    """Issue 19, duplicates: ``ComplaintLinked`` sends nothing; the answer routing records on each
+    linked complaint reaches that complaint's own citizen, in their own thread."""
+    primary_to, member_to = messenger(), messenger()
+    primary, _ = notification.filed(primary_to)
+    member, _ = notification.filed(member_to)
+    notification.routed(primary)
+    notification.deliver()
+    sent_before = len(notification.graph.sent())
+    linked = notification.routing("ComplaintLinked", member, {
+        "primary_complaint_id": primary, "primary_tracking_code": notification.codes[primary],
+        "reason": "sama", "actor": "diskominfotik:ayu", "because": ["same_category_region", "similar_words"],
+        "score": 0.5})
+    notification.deliver()
+    assert notification.state(linked) == [] and len(notification.graph.sent()) == sent_before
+    notification.routed(member)   # routing gives it the primary's agency, then the same answer
+    for complaint_id in (primary, member):
+        notification.routing("ComplaintResponded", complaint_id, {
+            "agency_code": "dpupr", "text": "Jalan ditambal besok.", "resolved": False, "actor": "dpupr:budi"})
+    notification.deliver()
+    answered = [m for m in notification.graph.sent() if "Jalan ditambal besok." in (m["text"] or "")]
+    assert sorted(m["recipient"]["id"] for m in answered) == sorted([primary_to["psid"], member_to["psid"]])
+
+
+@covers("ask_again", "on_complaint_resolved", "on_citizen_answered_follow_up")
+def test_a_resolution_nobody_answered_is_asked_once_more_where_the_window_allows(notification, monkeypatch):
+    monkeypatch.setenv("NOTIFICATION_FOLLOW_UP_DAYS", "0.00001")     # ~1 s: "seven days" in a test
+    reply_to = messenger()
+    complaint_id, _ = notification.filed(reply_to)
+    notification.routed(complaint_id)
+    resolved = notification.routing("ComplaintResolved", complaint_id, {"actor": "dpupr:budi"})
+    answered_id, _ = notification.filed(messenger())
+    notification.routed(answered_id)
+    answered_resolved = notification.routing("ComplaintResolved", answered_id, {"actor": "dpupr:budi"})
+    time.sleep(1.2)
+    _answered(notification, answered_id, None, "solved", "Sudah")    # this citizen answered already
+    notification.deliver()
+    before = len(notification.graph.sent(recipient={"id": reply_to["psid"]}))
+
+    notification.worker.ask_again()
+    notification.deliver()
+    *earlier, first_question = notification.graph.sent(recipient={"id": reply_to["psid"]})[:before]
+    again = notification.graph.sent(recipient={"id": reply_to["psid"]})[before:]
+    assert [c["text"] for c in again] == [first_question["text"]]    # the same question, once more
+    assert [q["title"] for q in again[0]["quick_replies"]] == ["Sudah", "Belum"]
+    assert [m["kind"] for m in notification.state(resolved)] == ["resolved", "follow_up_question",
+                                                                 "follow_up_question"]
+    notification.worker.ask_again()                                 # once only
+    assert len(notification.state(resolved)) == 3
+    # The citizen who answered is not asked again.
+    assert [m["kind"] for m in notification.state(answered_resolved)] == ["resolved", "follow_up_question"]
+
+
+@covers("on_complaint_reclassified", "on_complaint_routed")
+def test_a_desk_correction_tells_the_citizen_nothing_but_its_reroute_names_the_new_agency(notification):
+    """Issue 20: ``ComplaintReclassified`` is kept (its lifecycle) and sends nothing; the re-route
+    routing records after it is told by the usual routed message, with the new agency."""
+    reply_to = messenger()
+    complaint_id, _ = notification.filed(reply_to)
+    notification.routed(complaint_id, "dpupr")
+    notification.deliver()
+    sent_before = len(notification.graph.sent())
+    corrected = notification.routing("ComplaintReclassified", complaint_id, {
+        "category_before": "infrastruktur", "category_after": "lingkungan_hidup", "region_before": "5201",
+        "region_after": "5201", "reason": "sampah, bukan jalan", "actor": "diskominfotik:ayu",
+        "rerouted": True})
+    notification.deliver()
+    assert notification.state(corrected) == [] and len(notification.graph.sent()) == sent_before
+    kept = rows(notification.store, tables.complaint_events, tables.complaint_events.c.complaint_id == complaint_id)
+    assert "ComplaintReclassified" in {row["event_type"] for row in kept}
+    rerouted = notification.routed(complaint_id, "polda-ntb")
+    notification.deliver()
+    [message] = notification.state(rerouted)
+    assert message["kind"] == "routed" and message["state"] == "sent"
+    assert NAMES["polda-ntb"] in notification.graph.sent()[-1]["text"]

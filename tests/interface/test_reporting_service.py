@@ -32,7 +32,7 @@ from services.reporting.adapters import dashboard, repository, tables
 from services.reporting.service import ReportingHandlers, ReportingService, SourceLogs, build_store
 from tests.interface.harness import (check_coverage, consumer_api, covers, instrument, json_of, real_dependencies,
                                      request, text_of)
-from tests.support.reporting_seed import Seeder
+from tests.support.reporting_seed import Seeder, iso
 
 NOV = datetime(2020, 11, 3, 1, 0, tzinfo=timezone.utc)          # 09:00 WITA
 FIRST_WITA_HOUR = datetime(2020, 10, 31, 16, 30, tzinfo=timezone.utc)  # 1 November, 00:30 WITA
@@ -65,6 +65,13 @@ def sources(tmp_path_factory) -> Sources:
     seeder.acknowledged(road, NOV + 2 * HOUR, "dpupr")
     seeder.responded(road, NOV + 5 * HOUR, "dpupr", resolved=True, text="Jalan sudah ditambal.")  # + resolved
     seeder.notified(road, NOV + 5 * HOUR)
+    # The citizen says "belum": reopened, resolved again, then rated 4 (issue 19).
+    seeder.add("routing", "ComplaintReopened", road["complaint_id"], NOV + 6 * HOUR, {
+        "words": "belum, masih berlubang", "actor": "citizen", "reopen_count": 1, "to_desk": False,
+        "due_at": {"follow_up": iso(NOV + 100 * HOUR)}, "answer_event_id": None})
+    seeder.responded(road, NOV + 8 * HOUR, "dpupr", resolved=True, text="Sudah ditambal ulang.")
+    seeder.add("routing", "CitizenRated", road["complaint_id"], NOV + 9 * HOUR, {
+        "score": 4, "words": "4", "agencies": ["dpupr"], "answer_event_id": None})
 
     levy = seeder.filed(NOV + 24 * HOUR, "pungli", "5203", index=2)  # confidential by its category
     seeder.routed(levy, NOV + 25 * HOUR, "polda-ntb")
@@ -75,6 +82,12 @@ def sources(tmp_path_factory) -> Sources:
     seeder.add("routing", "ComplaintEscalated", waste["complaint_id"], NOV + 97 * HOUR, {
         "breach": "first_response", "due_at": due["first_response"], "notified": ["dlhk", "diskominfotik"]})
     seeder.rejected(waste, NOV + 98 * HOUR, "dlhk")  # the only lead hands it back: at the desk again
+    seeder.add("routing", "ComplaintReopenRefused", waste["complaint_id"], NOV + 99 * HOUR, {
+        "reason": "open", "words": "belum", "answer_event_id": None, "period_days": 14})
+    # The desk joins it to the road's cluster (issue 19, duplicates): the status does not move.
+    seeder.add("routing", "ComplaintLinked", waste["complaint_id"], NOV + 100 * HOUR, {
+        "primary_complaint_id": road["complaint_id"], "primary_tracking_code": road["tracking_code"],
+        "reason": "sama", "actor": "operator:desk-ani", "because": ["same_post"], "score": 0.3})
 
     clinic = seeder.filed(FIRST_WITA_HOUR, "kesehatan", None, index=4)
     seeder.add("intake", "ComplaintAmended", clinic["complaint_id"], FIRST_WITA_HOUR + HOUR, {
@@ -88,6 +101,10 @@ def sources(tmp_path_factory) -> Sources:
 
     october = seeder.filed(LAST_OCTOBER, "sosial", "5201", index=5)
     seeder.at_desk(october, LAST_OCTOBER + HOUR)
+    # The desk corrects its region (issue 20): the rule that applies does not change.
+    seeder.add("routing", "ComplaintReclassified", october["complaint_id"], LAST_OCTOBER + 2 * HOUR, {
+        "category_before": "sosial", "category_after": "sosial", "region_before": "5201", "region_after": "5202",
+        "reason": "desa di Lombok Tengah", "actor": "operator:desk-ani", "rerouted": False})
     last = seeder.flush()
     yield Sources(seeder, {"road": road, "levy": levy, "waste": waste, "clinic": clinic, "october": october}, last)
     seeder.dispose()
@@ -124,13 +141,13 @@ class Reporting:
 
 
 @pytest.fixture
-def make_reporting(tmp_path, monkeypatch, called, sources):
+def make_reporting(migrated_sqlite, monkeypatch, called, sources):
     stores = []
 
     def make(fetch=None, pushed=True, **env) -> Reporting:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        store = build_store(f"sqlite:///{tmp_path / f'reporting-{len(stores)}.db'}")
+        store = build_store(migrated_sqlite("reporting", build_store))
         store.prepare()
         stores.append(store)
         logs = SourceLogs(fetch=fetch or sources.fetch)
@@ -164,7 +181,9 @@ def test_every_reporting_entrypoint_has_an_interface_test():
 @covers("on_complaint_filed", "on_complaint_amended", "on_complaint_routed", "on_complaint_acknowledged",
         "on_complaint_responded", "on_complaint_resolved", "on_complaint_escalated",
         "on_complaint_rejected_by_agency", "on_complaint_dismissed", "on_complaint_confidentiality_changed",
-        "on_citizen_notified", "on_citizen_notification_failed", "complaint_status")
+        "on_citizen_notified", "on_citizen_notification_failed", "complaint_status",
+        "on_complaint_reopened", "on_citizen_rated", "on_complaint_reopen_refused",
+        "on_complaint_linked", "on_complaint_reclassified")
 def test_every_kept_event_type_reaches_the_projection_once(make_reporting):
     reporting = make_reporting(pushed=False)
     used = reporting.push_all()
@@ -195,9 +214,51 @@ def test_the_monthly_summary_counts_the_wita_month(reporting):
     assert summary["by_agency"] == {"dpupr": 1, "polda-ntb": 1}
     assert summary["resolved"] == 1 and summary["followed_up"] == 2 and summary["follow_up_rate"] == 0.5
     assert reporting.worker.monthly_summary("2020", "10")["total"] == 1
+    # The citizens' verdict (issue 19): the road was reopened once and rated 4.
+    assert summary["satisfaction"] == {"rated": 1, "average_rating": 4.0, "rated_share": 1.0,
+                                       "reopened": 1, "reopen_rate": 1.0}
+    assert summary["satisfaction_by_category"]["infrastruktur"]["average_rating"] == 4.0
+    assert summary["satisfaction_by_category"]["pungli"] == {"rated": 0, "average_rating": None,
+                                                             "rated_share": None, "reopened": 0,
+                                                             "reopen_rate": None}
+    assert summary["satisfaction_by_agency"]["dpupr"]["reopened"] == 1
     for year, month in ((2020, 13), (1999, 1), ("x", 1)):
         with pytest.raises(ValidationFailed):
             reporting.worker.monthly_summary(year, month)
+
+
+@covers("monthly_summary")
+def test_the_monthly_summary_counts_clusters_of_duplicates(reporting):
+    summary = reporting.worker.monthly_summary(2020, 11)
+    assert summary["duplicates"] == {"complaints": 4, "linked": 1, "clusters": 1, "problems": 3,
+                                     "duplicate_share": 0.25}
+    assert summary["duplicates_by_category"]["lingkungan_hidup"]["linked"] == 1
+    assert summary["duplicates_by_category"]["infrastruktur"]["linked"] == 0
+    assert reporting.worker.monthly_summary(2020, 10)["duplicates"]["linked"] == 0
+
+
+@covers("classifier_accuracy", "monthly_summary")
+def test_classifier_accuracy_counts_what_the_desk_kept_per_month_category_and_region(reporting):
+    everything = reporting.worker.classifier_accuracy()
+    # road, levy and waste were routed by the desk (kept both); october's region was corrected;
+    # clinic was dismissed without a routing decision: not evidence.
+    assert (everything["month"], everything["complaints"], everything["reviewed"], everything["corrected"]) == (
+        None, 5, 4, 1)
+    assert (everything["category"]["kept"], everything["category"]["reviewed"]) == (4, 4)
+    assert (everything["region"]["kept"], everything["region"]["reviewed"]) == (3, 4)
+    assert everything["by_region"]["5201"] == {"reviewed": 1, "kept": 0, "kept_share": 0.0,
+                                               "corrected_to": {"5202": 1}}
+    october = reporting.worker.classifier_accuracy("2020-10")
+    assert (october["month"], october["reviewed"], october["region"]["kept_share"],
+            october["category"]["kept_share"]) == ("2020-10", 1, 0.0, 1.0)
+    assert reporting.worker.classifier_accuracy("2020-11")["region"]["kept_share"] == 1.0
+    assert reporting.worker.classifier_accuracy("2021-01")["reviewed"] == 0
+    for bad in ("2020-13", "november", 202011):
+        with pytest.raises(ValidationFailed):
+            reporting.worker.classifier_accuracy(bad)
+    # The monthly summary carries the month's figures (an added field only).
+    assert reporting.worker.monthly_summary(2020, 10)["classifier_accuracy"] == {
+        key: value for key, value in october.items() if key != "month"}
 
 
 @covers("monthly_narrative")
@@ -254,6 +315,7 @@ def test_agency_performance_counts_leads_assigned_in_the_period(reporting):
     dpupr = reporting.worker.agency_performance("dpupr", "2020-11-01", "2020-11-30")
     assert (dpupr["assigned"], dpupr["acknowledged"], dpupr["answered"], dpupr["resolved"]) == (1, 1, 1, 1)
     assert dpupr["median_hours_to_first_answer"] == 4.0 and dpupr["within_first_response_deadline"] == 1.0
+    assert (dpupr["rated"], dpupr["average_rating"], dpupr["reopened"], dpupr["reopen_rate"]) == (1, 4.0, 1, 1.0)
     dlhk = reporting.worker.agency_performance("dlhk", "2020-11-01", "2020-11-30")
     assert (dlhk["assigned"], dlhk["escalations"], dlhk["rejections"]) == (1, 1, 1)
     assert reporting.worker.agency_performance("dpupr", "2020-12-01", "2020-12-31")["assigned"] == 0

@@ -196,6 +196,32 @@ def test_an_amended_text_is_read_by_agencies_and_a_reported_levy_makes_it_confid
     assert routing.log(complaint_id)[-1][1]["actor"] == "intake:classifier"
 
 
+@covers("on_citizen_message_received", "get_complaint")
+def test_a_levy_in_a_later_message_makes_it_confidential_once(routing):
+    """A message after the first burst is text of the complaint too (CitizenMessageReceived v2):
+    one reporting a levy makes it confidential, by intake's classifier, once; one that reports
+    none, or a v1 message (never classified, lifted with ``False``), changes nothing."""
+    complaint_id = routing.filed(*ROAD)
+
+    def message(text, levy, schema_version=2):
+        envelope = routing.intake_log.append("CitizenMessageReceived", complaint_id, {
+            "text": text, "attachments": [], "reply_to": None, "message_at": isoformat_utc(utc_now()),
+            "levy_reported": bool(levy)})
+        if schema_version == 1:  # as intake recorded it before v2: no levy_reported
+            del envelope["data"]["levy_reported"]
+            envelope["schema_version"] = 1
+        return envelope
+
+    routing.worker.on_citizen_message_received(message("Sudah dua bulan.", False))
+    routing.worker.on_citizen_message_received(message("Petugas minta uang pelicin.", None, schema_version=1))
+    assert routing.worker.get_complaint(complaint_id)["confidential"] is False
+    routing.worker.on_citizen_message_received(message("Petugas minta uang pelicin 300rb.", True))
+    routing.worker.on_citizen_message_received(message("Pungli lagi hari ini.", True))
+    assert routing.worker.get_complaint(complaint_id)["confidential"] is True
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted", "ComplaintConfidentialityChanged"]
+    assert routing.log(complaint_id)[-1][1]["actor"] == "intake:classifier"
+
+
 @covers("on_complaint_amended")
 def test_an_amendment_of_a_complaint_routing_never_saw_records_nothing(routing):
     routing.worker.on_complaint_amended(routing.intake_log.append("ComplaintAmended", str(uuid.uuid4()), {
@@ -885,3 +911,292 @@ def test_console_shows_evidence_as_links_to_routing_and_opens_it_for_whom_the_ap
     routing.intake.failure = TimeoutError("intake did not answer")
     assert open_as(desk).status_code == 503
 
+
+
+# --- duplicates and clusters (issue 19) ------------------------------------------------------------
+
+POST_ID = "100000000000001_777"
+
+
+def comment_filed(routing: Routing, text: str, post_id: str = POST_ID, category: str = "infrastruktur",
+                  region: str | None = "5202") -> str:
+    """intake records a comment complaint under ``post_id`` (its comment id and page travel in
+    ``reply_to``); pushed to routing's handler."""
+    complaint_id = str(uuid.uuid4())
+    envelope = routing.intake_log.append("ComplaintFiled", complaint_id, {
+        "tracking_code": f"NTB-{uuid.uuid4().hex[:6].upper()}", "channel": "facebook_comment",
+        "filed_at": isoformat_utc(utc_now()), "text": text, "attachments": [], "category": category,
+        "region_code": region, "priority": "normal", "reasons": {"category": [], "region": [], "priority": []},
+        "confidential": False, "last_citizen_message_at": isoformat_utc(utc_now()), "external_ref": None,
+        "reply_to": {"page_id": "100000000000001", "comment_id": f"777_{uuid.uuid4().int % 10**12}",
+                     "post_id": post_id}})
+    routing.worker.on_complaint_filed(envelope)
+    return complaint_id
+
+
+@covers("on_complaint_filed", "suggested_links", "link_complaint", "refuse_link", "respond")
+def test_comments_under_one_post_are_suggested_as_one_cluster_and_the_primarys_answer_reaches_the_linked(routing):
+    first = comment_filed(routing, "Jalan provinsi di Praya ambles, tolong segera diperbaiki")
+    second = comment_filed(routing, "Betul, jalan provinsi Praya ambles dari kemarin")
+    third = comment_filed(routing, "Kapan diperbaiki pak?", category="lainnya", region=None)
+    elsewhere = comment_filed(routing, "Kapan diperbaiki pak?", post_id="100000000000001_778")
+    [cluster] = routing.worker.suggested_links()
+    assert cluster["primary"]["complaint_id"] == first
+    members = {m["complaint_id"]: m for m in cluster["members"]}
+    assert set(members) == {second, third} and elsewhere not in members
+    assert members[second]["because"] == ["same_post", "same_category_region", "similar_words"]
+    assert members[third]["because"] == ["same_post"]
+    assert "postingan Facebook yang sama" in members[third]["reason"]
+    # Only the public post id and the words are kept for comparing: no comment id, no PSID.
+    kept = rows(routing.store, tables.cluster_words)
+    assert {row["post_id"] for row in kept} == {POST_ID, "100000000000001_778"}
+    assert all("777_" not in str(row) for row in kept)
+
+    refused = routing.worker.refuse_link(third, first, "diskominfotik:Sari")
+    assert refused["state"] == "refused"
+    with pytest.raises(NotFound):
+        routing.worker.refuse_link(third, first, "diskominfotik:Sari")
+    [cluster] = routing.worker.suggested_links()
+    assert [m["complaint_id"] for m in cluster["members"]] == [second]
+
+    linked = routing.worker.link_complaint(second, first, "", "diskominfotik:Sari")
+    assert linked["linked_to"] == first and linked["recorded"] == ["ComplaintLinked"]   # same agency already
+    [(event_type, data)] = [e for e in routing.log(second) if e[0] == "ComplaintLinked"]
+    assert data["because"] == ["same_post", "same_category_region", "similar_words"]
+    assert "postingan Facebook yang sama" in data["reason"] and data["actor"] == "diskominfotik:Sari"
+    assert routing.worker.suggested_links() == []
+    with pytest.raises(IllegalAction):
+        routing.worker.link_complaint(second, first, "lagi", "diskominfotik:Sari")   # already linked
+    with pytest.raises(IllegalAction):
+        routing.worker.link_complaint(first, third, "utama", "diskominfotik:Sari")   # a primary
+    with pytest.raises(IllegalAction):
+        routing.worker.link_complaint(elsewhere, first, "", "diskominfotik:Sari")    # no suggestion, no reason
+
+    # The agency answers the primary once: the linked complaint records the same answer.
+    routing.worker.respond(first, "dpupr", "Perbaikan dimulai besok pagi.", True, "dpupr:budi")
+    answered = [data for t, data in routing.log(second) if t == "ComplaintResponded"]
+    assert [a["text"] for a in answered] == ["Perbaikan dimulai besok pagi."]
+    assert routing.worker.get_complaint(second)["public_status"] == "selesai"
+    assert routing.worker.get_complaint(third)["public_status"] == "diterima"     # refused: not in the cluster
+
+    # Joining late (by hand, with a reason): the primary's agencies and its latest answer follow.
+    # Naming a linked complaint as primary joins the cluster of its primary.
+    late = routing.worker.link_complaint(elsewhere, second, "Masalah yang sama", "diskominfotik:Sari")
+    assert late["linked_to"] == first
+    # (routed elsewhere by the rules: it takes the primary's agency first)
+    assert late["recorded"] == ["ComplaintLinked", "ComplaintRouted", "ComplaintResponded", "ComplaintResolved"]
+    assert (late["public_status"], late["lead_agencies"]) == ("selesai", ["dpupr"])
+
+
+@covers("http_suggested_links", "http_link", "http_refuse_link")
+def test_api_suggestions_links_and_refusals_are_for_the_desk_only(routing):
+    first = comment_filed(routing, "Jalan provinsi di Praya ambles")
+    second = comment_filed(routing, "Jalan provinsi Praya ambles parah")
+    third = comment_filed(routing, "Jalan provinsi Praya ambles juga di dusun kami")
+    dismissed = comment_filed(routing, "Jalan provinsi Praya ambles, bahaya")
+    routing.worker.dismiss(dismissed, "Komentar yang sama dua kali", "diskominfotik:Sari")   # closed: not listed
+    listed = routing.api("http_suggested_links", "GET", "/api/desk/suggested-links", agency=DESK)
+    assert listed.status_code == 200
+    assert {m["complaint_id"] for m in json_of(listed)[0]["members"]} == {second, third}
+    assert routing.api("http_suggested_links", "GET", "/api/desk/suggested-links",
+                       agency="dpupr").status_code == 403
+    assert routing.api("http_link", "POST", "/", second, agency="dpupr",
+                       body={"primary": first}).status_code == 403
+    assert routing.api("http_link", "POST", "/", second, agency=DESK, body={}).status_code == 400
+    linked = routing.api("http_link", "POST", "/", second, agency=DESK, actor="Sari", body={"primary": first})
+    assert linked.status_code == 200 and json_of(linked)["linked_to"] == first
+    assert routing.log(second)[-1][1]["actor"] == f"{DESK}:Sari"
+    refused = routing.api("http_refuse_link", "POST", "/", third, agency=DESK, body={"primary": first})
+    assert (refused.status_code, json_of(refused)["state"]) == (200, "refused")
+    again = routing.api("http_refuse_link", "POST", "/", third, agency=DESK, body={"primary": first})
+    assert again.status_code == 404
+    assert routing.api("http_refuse_link", "POST", "/", third, agency="dpupr",
+                       body={"primary": first}).status_code == 403
+
+
+@covers("console_clusters", "console_action", "console_complaint")
+def test_console_shows_the_desk_suggested_clusters_with_reasons_and_joins_or_refuses_them(routing):
+    first = comment_filed(routing, "Jalan provinsi di Praya ambles, tolong diperbaiki")
+    second = comment_filed(routing, "Jalan provinsi Praya ambles parah")
+    third = comment_filed(routing, "Kapan diperbaiki?", category="lainnya", region=None)
+    codes = {cid: routing.worker.get_complaint(cid)["tracking_code"] for cid in (first, second, third)}
+    desk, agency = Browser(routing), Browser(routing)
+    desk.sign_in(DESK, "Sari")
+    agency.sign_in("dpupr", "Budi")
+    assert agency.call("console_clusters", "GET", "/console/gabungan").status_code == 403
+
+    page = desk.call("console_clusters", "GET", "/console/gabungan")
+    html = text_of(page)
+    assert page.status_code == 200 and f'data-primary="{codes[first]}"' in html
+    assert f'data-tracking-code="{codes[second]}"' in html and f'data-tracking-code="{codes[third]}"' in html
+    assert "Postingan Facebook yang sama" in html and "Kategori dan wilayah sama" in html
+    assert "kata yang sama: ambles, jalan" in html
+    member_page = text_of(desk.call("console_complaint", "GET", "/", second))
+    assert 'id="gabungan"' in member_page and "Postingan Facebook yang sama" in member_page
+
+    csrf = desk.page_csrf(page)
+    refused = desk.call("console_action", "POST", "/", first, "bukan-ganda",
+                        data={"csrf_token": csrf, "ganda": third, "kembali": "gabungan"})
+    assert refused.headers["Location"] == "/console/gabungan?pesan=bukan-ganda"
+    assert agency.call("console_action", "POST", "/", first, "gabung",
+                       data={"csrf_token": agency.page_csrf(agency.call("console_inbox", "GET", "/")),
+                             "ganda": [second]}).status_code == 403
+    joined = desk.call("console_action", "POST", "/", first, "gabung",
+                       data={"csrf_token": csrf, "ganda": [second], "kembali": "gabungan"})
+    assert joined.headers["Location"] == "/console/gabungan?pesan=gabung"
+    assert routing.worker.get_complaint(second)["linked_to"] == first
+    assert "Tidak ada saran gabungan" in text_of(desk.call("console_clusters", "GET", "/console/gabungan"))
+    primary_page = text_of(desk.call("console_complaint", "GET", "/", first))
+    assert f'href="/console/aduan/{second}">{codes[second]}</a>' in primary_page
+    timeline = text_of(desk.call("console_complaint", "GET", "/", second))
+    assert "Digabung dengan aduan lain" in timeline and f"Aduan utama: {codes[first]}" in timeline
+
+
+# --- issue 19: the citizen's answer (intake's CitizenAnsweredFollowUp) -------------------------------------
+
+def _answer(routing, complaint_id, answer, words="", score=None):
+    envelope = routing.intake_log.append("CitizenAnsweredFollowUp", complaint_id, {
+        "answer": answer, "words": words, "score": score, "via": "quick_reply", "tracking_code": "NTB-X",
+        "reply_to": None, "message_at": isoformat_utc(utc_now())})
+    routing.worker.on_citizen_answered_follow_up(envelope)
+    return envelope
+
+
+@covers("on_citizen_answered_follow_up", "respond", "get_complaint")
+def test_belum_reopens_to_the_leads_then_to_the_desk_and_a_score_rates_once(routing):
+    complaint_id = routing.filed(*ROAD)
+    routing.worker.respond(complaint_id, "dpupr", "Sudah diperbaiki.", True, "dpupr:budi")
+    no = _answer(routing, complaint_id, "not_solved", "blm jalannya msh rusak")
+    reopened = routing.log(complaint_id)[-1]
+    assert reopened[0] == "ComplaintReopened"
+    assert (reopened[1]["words"], reopened[1]["reopen_count"], reopened[1]["to_desk"], reopened[1]["actor"],
+            reopened[1]["answer_event_id"]) == ("blm jalannya msh rusak", 1, False, "citizen", no["event_id"])
+    assert set(reopened[1]["due_at"]) == {"follow_up"}
+    complaint = routing.worker.get_complaint(complaint_id)
+    assert (complaint["public_status"], complaint["lead_agencies"], complaint["lifecycle"]["open"]) == \
+        ("diproses", ["dpupr"], True)
+    assert complaint["progress"]["dpupr"] == {"acknowledged": True, "answered": False, "resolved": False}
+    assert "follow_up" in complaint["lifecycle"]["deadlines"]   # a fresh follow-up clock runs
+
+    routing.worker.on_citizen_answered_follow_up(no)             # redelivered: nothing more
+    assert [t for t, _ in routing.log(complaint_id)].count("ComplaintReopened") == 1
+
+    routing.worker.respond(complaint_id, "dpupr", "Sudah kami tambal ulang.", True, "dpupr:budi")
+    _answer(routing, complaint_id, "rating", "4", 4)
+    _answer(routing, complaint_id, "rating", "5", 5)                # one rating per resolution
+    rated = [d for t, d in routing.log(complaint_id) if t == "CitizenRated"]
+    assert [(d["score"], d["agencies"]) for d in rated] == [(4, ["dpupr"])]
+
+    _answer(routing, complaint_id, "not_solved", "belum juga")     # the second reopen: the desk
+    second = routing.log(complaint_id)[-1][1]
+    assert (second["reopen_count"], second["to_desk"], set(second["due_at"])) == (2, True, {"triage"})
+    assert routing.worker.get_complaint(complaint_id)["at_desk"] is True
+
+
+@covers("on_citizen_answered_follow_up", "respond", "dismiss")
+def test_belum_after_the_period_or_on_a_dismissed_or_open_complaint_is_refused_with_the_reason(make_routing):
+    routing = make_routing(ROUTING_REOPEN_DAYS="0")
+    late = routing.filed(*ROAD)
+    routing.worker.respond(late, "dpupr", "Sudah diperbaiki.", True, "dpupr:budi")
+    _answer(routing, late, "not_solved", "belum pak")
+    assert routing.log(late)[-1][0] == "ComplaintReopenRefused"
+    assert (routing.log(late)[-1][1]["reason"], routing.log(late)[-1][1]["period_days"]) == ("period_over", 0)
+    assert routing.worker.get_complaint(late)["public_status"] == "selesai"
+
+    dismissed = routing.filed(*ROAD)
+    routing.worker.dismiss(dismissed, "spam", "desk:sari")
+    _answer(routing, dismissed, "not_solved", "belum")
+    assert routing.log(dismissed)[-1][1]["reason"] == "dismissed"
+    still_open = routing.filed(*ROAD)
+    _answer(routing, still_open, "not_solved", "belum")
+    assert routing.log(still_open)[-1][1]["reason"] == "open"
+    _answer(routing, still_open, "solved", "sudah")                 # nothing for routing to record
+    _answer(routing, still_open, "unclear_rating", "9")
+    assert [t for t, _ in routing.log(still_open)][-1] == "ComplaintReopenRefused"
+    _answer(routing, str(uuid.uuid4()), "not_solved", "belum")       # never seen: nothing, no error
+    assert routing.worker.quarantined() == []
+
+
+# --- issue 20: the desk corrects the category and region ---------------------------------------------
+
+WRONG_REGION = ("Jalan desa di Sengkol rusak berlubang, mohon diperbaiki", "infrastruktur", "5201")
+
+
+@covers("reclassify")
+def test_the_desk_corrects_a_wrong_region_and_the_complaint_is_rerouted_by_the_rules(routing):
+    complaint_id = routing.filed(*WRONG_REGION)
+    assert routing.worker.get_complaint(complaint_id)["lead_agencies"] == ["pemkab-lobar"]
+    for category, region, reason, refusal in (
+            (None, None, "Sengkol di Lombok Tengah", ValidationFailed),       # nothing named
+            (None, "9999", "Sengkol di Lombok Tengah", ValidationFailed),     # not a BPS code of NTB
+            ("jalan", None, "kategori", ValidationFailed),                    # not a category
+            (None, "5202", " ", ValidationFailed),                            # no reason
+            (None, "5201", "sama saja", IllegalAction)):                      # nothing changes
+        with pytest.raises(refusal):
+            routing.worker.reclassify(complaint_id, category, region, reason, "diskominfotik:sari")
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted"]
+
+    view = routing.worker.reclassify(complaint_id, None, "5202", "Sengkol ada di Lombok Tengah",
+                                     "diskominfotik:sari")
+    assert view["recorded"] == ["ComplaintReclassified", "ComplaintRouted"]
+    assert (view["region_code"], view["filed_region_code"], view["lead_agencies"]) == (
+        "5202", "5201", ["pemkab-loteng"])
+    [(_, correction), (_, route)] = routing.log(complaint_id)[1:]
+    assert (correction["region_before"], correction["region_after"], correction["actor"],
+            correction["rerouted"]) == ("5201", "5202", "diskominfotik:sari", True)
+    assert route["decided_by"].startswith("rule:") and route["lead_agencies"] == ["pemkab-loteng"]
+    # The desk's lists show the corrected region (the state row), not the filed one.
+    assert [i["region_code"] for i in routing.worker.complaints_for("pemkab-loteng")] == ["5202"]
+    assert routing.worker.complaints_for("pemkab-lobar") == []
+
+    # A category correction that keeps the rule changes only the facts.
+    view = routing.worker.reclassify(complaint_id, "lingkungan_hidup", None, "soal saluran", "diskominfotik:sari")
+    assert view["category"] == "lingkungan_hidup"
+    routing.worker.dismiss(complaint_id, "Ganda", "diskominfotik:sari")
+    with pytest.raises(IllegalAction, match="dismissed"):
+        routing.worker.reclassify(complaint_id, None, "5203", "lagi", "diskominfotik:sari")
+
+
+@covers("http_reclassify")
+def test_api_corrections_are_the_desks_only(routing):
+    complaint_id = routing.filed(*WRONG_REGION)
+    path = f"/api/complaints/{complaint_id}/classification"
+    body = {"region_code": "5202", "reason": "Sengkol ada di Lombok Tengah"}
+    assert routing.api("http_reclassify", "POST", path, complaint_id, agency="dpupr", body=body).status_code == 403
+    assert routing.api("http_reclassify", "POST", path, complaint_id, body=body).status_code == 401
+    bad = routing.api("http_reclassify", "POST", path, complaint_id, agency=DESK,
+                      body={"region_code": "0000", "reason": "x"})
+    assert bad.status_code == 400 and "region_code" in json_of(bad)["fields"]
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted"]
+    done = routing.api("http_reclassify", "POST", path, complaint_id, agency=DESK, actor="Sari", body=body)
+    assert done.status_code == 200, json_of(done)
+    assert json_of(done)["lead_agencies"] == ["pemkab-loteng"]
+    [(_, correction)] = [(t, d) for t, d in routing.log(complaint_id) if t == "ComplaintReclassified"]
+    assert correction["actor"].endswith("Sari") and correction["rerouted"] is True
+
+
+@covers("console_action")
+def test_console_correction_is_for_the_desk_with_csrf_and_reroutes(routing):
+    complaint_id = routing.filed(*WRONG_REGION)
+    desk = Browser(routing)
+    desk.sign_in(DESK, "Sari")
+    page = desk.call("console_complaint", "GET", "/", complaint_id)
+    assert 'id="form-koreksi"' in text_of(page)
+    csrf = desk.page_csrf(page)
+    form = {"kategori": "infrastruktur", "wilayah": "5202", "alasan": "Sengkol di Lombok Tengah"}
+    path = f"/console/aduan/{complaint_id}/koreksi"
+    assert desk.call("console_action", "POST", path, complaint_id, "koreksi", data=form).status_code == 403
+    agency = Browser(routing)
+    agency.sign_in("pemkab-loteng", "Eka")
+    agency_csrf = agency.page_csrf(agency.call("console_inbox", "GET", "/console/kotak-masuk"))
+    assert agency.call("console_action", "POST", path, complaint_id, "koreksi",
+                       data={"csrf_token": agency_csrf, **form}).status_code == 403
+    assert [t for t, _ in routing.log(complaint_id)] == ["ComplaintRouted"]
+    done = desk.call("console_action", "POST", path, complaint_id, "koreksi", data={"csrf_token": csrf, **form})
+    assert done.headers["Location"] == f"/console/aduan/{complaint_id}?pesan=koreksi"
+    complaint = routing.worker.get_complaint(complaint_id)
+    assert (complaint["region_code"], complaint["lead_agencies"]) == ("5202", ["pemkab-loteng"])
+    [correction] = [d for t, d in routing.log(complaint_id) if t == "ComplaintReclassified"]
+    assert (correction["category_before"], correction["category_after"]) == ("infrastruktur", "infrastruktur")
+    timeline = text_of(desk.call("console_complaint", "GET", "/", complaint_id))
+    assert "Kategori/wilayah dikoreksi" in timeline and "Lombok Tengah" in timeline

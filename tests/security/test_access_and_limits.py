@@ -280,7 +280,9 @@ API_SCOPE = {
     "http_me": "any", "http_agencies": "any", "http_desk_queue": "desk",
     "http_complaints_for": "own_agency", "http_complaint": "assigned", "http_timeline": "assigned",
     "http_assign": "desk", "http_dismiss": "desk", "http_priority": "desk",
-    "http_confidentiality": "desk",
+    "http_confidentiality": "desk", "http_reclassify": "desk",
+    # Clusters of duplicates (issue 19): suggestions and links are the desk's.
+    "http_suggested_links": "desk", "http_link": "desk", "http_refuse_link": "desk",
     "http_acknowledge": "assigned", "http_reject": "assigned", "http_respond": "assigned",
     # Evidence: the desk, or an assigned agency unless the complaint is confidential (then the desk
     # only: tests/interface/test_routing_service.py and tests/e2e/test_evidence.py).
@@ -289,12 +291,15 @@ API_SCOPE = {
 CONSOLE_SCOPE = {
     "console_home": "signed_in", "console_queue": "desk", "console_inbox": "signed_in",
     "console_search": "signed_in", "console_complaint": "assigned", "console_action": "assigned",
-    "console_evidence": "assigned",
+    "console_evidence": "assigned", "console_clusters": "desk",
 }
 PUBLIC = {"health", "metrics", "console_login_form", "console_login", "console_logout", "console_static"}
 BODIES = {"http_assign": {"agency_codes": ["dikes"], "note": "Coba"},
           "http_dismiss": {"reason": "Coba"}, "http_priority": {"priority": "urgent", "reason": "Coba"},
           "http_confidentiality": {"confidential": True, "reason": "Coba"},
+          "http_reclassify": {"category": "kesehatan", "region_code": "5202", "reason": "Coba"},
+          "http_link": {"primary": "00000000-0000-0000-0000-000000000000", "reason": "Coba"},
+          "http_refuse_link": {"primary": "00000000-0000-0000-0000-000000000000"},
           "http_reject": {"reason": "Coba"}, "http_respond": {"text": "Coba", "resolved": False}}
 
 

@@ -1,7 +1,7 @@
 """What the fault suite checks after each fault, through the platform's own outputs: the services'
 logs (``events_since`` over RPC), the Graph API sandbox's record of calls, the broker's
-management API and — read-only — the services' SQLite files for their outboxes, checkpoints and
-pending work.
+management API and — read-only — the services' databases (SQLite files, or PostgreSQL) for
+their outboxes, checkpoints and pending work.
 
 ``Audit.problems()`` lists what is not settled yet (empty = settled); ``Audit.verdict()`` then
 counts what the scenario reports: complaints sent, acknowledged, lost, duplicates."""
@@ -14,6 +14,9 @@ import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from tests.support import infra
 from tests.support.load import ComplaintStream
@@ -35,6 +38,16 @@ def read_log(platform, service: str) -> list[dict]:
 
 
 def query(platform, service: str, sql: str, *args):
+    """Read-only SQL on a service's database: its SQLite file, or its ``<SERVICE>_DATABASE_URL``
+    (PostgreSQL; a connection per query, so a restarted server is no stale pool)."""
+    url = platform.env.get(f"{service.upper()}_DATABASE_URL", "")
+    if url.startswith("postgresql"):
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.exec_driver_sql(sql.replace("?", "%s"), args)]
+        finally:
+            engine.dispose()
     path = Path(platform.data_dir) / f"{service}.db"
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as connection:
         return connection.execute(sql, args).fetchall()

@@ -140,6 +140,22 @@ def postback(page_id: str, psid: str, payload: str = "GET_STARTED") -> dict:
         "referral": {"ref": "aduan", "source": "SHORTLINK", "type": "OPEN_THREAD"}})
 
 
+def quick_reply_tap(page_id: str, psid: str, title: str, payload: str, mid: str | None = None,
+                    timestamp_ms: int | None = None) -> dict:
+    """A tapped quick reply: a ``messages`` event whose ``message.text`` is the button's title and
+    ``message.quick_reply.payload`` its payload — the example of
+    https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messages
+    (``"quick_reply": {"payload": "<DEVELOPER_DEFINED_PAYLOAD>"}``)."""
+    return _event(page_id, psid, timestamp_ms, message={
+        "mid": mid or new_mid(), "text": title, "quick_reply": {"payload": payload}})
+
+
+def button_postback(page_id: str, psid: str, title: str, payload: str, mid: str | None = None) -> dict:
+    """A postback button tapped (messaging_postbacks: ``postback.mid``, ``.title``, ``.payload``),
+    without the referral a Get Started tap may carry."""
+    return _event(page_id, psid, postback={"mid": mid or new_mid(), "title": title, "payload": payload})
+
+
 def referral(page_id: str, psid: str) -> dict:
     # The "m.me Link" example of https://developers.facebook.com/documentation/business-messaging/messenger-platform/webhooks/webhook-events/messaging_referrals
     # (checked 2026-11): referral{ref, source: "SHORTLINK", type: "OPEN_THREAD"} beside sender/recipient.

@@ -174,7 +174,8 @@ class Seeder:
                     "text": "tambahan keterangan", "why": "more_messages", "last_citizen_message_at": iso(t)})
             elif roll < 0.10:
                 self.add("intake", "CitizenMessageReceived", cid, t + timedelta(minutes=6), {
-                    "text": "halo", "attachments": [], "reply_to": c["reply_to"], "message_at": iso(t)})
+                    "text": "halo", "attachments": [], "reply_to": c["reply_to"], "message_at": iso(t),
+                    "levy_reported": False})
             elif roll < 0.11:
                 self.add("intake", "StatusRequested", cid, t + timedelta(days=1), {
                     "tracking_code": c["tracking_code"], "reply_to": c["reply_to"], "message_at": iso(t)})
@@ -185,6 +186,11 @@ class Seeder:
             desk_first = rng.random() < 0.12
             if desk_first:
                 self.at_desk(c, t + timedelta(seconds=2))
+            if index % 19 == 7:   # the desk corrects the region (issue 20; no draw from rng)
+                self.add("routing", "ComplaintReclassified", cid, t + timedelta(seconds=3), {
+                    "category_before": category, "category_after": category, "region_before": region,
+                    "region_after": REGION_CODES[index % len(REGION_CODES)], "reason": "desa di kabupaten lain",
+                    "actor": "operator:desk-ani", "rerouted": False})
             if rng.random() < 0.04:
                 self.add("routing", "ComplaintDismissed", cid, t + timedelta(hours=3), {
                     "reason": "aduan ganda", "duplicate_of": None, "actor": "operator:desk-ani"})
@@ -229,6 +235,41 @@ class Seeder:
             if not resolved_in_answer and rng.random() < 0.3:
                 self.responded(c, t + timedelta(days=2), agency, resolved=True,
                                text="Masalah sudah selesai ditangani.")
+                t += timedelta(days=2)
+            self.citizen_loop(c, t, agency, index)
+
+    def citizen_loop(self, c: dict, t: datetime, agency: str, index: int) -> None:
+        """The citizen's answer to "Sudah selesai?" on some resolved complaints (no draw from the
+        rng: the rest of the history stays the same): a "belum" that reopens and is resolved again,
+        ratings, a refused reopen."""
+        cid = c["complaint_id"]
+        if self.lifecycles[cid].closed != "resolved":
+            return
+        answer = {"words": "", "score": None, "via": "quick_reply", "tracking_code": c["tracking_code"],
+                  "reply_to": c["reply_to"] if c["channel"] != "web" else None, "message_at": iso(t)}
+        if index % 7 == 1:
+            self.add("intake", "CitizenAnsweredFollowUp", cid, t + timedelta(hours=1),
+                     dict(answer, answer="not_solved", words="belum, masih sama saja"))
+            self.add("routing", "ComplaintReopened", cid, t + timedelta(hours=1, seconds=1), {
+                "words": "belum, masih sama saja", "actor": "citizen", "reopen_count": 1, "to_desk": False,
+                "due_at": {"follow_up": iso(t + timedelta(days=7))}, "answer_event_id": None})
+            self.responded(c, t + timedelta(days=1), agency, resolved=True, text="Sudah kami perbaiki ulang.")
+            t += timedelta(days=1)
+        if index % 13 == 6 and self.complaints and self.complaints[0]["complaint_id"] != cid:
+            primary = self.complaints[0]
+            self.add("routing", "ComplaintLinked", cid, t + timedelta(minutes=30), {
+                "primary_complaint_id": primary["complaint_id"], "primary_tracking_code": primary["tracking_code"],
+                "reason": "jalan yang sama", "actor": "operator:desk-ani", "because": ["similar_words"],
+                "score": 0.5})
+        if index % 3 == 0:
+            score = 1 + index % 5
+            self.add("intake", "CitizenAnsweredFollowUp", cid, t + timedelta(hours=2),
+                     dict(answer, answer="rating", score=score, words=str(score)))
+            self.add("routing", "CitizenRated", cid, t + timedelta(hours=2, seconds=1), {
+                "score": score, "words": str(score), "agencies": [agency], "answer_event_id": None})
+        elif index % 11 == 4:
+            self.add("routing", "ComplaintReopenRefused", cid, t + timedelta(days=20), {
+                "reason": "period_over", "words": "belum pak", "answer_event_id": None, "period_days": 14})
 
     # -- writing -----------------------------------------------------------------------------
     def flush(self, chunk: int = 5000) -> dict[str, int]:

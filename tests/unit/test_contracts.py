@@ -29,7 +29,7 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("service", ["notification", "reporting", "intake"])
+@pytest.mark.parametrize("service", ["notification", "reporting", "intake", "gateway"])
 def test_only_routing_computes_the_lifecycle(service):
     """Consumers read the lifecycle from routing's events; they never import the fold."""
     offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "services" / service).rglob("*.py")
@@ -109,7 +109,8 @@ def test_subscriptions_come_from_the_handler_table():
 @pytest.mark.parametrize("module, handlers", [
     ("services.intake.service", "IntakeHandlers"), ("services.routing.service", "RoutingHandlers"),
     ("services.notification.service", "NotificationHandlers"),
-    ("services.reporting.service", "ReportingHandlers")])
+    ("services.reporting.service", "ReportingHandlers"),
+    ("services.gateway.service", "FeedHandlers")])
 def test_each_service_listens_to_exactly_what_it_handles(module, handlers):
     import importlib
     loaded = importlib.import_module(module)
@@ -118,3 +119,52 @@ def test_each_service_listens_to_exactly_what_it_handles(module, handlers):
                    if isinstance(value, type) and getattr(value, "handler_table", None) is table)
     assert service.subscriptions == table.subscriptions()
     assert service.consumer.sources == table.sources()
+
+
+def _event_type_literals(path: Path, names: set[str], root: Path = ROOT) -> list[str]:
+    """``path:line: value`` of every string literal equal to an event type's name, docstrings
+    excluded (comments are not in the tree)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    return [f"{path.relative_to(root)}:{node.lineno}: {node.value}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+            and id(node) not in docstrings]
+
+
+def test_event_types_are_named_by_their_constants_only():
+    """Outside ``shared/core/events/`` an event type is written ``ev.COMPLAINT_ROUTED``, never
+    ``"ComplaintRouted"``: a renamed or removed type then fails at import, not in production."""
+    names = {value for name, value in vars(ev).items() if name.isupper() and isinstance(value, str)}
+    declared_in = ROOT / "shared" / "core" / "events"
+    offenders = [found for folder in ("services", "shared") for path in sorted((ROOT / folder).rglob("*.py"))
+                 if declared_in not in path.parents for found in _event_type_literals(path, names)]
+    assert offenders == []
+
+
+def test_the_literal_check_sees_literals_and_skips_docstrings(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('"""About ComplaintRouted."""\nKIND = "ComplaintRouted"\n'
+                     'def f(kind):\n    """ComplaintFiled"""\n    return kind in ("ComplaintFiled", "x")\n',
+                     encoding="utf-8")
+    assert sorted(_event_type_literals(probe, {ev.COMPLAINT_ROUTED, ev.COMPLAINT_FILED}, tmp_path)) == [
+        "probe.py:2: ComplaintRouted", "probe.py:5: ComplaintFiled"]
+
+
+def test_every_routing_event_type_has_each_place_the_readme_names():
+    """README "Where things go", an event type: a routing event also needs its lifecycle fold
+    entry (routing cannot record it otherwise), a console timeline label, and a decision for the
+    gateway's feed (allow-listed fields, or deliberately not forwarded)."""
+    from services.gateway.domain import feed
+    from services.routing.adapters.console import present
+    from shared.core.events.lifecycle import _FOLD
+
+    routing_types = set(event_types_of("routing"))
+    assert routing_types - set(_FOLD) == set()
+    assert routing_types - set(present.EVENTS) == set()
+    assert routing_types - set(feed.SAFE_FIELDS) - feed.NOT_FORWARDED == set()
+    assert set(feed.SAFE_FIELDS) & feed.NOT_FORWARDED == set()

@@ -206,8 +206,8 @@ def pages(monkeypatch):
 
 
 @pytest.fixture
-def store(tmp_path, pages):
-    store = build_store(f"sqlite:///{tmp_path / 'notification.db'}")
+def store(migrated_sqlite, pages):
+    store = build_store(migrated_sqlite("notification", build_store))   # a copy of one migrated file
     store.prepare()
     yield store
     store.database.dispose()

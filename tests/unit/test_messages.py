@@ -45,6 +45,14 @@ CONTEXTS = {
     "status_unknown": dict(tracking_code="ZZZZ"),
     "comment_public": dict(tracking_code="K7QX-42MD"),
     "comment_public_update": dict(tracking_code="K7QX-42MD", status_word="selesai"),
+    "follow_up_question": dict(tracking_code="K7QX-42MD"),
+    "rating_question": dict(tracking_code="K7QX-42MD"),
+    "rating_unclear": dict(tracking_code="K7QX-42MD"),
+    "rated_thanks": dict(tracking_code="K7QX-42MD", score=4),
+    "reopened": dict(tracking_code="K7QX-42MD", agencies=["Dinas PUPR Provinsi NTB"]),
+    "reopened_desk": dict(tracking_code="K7QX-42MD"),
+    "reopen_refused": dict(tracking_code="K7QX-42MD", reason="period_over", days=14),
+    "follow_up_stale": dict(tracking_code="K7QX-42MD", status_word="diproses"),
 }
 
 # Words any of our Indonesian texts uses; a text with none of them is not in Indonesian.

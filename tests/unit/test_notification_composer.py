@@ -116,7 +116,11 @@ def test_two_leads_first_resolving_answer_says_diproses_then_resolved_says_seles
     [second] = drafts_for_event(COMMENT_VIEW, "ComplaintResponded",
                                 answer("polda-ntb", "Pelaku sudah ditindak.", last, resolved=True))
     assert second.text.startswith("Jawaban dari Polda NTB") and "status: selesai" in second.public_text
-    [outcome] = drafts_for_event(COMMENT_VIEW, "ComplaintResolved", {"actor": "polda-ntb:budi", "lifecycle": last})
+    # The outcome, then "Sudah selesai?" (issue 19: Messenger only, never under the comment).
+    outcome, question = drafts_for_event(COMMENT_VIEW, "ComplaintResolved",
+                                         {"actor": "polda-ntb:budi", "lifecycle": last})
+    assert question.kind == MessageKind.FOLLOW_UP_QUESTION and question.public_text is None
+    assert {COMMENT_PUBLIC, "comment_private"} <= set(question.excluded_channels)
     assert outcome.kind == MessageKind.RESOLVED and "dinyatakan selesai" in outcome.text
     assert "Dinas PUPR Provinsi NTB dan Polda NTB" in outcome.text  # every lead, by name
     assert "status: selesai" in outcome.public_text
@@ -124,7 +128,8 @@ def test_two_leads_first_resolving_answer_says_diproses_then_resolved_says_seles
 
 def test_resolved_and_dismissed_outcomes():
     lifecycle = snapshot("selesai", names=NAMES, parts={"dpupr": part(answered=True, resolved=True)})
-    [resolved] = drafts_for_event(MESSENGER_VIEW, "ComplaintResolved", {"actor": "x", "lifecycle": lifecycle})
+    resolved, question = drafts_for_event(MESSENGER_VIEW, "ComplaintResolved", {"actor": "x", "lifecycle": lifecycle})
+    assert question.kind == MessageKind.FOLLOW_UP_QUESTION and CODE in question.text
     assert "selesai" in resolved.text and "Dinas PUPR Provinsi NTB" in resolved.text
     dismissed = snapshot("ditolak", leads=(), names=NAMES)
     [dup] = drafts_for_event(COMMENT_VIEW, "ComplaintDismissed",
@@ -176,7 +181,8 @@ def test_confidential_comment_complaint_gets_no_public_update_at_all():
                                 "lifecycle": snapshot("ditolak", **leads)}),
     ]
     for event_type, data in events:
-        [draft] = drafts_for_event(CONFIDENTIAL_COMMENT, event_type, data)
+        draft, *question = drafts_for_event(CONFIDENTIAL_COMMENT, event_type, data)
+        assert len(question) == (event_type == "ComplaintResolved"), event_type
         # Neither the status nor the agency under the comment: the public channel is closed to it,
         # so it goes by private reply / Messenger or is listed for the desk.
         assert draft.public_text is None and COMMENT_PUBLIC in draft.excluded_channels, event_type

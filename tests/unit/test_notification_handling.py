@@ -99,7 +99,8 @@ def test_every_routing_event_is_handled_and_intake_s_five():
     assert set(subscriptions["routing"]) == set(event_types_of("routing"))
     assert "ComplaintConfidentialityChanged" in subscriptions["routing"]
     assert set(subscriptions["intake"]) == {"ComplaintFiled", "ComplaintAmended", "CitizenMessageReceived",
-                                            "CitizenCommentRemoved", "StatusRequested"}
+                                            "CitizenCommentRemoved", "StatusRequested",
+                                            "CitizenAnsweredFollowUp"}
 
 
 def test_two_leads_the_first_resolving_is_diproses_and_the_last_selesai(notification):
@@ -119,7 +120,8 @@ def test_two_leads_the_first_resolving_is_diproses_and_the_last_selesai(notifica
     resolved = notification.send("routing", "ComplaintResolved", complaint_id, {"actor": "polda-ntb:budi",
                                                                                "lifecycle": last})
     assert "status: selesai" in notification.messages(second)[0]["public_text"]
-    [outcome] = notification.messages(resolved)
+    outcome, question = notification.messages(resolved)  # then "Sudah selesai?" (issue 19)
+    assert question["kind"] == "follow_up_question"
     assert "dinyatakan selesai" in outcome["text"] and "Dinas PUPR Provinsi NTB dan Polda NTB" in outcome["text"]
 
 

@@ -280,9 +280,10 @@ def test_a_message_in_another_app_s_thread_opens_no_window_in_the_complaint_s(no
     notification.file(complaint_id, INSTAGRAM, filed_at)
     notification.send("intake", "CitizenMessageReceived", complaint_id, {
         "text": "Ada kabar?", "attachments": [], "reply_to": {"page_id": PAGE, "psid": "7000"},
-        "message_at": isoformat_utc(utc_now())})
+        "message_at": isoformat_utc(utc_now()), "levy_reported": False})
     assert notification.complaint(complaint_id)["last_citizen_message_at"] == isoformat_utc(filed_at)
     later = isoformat_utc(utc_now())
     notification.send("intake", "CitizenMessageReceived", complaint_id, {
-        "text": "Ada kabar?", "attachments": [], "reply_to": INSTAGRAM, "message_at": later})
+        "text": "Ada kabar?", "attachments": [], "reply_to": INSTAGRAM, "message_at": later,
+        "levy_reported": False})
     assert notification.complaint(complaint_id)["last_citizen_message_at"] == later

@@ -114,7 +114,7 @@ def test_facts_keep_nothing_personal():
         assert secret not in text
     assert fact_from_event(event("intake", "CitizenMessageReceived", 2, "2020-11-02T01:00:00Z",
                                  text="x", attachments=[], reply_to=None,
-                                 message_at="2020-11-02T01:00:00Z")) is None
+                                 message_at="2020-11-02T01:00:00Z", levy_reported=False)) is None
     # Routing's finer stage is its own detail; the rest of the lifecycle is kept.
     kept = fact_from_event(ACK)["data"]["lifecycle"]
     assert "stage" not in kept and kept["status"] == "diproses" and kept["parts"]["dpupr"]["acknowledged"]
@@ -288,9 +288,9 @@ def test_agency_names_come_from_the_events():
     view = complaint_status(result["complaint"], result["answers"])
     assert view["agencies"] == [{"code": "dpupr", "name": NAMES["dpupr"]}]
     assert view["answers"][0]["agency_name"] == NAMES["dpupr"]
-    # An event that knew no name (the code itself): the display fallback, then the code.
+    # An event that knew no name: the code itself (reporting keeps no second list of names).
     unnamed = dict(result["complaint"], agency_names={})
-    assert complaint_status(unnamed, [])["agencies"] == [{"code": "dpupr", "name": "Dinas PUPR"}]
+    assert complaint_status(unnamed, [])["agencies"] == [{"code": "dpupr", "name": "dpupr"}]
     assert complaint_status(dict(unnamed, lead_agencies=["dinas-baru"]), [])["agencies"][0]["name"] == "dinas-baru"
 
 
@@ -339,7 +339,7 @@ def test_narrative_and_csv():
     assert text.startswith("Selama bulan November 2020, NTBCare menerima 11 aduan masyarakat: "
                            "4 aduan koperasi dan UMKM")
     assert "hampir semua sudah ditindaklanjuti (10 dari 11 aduan, 91%)" in text
-    assert "Dinas Koperasi dan UKM (4 aduan)" in text and "5,2 jam" in text
+    assert "diskop-ukm (4 aduan)" in text and "5,2 jam" in text  # no event named it: its code
     named = monthly_narrative(summary, {"diskop-ukm": "Dinas Koperasi, UKM dan Perdagangan"})
     assert "Dinas Koperasi, UKM dan Perdagangan (4 aduan)" in named
     body = summary_csv(summary)
@@ -348,7 +348,7 @@ def test_narrative_and_csv():
     assert rows[0] == ["metric", "code", "label", "value"]
     assert ["by_category", "koperasi_umkm", "koperasi dan UMKM", "4"] in rows
     assert ["by_region", "unknown", "Tidak diketahui", "1"] in rows
-    assert ["by_agency", "diskop-ukm", "Dinas Koperasi dan UKM", "4"] in rows
+    assert ["by_agency", "diskop-ukm", "diskop-ukm", "4"] in rows
 
 
 def test_public_view_hides_confidential_answers():

@@ -11,7 +11,7 @@ import logging
 from functools import partial
 from typing import Any
 
-from kombu import Connection, Exchange, Queue
+from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError
 from amqp.exceptions import NotFound
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -21,6 +21,7 @@ from nameko.messaging import QueueConsumer
 from nameko.amqp.publish import Publisher
 from nameko.rpc import MethodProxy, ReplyListener
 
+from shared.glue import broker, queues
 from services.gateway.domain.grants import IncomingCall, reply_allowed
 
 log = logging.getLogger("gateway")
@@ -61,7 +62,7 @@ def ensure_topology(amqp_uri: str) -> None:
     (the gateway's own user may not). Where they are missing — a development broker where the
     gateway runs as an all-powerful user — it declares them itself, so ``make run`` just works."""
     calls_exchange = Exchange(CALLS_EXCHANGE, type="topic", durable=True)
-    with Connection(amqp_uri, connect_timeout=5) as connection:
+    with broker.connect(amqp_uri) as connection:
         try:
             channel = connection.channel()
             channel.queue_declare(CALLS_QUEUE, passive=True)
@@ -71,7 +72,8 @@ def ensure_topology(amqp_uri: str) -> None:
             pass
         channel = connection.channel()
         Exchange(REPLIES_EXCHANGE, type="topic", durable=True)(channel).declare()
-        Queue(CALLS_QUEUE, calls_exchange, routing_key="#", durable=True)(channel).declare()
+        Queue(CALLS_QUEUE, calls_exchange, routing_key="#", durable=True,
+              queue_arguments=queues.arguments())(channel).declare()  # quorum unless opted out
         log.warning("declared %s, %s and %s (run shared.broker_setup to do that in production)",
                     CALLS_EXCHANGE, CALLS_QUEUE, REPLIES_EXCHANGE)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 
 from amqp.exceptions import NotFound
-from kombu import Connection, Exchange, Queue
+from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError
 
+from shared.glue import broker, queues
 from shared.glue.relay import OutboxRelay
 from services.gateway.adapters.feed_log import FeedLog
 from services.gateway.adapters.grant_file import load_grants
@@ -31,7 +32,7 @@ def feed_queue(reader: str) -> str:
 
 def ensure_feed_topology(amqp_uri: str, readers: list[str]) -> None:
     """Declare what ``shared.broker_setup`` declares in production, where it is missing."""
-    with Connection(amqp_uri, connect_timeout=5) as connection:
+    with broker.connect(amqp_uri) as connection:
         for reader in readers:
             try:
                 connection.channel().exchange_declare(feed_exchange(reader), "topic", passive=True)
@@ -40,7 +41,8 @@ def ensure_feed_topology(amqp_uri: str, readers: list[str]) -> None:
                 pass
             channel = connection.channel()
             exchange = Exchange(feed_exchange(reader), type="topic", durable=True)
-            Queue(feed_queue(reader), exchange, routing_key="#", durable=True)(channel).declare()
+            Queue(feed_queue(reader), exchange, routing_key="#", durable=True,
+                  queue_arguments=queues.arguments())(channel).declare()  # quorum unless opted out
             log.warning("declared %s and %s (run shared.broker_setup to do that in production)",
                         feed_exchange(reader), feed_queue(reader))
 

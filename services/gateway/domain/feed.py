@@ -23,23 +23,35 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from shared.core.events import types as ev
+
 #: Data fields copied as they are, per routing event type (codes, flags, deadlines, public names).
 SAFE_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "ComplaintRouted": ("lead_agencies", "coordinating_agencies", "priority", "due_at", "agency_names"),
-    "ComplaintAcknowledged": ("agency_code", "agency_name"),
-    "ComplaintRejectedByAgency": ("agency_code", "agency_name", "returned_to_desk", "due_at"),
-    "ComplaintResponded": ("agency_code", "agency_name", "resolved"),
-    "ComplaintResolved": (),
-    "ComplaintEscalated": ("breach", "due_at", "notified", "agency_names"),
-    "ComplaintDismissed": (),
-    "ComplaintConfidentialityChanged": ("confidential",),
+    ev.COMPLAINT_ROUTED: ("lead_agencies", "coordinating_agencies", "priority", "due_at", "agency_names"),
+    ev.COMPLAINT_ACKNOWLEDGED: ("agency_code", "agency_name"),
+    ev.COMPLAINT_REJECTED_BY_AGENCY: ("agency_code", "agency_name", "returned_to_desk", "due_at"),
+    ev.COMPLAINT_RESPONDED: ("agency_code", "agency_name", "resolved"),
+    ev.COMPLAINT_RESOLVED: (),
+    ev.COMPLAINT_ESCALATED: ("breach", "due_at", "notified", "agency_names"),
+    ev.COMPLAINT_DISMISSED: (),
+    ev.COMPLAINT_CONFIDENTIALITY_CHANGED: ("confidential",),
+    # Issue 20: a desk correction — the codes before and after, and whether it re-routed (the
+    # agencies a re-route reaches come in its own ComplaintRouted); never the reason.
+    ev.COMPLAINT_RECLASSIFIED: ("category_before", "category_after", "region_before", "region_after",
+                                "rerouted"),
 }
+#: Routing event types outside readers do not get (decided, not forgotten: a test requires every
+#: routing event type to be in ``SAFE_FIELDS`` or here). Issue 19's citizen-loop events are not
+#: forwarded until someone decides which of their fields an outside system may read.
+NOT_FORWARDED: frozenset[str] = frozenset({
+    ev.COMPLAINT_LINKED, ev.COMPLAINT_REOPENED, ev.COMPLAINT_REOPEN_REFUSED, ev.CITIZEN_RATED})
 #: Texts, copied only while the complaint is not confidential.
-TEXT_FIELDS: Mapping[str, tuple[str, ...]] = {"ComplaintResponded": ("text",)}
+TEXT_FIELDS: Mapping[str, tuple[str, ...]] = {ev.COMPLAINT_RESPONDED: ("text",)}
 #: Event types whose data names who acted (``actor``, ``decided_by``): replaced, never copied.
 ACTED: frozenset[str] = frozenset({
-    "ComplaintRouted", "ComplaintAcknowledged", "ComplaintRejectedByAgency", "ComplaintResponded",
-    "ComplaintResolved", "ComplaintDismissed", "ComplaintConfidentialityChanged"})
+    ev.COMPLAINT_ROUTED, ev.COMPLAINT_ACKNOWLEDGED, ev.COMPLAINT_REJECTED_BY_AGENCY, ev.COMPLAINT_RESPONDED,
+    ev.COMPLAINT_RESOLVED, ev.COMPLAINT_DISMISSED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED,
+    ev.COMPLAINT_RECLASSIFIED})
 #: The complaint's public state after the event (``data.lifecycle``), as readers get it.
 LIFECYCLE_FIELDS = ("status", "stage", "open", "at_desk", "confidential", "lead_agencies",
                     "coordinating_agencies", "parts", "deadlines", "agency_names")
@@ -109,10 +121,10 @@ def filtered_data(event_type: str, data: Mapping[str, Any], confidential: bool) 
 def acting_party(event_type: str, data: Mapping[str, Any]) -> str:
     """Who acted, as a reader may know it: an agency's own act is the agency's; a routing rule
     keeps its rule id (``rule:…``); anything the desk or the platform did is ``ntbcare``."""
-    if event_type == "ComplaintRouted":
+    if event_type == ev.COMPLAINT_ROUTED:
         decided_by = str(data.get("decided_by") or "")
         return decided_by if decided_by.startswith("rule:") else PLATFORM_ACTOR
     agency = data.get("agency_code")
-    if event_type in ("ComplaintAcknowledged", "ComplaintRejectedByAgency", "ComplaintResponded") and agency:
+    if event_type in (ev.COMPLAINT_ACKNOWLEDGED, ev.COMPLAINT_REJECTED_BY_AGENCY, ev.COMPLAINT_RESPONDED) and agency:
         return str(agency)
     return PLATFORM_ACTOR

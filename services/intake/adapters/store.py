@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from shared.core.db import Transaction
-from shared.core.events import parse_iso
+from shared.core.events import isoformat_utc, parse_iso, utc_now
 from shared.core.eventstore import PendingEvent
 from shared.core.store import ServiceStore
+from shared.core.events import types as ev
 from services.intake.adapters import media, tables
 from services.intake.adapters.retention import INTAKE_RETENTION_RULES
 from services.intake.domain.filing import INTERNAL, NewComplaint
@@ -47,7 +49,7 @@ def record_new_complaint(tx: Transaction, new: NewComplaint, psid: str | None = 
         tx.execute(tables.reporters.insert().values(
             complaint_id=new.complaint_id, name=reporter.get("name"), phone=reporter.get("phone"),
             email=reporter.get("email"), psid=psid))
-    tx.append([PendingEvent("ComplaintFiled", new.complaint_id, data, expected_version=0)])
+    tx.append([PendingEvent(ev.COMPLAINT_FILED, new.complaint_id, data, expected_version=0)])
 
 
 def public_complaint(row) -> dict:
@@ -94,3 +96,19 @@ def remember_conversation(tx: Transaction, page_id: str, psid: str, complaint_id
                                                         last_message_at=last_message_at,
                                                         **{k: v for k, v in values.items()
                                                            if k != "last_message_at"}))
+
+
+#: A unique key refused the row (the same ``external_ref`` filed at the same moment by another worker).
+DuplicateKey = IntegrityError
+
+
+def record_contact_read(tx: Transaction, complaint_id: str, actor: str, reason: str) -> None:
+    """Who read a reporter's contact, when and why (the desk's access is recorded)."""
+    tx.execute(tables.contact_audit.insert().values(complaint_id=complaint_id, actor=actor, reason=reason,
+                                                    at=isoformat_utc(utc_now())))
+
+
+def find_reporter(connection, complaint_id: str):
+    """The reporter's contact of a complaint (name, phone, email), or None."""
+    return connection.execute(select(tables.reporters).where(
+        tables.reporters.c.complaint_id == complaint_id)).mappings().first()

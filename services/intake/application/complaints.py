@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
-from shared.core.errors import NotFound, ValidationFailed
+from shared.core.errors import IllegalAction, NotFound, ValidationFailed
+from shared.core.events import types as ev
+from shared.core.eventstore import PendingEvent
 from shared.core.events import isoformat_utc, utc_now
 from shared.core.store import ServiceStore
-from services.intake.adapters import tables
-from services.intake.adapters.store import (find_by_external_ref, public_complaint, record_new_complaint,
-                                            remember_conversation)
+from services.intake.adapters.store import (DuplicateKey, find_by_external_ref, find_by_tracking_code, find_complaint,
+                                            find_reporter, public_complaint, record_contact_read,
+                                            record_new_complaint, remember_conversation)
+from services.intake.domain.tracking import normalise
 from services.intake.domain.filing import INTERNAL, caller_system_problem, file_new, outside_caller_refusals
 
 log = logging.getLogger("intake")
+
+#: Complaints reopened from the public status page; Facebook ones answer in their conversation.
+WEB_REOPEN_CHANNELS = ("web", "api", "open311")
 
 
 class Complaints:
@@ -59,7 +62,7 @@ class Complaints:
                     # continue this complaint.
                     remember_conversation(tx, str(reply_to["page_id"]), str(psid), new.complaint_id,
                                           False, None)
-        except IntegrityError:
+        except DuplicateKey:
             # The same external_ref filed at the same moment by another worker: the unique
             # constraint let exactly one win; answer with that one.
             if not external_ref:
@@ -73,10 +76,34 @@ class Complaints:
                                            **({"caller_system": caller_system} if caller_system else {})})
         return {"complaint_id": new.complaint_id, "tracking_code": new.tracking_code}
 
+    def answer_by_code(self, tracking_code: str, text: str) -> dict:
+        """"Not solved" from the public status page: a web, API or Open311 complaint's citizen
+        (who holds its tracking code) asks to reopen it, with their words. Recorded as
+        ``CitizenAnsweredFollowUp`` (``via: web``); routing decides (reopen, to the desk, or
+        refused with the reason — the status page then shows the outcome). Facebook complaints
+        answer in their conversation: their code is refused here as unknown, like any unknown
+        code, so the answer tells nothing about the complaint. No personal data in the answer."""
+        code = normalise(str(tracking_code or ""))
+        words = (text or "").strip()
+        if not words:
+            raise ValidationFailed({"text": ["say what is still not solved"]})
+        if len(words) > 2000:
+            raise ValidationFailed({"text": ["at most 2,000 characters"]})
+        with self.store.database.transaction() as tx:
+            row = find_by_tracking_code(tx.connection, code)
+            if row is None or row["channel"] not in WEB_REOPEN_CHANNELS:
+                raise NotFound(f"no complaint {code!r} can be reopened here")
+            if row["open"]:
+                raise IllegalAction(f"complaint {code} is still being handled; it is not closed")
+            tx.append([PendingEvent(ev.CITIZEN_ANSWERED_FOLLOW_UP, row["complaint_id"], {
+                "answer": "not_solved", "words": words, "score": None, "via": "web",
+                "tracking_code": row["tracking_code"], "reply_to": None,
+                "message_at": isoformat_utc(utc_now())})])
+        return {"tracking_code": row["tracking_code"], "received": True}
+
     def get(self, complaint_id) -> dict:
         with self.store.database.read() as connection:
-            row = connection.execute(select(tables.complaints).where(
-                tables.complaints.c.complaint_id == str(complaint_id))).mappings().first()
+            row = find_complaint(connection, str(complaint_id))
         if row is None:
             raise NotFound(f"no complaint {complaint_id}")
         return public_complaint(row)
@@ -87,15 +114,10 @@ class Complaints:
         if not reason or len(str(reason).strip()) < 5:
             raise ValidationFailed("a reason (at least 5 characters) is required and is recorded")
         with self.store.database.transaction() as tx:
-            complaint = tx.execute(select(tables.complaints.c.complaint_id).where(
-                tables.complaints.c.complaint_id == str(complaint_id))).first()
-            if complaint is None:
+            if find_complaint(tx.connection, str(complaint_id)) is None:
                 raise NotFound(f"no complaint {complaint_id}")
-            tx.execute(tables.contact_audit.insert().values(
-                complaint_id=str(complaint_id), actor=str(actor), reason=str(reason),
-                at=isoformat_utc(utc_now())))
-            row = tx.execute(select(tables.reporters).where(
-                tables.reporters.c.complaint_id == str(complaint_id))).mappings().first()
+            record_contact_read(tx, str(complaint_id), str(actor), str(reason))
+            row = find_reporter(tx.connection, str(complaint_id))
         log.info("reporter contact read by the desk", extra={"complaint_id": str(complaint_id)})
         if row is None:
             return {"complaint_id": str(complaint_id), "name": None, "phone": None, "email": None}

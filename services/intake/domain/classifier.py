@@ -1,9 +1,10 @@
 """Classify a citizen complaint: category, region (BPS code), priority and reasons.
 
 Pure domain code for the intake service (no nameko, no SQLAlchemy). All rules and
-place names live in ``data/classifier_keywords.yaml`` and ``data/gazetteer.yaml``;
-this module only normalises Indonesian as citizens write it, matches the data and
-decides. A place the text does not name gives ``region_code=None``, never a guess.
+place names live in ``data/classifier_keywords.yaml``, ``data/gazetteer.yaml`` (curated) and
+``data/wilayah_ntb.tsv`` (every desa/kelurahan, generated); this module normalises Indonesian
+as citizens write it and matches the rules, ``gazetteer.py`` finds the region. A place the text
+does not name (or a name it cannot settle) gives ``region_code=None``, never a guess.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ from typing import Any, Iterator
 
 import yaml
 
+from services.intake.domain.gazetteer import Gazetteer, read_wilayah
 from shared.core import reference
+
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 KEYWORDS_FILE = DATA_DIR / "classifier_keywords.yaml"
 GAZETTEER_FILE = DATA_DIR / "gazetteer.yaml"
+WILAYAH_FILE = DATA_DIR / "wilayah_ntb.tsv"
 
 CATEGORIES: tuple[str, ...] = reference.CATEGORIES
 PRIORITIES: tuple[str, ...] = reference.PRIORITIES
-
-# Specificity of a matched name: a place or kecamatan says where the problem is,
-# a kabupaten name is often only the agency addressed ("dinas PU kabupaten ...").
-_RANK = {"place": 3, "kecamatan": 2, "region": 1}
 
 # Runs of a repeated letter ("rusaaak"); only letters, digits are kept as written.
 _RUN_RE = re.compile(r"([a-z])\1+")
@@ -61,14 +61,6 @@ class _Pattern:
     weight: int
 
 
-@dataclass(frozen=True)
-class _Place:
-    name: str
-    region: str | None
-    kind: str
-    needs_context: bool
-
-
 def _load_yaml(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as fh:
         data: dict[str, Any] = yaml.safe_load(fh)
@@ -87,7 +79,8 @@ class Classifier:
     """Loads the rule and gazetteer files once; ``classify`` is then cheap."""
 
     def __init__(self, keywords_path: Path = KEYWORDS_FILE,
-                 gazetteer_path: Path = GAZETTEER_FILE) -> None:
+                 gazetteer_path: Path = GAZETTEER_FILE,
+                 wilayah_path: Path = WILAYAH_FILE) -> None:
         from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
 
         # (tokens, their written forms, their stems)
@@ -95,6 +88,7 @@ class Classifier:
 
         rules = _load_yaml(keywords_path)
         gaz = _load_yaml(gazetteer_path)
+        wilayah, _ = read_wilayah(wilayah_path)
         factory = StemmerFactory()
         self._stemmer = factory.create_stemmer()
 
@@ -117,16 +111,22 @@ class Classifier:
 
         # Vocabulary for collapsing repeated letters: a word is only shortened
         # when the shorter form is a real word ("maaf" stays, "rusaaak" -> "rusak").
-        raw_vocab: set[str] = {w.strip().lower() for w in factory.get_words() if w.strip()}
+        dictionary = frozenset(w.strip().lower() for w in factory.get_words() if w.strip())
+        raw_vocab: set[str] = set(dictionary)
         raw_vocab.update(self._abbrev)
         for values in self._abbrev.values():
             raw_vocab.update(values)
         for words in (rules.get("categories") or {}).values():
             for kw in words:
                 raw_vocab.update(re.findall(r"[a-z]+", str(kw).lower()))
-        for name in self._gazetteer_names(gaz):
-            raw_vocab.update(re.findall(r"[a-z]+", name.lower().replace("'", "")))
+        place_words: set[str] = set()
+        for name in itertools.chain(self._gazetteer_names(gaz), (r["name"] for r in wilayah)):
+            place_words.update(re.findall(r"[a-z]+", name.lower().replace("'", "")))
+        raw_vocab.update(place_words)
         self._vocab = frozenset(raw_vocab)
+        # A place name that is no Indonesian word has no affix to strip: Sastrawi would only
+        # try every prefix rule on it (the costliest words of an unseen text), so skip it.
+        self._unstemmed = frozenset(place_words - dictionary)
 
         # Per-instance caches: the stemmer is slow, every distinct token is
         # squeezed/stemmed once for the life of the classifier.
@@ -142,10 +142,7 @@ class Classifier:
             for level, words in (rules.get("priority") or {}).items()
         }
 
-        self._context = frozenset(self._norm_words(w)[0] for w in gaz.get("context_words", ()))
-        self._places: dict[tuple[str, ...], _Place] = {}
-        self._load_places(gaz)
-        self._max_place_len = max(len(k) for k in self._places)
+        self._gazetteer = Gazetteer(gaz, wilayah, self._norm_words, dictionary)
 
     # ---------------------------------------------------------------- loading
     @staticmethod
@@ -158,37 +155,6 @@ class Classifier:
             for entries in (gaz.get(section) or {}).values():
                 for entry in entries:
                     yield entry["name"] if isinstance(entry, dict) else entry
-
-    def _add_place(self, name: str, region: str | None, kind: str, needs_context: bool) -> None:
-        words = tuple(self._norm_words(name))
-        if not words:
-            return
-        forms = [words]
-        if len(words) > 1:
-            # "batu layar" is also written "batulayar"
-            forms.append(("".join(words),))
-        for form in forms:
-            current = self._places.get(form)
-            # an explicit ambiguity (region None) always wins so it is never
-            # re-guessed; otherwise a name listed twice keeps its most specific entry
-            if current is None or region is None or (
-                    current.region is not None and _RANK[kind] > _RANK[current.kind]):
-                self._places[form] = _Place(name, region, kind, needs_context)
-
-    def _load_places(self, gaz: dict[str, Any]) -> None:
-        for code, spec in gaz["regions"].items():
-            for alias in [spec["name"], *spec.get("aliases", ())]:
-                self._add_place(alias, str(code), "region", False)
-        for section, kind in (("kecamatan", "kecamatan"), ("places", "place")):
-            for code, entries in (gaz.get(section) or {}).items():
-                for entry in entries:
-                    if isinstance(entry, dict):
-                        self._add_place(entry["name"], str(code), kind,
-                                        bool(entry.get("needs_context")))
-                    else:
-                        self._add_place(entry, str(code), kind, False)
-        for name in gaz.get("ambiguous", ()):
-            self._add_place(name, None, "place", False)
 
     def _pattern(self, keyword: str, weight: int) -> _Pattern:
         keyword = str(keyword)
@@ -237,7 +203,7 @@ class Classifier:
     def _stem_uncached(self, word: str) -> str:
         if word in self._stem_overrides:
             return self._stem_overrides[word]
-        if not word.isalpha() or len(word) <= 3:
+        if not word.isalpha() or len(word) <= 3 or word in self._unstemmed:
             return word
         if word not in self._vocab:
             for suffix, standard in self._slang.items():
@@ -361,38 +327,7 @@ class Classifier:
         return "normal", []
 
     def _region(self, tokens: list[_Token]) -> tuple[str | None, list[str]]:
-        found: list[tuple[int, _Place, str]] = []  # (position, place, surface)
-        i = 0
-        while i < len(tokens):
-            for n in range(min(self._max_place_len, len(tokens) - i), 0, -1):
-                key = tuple(t.norm for t in tokens[i:i + n])
-                place = self._places.get(key)
-                if place is None:
-                    continue
-                if place.needs_context and n == 1:
-                    prev = tokens[i - 1].norm if i else ""
-                    if prev not in self._context and not tokens[i].capitalised:
-                        continue
-                found.append((i, place, " ".join(key)))
-                i += n
-                break
-            else:
-                i += 1
-
-        by_region: dict[str, list[tuple[int, _Place, str]]] = {}
-        for pos, place, surface in found:
-            if place.region is not None:
-                by_region.setdefault(place.region, []).append((pos, place, surface))
-        if not by_region:
-            return None, []
-
-        def strength(code: str) -> tuple[int, int, int]:
-            hits = by_region[code]
-            # most specific name, then most mentions, then first mentioned
-            return (max(_RANK[p.kind] for _, p, _ in hits), len(hits), -hits[0][0])
-
-        code = max(sorted(by_region), key=strength)
-        return code, list(dict.fromkeys(s for _, _, s in by_region[code]))
+        return self._gazetteer.locate(tokens)
 
     # ----------------------------------------------------------------- public
     def classify(self, text: str) -> Classification:

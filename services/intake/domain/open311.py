@@ -28,16 +28,9 @@ from xml.etree import ElementTree
 from shared.core import reference
 from shared.core.reference import CATEGORIES, CONFIDENTIAL_CATEGORIES
 
-SERVICE_NAMES = {
-    "koperasi_umkm": ("Koperasi dan UMKM", "Koperasi, usaha mikro, kecil dan menengah"),
-    "lingkungan_hidup": ("Lingkungan hidup", "Sampah, pencemaran, limbah, hutan dan lingkungan"),
-    "infrastruktur": ("Infrastruktur", "Jalan, jembatan, drainase, irigasi dan bangunan publik"),
-    "pungli": ("Pungutan liar", "Pungutan liar dalam pelayanan publik (dirahasiakan)"),
-    "pelayanan_umum": ("Pelayanan umum", "Administrasi kependudukan, perizinan, air bersih, listrik"),
-    "sosial": ("Sosial", "Bantuan sosial, PKH, rumah tidak layak huni"),
-    "kesehatan": ("Kesehatan", "Rumah sakit, puskesmas, BPJS, gizi"),
-    "lainnya": ("Lainnya", "Aduan lain yang belum tercakup"),
-}
+#: category → (service_name, description), from the shared reference data.
+SERVICE_NAMES = {code: (reference.CATEGORY_TITLES[code], reference.CATEGORY_DESCRIPTIONS[code])
+                 for code in CATEGORIES}
 
 OPEN_STATUSES = frozenset(reference.OPEN_STATUSES)
 

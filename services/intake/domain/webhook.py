@@ -78,6 +78,10 @@ class MessengerMessage:
     attachments: list[dict[str, str]]
     sent_at: datetime           # Meta's ``timestamp``
     platform: str = MESSENGER   # messenger | instagram
+    # A tapped quick reply (``message.quick_reply.payload``) or one of our postbacks
+    # (``postback.payload``; its ``title`` is the text): the answer to "Sudah selesai?".
+    payload: str | None = None
+    postback: bool = False      # the payload came with a postback, not a quick reply
 
 
 @dataclass(frozen=True)
@@ -229,7 +233,8 @@ class _Attachments:
 def _attachments(raw: Any, message_sticker: str | None = None) -> _Attachments:
     """Evidence (``{type, url}``) apart from stickers: an attachment whose payload has a
     ``sticker_id`` (Meta types the like button and stickers ``image`` as well as ``sticker``) is
-    a sticker, never evidence, even with a URL."""
+    a sticker, never evidence, even with a URL; so is an ``image`` of a message whose
+    ``message_sticker`` (``message.sticker_id``) is given."""
     if raw in (None, []):
         return _Attachments([], [], 0, 0)
     if not isinstance(raw, list):
@@ -244,7 +249,10 @@ def _attachments(raw: Any, message_sticker: str | None = None) -> _Attachments:
         payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
         kind = str(item.get("type") or "file")
         sticker = _sticker_id(payload.get("sticker_id"))
-        if sticker is not None or kind == "sticker":
+        # A message with ``message.sticker_id`` is a sticker: Meta sends its picture as an
+        # ``image`` whose payload may hold only the URL (and, since 2026-06, a ``sticker``
+        # attachment beside it). That picture is the sticker, never evidence.
+        if sticker is not None or kind == "sticker" or (message_sticker is not None and kind == "image"):
             stickers.append(sticker or message_sticker)
             continue
         if kind in HEART_ATTACHMENT_TYPES:
@@ -279,6 +287,8 @@ def parse_messaging(page_id: str, event: Any, platform: str = MESSENGER,
     if not isinstance(event, dict):
         raise NotUnderstood("a messaging item is not an object")
     message = event.get("message")
+    if message is None and _our_postback(event.get("postback")):
+        return _postback(page_id, event, platform, account)
     if message is None:
         for kind in NOT_A_MESSAGE:
             if kind in event:
@@ -313,7 +323,37 @@ def parse_messaging(page_id: str, event: Any, platform: str = MESSENGER,
         if found.other or message.get("is_unsupported"):
             return Ignored(page_id, "nothing_to_keep")   # e.g. a fallback or an unsupported media type
         raise NotUnderstood("message without text or attachments")
-    return MessengerMessage(page_id, psid, mid, text, found.kept, meta_time(event.get("timestamp")), platform)
+    raw_quick = message.get("quick_reply")
+    quick = raw_quick.get("payload") if isinstance(raw_quick, dict) else None
+    return MessengerMessage(page_id, psid, mid, text, found.kept, meta_time(event.get("timestamp")), platform,
+                            payload=str(quick) if isinstance(quick, (str, int)) and not isinstance(quick, bool)
+                            else None)
+
+
+# Our own payloads (``services.intake.domain.followup``): other postbacks (Get Started, a
+# persistent menu) stay ignored by name.
+_OUR_PAYLOAD_PREFIX = "NTBCARE_"
+
+
+def _our_postback(postback: Any) -> bool:
+    return isinstance(postback, dict) and isinstance(postback.get("payload"), str) \
+        and postback["payload"].startswith(_OUR_PAYLOAD_PREFIX)
+
+
+def _postback(page_id: str, event: dict[str, Any], platform: str, account: str) -> MessengerMessage | Ignored:
+    """A tap on one of our postback buttons: ``{sender, recipient, timestamp, postback: {mid,
+    title, payload}}`` (Meta's ``messaging_postbacks``). Its title is the text the citizen sees."""
+    raw_sender = event.get("sender")
+    psid = _id(raw_sender.get("id") if isinstance(raw_sender, dict) else None, "sender.id")
+    if psid in (page_id, account):
+        return Ignored(page_id, "page_itself")
+    postback = event["postback"]
+    sent_at = meta_time(event.get("timestamp"))
+    mid = postback.get("mid")
+    mid = _id(mid, "postback.mid") if mid not in (None, "") else f"postback:{psid}:{int(sent_at.timestamp() * 1000)}"
+    title = _text(postback.get("title"), "postback.title")
+    return MessengerMessage(page_id, psid, mid, title, [], sent_at, platform, payload=postback["payload"],
+                            postback=True)
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from shared.core.db import Database
 from shared.core.events import isoformat_utc, parse_iso
 from shared.core.eventstore import PendingEvent
+from shared.core.events import types as ev
 from services.notification.adapters import tables
 from services.notification.adapters.records import comment_state, confidential_now, remember_comment
 from services.notification.domain import delivery
@@ -215,7 +216,7 @@ class Deliveries:
                         values["known_psid"] = sent.known_psid
                     tx.execute(update(tables.complaints).where(
                         tables.complaints.c.complaint_id == message.complaint_id).values(**values))
-                tx.append([PendingEvent("CitizenNotified", message.complaint_id,
+                tx.append([PendingEvent(ev.CITIZEN_NOTIFIED, message.complaint_id,
                                         delivery.notified_event(message, sent))])
             # A success proves the Page's token works again.
             tx.execute(delete(tables.page_holds).where(tables.page_holds.c.page_id == sent.page_id))
@@ -230,7 +231,7 @@ class Deliveries:
             changed = tx.execute(update(tables.outgoing).where(*self._pending(message))
                                  .values(**values)).rowcount
             if changed:
-                tx.append([PendingEvent("CitizenNotificationFailed", message.complaint_id,
+                tx.append([PendingEvent(ev.CITIZEN_NOTIFICATION_FAILED, message.complaint_id,
                                         delivery.failed_event(message, finish))])
         return bool(changed)
 

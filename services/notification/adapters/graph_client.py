@@ -118,14 +118,16 @@ class GraphClient:
 
     def send_message(self, page_id: str, access_token: str, recipient: Mapping[str, Any],
                      text: str, messaging_type: str = "RESPONSE",
-                     tag: str | None = None) -> SendResult:
+                     tag: str | None = None, quick_replies: list | None = None) -> SendResult:
         """Send API: ``recipient`` is ``{"id": psid}`` or, for a private reply,
-        ``{"comment_id": ...}``."""
+        ``{"comment_id": ...}``; ``quick_replies``: Messenger's buttons under the text."""
         body: dict[str, Any] = {
             "recipient": dict(recipient),
             "messaging_type": messaging_type,
             "message": {"text": text},
         }
+        if quick_replies:
+            body["message"]["quick_replies"] = [dict(reply) for reply in quick_replies]
         if tag is not None:
             body["tag"] = tag
         kind = "private_reply" if "comment_id" in recipient else "messenger"

@@ -199,10 +199,16 @@ class DeliveryLoop:
                 row = self.deliveries.claim(row, utc_now() + timedelta(seconds=self.lease_seconds))
                 if row is None:
                     break  # another notification instance is sending this lane
+                settled = False
                 try:
-                    self.deliver(row)
+                    settled = self.deliver(row)
                 finally:
-                    self.deliveries.release(row, original_due)
+                    # A recorded outcome (sent, ended, rescheduled) already replaced the lease in
+                    # its own transaction: giving it back would be a second commit that changes
+                    # nothing. Only an outcome that left it pending as it was (a held Page) — or
+                    # an error — hands the lease back.
+                    if not settled:
+                        self.deliveries.release(row, original_due)
                 probe_page = None  # one probe; a success lifted the hold for what follows
         except Exception:
             log.exception("sender lane failed; it is retried on the next round")
@@ -211,39 +217,46 @@ class DeliveryLoop:
             self.wake()
 
     # -- one message -------------------------------------------------------------------------
-    def deliver(self, row: dict) -> None:
+    def deliver(self, row: dict) -> bool:
+        """Decide, call Meta if that is the decision, record the outcome. Returns whether the
+        outcome settled the lease (the message is no longer pending, or has a new time)."""
         prepared = self.deliveries.prepare(row, utc_now(), self.human_agent_approved)
         message, plan = prepared.message, prepared.plan
         token = self.token_for(plan.page_id)
         step = delivery.decide_send(message, plan, prepared.facts(page_configured=token is not None))
         if isinstance(step, delivery.Fold):
             self.deliveries.record_folded(message, utc_now())
-            return
+            return True
         if isinstance(step, delivery.Finish):
             self._finish(message, step)
-            return
+            return True
         assert token is not None
         self._wait_for_rate(step.page_id, _api(step))
         try:
             graph_id, recipient_id = self._call(step, token)
         except GraphApiError as error:
-            self._on_error(message, step, error)
-            return
+            return self._on_error(message, step, error)
         sent = delivery.after_success(message, step, graph_id, recipient_id)
         self.deliveries.record_sent(message, sent, utc_now())
         self.sent_count += 1
         log.info("citizen notified", extra={"complaint_id": message.complaint_id,
                                              "event_id": message.trigger_event_id})
+        return True
 
     def _call(self, send: delivery.Send, token: str) -> tuple[str, Optional[str]]:
         if send.channel == COMMENT_PUBLIC:
             result = self.client.reply_to_comment(send.recipient["comment_id"], token, send.text)
             return result.comment_id, None
-        sent = self.client.send_message(send.page_id, token, send.recipient, send.text,
-                                        send.messaging_type, send.tag)
+        if send.quick_replies:
+            sent = self.client.send_message(send.page_id, token, send.recipient, send.text,
+                                            send.messaging_type, send.tag,
+                                            quick_replies=list(send.quick_replies))
+        else:
+            sent = self.client.send_message(send.page_id, token, send.recipient, send.text,
+                                            send.messaging_type, send.tag)
         return sent.message_id, sent.recipient_id
 
-    def _on_error(self, message: delivery.PendingMessage, send: delivery.Send, error: GraphApiError) -> None:
+    def _on_error(self, message: delivery.PendingMessage, send: delivery.Send, error: GraphApiError) -> bool:
         failure = delivery.CallError(error.code, error.subcode, error.http_status,
                                      getattr(error, "transient", None), getattr(error, "headers", None))
         step = delivery.after_error(message, send, failure, utc_now(), self.retry)
@@ -258,10 +271,12 @@ class DeliveryLoop:
         if isinstance(step, delivery.HoldPage):
             self.deliveries.record_hold(message, step, utc_now())
             log.error("Page token refused (190): holding every send for the Page until it works")
-        elif isinstance(step, delivery.Finish):
+            return False  # still pending at its old time: the lease is given back
+        if isinstance(step, delivery.Finish):
             self._finish(message, step)
         else:
             self.deliveries.record_retry(message, step)
+        return True
 
     def _finish(self, message: delivery.PendingMessage, finish: delivery.Finish) -> None:
         self.deliveries.record_finished(message, finish, utc_now())

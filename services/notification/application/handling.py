@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Optional
 
-from sqlalchemy import func, select, update
-
+from shared.core import config
 from shared.core.consumer import HandlerRejected
 from shared.core.events import Envelope, isoformat_utc, parse_iso, utc_now
 from shared.core.events import types as ev
 from shared.core.events.catalogue import event_types_of
 from shared.core.handlers import EventHandlers, handles
 from services.notification.domain import composer
-from services.notification.adapters import tables
+from services.notification.adapters import records
 from services.notification.adapters.records import (complaint_history, confidential_now,  # noqa: F401 - the handlers' reads
                                                      remember_comment)
 from services.notification.domain.composer import ComplaintView
@@ -36,6 +36,8 @@ log = logging.getLogger("notification")
 # (status, agencies and their names, confidentiality after the event) and what a message quotes.
 # The agency's answer text is public by contract (it goes to the citizen), so it is kept too.
 _KEPT = ("lifecycle", "agency_code", "text", "reason", "duplicate_of")
+# The loop with the citizen (issue 19): the score thanked for, where a reopen went, the reopen period.
+_KEPT += ("score", "to_desk", "period_days")
 
 
 def _iso(value) -> Optional[str]:
@@ -51,28 +53,9 @@ def _later(current: Optional[str], candidate: Optional[str]) -> Optional[str]:
     return max(current, candidate)  # one ISO format: string order is time order
 
 
-def _complaint(tx, complaint_id: str) -> Optional[dict]:
-    query = select(tables.complaints).where(tables.complaints.c.complaint_id == complaint_id)
-    if tx.connection.dialect.name == "postgresql":
-        query = query.with_for_update()  # intake's and routing's handlers may race on one complaint
-    row = tx.execute(query).mappings().first()
-    return dict(row) if row else None
-
-
-def _ensure_complaint(tx, complaint_id: str) -> dict:
-    row = _complaint(tx, complaint_id)
-    if row is None:
-        tx.execute(tables.complaints.insert().values(
-            complaint_id=complaint_id, filed=False, confidential=False, private_reply_used=False,
-            updated_at=isoformat_utc(utc_now())))
-        row = _complaint(tx, complaint_id)
-    return row
-
-
-def _update_complaint(tx, complaint_id: str, **values) -> None:
-    values["updated_at"] = isoformat_utc(utc_now())
-    tx.execute(update(tables.complaints).where(tables.complaints.c.complaint_id == complaint_id)
-               .values(**values))
+_complaint = records.complaint_row
+_ensure_complaint = records.ensure_complaint
+_update_complaint = records.update_complaint
 
 
 def view_of(row: dict, history: list[dict]) -> ComplaintView:
@@ -88,25 +71,22 @@ def record_message(tx, *, trigger_event_id: str, complaint_id: str, lane: str, p
     """Record a draft's parts as pending messages; returns how many were new. ``platform``: the
     app of the conversation it goes to (Instagram Direct takes shorter parts than Messenger)."""
     now = isoformat_utc(utc_now())
-    seq = tx.execute(select(func.max(tables.outgoing.c.seq))
-                     .where(tables.outgoing.c.lane == lane)).scalar() or 0
+    seq = records.last_seq(tx, lane)
     new = 0
     for index, part in enumerate(split_for(draft.text, platform)):
         message_id = message_id_for(trigger_event_id, draft.identity_kind, index)
-        exists = tx.execute(select(tables.outgoing.c.message_id)
-                            .where(tables.outgoing.c.message_id == message_id)).first()
-        if exists:
+        if records.message_recorded(tx.connection, message_id):
             continue
         seq += 1
         new += 1
-        tx.execute(tables.outgoing.insert().values(
+        records.record_pending_message(tx,
             message_id=message_id, trigger_event_id=trigger_event_id, complaint_id=complaint_id,
             lane=lane, seq=seq, kind=draft.kind, part_index=index, page_id=page_id,
             audience=audience, reply_to=json.dumps(reply_to) if reply_to else None,
             last_message_at=_iso(last_message_at), human_written=draft.human_written,
             text=part, public_text=draft.public_text,
             excluded_channels=json.dumps(list(draft.excluded_channels)), fallback_reasons="[]",
-            state="pending", attempts=0, next_attempt_at=now, created_at=now))
+            state="pending", attempts=0, next_attempt_at=now, created_at=now)
     return new
 
 
@@ -120,6 +100,7 @@ def plan_messages(tx, complaint_id: str) -> int:
     # (waiting for ComplaintFiled) must not name what has become confidential meanwhile.
     view = view_of(row, history)
     recorded = 0
+    planned = []
     for event in history:
         if event["planned"]:
             continue
@@ -128,27 +109,21 @@ def plan_messages(tx, complaint_id: str) -> int:
                 tx, trigger_event_id=event["event_id"], complaint_id=complaint_id,
                 lane=complaint_id, page_id=(view.reply_to or {}).get("page_id"), draft=draft,
                 audience="complaint", platform=platform_of(view.reply_to))
-        tx.execute(update(tables.complaint_events)
-                   .where(tables.complaint_events.c.event_id == event["event_id"])
-                   .values(planned=True))
+        planned.append(event["event_id"])
+    records.mark_planned(tx, planned)
     return recorded
 
 
 def _record_event(tx, envelope: Envelope, data: dict) -> None:
-    recorded = tx.execute(select(tables.complaint_events.c.data).where(
-        tables.complaint_events.c.event_id == envelope.event_id)).scalar()
+    recorded = records.recorded_event_data(tx, envelope.event_id)
     if recorded is not None:
         if "lifecycle" in data and "lifecycle" not in json.loads(recorded):
             # Recorded before routing's events carried the lifecycle; routing's log now gives it.
-            tx.execute(update(tables.complaint_events)
-                       .where(tables.complaint_events.c.event_id == envelope.event_id)
-                       .values(data=json.dumps(data, ensure_ascii=False)))
+            records.replace_event_data(tx, envelope.event_id, data)
         return
-    tx.execute(tables.complaint_events.insert().values(
-        event_id=envelope.event_id, complaint_id=envelope.complaint_id, source=envelope.source,
-        version=envelope.version, event_type=envelope.event_type,
-        occurred_at=_iso(envelope.occurred_at),
-        data=json.dumps(data, ensure_ascii=False), planned=False))
+    records.record_event(tx, event_id=envelope.event_id, complaint_id=envelope.complaint_id,
+                         source=envelope.source, version=envelope.version, event_type=envelope.event_type,
+                         occurred_at=_iso(envelope.occurred_at), data=data)
 
 
 class NotificationHandlers(EventHandlers):
@@ -157,7 +132,8 @@ class NotificationHandlers(EventHandlers):
     @handles(ev.COMPLAINT_FILED)
     def on_complaint_filed(self, tx, envelope: Envelope):
         data = envelope.data
-        row = _ensure_complaint(tx, envelope.complaint_id)
+        known = _complaint(tx, envelope.complaint_id)
+        row = known or {"last_citizen_message_at": None}
         reply_to = data["reply_to"]
         values = dict(filed=True, tracking_code=data["tracking_code"], channel=data["channel"],
                       reply_to=json.dumps(reply_to) if reply_to else None,
@@ -170,7 +146,9 @@ class NotificationHandlers(EventHandlers):
             # timestamp; the filing time is then the best measure of the citizen's message.
             values["last_citizen_message_at"] = _later(
                 row["last_citizen_message_at"], data["last_citizen_message_at"] or data["filed_at"])
-        _update_complaint(tx, envelope.complaint_id, **values)
+        # One write of what the filing says: an INSERT for a complaint first heard of now, not a
+        # placeholder row then updated.
+        records.file_complaint(tx, envelope.complaint_id, values, known=known is not None)
         _record_event(tx, envelope, {"channel": data["channel"]})
         plan_messages(tx, envelope.complaint_id)
 
@@ -198,6 +176,25 @@ class NotificationHandlers(EventHandlers):
                           last_citizen_message_at=_later(row["last_citizen_message_at"],
                                                          data["message_at"]))
 
+    @handles(ev.CITIZEN_ANSWERED_FOLLOW_UP)
+    def on_follow_up_answered(self, tx, envelope: Envelope):
+        """The citizen answered "Sudah selesai?" (or rated): a message of theirs in the thread —
+        it opens Meta's 24-hour window there — and, where routing will not answer by its own
+        events, the next question or a clear reply (``composer._loop_drafts``)."""
+        data = envelope.data
+        reply_to = data.get("reply_to") or {}
+        row = _ensure_complaint(tx, envelope.complaint_id)
+        filed_to = json.loads(row["reply_to"]) if row["reply_to"] else None
+        if reply_to.get("psid") and (not filed_to or platform_of(filed_to) == platform_of(reply_to)):
+            _update_complaint(tx, envelope.complaint_id, known_psid=reply_to["psid"],
+                              last_citizen_message_at=_later(row["last_citizen_message_at"],
+                                                             data["message_at"]))
+        lifecycle = composer.latest_lifecycle(complaint_history(tx.connection, envelope.complaint_id)) or {}
+        _record_event(tx, envelope, {"answer": data["answer"], "score": data.get("score"),
+                                     "in_thread": bool(reply_to.get("psid")),
+                                     "status_word": lifecycle.get("status")})
+        plan_messages(tx, envelope.complaint_id)
+
     @handles(ev.CITIZEN_COMMENT_REMOVED)
     def on_comment_removed(self, tx, envelope: Envelope):
         """The citizen removed a comment: remembered for the comment, so that no public reply goes
@@ -215,9 +212,7 @@ class NotificationHandlers(EventHandlers):
         data = envelope.data
         asker = data.get("reply_to")
         code = str(data["tracking_code"]).strip().upper()
-        row = tx.execute(select(tables.complaints).where(
-            func.upper(tables.complaints.c.tracking_code) == code,
-            tables.complaints.c.filed.is_(True))).mappings().first()
+        row = records.filed_complaint_by_code(tx, code)
         history = complaint_history(tx.connection, row["complaint_id"]) if row else []
         view = view_of(row, history) if row else None
         full = composer.is_filer(view, row["known_psid"] if row else None, asker)
@@ -243,3 +238,73 @@ class NotificationHandlers(EventHandlers):
         _ensure_complaint(tx, envelope.complaint_id)
         _record_event(tx, envelope, {k: envelope.data[k] for k in _KEPT if k in envelope.data})
         plan_messages(tx, envelope.complaint_id)
+
+
+# --- "Sudah selesai?" once more (issue 19) ------------------------------------------------------------
+
+def follow_up_days() -> float:
+    """``NOTIFICATION_FOLLOW_UP_DAYS`` [7]: a resolved complaint whose citizen has not answered is
+    asked once more after this many days (FixMyStreet's later question) — where a window allows."""
+    raw = config.env("NOTIFICATION_FOLLOW_UP_DAYS", "7")
+    try:
+        days = float(raw)
+    except ValueError:
+        raise config.ConfigError(f"NOTIFICATION_FOLLOW_UP_DAYS must be a number of days, not {raw!r}") from None
+    if days <= 0:
+        raise config.ConfigError("NOTIFICATION_FOLLOW_UP_DAYS must be positive")
+    return days
+
+
+def follow_up_check_seconds() -> float:
+    """``NOTIFICATION_FOLLOW_UP_CHECK_SECONDS`` [3600]: how often the later question is looked for."""
+    raw = config.env("NOTIFICATION_FOLLOW_UP_CHECK_SECONDS", "3600")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise config.ConfigError(f"NOTIFICATION_FOLLOW_UP_CHECK_SECONDS must be seconds, not {raw!r}") from None
+    if seconds <= 0:
+        raise config.ConfigError("NOTIFICATION_FOLLOW_UP_CHECK_SECONDS must be positive")
+    return seconds
+
+
+# Resolutions older than this past the follow-up day are never asked about: Messenger's windows
+# (24 h for an automated message) have long closed unless the citizen wrote again — and a
+# question weeks late would only confuse.
+_ASK_AGAIN_SPAN = timedelta(days=7)
+
+
+def ask_again(database, now=None, days: Optional[float] = None) -> int:
+    """Record "Sudah selesai?" once more for every complaint resolved ``days`` ago (up to a week
+    before that) whose citizen has not answered; each complaint in its own transaction, under a
+    stable message id (``follow_up_reminder`` of the resolution), so a second run records nothing.
+    The sender then sends it where a window allows, else records it as failed (skipped) — never
+    with HUMAN_AGENT, never for the desk. Returns how many were recorded."""
+    now = now or utc_now()
+    delay = timedelta(days=days if days is not None else follow_up_days())
+    asked_before = isoformat_utc(now - delay)
+    not_before = isoformat_utc(now - delay - _ASK_AGAIN_SPAN)
+    with database.read() as connection:
+        candidates = records.resolutions_between(connection, ev.COMPLAINT_RESOLVED, not_before, asked_before)
+        pending = [(cid, event_id) for cid, event_id in candidates
+                   if not records.message_recorded(connection, message_id_for(
+                       event_id, composer.MessageKind.FOLLOW_UP_REMINDER))]
+    recorded = 0
+    for complaint_id in dict.fromkeys(cid for cid, _ in pending):
+        with database.transaction() as tx:
+            row = _complaint(tx, complaint_id)
+            if row is None or not row["filed"]:
+                continue
+            history = complaint_history(tx.connection, complaint_id)
+            due = composer.follow_up_due(history, asked_before, not_before)
+            if due is None:
+                continue
+            view = view_of(row, history)
+            if not composer.notifies(view):
+                continue
+            recorded += record_message(
+                tx, trigger_event_id=due["event_id"], complaint_id=complaint_id, lane=complaint_id,
+                page_id=(view.reply_to or {}).get("page_id"), draft=composer.follow_up_reminder(view),
+                audience="complaint", platform=platform_of(view.reply_to))
+    if recorded:
+        log.info("asked %d citizens once more whether their complaint is solved", recorded)
+    return recorded

@@ -168,7 +168,7 @@ def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping[str, An
         if not view.confidential and leads:
             context["agency_name"] = messages.daftar(agency_names(lifecycle, leads))
         return [_update(view, MessageKind.RESOLVED, messages.render("resolved", **context),
-                        status_word)]
+                        status_word), *_follow_up_question(view)]
     if event_type == ev.COMPLAINT_DISMISSED:
         if data.get("duplicate_of"):
             text = messages.render("dismissed_duplicate", tracking_code=code,
@@ -176,8 +176,90 @@ def drafts_for_event(view: ComplaintView, event_type: str, data: Mapping[str, An
         else:
             text = messages.render("dismissed", tracking_code=code, reason=data["reason"])
         return [_update(view, MessageKind.DISMISSED, text, status_word)]
+    if event_type in _LOOP_EVENTS:
+        return _loop_drafts(view, event_type, data, lifecycle)
     # Acknowledged, handed back, escalated, confidentiality changed: nothing to tell the citizen
     # (a status answer shows their effect).
+    return []
+
+
+# --- the loop with the citizen (issue 19) --------------------------------------------------------
+# The questions and the replies to the citizen's answer are private: never under the public
+# comment (they would invite a public "belum" thread); the questions never in the comment's one
+# private reply either — asked only in a Messenger thread inside the 24-hour window (automated
+# messages: RESPONSE only, HUMAN_AGENT is not for them), otherwise skipped and recorded.
+_PRIVATE_ONLY = (COMMENT_PUBLIC,)
+_MESSENGER_ONLY = (COMMENT_PUBLIC, COMMENT_PRIVATE)
+_LOOP_EVENTS = (ev.COMPLAINT_REOPENED, ev.COMPLAINT_REOPEN_REFUSED, ev.CITIZEN_RATED,
+                ev.CITIZEN_ANSWERED_FOLLOW_UP)
+
+
+def _follow_up_question(view: ComplaintView) -> list[Draft]:
+    """"Sudah selesai?" with Sudah/Belum quick replies, after the complaint became *selesai*."""
+    text = messages.render("follow_up_question", tracking_code=view.tracking_code)
+    return [Draft(MessageKind.FOLLOW_UP_QUESTION, text, None, excluded_channels=_MESSENGER_ONLY)]
+
+
+def follow_up_reminder(view: ComplaintView) -> Draft:
+    """"Sudah selesai?" once more (FixMyStreet's later question), as a second message of the
+    same ``ComplaintResolved``; sent only where a window allows, like the first."""
+    [draft] = _follow_up_question(view)
+    return Draft(draft.kind, draft.text, None, excluded_channels=_MESSENGER_ONLY,
+                 id_kind=MessageKind.FOLLOW_UP_REMINDER)
+
+
+def follow_up_due(history: Sequence[Mapping[str, Any]], asked_before: str,
+                  not_before: str) -> Optional[Mapping[str, Any]]:
+    """The ``ComplaintResolved`` to ask about once more, or None: the complaint is *selesai* now,
+    its latest resolution happened between ``not_before`` and ``asked_before`` (ISO UTC, the
+    stores' one format), and the citizen has not answered since (no ``CitizenAnsweredFollowUp``,
+    no rating, no reopen after it)."""
+    lifecycle = latest_lifecycle(history)
+    if lifecycle is None or lifecycle.get("status") != reference.SELESAI:
+        return None
+    resolved = [e for e in history if e.get("event_type") == ev.COMPLAINT_RESOLVED]
+    if not resolved:
+        return None
+    last = resolved[-1]
+    at = str(last.get("occurred_at") or "")
+    if not (not_before <= at <= asked_before):
+        return None
+    answered = any(e.get("event_type") in (ev.CITIZEN_ANSWERED_FOLLOW_UP, ev.CITIZEN_RATED, ev.COMPLAINT_REOPENED)
+                   and str(e.get("occurred_at") or "") >= at for e in history)
+    return None if answered else last
+
+
+def _loop_drafts(view: ComplaintView, event_type: str, data: Mapping[str, Any],
+                 lifecycle: Mapping[str, Any]) -> list[Draft]:
+    code = view.tracking_code
+    if event_type == ev.COMPLAINT_REOPENED:
+        if data.get("to_desk"):
+            text = messages.render("reopened_desk", tracking_code=code)
+        else:
+            agencies = [] if view.confidential else agency_names(lifecycle, lifecycle.get("lead_agencies"))
+            text = messages.render("reopened", tracking_code=code, agencies=agencies)
+        return [Draft(MessageKind.LOOP_REPLY, text, None, excluded_channels=_PRIVATE_ONLY)]
+    if event_type == ev.COMPLAINT_REOPEN_REFUSED:
+        text = messages.render("reopen_refused", tracking_code=code, reason=data["reason"],
+                               days=data.get("period_days", 14))
+        return [Draft(MessageKind.LOOP_REPLY, text, None, excluded_channels=_PRIVATE_ONLY)]
+    if event_type == ev.CITIZEN_RATED:
+        text = messages.render("rated_thanks", tracking_code=code, score=data["score"])
+        return [Draft(MessageKind.LOOP_REPLY, text, None, excluded_channels=_PRIVATE_ONLY)]
+    # intake's CitizenAnsweredFollowUp: only what routing does not answer by its own events.
+    answer = data.get("answer")
+    if not (data.get("reply_to") or data.get("in_thread")):
+        return []  # from the web: the status page shows the outcome
+    if answer == "solved" and data.get("score") is None:
+        text = messages.render("rating_question", tracking_code=code)
+        return [Draft(MessageKind.RATING_QUESTION, text, None, excluded_channels=_MESSENGER_ONLY)]
+    if answer == "unclear_rating":
+        text = messages.render("rating_unclear", tracking_code=code)
+        return [Draft(MessageKind.RATING_QUESTION, text, None, excluded_channels=_MESSENGER_ONLY)]
+    if answer == "stale":
+        text = messages.render("follow_up_stale", tracking_code=code,
+                               status_word=data.get("status_word") or reference.DITERIMA)
+        return [Draft(MessageKind.LOOP_REPLY, text, None, excluded_channels=_MESSENGER_ONLY)]
     return []
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional, Union
 
+from services.notification.domain.loop import quick_replies_for
 from services.notification.domain.policy import (
     APP_SCOPE,
     COMMENT_PRIVATE,
@@ -158,6 +159,8 @@ class Send:
     text: str
     messaging_type: Optional[str]  # what the Send API is given (private replies: RESPONSE)
     fallback_reasons: tuple[str, ...] = ()
+    # Messenger quick replies on the message (the loop's questions; ``composer.quick_replies_for``).
+    quick_replies: tuple[dict[str, str], ...] = ()
 
     @property
     def channel(self) -> str:
@@ -342,6 +345,9 @@ def decide_send(message: PendingMessage, plan: DeliveryPlan, facts: Facts = Fact
         # tracking code, so the desk has nothing to do about it.
         covered = message.public_text is None and message.audience == TO_COMPLAINT and \
             COMMENT_PUBLIC in message.excluded_channels and message.kind == MessageKind.ACKNOWLEDGMENT
+        # The loop's questions are asked only where Meta's windows allow; otherwise they are
+        # skipped (recorded as failed with the reason), never a task for the desk.
+        covered = covered or message.kind in (MessageKind.FOLLOW_UP_QUESTION, MessageKind.RATING_QUESTION)
         return Finish(FAILED if covered else UNDELIVERABLE, reason, message.code,
                       permanent=reason not in NOT_PERMANENT, fallback_reasons=tuple(plan.fallback_reasons))
     attempt = attempts[0]
@@ -356,7 +362,9 @@ def decide_send(message: PendingMessage, plan: DeliveryPlan, facts: Facts = Fact
         return Finish(UNDELIVERABLE, PAGE_NOT_CONFIGURED if not page_configured else UNKNOWN, None,
                       permanent=True, fallback_reasons=tuple(plan.fallback_reasons))
     messaging_type = attempt.messaging_type or (RESPONSE if attempt.channel == COMMENT_PRIVATE else None)
-    return Send(plan.page_id, attempt, text, messaging_type, tuple(plan.fallback_reasons))
+    quick = quick_replies_for(message.kind, message.complaint_id) \
+        if attempt.channel == "messenger" and message.audience == TO_COMPLAINT else ()
+    return Send(plan.page_id, attempt, text, messaging_type, tuple(plan.fallback_reasons), quick)
 
 
 # -- after the call -------------------------------------------------------------------------------

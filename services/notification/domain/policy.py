@@ -29,14 +29,24 @@ class MessageKind:
     RESOLVED = "resolved"
     DISMISSED = "dismissed"
     STATUS_REPLY = "status_reply"
+    # The loop with the citizen (automated: RESPONSE inside 24 h only, never HUMAN_AGENT):
+    # "Sudah selesai?" with Sudah/Belum quick replies, the rating question with 1–5, and the
+    # replies to the citizen's answer (reopened, refused, thanks, a stale or unclear answer).
+    FOLLOW_UP_QUESTION = "follow_up_question"
+    RATING_QUESTION = "rating_question"
+    LOOP_REPLY = "loop_reply"
 
-    ALL = (ACKNOWLEDGMENT, ROUTED, ANSWER, RESOLVED, DISMISSED, STATUS_REPLY)
+    ALL = (ACKNOWLEDGMENT, ROUTED, ANSWER, RESOLVED, DISMISSED, STATUS_REPLY,
+           FOLLOW_UP_QUESTION, RATING_QUESTION, LOOP_REPLY)
 
     # The public reply under a complaint's comment that gives its tracking code: a second
     # message of ComplaintFiled (next to the private acknowledgment), so it needs its own id.
     # Planned as an ACKNOWLEDGMENT restricted to the public comment channel.
     COMMENT_ACK = "comment_ack"
-    IDENTIFIABLE = ALL + (COMMENT_ACK,)
+    # "Sudah selesai?" asked once more after NOTIFICATION_FOLLOW_UP_DAYS without an answer
+    # (issue 19): a second message of the same ComplaintResolved, so it needs its own id.
+    FOLLOW_UP_REMINDER = "follow_up_reminder"
+    IDENTIFIABLE = ALL + (COMMENT_ACK, FOLLOW_UP_REMINDER)
 
 
 MESSENGER = "messenger"  # a Send API conversation with ``reply_to.psid`` (Messenger or Instagram)
@@ -475,12 +485,15 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
     # 80001/80002/80006: Meta's "Rate Limits" page (SOURCES["rate"]) puts Page-token Pages API calls
     # under Business Use Case limits; its per-type code table (80001 Pages, 80002 Instagram, 80006
     # Messenger) could not be retrieved for this check (2026-11): unconfirmed, from memory.
-    _rule(80001, None, "Too many calls to this Page: Business Use Case limit of the Pages API "
-          "(comment replies)", source="rate", like=_PAGE_LIMIT),
-    _rule(80002, None, "Too many calls to this Instagram account: Business Use Case limit",
+    _rule(80001, None, "Unconfirmed (Meta's per-type BUC code table not retrieved): too many calls to "
+          "this Page, Business Use Case limit of the Pages API (comment replies)", source="rate",
+          like=_PAGE_LIMIT),
+    _rule(80002, None, "Unconfirmed (Meta's per-type BUC code table not retrieved): too many calls "
+          "to this Instagram account, Business Use Case limit",
           source="rate", like=_PAGE_LIMIT),
-    _rule(80006, None, "Too many Messenger calls for this Page: Business Use Case limit of the "
-          "Messenger Platform", source="rate", like=_PAGE_LIMIT),
+    _rule(80006, None, "Unconfirmed (Meta's per-type BUC code table not retrieved): too many "
+          "Messenger calls for this Page, Business Use Case limit of the Messenger Platform", source="rate",
+          like=_PAGE_LIMIT),
     _rule(80000, None, "Other Business Use Case rate limits (80000–80099)", source="rate",
           codes_up_to=80099, like=_PAGE_LIMIT),
     _rule(1200, None, "Temporary send message failure: try again later", source="messenger", like=_FLAKY),

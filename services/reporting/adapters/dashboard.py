@@ -98,6 +98,8 @@ def render(month_key: str, summary: dict, trend: dict, agencies: list[dict], nea
         "follow_up": _percent(line["within_follow_up_deadline"]),
         "median": _hours(line["median_hours_to_first_answer"]),
         "escalations": line["escalations"], "rejections": line["rejections"],
+        "rating": "—" if line.get("average_rating") is None else f"{line['average_rating']:.1f}".replace(".", ","),
+        "reopened": line.get("reopened", 0),
     } for line in agencies]
     nearing_rows = [{
         "ref": row["complaint_id"][:8], "category": category_label(row["category"]),
@@ -114,6 +116,10 @@ def render(month_key: str, summary: dict, trend: dict, agencies: list[dict], nea
         month_key=month_key, month_title=month_title(month_key), summary=summary,
         follow_up_rate=_percent(summary["follow_up_rate"] if summary["total"] else None),
         sla=_percent(summary["within_first_response_sla"]),
+        rating=("—" if summary["satisfaction"]["average_rating"] is None
+                else f"{summary['satisfaction']['average_rating']:.1f}".replace(".", ",")),
+        rated_share=_percent(summary["satisfaction"]["rated_share"]),
+        reopen_rate=_percent(summary["satisfaction"]["reopen_rate"]),
         median=_hours(summary["median_hours_to_first_response"]),
         trend_svg=trend_chart(trend),
         category_svg=breakdown_chart("Menurut kategori", categories),

@@ -25,6 +25,7 @@ from shared.core.events.catalogue import NeedsHistory, upcast
 from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES
 from services.reporting.adapters import tables
 from shared.core.events import fast_check
+from shared.core.events import types as ev
 from services.reporting.domain.projections import (DATA_UNUSED, KEPT_FIELDS, LIFECYCLE_FIELDS,
                                                    PROJECTION_VERSION, derive, fact_from_event)
 
@@ -174,7 +175,7 @@ def apply_to(connection, projection: tables.Projection, envelope: dict) -> None:
         connection.execute(sql.delete_assignments, {"cid": cid})
         if derived["assignments"]:
             connection.execute(sql.insert_assignments, derived["assignments"])
-        if fact["event_type"] == "ComplaintResponded":
+        if fact["event_type"] == ev.COMPLAINT_RESPONDED:
             connection.execute(sql.delete_answers, {"cid": cid})
             if derived["answers"]:
                 connection.execute(sql.insert_answers, derived["answers"])
@@ -238,6 +239,15 @@ def month_complaints(connection, month: str) -> list[dict]:
     c = live(connection).complaints
     rows = connection.execute(select(c).where(c.c.filed.is_(True), c.c.month == month)).mappings()
     return [decode_complaint(row) for row in rows]
+
+
+def filed_complaints(connection, month: str | None = None) -> list[dict]:
+    """Every filed complaint's row (of one month, ``YYYY-MM``, when given)."""
+    c = live(connection).complaints
+    query = select(c).where(c.c.filed.is_(True))
+    if month is not None:
+        query = query.where(c.c.month == month)
+    return [decode_complaint(row) for row in connection.execute(query).mappings()]
 
 
 def complaint_by_tracking_code(connection, tracking_code: str) -> tuple[dict, list[dict]] | None:

@@ -88,6 +88,15 @@ def projection(generation: int) -> Projection:
         Column("next_due_kind", String(16), nullable=True),
         Column("next_due_at", String(40), nullable=True),
         Column("updated_at", String(40), nullable=True),
+        Column("reopens", Integer, nullable=False),           # times the citizen reopened it
+        Column("rating", Integer, nullable=True),             # the citizen's latest score (1-5)
+        Column("cluster_primary", String(36), nullable=True),  # the primary it was linked to (duplicates)
+        # The desk's review of the classification (issue 20): category/region_code above are
+        # the classifier's (as filed); these are the desk's final ones.
+        Column("final_category", String(32), nullable=True),
+        Column("final_region_code", String(8), nullable=True),
+        Column("corrections", Integer, nullable=True),
+        Column("desk_reviewed", Boolean, nullable=True),
         Index(f"ix_complaints{suffix}_month", "month"),
         Index(f"ix_complaints{suffix}_status", "public_status"),
     )
@@ -105,6 +114,8 @@ def projection(generation: int) -> Projection:
         Column("rejected_at", String(40), nullable=True),
         Column("resolved", Boolean, nullable=False),
         Column("escalations", Integer, nullable=False),
+        Column("reopens", Integer, nullable=False),           # "belum" while this agency led
+        Column("rating", Integer, nullable=True),             # the citizen's score (1-5), if rated
         Index(f"ix_assignments{suffix}_agency", "agency_code"),
     )
     answers = Table(

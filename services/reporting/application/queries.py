@@ -41,6 +41,14 @@ def monthly_summary(database: Database, year: int, month: int, now: Optional[dat
     return reports.monthly_summary(rows, year, month, now or utc_now())
 
 
+def classifier_accuracy(database: Database, month: Optional[str] = None) -> dict:
+    """How often the desk kept the automatic category and region (``reports.classifier_accuracy``),
+    over every filed complaint or those filed in ``month`` (``YYYY-MM``, WITA)."""
+    with database.read() as connection:
+        rows = repository.filed_complaints(connection, month)
+    return {"month": month, **reports.classifier_accuracy(rows)}
+
+
 @dataclass(frozen=True)
 class MonthlyReport:
     summary: dict

@@ -33,7 +33,11 @@ from shared.core.reference import DITERIMA, DITOLAK, SELESAI, month_key as _mont
 #: Bump when ``derive`` gives different rows for the same facts: the projection's fingerprint
 #: changes with it, and reporting rebuilds itself at start-up (see ``repository.shape_fingerprint``).
 #: 2: status, desk, agencies, parts, confidentiality and deadlines read from routing's lifecycle.
-PROJECTION_VERSION = 2
+#: 3: the citizen's loop — reopens and ratings per complaint and per agency (issue 19).
+#: 4: duplicates — the primary of the cluster a complaint was linked to (``cluster_primary``).
+#: 5: the desk's corrections (issue 20) — the final category and region after the desk's
+#:    corrections, how many corrections, and whether the desk reviewed the classification.
+PROJECTION_VERSION = 5
 
 #: The parts of routing's lifecycle snapshot reporting keeps (``stage`` is routing's own detail).
 LIFECYCLE_FIELDS = ("status", "open", "at_desk", "confidential", "lead_agencies",
@@ -45,7 +49,8 @@ KEPT_FIELDS: dict[str, tuple[str, ...]] = {
     ev.COMPLAINT_FILED: ("tracking_code", "channel", "filed_at", "category", "region_code",
                          "priority", "confidential"),
     ev.COMPLAINT_AMENDED: ("why",),
-    ev.COMPLAINT_ROUTED: ("priority", "due_at", "lifecycle"),
+    # ``by_desk``: derived from ``decided_by`` (an operator's decision), never the operator's name.
+    ev.COMPLAINT_ROUTED: ("priority", "due_at", "lifecycle", "by_desk"),
     ev.COMPLAINT_ACKNOWLEDGED: ("agency_code", "lifecycle"),
     ev.COMPLAINT_REJECTED_BY_AGENCY: ("agency_code", "lifecycle"),
     ev.COMPLAINT_RESPONDED: ("agency_code", "text", "resolved", "lifecycle"),
@@ -53,15 +58,28 @@ KEPT_FIELDS: dict[str, tuple[str, ...]] = {
     ev.COMPLAINT_ESCALATED: ("breach", "due_at", "lifecycle"),
     ev.COMPLAINT_DISMISSED: ("lifecycle",),
     ev.COMPLAINT_CONFIDENTIALITY_CHANGED: ("confidential", "lifecycle"),  # not the reason or actor
+    # The citizen's loop: never their words (free text), only what the reports count.
+    ev.COMPLAINT_REOPENED: ("to_desk", "lifecycle"),
+    ev.COMPLAINT_REOPEN_REFUSED: ("reason", "lifecycle"),
+    ev.CITIZEN_RATED: ("score", "agencies", "lifecycle"),
+    ev.COMPLAINT_LINKED: ("primary_complaint_id", "lifecycle"),  # not the reason or actor
+    # The desk's correction (issue 20): the codes before and after; not the reason or actor.
+    ev.COMPLAINT_RECLASSIFIED: ("category_before", "category_after", "region_before", "region_after",
+                                "rerouted", "lifecycle"),
     ev.CITIZEN_NOTIFIED: ("channel",),
     ev.CITIZEN_NOTIFICATION_FAILED: ("code", "permanent"),
+}
+
+#: Kept fields computed from the event's data rather than copied (so no name is kept).
+DERIVED_FIELDS = {
+    "by_desk": lambda data: str(data.get("decided_by") or "").startswith("operator:"),
 }
 
 #: Facts whose ``data`` ``derive`` never reads (it only counts them): a rebuild need not decode it.
 DATA_UNUSED = frozenset({ev.COMPLAINT_AMENDED, ev.CITIZEN_NOTIFIED, ev.CITIZEN_NOTIFICATION_FAILED})
 
 # Internal happenings that do not move the public "updated" time.
-_INTERNAL = (ev.COMPLAINT_ESCALATED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED)
+_INTERNAL = (ev.COMPLAINT_ESCALATED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED, ev.COMPLAINT_RECLASSIFIED)
 
 
 def month_key(filed_at_iso: str) -> str:
@@ -75,7 +93,8 @@ def fact_from_event(envelope: dict[str, Any]) -> dict[str, Any] | None:
     if kept is None:
         return None
     data = envelope["data"]
-    fact_data = {name: data.get(name) for name in kept}
+    fact_data = {name: DERIVED_FIELDS[name](data) if name in DERIVED_FIELDS else data.get(name)
+                 for name in kept}
     if "lifecycle" in kept:
         lifecycle = data["lifecycle"]
         fact_data["lifecycle"] = {name: lifecycle.get(name) for name in LIFECYCLE_FIELDS}
@@ -97,7 +116,8 @@ def _new_assignment(complaint_id: str, agency_code: str) -> dict[str, Any]:
     return {"complaint_id": complaint_id, "agency_code": agency_code, "agency_name": None,
             "role": "other", "assigned_at": None, "first_response_due": None,
             "follow_up_due": None, "acknowledged_at": None, "first_answer_at": None,
-            "rejected_at": None, "resolved": False, "escalations": 0}
+            "rejected_at": None, "resolved": False, "escalations": 0,
+            "reopens": 0, "rating": None}
 
 
 # The one format the event stores write times in (``isoformat_utc``): UTC, microseconds, "Z".
@@ -165,6 +185,8 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     answers: list[dict[str, Any]] = []
     escalations = rejections = 0
     names: dict[str, str] = {}
+    reopens, rating = 0, None
+    leads_before: list[str] = []
 
     def assignment(code: str) -> dict[str, Any]:
         return assignments.setdefault(code, _new_assignment(complaint_id, code))
@@ -173,6 +195,16 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     for fact in routing:
         kind, data, at = fact["event_type"], fact["data"], fact["occurred_at"]
         then = data["lifecycle"]
+        if kind == ev.COMPLAINT_REOPENED:
+            # Counted against the agencies that led when the citizen said "belum".
+            reopens += 1
+            for code in leads_before:
+                assignment(code)["reopens"] += 1
+        elif kind == ev.CITIZEN_RATED:
+            rating = data["score"]
+            for code in data.get("agencies") or []:
+                assignment(code)["rating"] = data["score"]
+        leads_before = list(then["lead_agencies"])
         # A name equal to its code means the directory had none: the display fallback applies.
         names.update({code: name for code, name in (then.get("agency_names") or {}).items()
                       if name and name != code})
@@ -238,8 +270,13 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
         "dismissed": status == DITOLAK, "escalations": escalations, "rejections": rejections,
         "public_status": status,
         "notified": sum(1 for f in notification if f["event_type"] == ev.CITIZEN_NOTIFIED),
+        "reopens": reopens, "rating": rating,
         "notification_failures": sum(1 for f in notification if f["event_type"] == ev.CITIZEN_NOTIFICATION_FAILED),
     })
+    row.update(classification_review(filing, routing))
+    # Duplicates: the primary of the cluster the desk linked the complaint to, or None.
+    row["cluster_primary"] = next((f["data"]["primary_complaint_id"] for f in reversed(routing)
+                                   if f["event_type"] == ev.COMPLAINT_LINKED), None)
     row["next_due_kind"], row["next_due_at"] = next_deadline(now)
     # The public "updated" time: the latest thing that happened to the complaint itself
     # (escalations, confidentiality decisions and notifications are internal).
@@ -247,6 +284,32 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     row["updated_at"] = _latest_of(public_moments)
     return {"complaint": row, "assignments": sorted(assignments.values(), key=lambda a: a["agency_code"]),
             "answers": answers}
+
+
+def classification_review(filing: dict[str, Any], routing: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the desk did with the automatic classification (``category``/``region_code`` of the
+    row stay as filed, the classifier's): ``final_category``/``final_region_code`` after the
+    desk's corrections (``ComplaintReclassified``), ``corrections`` counted, and
+    ``desk_reviewed`` — the desk corrected it, or routed it to agencies other than those it had
+    (at-desk triage of a complaint the rules could not route, or a re-route after the rules'
+    routing). A desk decision that keeps the agencies (a priority change) or holds the complaint
+    at the desk is not a review of the classification."""
+    final_category, final_region = filing.get("category"), filing.get("region_code")
+    corrections, reviewed = 0, False
+    leads_before: list[str] = []
+    for fact in routing:
+        kind, data = fact["event_type"], fact["data"]
+        then = data["lifecycle"]
+        if kind == ev.COMPLAINT_RECLASSIFIED:
+            final_category, final_region = data["category_after"], data["region_after"]
+            corrections += 1
+            reviewed = True
+        elif (kind == ev.COMPLAINT_ROUTED and data.get("by_desk") and not then["at_desk"]
+              and list(then["lead_agencies"]) != leads_before):
+            reviewed = True
+        leads_before = [] if then["at_desk"] else list(then["lead_agencies"])
+    return {"final_category": final_category, "final_region_code": final_region,
+            "corrections": corrections, "desk_reviewed": reviewed}
 
 
 def next_deadline(lifecycle: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -68,6 +68,92 @@ def monthly_summary(rows: list[dict[str, Any]], year: int, month: int, now: date
             (row["filed_at"], row["first_response_at"]) for row in rows),
         "within_first_response_sla": _share_within(
             ((row["first_response_at"], row["first_response_due"]) for row in rows), now),
+        # The citizen's loop (issue 19), overall, per category and per lead agency.
+        "satisfaction": satisfaction(rows),
+        "satisfaction_by_category": {code: satisfaction([r for r in rows if r["category"] == code])
+                                     for code in sorted({r["category"] for r in rows})},
+        "satisfaction_by_agency": {code: satisfaction([r for r in rows if not r["at_desk"]
+                                                       and code in r["lead_agencies"]])
+                                   for code in sorted(by_agency)},
+        # Duplicates joined into clusters by the desk (issue 19), per category and lead agency.
+        "duplicates": duplicates(rows),
+        "duplicates_by_category": {code: duplicates([r for r in rows if r["category"] == code])
+                                   for code in sorted({r["category"] for r in rows})},
+        "duplicates_by_agency": {code: duplicates([r for r in rows if not r["at_desk"]
+                                                   and code in r["lead_agencies"]])
+                                 for code in sorted(by_agency)},
+        # How often the desk kept the automatic category and region (issue 20).
+        "classifier_accuracy": classifier_accuracy(rows),
+    }
+
+
+def _kept(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """``pairs``: (automatic, final) of the reviewed complaints."""
+    kept = sum(1 for automatic, final in pairs if automatic == final)
+    corrected_to: dict[str, int] = {}
+    for automatic, final in pairs:
+        if automatic != final:
+            key = final or UNKNOWN_REGION
+            corrected_to[key] = corrected_to.get(key, 0) + 1
+    return {"reviewed": len(pairs), "kept": kept,
+            "kept_share": round(kept / len(pairs), 4) if pairs else None,
+            "corrected_to": dict(sorted(corrected_to.items()))}
+
+
+def classifier_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the desk kept the automatic classification, from reporting's rows (each the
+    classifier's ``category``/``region_code`` as filed and the desk's ``final_category``/
+    ``final_region_code``). Only complaints the desk *reviewed* are evidence (``desk_reviewed``:
+    it corrected the classification, or routed the complaint to other agencies itself); among
+    them a fact is *kept* when its final value equals the automatic one. Overall, per automatic
+    category and per automatic region (``unknown`` for none): ``reviewed``, ``kept``,
+    ``kept_share`` (null for none) and ``corrected_to`` (final value → complaints). Also:
+    ``complaints`` counted, ``reviewed``, ``corrected`` (at least one correction) and
+    ``rerouted_without_correction`` (the desk changed the agencies but kept both facts: the rules,
+    or a mistake the desk did not correct)."""
+    reviewed = [row for row in rows if row.get("desk_reviewed")]
+    category_pairs = [(row["category"], row.get("final_category") or row["category"]) for row in reviewed]
+    region_pairs = [(row["region_code"], row.get("final_region_code")) for row in reviewed]
+    by_category: dict[str, list[tuple[Any, Any]]] = {}
+    by_region: dict[str, list[tuple[Any, Any]]] = {}
+    for category_pair, region_pair in zip(category_pairs, region_pairs):
+        by_category.setdefault(category_pair[0], []).append(category_pair)
+        by_region.setdefault(region_pair[0] or UNKNOWN_REGION, []).append(region_pair)
+    corrected = sum(1 for row in reviewed if row.get("corrections"))
+    return {
+        "complaints": len(rows), "reviewed": len(reviewed), "corrected": corrected,
+        "rerouted_without_correction": len(reviewed) - corrected,
+        "category": _kept(category_pairs), "region": _kept(region_pairs),
+        "by_category": {code: _kept(pairs) for code, pairs in sorted(by_category.items())},
+        "by_region": {code: _kept(pairs) for code, pairs in sorted(by_region.items())},
+    }
+
+
+def duplicates(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Clusters among ``rows`` (``cluster_primary``: the complaint a row was linked to):
+    ``complaints`` counted, ``linked`` (joined to another complaint), ``clusters`` (distinct
+    primaries they were joined to), ``problems`` (complaints that are not duplicates:
+    ``complaints`` − ``linked``) and ``duplicate_share`` (``linked`` / ``complaints``, null for none)."""
+    primaries = [row["cluster_primary"] for row in rows if row.get("cluster_primary")]
+    return {"complaints": len(rows), "linked": len(primaries), "clusters": len(set(primaries)),
+            "problems": len(rows) - len(primaries),
+            "duplicate_share": round(len(primaries) / len(rows), 4) if rows else None}
+
+
+def satisfaction(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The citizens' verdict on complaints (``reopens``, ``rating`` of reporting's rows):
+    ``rated`` and ``average_rating`` (1–5, null when none), ``rated_share`` of the complaints
+    resolved at least once, ``reopened`` (complaints reopened at least once) and ``reopen_rate``
+    of the complaints resolved at least once (resolved now, or reopened since)."""
+    scores = [row["rating"] for row in rows if row.get("rating") is not None]
+    reopened = sum(1 for row in rows if row.get("reopens"))
+    closed_once = sum(1 for row in rows if row["resolved"] or row.get("reopens"))
+    return {
+        "rated": len(scores),
+        "average_rating": round(sum(scores) / len(scores), 2) if scores else None,
+        "rated_share": round(len(scores) / closed_once, 4) if closed_once else None,
+        "reopened": reopened,
+        "reopen_rate": round(reopened / closed_once, 4) if closed_once else None,
     }
 
 
@@ -98,6 +184,9 @@ def agency_performance(assignments: list[dict[str, Any]], agency_code: str, date
         "median_hours_to_first_answer": _median_hours((a["assigned_at"], a["first_answer_at"]) for a in rows),
         "escalations": sum(a["escalations"] for a in rows),
         "rejections": sum(1 for a in rows if a["rejected_at"]),
+        # The citizens' verdict on this agency's complaints: rated, average_rating, rated_share,
+        # reopened, reopen_rate (``satisfaction`` over its assignments).
+        **satisfaction(rows),
     }
 
 

@@ -1,5 +1,7 @@
 """Reading and writing routing's tables (see ``tables.py``): the directory, the filed facts, the
-disposition rebuilt from routing's event store, its state rows, and the hashed API tokens.
+disposition rebuilt from routing's event store, its state rows (and the lists read from them: the
+desk queue, an agency's complaints, the deadlines due), and the hashed API tokens. Routing's SQL
+lives here and in ``clusters.py``; the application layer only calls these functions.
 
 Functions take an open SQLAlchemy connection; the caller owns the transaction, so a state row
 and the events it reflects always commit together.
@@ -11,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Iterable, Mapping, Optional
 
-from sqlalchemy import delete, select, update, text
+from sqlalchemy import and_, delete, or_, select, update, text
 from sqlalchemy.engine import Connection
 
 from shared.core.events import isoformat_utc
@@ -158,6 +160,8 @@ def project(connection: Connection, disposition: Disposition, now: datetime) -> 
         "at_desk": disposition.at_desk,
         "confidential": disposition.confidential,
         "priority": disposition.priority,
+        "category": disposition.category,
+        "region_code": disposition.region_code,
         "lead_agencies": json.dumps(disposition.lead_agencies),
         "coordinating_agencies": json.dumps(disposition.coordinating_agencies),
         "due_at": json.dumps({name: isoformat_utc(due) for name, due in disposition.due_at.items()}),
@@ -201,7 +205,57 @@ def summary(row: Mapping) -> dict:
 
 
 def state_query():
-    """State rows joined with the facts they summarise."""
+    """State rows joined with the facts they summarise (the category and region are the state
+    row's: as filed or as the desk corrected them)."""
     d, c = tables.dispositions, tables.complaints
-    return (select(d, c.c.category, c.c.region_code, c.c.filed_at)
-            .join(c, c.c.complaint_id == d.c.complaint_id))
+    return select(d, c.c.filed_at).join(c, c.c.complaint_id == d.c.complaint_id)
+
+
+def desk_queue(connection: Connection, open_statuses: Iterable[str]) -> list[dict]:
+    """Open complaints waiting for the desk, or with an escalated clock (unsorted)."""
+    d = tables.dispositions
+    query = state_query().where(and_(
+        d.c.status.in_(list(open_statuses)), or_(d.c.at_desk == True, d.c.escalated != "[]")))  # noqa: E712
+    return [summary(row) for row in connection.execute(query).mappings()]
+
+
+def complaints_of_agency(connection: Connection, agency_code: str, stage: Optional[str] = None,
+                         public_status: Optional[str] = None) -> list[dict]:
+    """The complaints an agency is assigned to (with its ``role``), newest change first;
+    optionally only those at one routing ``stage`` or one public status word."""
+    d, a = tables.dispositions, tables.assignments
+    query = (state_query().add_columns(a.c.role)
+             .join(a, a.c.complaint_id == d.c.complaint_id).where(a.c.agency_code == agency_code))
+    if stage is not None:
+        query = query.where(d.c.status == stage)
+    if public_status is not None:
+        query = query.where(d.c.public_status == public_status)
+    items = []
+    for row in connection.execute(query.order_by(d.c.updated_at.desc())).mappings():
+        item = summary(row)
+        item["role"] = row["role"]
+        items.append(item)
+    return items
+
+
+def summaries_with_excerpt(connection: Connection, ids: Iterable[str]) -> dict[str, dict]:
+    """List entries of these complaints by id, each with the first 200 characters of its text."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    c = tables.complaints
+    query = state_query().add_columns(c.c.text).where(c.c.complaint_id.in_(ids))
+    out = {}
+    for row in connection.execute(query).mappings():
+        item = summary(row)
+        item["excerpt"] = row["text"][:200]
+        out[item["complaint_id"]] = item
+    return out
+
+
+def due_before(connection: Connection, moment: datetime) -> list[str]:
+    """Complaints whose earliest open deadline is before ``moment``, earliest first."""
+    d = tables.dispositions
+    return list(connection.execute(select(d.c.complaint_id).where(
+        d.c.next_due_at.is_not(None), d.c.next_due_at < isoformat_utc(moment))
+        .order_by(d.c.next_due_at)).scalars())

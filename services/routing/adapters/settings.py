@@ -23,6 +23,19 @@ def sla_check_seconds() -> float:
     return seconds
 
 
+def reopen_days() -> float:
+    """``ROUTING_REOPEN_DAYS`` [14]: how long after its resolution a citizen's "belum" reopens a
+    complaint (later it is refused with a clear reply)."""
+    raw = env("ROUTING_REOPEN_DAYS", "14")
+    try:
+        days = float(raw)
+    except ValueError:
+        raise ConfigError(f"ROUTING_REOPEN_DAYS must be a number of days, not {raw!r}") from None
+    if days < 0:
+        raise ConfigError("ROUTING_REOPEN_DAYS must not be negative")
+    return days
+
+
 def sla_seconds() -> str | None:
     return env("ROUTING_SLA_SECONDS")
 

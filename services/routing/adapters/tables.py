@@ -10,8 +10,12 @@
   (with its digest) or lost: from ``ComplaintFiled``/``ComplaintAmended`` and ``EvidenceStored``.
   The bytes stay in intake; routing asks for them (``intake.media``) for a caller it allows.
 * ``console_sessions`` — the console's signed-in sessions (hashed ids), ended by signing out.
+* ``cluster_words``, ``link_suggestions``, ``cluster_links`` — duplicates and clusters: the words
+  (and public Facebook post id) a new complaint is compared by, the suggestions shown to the desk
+  with their grounds and the desk's decision, and which complaint is linked to which primary
+  (written with its ``ComplaintLinked``).
 """
-from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, false
+from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, String, Table, Text, false
 
 metadata = MetaData()
 
@@ -50,6 +54,10 @@ dispositions = Table(
     # The complaint's current confidentiality (filing, a later levy report, desk decisions).
     Column("confidential", Boolean, nullable=False, server_default=false()),
     Column("priority", String(16), nullable=False),
+    # The complaint's current category and region: as filed, or as the desk corrected them
+    # (``ComplaintReclassified``); ``complaints`` keeps the filed ones.
+    Column("category", String(32), nullable=True),
+    Column("region_code", String(8), nullable=True),
     Column("lead_agencies", Text, nullable=False),          # JSON list
     Column("coordinating_agencies", Text, nullable=False),  # JSON list
     Column("due_at", Text, nullable=False),                 # JSON {clock: iso}
@@ -110,4 +118,40 @@ console_sessions = Table(
     Column("officer", String(400), nullable=False),
     Column("issued_at", BigInteger, nullable=False),               # seconds since the epoch
     Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
+# Duplicates and clusters (``services/routing/domain/clusters.py``). The words a complaint is
+# compared by and the Facebook post it was a comment on (a post id is public, never personal; the
+# comment id and PSID are never kept here).
+cluster_words = Table(
+    "cluster_words", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("post_id", String(100), nullable=True, index=True),
+    Column("words", Text, nullable=False),                  # space-separated, sorted
+)
+
+# One row per (new complaint, suggested primary): shown to the desk while ``state`` is pending;
+# confirmed (a ``ComplaintLinked`` was recorded) or refused — a refused pair is never suggested again.
+link_suggestions = Table(
+    "link_suggestions", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("primary_id", String(36), primary_key=True, index=True),
+    Column("matched_id", String(36), nullable=False),       # the complaint it matched best
+    Column("score", Float, nullable=False),
+    Column("because", Text, nullable=False),                # JSON list: same_post, same_category_region, similar_words
+    Column("common_words", Text, nullable=False),           # JSON list
+    Column("hours_apart", Float, nullable=False),
+    Column("state", String(16), nullable=False, index=True),  # pending | confirmed | refused
+    Column("suggested_at", String(40), nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", String(40), nullable=True),
+)
+
+# Which complaint is linked to which primary (written in the transaction of its ``ComplaintLinked``).
+cluster_links = Table(
+    "cluster_links", metadata,
+    Column("complaint_id", String(36), primary_key=True),
+    Column("primary_id", String(36), nullable=False, index=True),
+    Column("linked_at", String(40), nullable=False),
+    Column("actor", String(200), nullable=False),
 )

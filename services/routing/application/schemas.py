@@ -3,6 +3,7 @@ refuse the same malformed requests with the same per-field messages."""
 from marshmallow import RAISE, Schema, fields, validate
 
 from shared.core.events.catalogue import PRIORITIES
+from shared.core.reference import CATEGORIES, REGION_CODES
 
 from services.routing.domain.disposition import PUBLIC_STATUS
 
@@ -43,6 +44,15 @@ class SetConfidential(_Command):
     reason = _required_text()
 
 
+class Reclassify(_Command):
+    """The desk's correction: ``None`` leaves that fact as it is; at least one must be given."""
+    category = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(
+        CATEGORIES, error="unknown category {input!r}; expected one of {choices}"))
+    region_code = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(
+        REGION_CODES, error="unknown region code {input!r}; expected a BPS code of NTB: {choices}"))
+    reason = _required_text()
+
+
 class AgencyCommand(_Command):
     agency_code = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
@@ -64,6 +74,16 @@ class ComplaintsFor(Schema):
 class IssueToken(Schema):
     agency_code = fields.String(required=True, validate=validate.Length(min=1, max=64))
     actor = _required_text(200)
+
+
+class Link(_Command):
+    primary_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    # Empty: the suggestion's grounds are the reason (a link made by hand needs one).
+    reason = fields.String(load_default="", allow_none=True, validate=validate.Length(max=10000))
+
+
+class RefuseLink(_Command):
+    primary_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
 # --- HTTP bodies (complaint id from the path, agency and actor from the token) -------------
@@ -93,6 +113,12 @@ class ConfidentialityBody(_Body):
     reason = fields.String(required=True)
 
 
+class ReclassifyBody(_Body):
+    category = fields.String(load_default=None, allow_none=True)
+    region_code = fields.String(load_default=None, allow_none=True)
+    reason = fields.String(required=True)
+
+
 class EmptyBody(_Body):
     pass
 
@@ -104,3 +130,12 @@ class RejectBody(_Body):
 class RespondBody(_Body):
     text = fields.String(required=True)
     resolved = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+
+
+class LinkBody(_Body):
+    primary = fields.String(required=True)
+    reason = fields.String(load_default="")
+
+
+class RefuseLinkBody(_Body):
+    primary = fields.String(required=True)

@@ -34,6 +34,19 @@ Choices where the brief is silent:
   agencies' parts, at-the-desk, open/closed and confidentiality are the complaint's *lifecycle*
   (``shared.core.events.lifecycle``): ``stamped`` attaches its snapshot after each new event, so every
   routing event carries the state it leaves and no other service computes it.
+- Corrections (issue 20). The desk corrects the category and/or region with a reason:
+  ``ComplaintReclassified`` (before → after, reason, actor, ``rerouted``). The rules are asked
+  for the corrected facts; the correction re-routes — a ``ComplaintRouted`` decided by that rule
+  (``decided_by: rule:<id>``, the rule's reason; the desk's name and words are on the
+  correction just before it) — when the rules' decision for the corrected facts names other
+  agencies than their decision for the facts before AND than the agencies it has now. So a
+  correction that does not change the rule that applies leaves the agencies (and a desk's own
+  earlier re-route) alone; and when the corrected facts would send it to the desk (fallback or a
+  desk rule), it stays where it is: the desk is the one deciding, and assigns by hand if it
+  wants. A correction to an illegal-levy category (``CONFIDENTIAL_CATEGORIES``) also makes the
+  complaint confidential, as filing would have (a ``ComplaintConfidentialityChanged`` by the same
+  actor, before the re-route). Refused on closed (dismissed, resolved) complaints and when nothing
+  changes.
 - Confidentiality. On from filing for an illegal levy; turned on by a later text that reports
   one (``ComplaintAmended.levy_reported``); the desk may mark or unmark it with a reason.
 
@@ -42,8 +55,8 @@ Pure domain code: no nameko, no SQLAlchemy, no clock reads (callers pass ``now``
 from __future__ import annotations
 
 import copy
-from datetime import datetime
-from typing import Any, Iterable, Optional, Sequence, Union
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from services.routing.domain.directory import Directory
 from services.routing.domain.rules import Decision
@@ -52,7 +65,8 @@ from shared.core.events import types as ev
 from shared.core.events.envelope import isoformat_utc, parse_iso
 from shared.core.events.lifecycle import Lifecycle
 from shared.core.reference import (  # noqa: F401 - routing's stage names, re-exported
-    PRIORITIES, STAGE_ASSIGNED as ASSIGNED, STAGE_DISMISSED as DISMISSED, STAGE_FILED as FILED,
+    CATEGORIES, CONFIDENTIAL_CATEGORIES, PRIORITIES, REGION_CODES,
+    STAGE_ASSIGNED as ASSIGNED, STAGE_DISMISSED as DISMISSED, STAGE_FILED as FILED,
     STAGE_IN_PROGRESS as IN_PROGRESS, STAGE_RESOLVED as RESOLVED, STAGE_RETURNED as RETURNED,
     STAGE_TRIAGE as TRIAGE_STATUS, STAGE_WORDS as PUBLIC_STATUS,
 )
@@ -66,6 +80,14 @@ COMPLAINT_RESOLVED = ev.COMPLAINT_RESOLVED
 COMPLAINT_ESCALATED = ev.COMPLAINT_ESCALATED
 COMPLAINT_DISMISSED = ev.COMPLAINT_DISMISSED
 CONFIDENTIALITY_CHANGED = ev.COMPLAINT_CONFIDENTIALITY_CHANGED
+COMPLAINT_LINKED = ev.COMPLAINT_LINKED
+COMPLAINT_RECLASSIFIED = ev.COMPLAINT_RECLASSIFIED
+COMPLAINT_REOPENED = ev.COMPLAINT_REOPENED
+COMPLAINT_REOPEN_REFUSED = ev.COMPLAINT_REOPEN_REFUSED
+CITIZEN_RATED = ev.CITIZEN_RATED
+
+#: Who reopens or rates: the citizen, through intake (the PSID never reaches routing).
+CITIZEN_ACTOR = "citizen"
 
 #: The actor of a confidentiality turned on by a text that reports an illegal levy.
 CLASSIFIER_ACTOR = "intake:classifier"
@@ -123,7 +145,13 @@ class Disposition:
         self.due_at: dict[str, datetime] = {}
         self.escalated: set[str] = set()
         self.dismissal: Optional[dict[str, Any]] = None
+        self.linked_to: Optional[str] = None  # the primary of its cluster (``ComplaintLinked``)
         self.version = 0  # routing events applied: the expected version for the next append
+        # The citizen's loop: when it was last resolved, how often reopened, whether the latest
+        # resolution is rated already (one rating per resolution).
+        self.resolved_at: Optional[datetime] = None
+        self.reopens = 0
+        self.rated = False
 
     # --- building ------------------------------------------------------------------------------
 
@@ -200,7 +228,8 @@ class Disposition:
         pass
 
     def _on_ComplaintResolved(self, data: dict[str, Any], occurred_at: datetime) -> None:
-        pass
+        self.resolved_at = occurred_at
+        self.rated = False
 
     def _on_ComplaintRejectedByAgency(self, data: dict[str, Any], occurred_at: datetime) -> None:
         if self.lifecycle.at_desk_after_routing and data.get("due_at") is not None:
@@ -215,6 +244,24 @@ class Disposition:
 
     def _on_ComplaintConfidentialityChanged(self, data: dict[str, Any], occurred_at: datetime) -> None:
         pass
+
+    def _on_ComplaintLinked(self, data: dict[str, Any], occurred_at: datetime) -> None:
+        self.linked_to = data["primary_complaint_id"]
+
+    def _on_ComplaintReclassified(self, data: dict[str, Any], occurred_at: datetime) -> None:
+        self.category = data["category_after"]
+        self.region_code = data["region_after"]
+
+    def _on_ComplaintReopened(self, data: dict[str, Any], occurred_at: datetime) -> None:
+        self.reopens = int(data["reopen_count"])
+        self.due_at = {name: parse_iso(value) for name, value in data["due_at"].items()}
+        self.escalated = set()
+
+    def _on_ComplaintReopenRefused(self, data: dict[str, Any], occurred_at: datetime) -> None:
+        pass
+
+    def _on_CitizenRated(self, data: dict[str, Any], occurred_at: datetime) -> None:
+        self.rated = True
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -378,6 +425,62 @@ class Disposition:
         return [(CONFIDENTIALITY_CHANGED,
                  {"confidential": confidential, "reason": reason.strip(), "actor": actor})]
 
+    def link(self, primary_id: str, primary_tracking_code: str, reason: str, actor: str,
+             because: Sequence[str] = (), score: Optional[float] = None) -> list[NewEvent]:
+        """The desk joins this complaint to the cluster of ``primary_id`` (see
+        ``services.routing.domain.clusters``: the checks that need the primary are there)."""
+        self._require_open()
+        self._require_text(reason, "a reason for linking")
+        self._require_text(actor, "the operator (actor)")
+        if self.linked_to is not None:
+            raise InvalidAction(f"complaint {self.tracking_code} is already linked to a cluster")
+        return [(COMPLAINT_LINKED, {
+            "primary_complaint_id": primary_id, "primary_tracking_code": primary_tracking_code,
+            "reason": reason.strip(), "actor": actor, "because": list(because),
+            "score": None if score is None else float(score)})]
+
+    def reclassify(self, category: Optional[str], region_code: Optional[str], reason: str, actor: str,
+                   now: datetime, sla_policy: SlaPolicy,
+                   decide: Callable[[str, Optional[str]], Decision]) -> list[NewEvent]:
+        """The desk corrects the category and/or the region (``None``: unchanged); see the module
+        docstring for when it re-routes. ``decide(category, region_code)`` is the rules'
+        decision for those facts (``services.routing.domain.rules.decide`` with the text and
+        priority bound)."""
+        self._require_open()
+        self._require_text(reason, "a reason for the correction")
+        self._require_text(actor, "the operator (actor)")
+        if category is not None and category not in CATEGORIES:
+            raise InvalidAction(f"unknown category {category!r}; expected one of {CATEGORIES}")
+        if region_code is not None and region_code not in REGION_CODES:
+            raise InvalidAction(f"unknown region code {region_code!r}; expected one of {REGION_CODES}")
+        new_category = self.category if category is None else category
+        new_region = self.region_code if region_code is None else region_code
+        if new_category == self.category and new_region == self.region_code:
+            raise InvalidAction(f"complaint {self.tracking_code} already has category "
+                                f"{self.category!r} and region {self.region_code!r}: nothing to correct")
+        before, after = decide(self.category, self.region_code), decide(new_category, new_region)
+        agencies_after = (list(after.lead_agencies), list(after.coordinating_agencies))
+        now_agencies = ((list(self.lead_agencies), list(self.coordinating_agencies))
+                        if self.is_routed else None)
+        reroute = (not after.at_desk
+                   and agencies_after != (list(before.lead_agencies), list(before.coordinating_agencies))
+                   and agencies_after != now_agencies)
+        events: list[NewEvent] = [(COMPLAINT_RECLASSIFIED, {
+            "category_before": self.category, "category_after": new_category,
+            "region_before": self.region_code, "region_after": new_region,
+            "reason": reason.strip(), "actor": actor, "rerouted": reroute})]
+        if new_category in CONFIDENTIAL_CATEGORIES and not self.confidential:
+            # As at filing: an illegal-levy complaint is confidential — before any re-route, so
+            # the routed message the citizen gets is already the confidential one.
+            events.append((CONFIDENTIALITY_CHANGED, {
+                "confidential": True, "actor": actor,
+                "reason": f"dikoreksi menjadi kategori {new_category}: {reason.strip()}"}))
+        if reroute:
+            due = sla_policy.due_at(now, self.priority, at_desk=False)
+            events.append(self._routed(after.lead_agencies, after.coordinating_agencies,
+                                       after.decided_by, after.reason, self.priority, due))
+        return events
+
     def levy_reported(self) -> list[NewEvent]:
         """A later text of the complaint reports an illegal levy: it becomes confidential."""
         if self.confidential:
@@ -461,6 +564,49 @@ class Disposition:
                             for code in self.lead_agencies):
             events.append((COMPLAINT_RESOLVED, {"actor": actor}))
         return events
+
+    # --- the citizen's answer to "Sudah selesai?" ------------------------------------------------
+
+    def reopen(self, words: str, now: datetime, sla_policy: SlaPolicy, reopen_period: timedelta,
+               answer_event_id: Optional[str] = None) -> list[NewEvent]:
+        """The citizen says it is not solved. Within ``reopen_period`` of the resolution the
+        complaint reopens: the first time back to its leads with a fresh follow-up clock, later
+        to the desk (triage clock). Otherwise a ``ComplaintReopenRefused`` says why — never an
+        error: the citizen gets a clear reply and the words are kept."""
+        words = (words or "").strip()
+        refused = None
+        if self.lifecycle.closed == DISMISSED:
+            refused = "dismissed"
+        elif self.lifecycle.closed != RESOLVED:
+            refused = "open"
+        elif self.resolved_at is None or now - self.resolved_at > reopen_period:
+            refused = "period_over"
+        if refused is not None:
+            days = reopen_period.total_seconds() / 86400
+            return [(COMPLAINT_REOPEN_REFUSED, {"reason": refused, "words": words,
+                                                "answer_event_id": answer_event_id,
+                                                "period_days": int(days) if days.is_integer() else days})]
+        to_desk = self.reopens >= 1 or not self.lifecycle.lead_agencies
+        if to_desk:
+            due = sla_policy.due_at(now, self.priority, at_desk=True)
+        else:
+            due = {FOLLOW_UP: sla_policy.due_at(now, self.priority, at_desk=False)[FOLLOW_UP]}
+        return [(COMPLAINT_REOPENED, {
+            "words": words, "actor": CITIZEN_ACTOR, "reopen_count": self.reopens + 1,
+            "to_desk": to_desk, "due_at": {name: isoformat_utc(moment) for name, moment in due.items()},
+            "answer_event_id": answer_event_id})]
+
+    def rate(self, score: int, words: str, answer_event_id: Optional[str] = None) -> list[NewEvent]:
+        """The citizen's rating of the resolved complaint, for its lead agencies; once per
+        resolution (a second rating, or one of an open or dismissed complaint, records nothing:
+        intake's event keeps it)."""
+        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+            raise InvalidAction("a rating is a whole number from 1 to 5")
+        if self.lifecycle.closed != RESOLVED or self.rated:
+            return []
+        return [(CITIZEN_RATED, {"score": score, "words": (words or "").strip(),
+                                 "agencies": list(self.lifecycle.lead_agencies),
+                                 "answer_event_id": answer_event_id})]
 
     # --- the timer -----------------------------------------------------------------------------
 

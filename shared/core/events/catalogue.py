@@ -130,6 +130,13 @@ class CitizenMessageReceivedV1(EventData):
     message_at = IsoTime(required=True)
 
 
+class CitizenMessageReceivedV2(CitizenMessageReceivedV1):
+    """v2: says whether this message reports an illegal levy (intake's classifier on its text):
+    a levy told after the first burst makes the complaint confidential as an amendment's does
+    (routing records it). v1 messages were never classified: they lift with ``False``."""
+    levy_reported = fields.Boolean(required=True, truthy={True}, falsy={False})
+
+
 class CitizenCommentRemovedV1(EventData):
     comment_id = fields.String(required=True)
 
@@ -285,6 +292,93 @@ class ComplaintConfidentialityChangedV1(_WithLifecycle, EventData):
     actor = fields.String(required=True, validate=validate.Length(min=1))
 
 
+LINK_REASONS = ("same_post", "same_category_region", "similar_words")
+
+
+class ComplaintLinkedV1(_WithLifecycle, EventData):
+    """The desk joined this complaint to a cluster: ``primary_complaint_id`` (and its tracking
+    code) is the complaint an agency answers once for all; ``reason`` is the desk's words (or the
+    suggestion's), ``because`` the suggestion's grounds (empty for a link made by hand) with its
+    ``score`` (word similarity 0–1, or null). No Facebook ids: the grounds are named, not copied."""
+    primary_complaint_id = fields.String(required=True, validate=_uuid)
+    primary_tracking_code = fields.String(required=True, validate=validate.Length(min=4, max=32))
+    reason = fields.String(required=True, validate=validate.Length(min=1))
+    actor = fields.String(required=True, validate=validate.Length(min=1))
+    because = fields.List(fields.String(validate=validate.OneOf(LINK_REASONS)), required=True)
+    score = fields.Float(required=True, allow_none=True, validate=validate.Range(min=0, max=1))
+
+
+class ComplaintReclassifiedV1(_WithLifecycle, EventData):
+    """The desk corrected the complaint's category and/or region (issue 20): the values before and
+    after (a region may be null: unknown), the desk's ``reason`` and ``actor``, and whether the
+    correction re-routed the complaint (``rerouted``: a ``ComplaintRouted`` by the rule that now
+    applies follows in the same transaction). The lifecycle does not move by this event itself."""
+    category_before = fields.String(required=True, validate=validate.OneOf(CATEGORIES))
+    category_after = fields.String(required=True, validate=validate.OneOf(CATEGORIES))
+    region_before = fields.String(required=True, allow_none=True, validate=validate.OneOf(REGION_CODES))
+    region_after = fields.String(required=True, allow_none=True, validate=validate.OneOf(REGION_CODES))
+    reason = fields.String(required=True, validate=validate.Length(min=1))
+    actor = fields.String(required=True, validate=validate.Length(min=1))
+    rerouted = fields.Boolean(required=True, truthy={True}, falsy={False})
+
+
+FOLLOW_UP_ANSWERS = ("solved", "not_solved", "rating", "unclear_rating", "stale")
+FOLLOW_UP_VIA = ("quick_reply", "postback", "text", "web")
+REOPEN_REFUSALS = ("period_over", "dismissed", "open")
+
+
+class CitizenAnsweredFollowUpV1(EventData):
+    """The citizen answered "Sudah selesai?" (or rated) on this closed complaint, as intake
+    recognised it: ``solved`` / ``not_solved`` (``words``: what they wrote), ``rating`` with a
+    ``score`` 1–5, or what needs a clear reply instead — ``unclear_rating`` (a number outside
+    1–5) and ``stale`` (a quick reply of a question that is no longer current). ``via``: how it
+    came; ``reply_to``: where the citizen answered (null from the web)."""
+    answer = fields.String(required=True, validate=validate.OneOf(FOLLOW_UP_ANSWERS))
+    words = fields.String(required=True)
+    score = fields.Integer(required=True, allow_none=True, strict=True,
+                           validate=validate.Range(min=1, max=5))
+    via = fields.String(required=True, validate=validate.OneOf(FOLLOW_UP_VIA))
+    tracking_code = fields.String(required=True)
+    reply_to = fields.Nested(ReplyTo, required=True, allow_none=True)
+    message_at = IsoTime(required=True)
+
+    @validates_schema
+    def _rating_has_its_score(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("answer") == "rating" and data.get("score") is None:
+            raise ValidationError("a rating needs its score")
+
+
+class ComplaintReopenedV1(_WithLifecycle, EventData):
+    """The citizen said the resolved complaint is not solved, within the reopen period: back to
+    its lead agencies (their parts reset, a fresh ``follow_up`` clock in ``due_at``) or, from the
+    second reopen on (``to_desk``), to the desk with a ``triage`` clock."""
+    words = fields.String(required=True)
+    actor = fields.String(required=True, validate=validate.Length(min=1))
+    reopen_count = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    to_desk = fields.Boolean(required=True, truthy={True}, falsy={False})
+    due_at = fields.Dict(keys=fields.String(validate=validate.OneOf(BREACHES)), values=IsoTime(),
+                         required=True)
+    answer_event_id = fields.String(required=True, allow_none=True)
+
+
+class ComplaintReopenRefusedV1(_WithLifecycle, EventData):
+    """A "not solved" that cannot reopen the complaint: ``period_over`` (resolved longer ago than
+    the reopen period), ``dismissed``, or ``open`` (it is being handled already). The citizen
+    gets a clear reply; the words stay in the event."""
+    reason = fields.String(required=True, validate=validate.OneOf(REOPEN_REFUSALS))
+    words = fields.String(required=True)
+    answer_event_id = fields.String(required=True, allow_none=True)
+
+
+class CitizenRatedV1(_WithLifecycle, EventData):
+    """The citizen's rating of a resolved complaint (once per resolution): ``score`` 1–5, their
+    ``words``, and the lead ``agencies`` that resolved it (routing knows them)."""
+    score = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=5))
+    words = fields.String(required=True)
+    agencies = fields.List(fields.String(), required=True)
+    answer_event_id = fields.String(required=True, allow_none=True)
+
+
 class CitizenNotifiedV1(EventData):
     trigger_event_id = fields.String(required=True, validate=_uuid)
     channel = fields.String(required=True, validate=validate.OneOf(NOTIFY_CHANNELS))
@@ -316,9 +410,11 @@ class Upcaster:
     needs_history: bool = False
 
 
-def _amended_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+def _levy_not_reported(data: dict[str, Any]) -> dict[str, Any]:
+    # ComplaintAmended v1 and CitizenMessageReceived v1 were never classified for a levy.
     data.setdefault("levy_reported", False)
     return data
+
 
 
 def _routing_v1_to_v2(data: dict[str, Any], event_type: str, lifecycle: Lifecycle) -> dict[str, Any]:
@@ -348,12 +444,14 @@ class EventContract:
 CONTRACTS: dict[str, EventContract] = {contract.name: contract for contract in (
     EventContract(ev.COMPLAINT_FILED, "intake", {1: ComplaintFiledV1}),
     EventContract(ev.COMPLAINT_AMENDED, "intake", {1: ComplaintAmendedV1, 2: ComplaintAmendedV2},
-                  {1: Upcaster(_amended_v1_to_v2)}),
-    EventContract(ev.CITIZEN_MESSAGE_RECEIVED, "intake", {1: CitizenMessageReceivedV1}),
+                  {1: Upcaster(_levy_not_reported)}),
+    EventContract(ev.CITIZEN_MESSAGE_RECEIVED, "intake", {1: CitizenMessageReceivedV1, 2: CitizenMessageReceivedV2},
+                  {1: Upcaster(_levy_not_reported)}),
     EventContract(ev.CITIZEN_COMMENT_REMOVED, "intake", {1: CitizenCommentRemovedV1}),
     EventContract(ev.STATUS_REQUESTED, "intake", {1: StatusRequestedV1}),
     EventContract(ev.EVIDENCE_STORED, "intake", {1: EvidenceStoredV1}),
     EventContract(ev.CITIZEN_REACTED, "intake", {1: CitizenReactedV1}),
+    EventContract(ev.CITIZEN_ANSWERED_FOLLOW_UP, "intake", {1: CitizenAnsweredFollowUpV1}),
     *(EventContract(name, "routing", {1: v1, 2: v2}, _ROUTING_LIFT) for name, v1, v2 in (
         (ev.COMPLAINT_ROUTED, ComplaintRoutedV1, ComplaintRoutedV2),
         (ev.COMPLAINT_ACKNOWLEDGED, ComplaintAcknowledgedV1, ComplaintAcknowledgedV2),
@@ -364,6 +462,11 @@ CONTRACTS: dict[str, EventContract] = {contract.name: contract for contract in (
         (ev.COMPLAINT_DISMISSED, ComplaintDismissedV1, ComplaintDismissedV2))),
     EventContract(ev.COMPLAINT_CONFIDENTIALITY_CHANGED, "routing",
                   {1: ComplaintConfidentialityChangedV1}),
+    EventContract(ev.COMPLAINT_LINKED, "routing", {1: ComplaintLinkedV1}),
+    EventContract(ev.COMPLAINT_RECLASSIFIED, "routing", {1: ComplaintReclassifiedV1}),
+    EventContract(ev.COMPLAINT_REOPENED, "routing", {1: ComplaintReopenedV1}),
+    EventContract(ev.COMPLAINT_REOPEN_REFUSED, "routing", {1: ComplaintReopenRefusedV1}),
+    EventContract(ev.CITIZEN_RATED, "routing", {1: CitizenRatedV1}),
     EventContract(ev.CITIZEN_NOTIFIED, "notification", {1: CitizenNotifiedV1}),
     EventContract(ev.CITIZEN_NOTIFICATION_FAILED, "notification", {1: CitizenNotificationFailedV1}),
 )}

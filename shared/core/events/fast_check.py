@@ -15,6 +15,7 @@ rejects accepted, for generated and mutated data of every schema).
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable
 
@@ -97,6 +98,14 @@ def _field_check(field: Any) -> Check:  # marshmallow's field classes, read dyna
     elif kind is fields.Integer:  # strict or not, a JSON integer is accepted as it is
         def inner(value: Any) -> bool:
             return type(value) is int
+    elif kind is fields.Float and not field.as_string:
+        # A JSON number marshmallow turns into a float without complaint: a finite float, or an
+        # int small enough to convert exactly (bools are refused by marshmallow, and here).
+        def inner(value: Any) -> bool:
+            kind = type(value)
+            if kind is float:
+                return math.isfinite(value)
+            return kind is int and -(2 ** 53) <= value <= 2 ** 53
     elif kind is fields.Boolean and field.truthy == {True} and field.falsy == {False}:
         def inner(value: Any) -> bool:
             return value is True or value is False

@@ -132,6 +132,21 @@ class Lifecycle:
     def _confidentiality(self, data: Mapping[str, Any]) -> None:
         self.confidential = bool(data["confidential"])
 
+    def _reopened(self, data: Mapping[str, Any]) -> None:
+        # The citizen says it is not solved: open again. Back to the leads, whose parts lose
+        # "answered" and "resolved" (so the fresh follow-up clock runs until they answer again),
+        # or — from the second reopen on — to the desk, as after a hand-back.
+        self.closed = None
+        self.due_at = dict(data["due_at"])
+        if data.get("to_desk"):
+            self._keep_handed_back_only()
+            return
+        for code in self.lead_agencies:
+            part = self._active_part(code)
+            # It has taken the complaint up before (public status *diproses*); it owes a new answer.
+            part["acknowledged"] = part["acknowledged"] or part["answered"]
+            part["answered"] = part["resolved"] = False
+
     def _nothing(self, data: Mapping[str, Any]) -> None:
         pass
 
@@ -214,4 +229,10 @@ _FOLD = {
     ev.COMPLAINT_DISMISSED: Lifecycle._dismissed,
     ev.COMPLAINT_ESCALATED: Lifecycle._nothing,
     ev.COMPLAINT_CONFIDENTIALITY_CHANGED: Lifecycle._confidentiality,
+    ev.COMPLAINT_LINKED: Lifecycle._nothing,  # joins a cluster; moves nothing by itself
+    # The desk corrected category/region; a re-route it causes is its own ComplaintRouted.
+    ev.COMPLAINT_RECLASSIFIED: Lifecycle._nothing,
+    ev.COMPLAINT_REOPENED: Lifecycle._reopened,
+    ev.COMPLAINT_REOPEN_REFUSED: Lifecycle._nothing,
+    ev.CITIZEN_RATED: Lifecycle._nothing,
 }

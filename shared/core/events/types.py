@@ -11,6 +11,7 @@ CITIZEN_COMMENT_REMOVED = "CitizenCommentRemoved"
 STATUS_REQUESTED = "StatusRequested"
 EVIDENCE_STORED = "EvidenceStored"
 CITIZEN_REACTED = "CitizenReacted"
+CITIZEN_ANSWERED_FOLLOW_UP = "CitizenAnsweredFollowUp"
 
 # routing
 COMPLAINT_ROUTED = "ComplaintRouted"
@@ -21,6 +22,11 @@ COMPLAINT_RESOLVED = "ComplaintResolved"
 COMPLAINT_ESCALATED = "ComplaintEscalated"
 COMPLAINT_DISMISSED = "ComplaintDismissed"
 COMPLAINT_CONFIDENTIALITY_CHANGED = "ComplaintConfidentialityChanged"
+COMPLAINT_LINKED = "ComplaintLinked"
+COMPLAINT_RECLASSIFIED = "ComplaintReclassified"
+COMPLAINT_REOPENED = "ComplaintReopened"
+COMPLAINT_REOPEN_REFUSED = "ComplaintReopenRefused"
+CITIZEN_RATED = "CitizenRated"
 
 # notification
 CITIZEN_NOTIFIED = "CitizenNotified"

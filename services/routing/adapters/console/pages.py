@@ -57,14 +57,21 @@ MESSAGES = {
     "teruskan": "Aduan diteruskan ke instansi.",
     "prioritas": "Prioritas aduan diubah.",
     "rahasia": "Kerahasiaan aduan diubah.",
+    "koreksi": "Kategori/wilayah dikoreksi.",
     "tutup": "Aduan ditutup (ditolak).",
     "terima": "Aduan diterima untuk ditindaklanjuti.",
     "bukan-wewenang": "Aduan dikembalikan ke meja layanan (bukan wewenang).",
     "jawab": "Jawaban dicatat dan dikirim kepada warga melalui Facebook.",
     "selesai": "Jawaban dicatat dan bagian instansi Anda dinyatakan selesai.",
     "tidak-ditemukan": "Aduan dengan kode itu tidak ditemukan.",
+    "gabung": "Aduan digabung: jawaban instansi atas aduan utama juga dikirim kepada warganya.",
+    "gabung-ke": "Aduan digabung: jawaban instansi atas aduan utama juga dikirim kepada warganya.",
+    "bukan-ganda": "Saran gabungan ditolak; pasangan ini tidak akan disarankan lagi.",
 }
-DESK_ACTIONS = ("teruskan", "prioritas", "tutup", "kontak", "rahasia")
+DESK_ACTIONS = ("teruskan", "prioritas", "tutup", "kontak", "rahasia", "koreksi")
+# Duplicates and clusters: on the primary ("gabung": the checked suggested complaints join it;
+# "bukan-ganda": one suggestion refused) or on a member ("gabung-ke": join the primary named by code).
+CLUSTER_ACTIONS = ("gabung", "bukan-ganda", "gabung-ke")
 AGENCY_ACTIONS = ("terima", "bukan-wewenang", "jawab")
 
 
@@ -285,6 +292,19 @@ class Console:
                            group_link=lambda key: "?" + urlencode(filters.query(kelompok=key)),
                            page_link=lambda n: "?" + urlencode(filters.query(kelompok=group, halaman=n)))
 
+    def clusters(self, request) -> Response:
+        """The desk's suggested clusters: each primary with the complaints that probably repeat
+        it and why; the desk joins them (all checked ones at once) or refuses one."""
+        visit = self.visit(request)
+        if not visit.signed_in:
+            return self.go(visit, "/console/login")
+        if not self.is_desk(visit.session):
+            return self.problem_page(visit, present.Problem(
+                403, "Saran gabungan aduan hanya untuk meja layanan.", []))
+        suggested = self.workflow.suggested_links(caller=visit.session.agency_code)
+        return self.render(visit, "clusters.html", clusters=suggested,
+                           message=MESSAGES.get(request.args.get("pesan", "")))
+
     def search(self, request) -> Response:
         """A tracking code typed in the search box: straight to the complaint when the officer
         may see it, otherwise the list filtered by it (an agency is never told whether a code it
@@ -320,8 +340,8 @@ class Console:
         if not visit.signed_in:
             return self.go(visit, "/console/login")
         session, form = visit.session, request.form
-        desk_action = action in DESK_ACTIONS
-        if action not in DESK_ACTIONS + AGENCY_ACTIONS:
+        desk_action = action in DESK_ACTIONS + CLUSTER_ACTIONS
+        if action not in DESK_ACTIONS + CLUSTER_ACTIONS + AGENCY_ACTIONS:
             return self.problem_page(visit, present.Problem(404, "Tindakan tidak dikenal.", []))
         if desk_action != self.is_desk(session):
             return self.problem_page(visit, present.Problem(
@@ -343,9 +363,28 @@ class Console:
             elif action == "rahasia":
                 self.workflow.set_confidential(complaint_id, form.get("rahasia") == "ya",
                                                form.get("alasan", ""), actor, caller=caller)
+            elif action == "koreksi":
+                # Only what the desk changed is a correction; an unchanged select means "as it is".
+                current = self.workflow.get_complaint(complaint_id, caller=caller)
+                category = form.get("kategori") or None
+                region = form.get("wilayah") or None
+                self.workflow.reclassify(
+                    complaint_id, None if category == current["category"] else category,
+                    None if region == current["region_code"] else region,
+                    form.get("alasan", ""), actor, caller=caller)
             elif action == "tutup":
                 duplicate = (form.get("ganda") or "").strip().upper() or None
                 self.workflow.dismiss(complaint_id, form.get("alasan", ""), actor, duplicate, caller=caller)
+            elif action == "gabung":
+                for member in [m for m in form.getlist("ganda") if m.strip()] or [""]:
+                    self.workflow.link_complaint(member, complaint_id, form.get("alasan", ""), actor,
+                                                 caller=caller)
+            elif action == "bukan-ganda":
+                self.workflow.refuse_link(form.get("ganda", ""), complaint_id, actor, caller=caller)
+            elif action == "gabung-ke":
+                primary = (form.get("utama") or "").strip().upper()
+                self.workflow.link_complaint(complaint_id, primary, form.get("alasan", ""), actor,
+                                             caller=caller)
             elif action == "terima":
                 self.workflow.acknowledge(complaint_id, caller, actor, caller=caller)
             elif action == "bukan-wewenang":
@@ -360,6 +399,8 @@ class Console:
         except EXPECTED as error:
             problem = present.plain_problem(error)
             return self._complaint_page(visit, complaint_id, ComplaintForm(problem.status, problem, values))
+        if action in CLUSTER_ACTIONS and form.get("kembali") == "gabungan":
+            return self.go(visit, f"/console/gabungan?pesan={action}")
         return self.go(visit, f"/console/aduan/{complaint_id}?pesan={action}")
 
     def _preview(self, visit: Visit, complaint_id: str, values: dict) -> Response:
@@ -406,6 +447,7 @@ class Console:
         mine = caller in complaint["lead_agencies"] + complaint["coordinating_agencies"]
         role = ("lead" if caller in complaint["lead_agencies"] else "coordinating") if mine else None
         show_attachments = desk or not complaint["confidential"]
+        cluster = self.workflow.cluster_of(complaint["complaint_id"], caller=caller) if desk else None
         return self.render(
             visit, "complaint.html", outcome.status, complaint=complaint, outcome=outcome,
             form=outcome.values, names=names, role=role,
@@ -424,6 +466,7 @@ class Console:
                                                         complaint["tracking_code"], "")),
             limit=present.MESSENGER_LIMIT,
             preview_parts=present.messenger_parts(outcome.preview) if outcome.preview else 0,
+            cluster=cluster,
         )
 
     def evidence(self, request, complaint_id: str, digest: str,

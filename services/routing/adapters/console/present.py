@@ -9,30 +9,27 @@ from typing import Iterable, Mapping, Optional
 
 from shared.core.errors import Conflict, Forbidden, IllegalAction, NotFound, ValidationFailed
 from shared.core.events import parse_iso
-from shared.core.reference import OPEN_STAGES, STATUS_LABELS, WITA
+from shared.core import reference
+from shared.core.reference import DITERIMA, OPEN_STAGES, PUBLIC_STATUSES as STATUS_WORDS, STATUS_LABELS
+from shared.core.events import types as ev
 
 PAGE_SIZE = 20
 NEARING_DEADLINE = timedelta(hours=24)
 MESSENGER_LIMIT = 2000
 OPEN_STATUSES = OPEN_STAGES
 
-CATEGORIES = {
-    "koperasi_umkm": "Koperasi & UMKM", "lingkungan_hidup": "Lingkungan hidup",
-    "infrastruktur": "Infrastruktur", "pungli": "Pungutan liar (pungli)",
-    "pelayanan_umum": "Pelayanan umum", "sosial": "Sosial", "kesehatan": "Kesehatan",
-    "lainnya": "Lainnya",
-}
-REGIONS = {
-    "5201": "Lombok Barat", "5202": "Lombok Tengah", "5203": "Lombok Timur", "5204": "Sumbawa",
-    "5205": "Dompu", "5206": "Bima", "5207": "Sumbawa Barat", "5208": "Lombok Utara",
-    "5271": "Kota Mataram", "5272": "Kota Bima",
-}
+# Categories, regions, status words and months are the shared reference data (shared/core/reference.py).
+CATEGORIES = reference.CATEGORY_TITLES
+REGIONS = {code: reference.short_region_name(code) for code in reference.REGION_CODES}
+UNKNOWN_REGION = reference.UNKNOWN_REGION_NAME
 STATUSES = {
     "filed": "Baru masuk", "triage": "Menunggu triase", "assigned": "Diteruskan, belum ditanggapi",
     "in_progress": "Sedang diproses", "returned": "Dikembalikan ke meja layanan",
     "dismissed": "Ditolak", "resolved": "Selesai",
 }
 PUBLIC_STATUSES = STATUS_LABELS
+#: The agency inbox's status filter: the public words a routed complaint can have.
+INBOX_STATUS_FILTERS = tuple((word, STATUS_LABELS[word]) for word in STATUS_WORDS if word != DITERIMA)
 PRIORITIES = {"urgent": "Mendesak", "important": "Penting", "normal": "Biasa"}
 CLOCKS = {"triage": "verifikasi (triase)", "first_response": "tanggapan pertama",
           "follow_up": "tindak lanjut", "settlement": "penyelesaian"}
@@ -40,15 +37,21 @@ CHANNELS = {"facebook_messenger": "Facebook Messenger", "facebook_comment": "Kom
             "web": "Formulir web", "api": "Sistem lain (API)", "import": "Impor",
             "open311": "Open311", "instagram_direct": "Instagram Direct"}
 EVENTS = {
-    "ComplaintFiled": "Aduan masuk", "ComplaintRouted": "Diteruskan",
-    "ComplaintAcknowledged": "Diterima instansi", "ComplaintRejectedByAgency": "Bukan wewenang",
-    "ComplaintResponded": "Jawaban kepada warga", "ComplaintResolved": "Selesai",
-    "ComplaintEscalated": "Melewati tenggat", "ComplaintDismissed": "Ditolak",
-    "ComplaintConfidentialityChanged": "Kerahasiaan diubah",
+    ev.COMPLAINT_FILED: "Aduan masuk", ev.COMPLAINT_ROUTED: "Diteruskan",
+    ev.COMPLAINT_ACKNOWLEDGED: "Diterima instansi", ev.COMPLAINT_REJECTED_BY_AGENCY: "Bukan wewenang",
+    ev.COMPLAINT_RESPONDED: "Jawaban kepada warga", ev.COMPLAINT_RESOLVED: "Selesai",
+    ev.COMPLAINT_ESCALATED: "Melewati tenggat", ev.COMPLAINT_DISMISSED: "Ditolak",
+    ev.COMPLAINT_CONFIDENTIALITY_CHANGED: "Kerahasiaan diubah",
+    ev.COMPLAINT_LINKED: "Digabung dengan aduan lain",
+    ev.COMPLAINT_RECLASSIFIED: "Kategori/wilayah dikoreksi",
+    ev.COMPLAINT_REOPENED: "Dibuka kembali", ev.COMPLAINT_REOPEN_REFUSED: "Tidak dibuka kembali",
+    ev.CITIZEN_RATED: "Dinilai warga",
 }
+#: Grounds of a duplicate suggestion (``services/routing/domain/clusters.py``), in the desk's words.
+LINK_GROUNDS = {"same_post": "Postingan Facebook yang sama", "same_category_region": "Kategori dan wilayah sama",
+                "similar_words": "Kata-kata mirip"}
 DESK_REASONS = {"triage": "Belum ditriase", "returned": "Dikembalikan instansi (bukan wewenang)",
                 "filed": "Baru masuk"}
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "Mei", "Jun", "Jul", "Agu", "Sep", "Okt", "Nov", "Des")
 
 # Inbox groups of an agency: key → label (the first is the default view).
 INBOX_GROUPS = {
@@ -56,6 +59,7 @@ INBOX_GROUPS = {
     "mendekati": "Mendekati tenggat", "terlambat": "Terlambat", "semua": "Semua (termasuk selesai)",
 }
 FIELD_LABELS = {"note": "Catatan", "reason": "Alasan", "text": "Jawaban", "agency_codes": "Instansi",
+                "category": "Kategori", "region_code": "Wilayah",
                 "priority": "Prioritas", "duplicate_of": "Kode aduan ganda", "actor": "Petugas",
                 "complaint_id": "Aduan", "resolved": "Selesai"}
 
@@ -65,17 +69,15 @@ def wita(value, with_zone: bool = True) -> str:
     if not value:
         return "—"
     moment = parse_iso(value) if isinstance(value, str) else value
-    local = moment.astimezone(WITA)
-    text = f"{local.day} {MONTHS[local.month - 1]} {local.year}, {local:%H.%M}"
-    return f"{text} WITA" if with_zone else text
+    return reference.tanggal_singkat(moment, with_zone)
 
 
 def category(code: Optional[str]) -> str:
-    return CATEGORIES.get(code or "", code or "—")
+    return reference.category_title(code)
 
 
 def region(code: Optional[str]) -> str:
-    return REGIONS.get(code or "", "Tidak diketahui") if code else "Tidak diketahui"
+    return reference.short_region_name(code)
 
 
 def is_web_link(url) -> bool:
@@ -271,10 +273,10 @@ def timeline_entry(entry: Mapping, agency_names: Mapping[str, str]) -> dict:
         return names.get(code, code)
     kind = entry["event_type"]
     lines: list[str] = []
-    if kind == "ComplaintFiled":
+    if kind == ev.COMPLAINT_FILED:
         lines.append(f"Kategori {category(data.get('category'))}, wilayah {region(data.get('region_code'))}, "
                      f"prioritas {PRIORITIES.get(data.get('priority'), data.get('priority'))}")
-    elif kind == "ComplaintRouted":
+    elif kind == ev.COMPLAINT_ROUTED:
         if set(data.get("due_at") or {}) == {"triage"}:
             lines.append("Ditahan di meja layanan untuk triase")
         else:
@@ -284,28 +286,51 @@ def timeline_entry(entry: Mapping, agency_names: Mapping[str, str]) -> dict:
         lines.append(f"Prioritas {PRIORITIES.get(data.get('priority'), data.get('priority'))}")
         if data.get("reason"):
             lines.append(f"Alasan: {data['reason']}")
-    elif kind in ("ComplaintAcknowledged", "ComplaintRejectedByAgency", "ComplaintResponded"):
+    elif kind in (ev.COMPLAINT_ACKNOWLEDGED, ev.COMPLAINT_REJECTED_BY_AGENCY, ev.COMPLAINT_RESPONDED):
         lines.append(data.get("agency_name") or name(data.get("agency_code")))
         if data.get("reason"):
             lines.append(f"Alasan: {data['reason']}")
-        if kind == "ComplaintResponded":
+        if kind == ev.COMPLAINT_RESPONDED:
             lines.append(f"Jawaban: {data.get('text', '')}")
             if data.get("resolved"):
                 lines.append("Bagian instansi dinyatakan selesai")
         if data.get("returned_to_desk"):
             lines.append("Kembali ke meja layanan")
-    elif kind == "ComplaintEscalated":
+    elif kind == ev.COMPLAINT_ESCALATED:
         lines.append(f"Tenggat {CLOCKS.get(data.get('breach'), data.get('breach'))} "
                      f"({wita(data.get('due_at'))}) terlewati")
         if data.get("notified"):
             lines.append("Diberitahukan kepada: " + ", ".join(map(name, data["notified"])))
-    elif kind == "ComplaintConfidentialityChanged":
+    elif kind == ev.COMPLAINT_CONFIDENTIALITY_CHANGED:
         lines.append("Dijadikan rahasia" if data.get("confidential") else "Status rahasia dicabut")
         lines.append(f"Alasan: {data.get('reason', '')}")
-    elif kind == "ComplaintDismissed":
+    elif kind == ev.COMPLAINT_DISMISSED:
         lines.append(f"Alasan: {data.get('reason', '')}")
         if data.get("duplicate_of"):
             lines.append(f"Sama dengan aduan {data['duplicate_of']}")
+    elif kind == ev.COMPLAINT_LINKED:
+        lines.append(f"Aduan utama: {data.get('primary_tracking_code', '')} — jawaban instansi atas aduan "
+                     "utama juga dikirim kepada warga ini")
+        lines.append(f"Alasan: {data.get('reason', '')}")
+    elif kind == ev.COMPLAINT_RECLASSIFIED:   # issue 20: the desk corrected the classification
+        if data.get("category_before") != data.get("category_after"):
+            lines.append(f"Kategori: {CATEGORIES.get(data.get('category_before'), data.get('category_before'))}"
+                         f" → {CATEGORIES.get(data.get('category_after'), data.get('category_after'))}")
+        if data.get("region_before") != data.get("region_after"):
+            lines.append(f"Wilayah: {REGIONS.get(data.get('region_before'), UNKNOWN_REGION)}"
+                         f" → {REGIONS.get(data.get('region_after'), UNKNOWN_REGION)}")
+        lines.append("Diteruskan ulang menurut aturan" if data.get("rerouted")
+                     else "Instansi tetap (aturan yang berlaku tidak berubah)")
+        lines.append(f"Alasan: {data.get('reason', '')}")
+    elif kind == ev.COMPLAINT_REOPENED:   # issue 19: the citizen said "belum"
+        lines.append("Kembali ke meja layanan" if data.get("to_desk") else "Kembali ke instansi utama")
+        lines.append(f"Kata warga: {data.get('words') or '—'}")
+    elif kind == ev.COMPLAINT_REOPEN_REFUSED:
+        lines.append({"period_over": "Lewat batas waktu pembukaan kembali", "dismissed": "Aduan sudah ditolak",
+                      "open": "Aduan masih ditangani"}.get(data.get("reason"), data.get("reason", "")))
+        lines.append(f"Kata warga: {data.get('words') or '—'}")
+    elif kind == ev.CITIZEN_RATED:
+        lines.append(f"Nilai {data.get('score')} dari 5")
     actor = data.get("actor") or (data.get("decided_by") or "")
     return {"at": wita(entry.get("occurred_at")), "label": EVENTS.get(kind, kind),
             "actor": _actor_words(actor), "lines": lines}
