@@ -149,8 +149,16 @@ def test_cluster_nodes_die_one_after_another_mid_stream(cluster, platform, rabbi
                                       if name != first.name))
         fail_and_return(took_over)
 
-    figures = run_scenario("7 cluster node failures", platform, rabbit_vhost, inject, seconds=8, fault_at=3,
-                           settle_timeout=120, allowed_duplicates=0)
+    try:
+        figures = run_scenario("7 cluster node failures", platform, rabbit_vhost, inject, seconds=8, fault_at=3,
+                               settle_timeout=120, allowed_duplicates=0)
+    except AssertionError as failure:
+        # What the services saw: alive or not, consumers per queue, the end of each log.
+        alive = {service: platform.processes[service].poll() for service in platform.services}
+        consumers = {q["name"]: q.get("consumers") for q in service_queues(cluster, rabbit_vhost)}
+        tails = "\n".join(f"--- {service} ---\n{platform.log(service)[-2500:]}" for service in platform.services)
+        raise AssertionError(f"{failure}\ntimeline: {timeline}\nexit codes: {alive}\n"
+                             f"consumers: {consumers}\n{tails}") from None
     print("timeline (s):", timeline)
     figures["timeline"] = timeline
     figures["rpc_answered_after_kill_seconds"] = rpc_back
