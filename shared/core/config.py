@@ -40,6 +40,24 @@ def env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def number(name: str, default: str, *, kind: type = float, at_least: float | None = None,
+           above: float | None = None, at_most: float | None = None) -> Any:
+    """A numeric setting, or a ``ConfigError`` that names it, its value and the range it needs
+    (so a service refuses to start on a typo instead of running with a surprise)."""
+    raw = env(name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if (at_least is not None and value < at_least) or (above is not None and value <= above) \
+            or (at_most is not None and value > at_most):
+        bounds = [f"at least {at_least}" if at_least is not None else "",
+                  f"above {above}" if above is not None else "",
+                  f"at most {at_most}" if at_most is not None else ""]
+        raise ConfigError(f"{name} must be {' and '.join(b for b in bounds if b)}, not {raw!r}")
+    return value
+
+
 def amqp_uri() -> str:
     """The broker: one address, or several separated by ``;`` (kombu's failover list — every
     node of a cluster; a client connects to the first that answers and moves on when it dies)."""

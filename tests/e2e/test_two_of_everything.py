@@ -38,6 +38,7 @@ from shared.core.errors import Conflict
 from shared.core.events import parse_iso
 from shared.core import migrations
 from tests.support import facebook, infra
+from tests.support.audit import read_log
 from tests.support.infra import free_port
 from tests.support.platform import DEV_PAGE_ID, ROOT, SERVICES, Platform, wait_for
 
@@ -109,16 +110,6 @@ def platform(amqp_uri, databases, exchanges, tmp_path_factory):
         yield running
     finally:
         running.stop_all()
-
-
-def read_log(platform: Platform, service: str) -> list[dict]:
-    events: list[dict] = []
-    with platform.rpc(timeout=60) as rpc:
-        while True:
-            page = getattr(rpc, service).events_since(events[-1]["position"] if events else 0, 1000)
-            events += page
-            if len(page) < 1000:
-                return events
 
 
 def by_type(events: list[dict], event_type: str) -> list[dict]:

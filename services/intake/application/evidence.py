@@ -39,14 +39,7 @@ def media_directory() -> Path:
 
 
 def _positive(name: str, default: str, kind: type = int):
-    raw = config.env(name, default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise config.ConfigError(f"{name} must be a positive number, not {raw!r}") from None
-    if value <= 0:
-        raise config.ConfigError(f"{name} must be a positive number, not {raw!r}")
-    return value
+    return config.number(name, default, kind=kind, above=0)
 
 
 def media_settings_from_env() -> rules.MediaSettings:

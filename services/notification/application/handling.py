@@ -245,26 +245,12 @@ class NotificationHandlers(EventHandlers):
 def follow_up_days() -> float:
     """``NOTIFICATION_FOLLOW_UP_DAYS`` [7]: a resolved complaint whose citizen has not answered is
     asked once more after this many days (FixMyStreet's later question) — where a window allows."""
-    raw = config.env("NOTIFICATION_FOLLOW_UP_DAYS", "7")
-    try:
-        days = float(raw)
-    except ValueError:
-        raise config.ConfigError(f"NOTIFICATION_FOLLOW_UP_DAYS must be a number of days, not {raw!r}") from None
-    if days <= 0:
-        raise config.ConfigError("NOTIFICATION_FOLLOW_UP_DAYS must be positive")
-    return days
+    return float(config.number("NOTIFICATION_FOLLOW_UP_DAYS", "7", above=0))
 
 
 def follow_up_check_seconds() -> float:
     """``NOTIFICATION_FOLLOW_UP_CHECK_SECONDS`` [3600]: how often the later question is looked for."""
-    raw = config.env("NOTIFICATION_FOLLOW_UP_CHECK_SECONDS", "3600")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise config.ConfigError(f"NOTIFICATION_FOLLOW_UP_CHECK_SECONDS must be seconds, not {raw!r}") from None
-    if seconds <= 0:
-        raise config.ConfigError("NOTIFICATION_FOLLOW_UP_CHECK_SECONDS must be positive")
-    return seconds
+    return float(config.number("NOTIFICATION_FOLLOW_UP_CHECK_SECONDS", "3600", above=0))
 
 
 # Resolutions older than this past the follow-up day are never asked about: Messenger's windows

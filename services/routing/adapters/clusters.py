@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Optional
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
-from shared.core.config import ConfigError, env
+from shared.core.config import number
 from shared.core.events import isoformat_utc, parse_iso
 from services.routing.adapters import tables
 from services.routing.domain import clusters
@@ -26,24 +26,12 @@ PENDING, CONFIRMED, REFUSED = "pending", "confirmed", "refused"
 OPEN_STAGES = ("filed", "triage", "assigned", "in_progress", "returned")
 
 
-def _number(name: str, default: str, low: float, high: Optional[float] = None) -> float:
-    raw = env(name, default)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        raise ConfigError(f"{name} must be between {low} and {high}" if high is not None
-                          else f"{name} must be at least {low}")
-    return value
-
-
 def suggestion_rules() -> clusters.SuggestionRules:
     """The suggestion rules as configured (checked at start-up by ``service.check_startup``)."""
     return clusters.SuggestionRules(
-        threshold=_number("ROUTING_CLUSTER_SIMILARITY", str(clusters.DEFAULT_THRESHOLD), 0.0, 1.0),
-        window=timedelta(hours=_number("ROUTING_CLUSTER_WINDOW_HOURS",
-                                       str(clusters.DEFAULT_WINDOW_HOURS), 0.0)))
+        threshold=number("ROUTING_CLUSTER_SIMILARITY", str(clusters.DEFAULT_THRESHOLD), at_least=0.0, at_most=1.0),
+        window=timedelta(hours=number("ROUTING_CLUSTER_WINDOW_HOURS",
+                                      str(clusters.DEFAULT_WINDOW_HOURS), at_least=0.0)))
 
 
 # --- words -----------------------------------------------------------------------------------------

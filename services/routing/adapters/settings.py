@@ -10,30 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.core.config import ConfigError, env, parse_pairs
+from shared.core.config import ConfigError, env, number, parse_pairs
 from services.routing.domain import directory, rules, sla
 def sla_check_seconds() -> float:
-    raw = env("ROUTING_SLA_CHECK_SECONDS", "60")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ConfigError(f"ROUTING_SLA_CHECK_SECONDS must be a number of seconds, not {raw!r}") from None
-    if seconds <= 0:
-        raise ConfigError("ROUTING_SLA_CHECK_SECONDS must be positive")
-    return seconds
+    return float(number("ROUTING_SLA_CHECK_SECONDS", "60", above=0))
 
 
 def reopen_days() -> float:
     """``ROUTING_REOPEN_DAYS`` [14]: how long after its resolution a citizen's "belum" reopens a
     complaint (later it is refused with a clear reply)."""
-    raw = env("ROUTING_REOPEN_DAYS", "14")
-    try:
-        days = float(raw)
-    except ValueError:
-        raise ConfigError(f"ROUTING_REOPEN_DAYS must be a number of days, not {raw!r}") from None
-    if days < 0:
-        raise ConfigError("ROUTING_REOPEN_DAYS must not be negative")
-    return days
+    return float(number("ROUTING_REOPEN_DAYS", "14", at_least=0))
 
 
 def sla_seconds() -> str | None:
