@@ -1,5 +1,5 @@
 """Runs the whole suite the way `make test` (and CI) does: the test files in a few parallel pytest
-processes ("shards"), then the one fault scenario that stops the machine's RabbitMQ, alone.
+processes ("shards"), then the two fault scenarios that need the machine (ALONE_GROUPS), side by side.
 
 Why: most of the suite waits — on service processes starting, on the broker, on clocks — rather
 than on the CPU (a serial run keeps about half of one core busy), so a few shards side by side
@@ -29,10 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMES = ROOT / "tests" / "test_times.json"
 MEASURED = ROOT / "var" / "test-times.json"
 LOGS = ROOT / "var" / "test-logs"
-# Stops the machine's own RabbitMQ: never beside anything else. Every other fault scenario has
-# a vhost and data of its own (the cluster scenario its own three RabbitMQ nodes, the PostgreSQL
-# restart its own PostgreSQL server), so it is dealt to a shard like any other file.
-ALONE = ("tests/faults/test_broker_restart.py",)
+# After the shards, side by side (each its own pytest process), the two scenarios that must not
+# share the machine with the suite: the broker restart stops the machine's own RabbitMQ; the
+# cluster scenario runs three RabbitMQ nodes of its own and failed twice inside a full parallel
+# run (notification's event queues left unconsumed, not understood yet; docs/guarantees.md) while
+# it passed every time with less beside it. Every other fault scenario has a vhost and data of
+# its own (the PostgreSQL restart its own PostgreSQL server) and is dealt to a shard like any file.
+ALONE_GROUPS = (("tests/faults/test_broker_restart.py",), ("tests/faults/test_broker_cluster.py",))
+ALONE = tuple(path for group in ALONE_GROUPS for path in group)
 UNKNOWN_SECONDS = 10.0
 
 
@@ -86,10 +90,23 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     parallel_seconds = time.monotonic() - started
 
-    print(f"\n{'=' * 30} alone: {' '.join(ALONE)} {'=' * 30}", flush=True)
     alone_started = time.monotonic()
-    env = dict(os.environ, NTBCARE_TEST_TIMES_OUT=str(times_dir / "alone.json"))
-    alone_code = subprocess.call(pytest_command(list(ALONE), args.pytest_args), cwd=ROOT, env=env)
+    alone_runs = []
+    for index, group in enumerate(ALONE_GROUPS):
+        log = (LOGS / f"alone-{index}.log").open("w")
+        env = dict(os.environ, NTBCARE_TEST_SHARD=str(len(shards) + index),
+                   NTBCARE_TEST_TIMES_OUT=str(times_dir / f"alone-{index}.json"))
+        alone_runs.append((group, subprocess.Popen(pytest_command(list(group), args.pytest_args), cwd=ROOT,
+                                                   env=env, stdout=log, stderr=subprocess.STDOUT), log, index))
+    alone_code = 0
+    for group, process, log, index in alone_runs:
+        code = process.wait()
+        log.close()
+        print(f"\n{'=' * 30} alone: {' '.join(group)} (exit {code}) {'=' * 30}", flush=True)
+        sys.stdout.write((LOGS / f"alone-{index}.log").read_text(errors="replace"))
+        sys.stdout.flush()
+        if code not in (0, 5):
+            alone_code = code
     alone_seconds = time.monotonic() - alone_started
 
     measured: dict[str, float] = {}
