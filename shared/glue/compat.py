@@ -3,7 +3,8 @@
 When the broker goes away (a restart, a network cut) while a worker is finishing, nameko acks the
 worker's message on the dead connection. nameko guards that ack against
 ``amqp.exceptions.ConnectionError`` only, but amqp 5 raises the socket's own errors
-(``ConnectionResetError``, ``BrokenPipeError``: ``OSError``), which escape, end the worker's
+(``ConnectionResetError``, ``BrokenPipeError``: ``OSError``) — and a channel closed under the
+ack raises amqp's channel errors —, which escape, end the worker's
 thread with an error, and nameko then kills the whole service container — the process keeps
 running but serves nothing (found by ``tests/faults/test_broker_restart.py``).
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+from amqp.exceptions import AMQPError
 from kombu.exceptions import OperationalError
 from nameko.messaging import QueueConsumer
 from nameko.rpc import RpcConsumer
@@ -33,6 +35,12 @@ from shared.core import config
 from shared.glue import queues
 
 log = logging.getLogger(__name__)
+
+#: What an ack or requeue of a delivery can meet when its connection or channel is gone: the
+#: socket's own errors, amqp's (a connection closed or forced closed by a node going down, a
+#: channel closed under it — e.g. a delivery tag of a channel that was reopened after a
+#: reconnect) and kombu's. Each means the broker will deliver the message again.
+_GONE = (OSError, AMQPError, OperationalError)
 
 
 def install() -> None:
@@ -44,14 +52,14 @@ def install() -> None:
     def ack_message(self, message):
         try:
             original_ack(self, message)
-        except OSError as error:
+        except _GONE as error:
             log.warning("could not ack a message, the broker connection is gone (%s); the broker "
                         "will deliver it again", type(error).__name__)
 
     def requeue_message(self, message):
         try:
             original_requeue(self, message)
-        except OSError as error:
+        except _GONE as error:
             log.warning("could not requeue a message, the broker connection is gone (%s); the "
                         "broker will deliver it again", type(error).__name__)
 

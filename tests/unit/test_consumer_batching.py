@@ -143,3 +143,28 @@ def test_batch_size_from_the_environment(monkeypatch):
 def test_the_batched_handler_is_nameko_s_event_handler_on_its_own_queue_consumer():
     assert issubclass(BatchedEventHandler, EventHandler)
     assert isinstance(BatchedEventHandler.queue_consumer, BatchingQueueConsumer)
+
+
+@pytest.mark.parametrize("gone", ["connection reset", "connection closed", "forced closed", "channel closed"])
+def test_an_ack_or_requeue_on_a_gone_connection_or_channel_is_left_to_redelivery(gone):
+    # nameko kills the service container when an ack raises; the broker delivers an unacked
+    # message again after the reconnect, so these must pass quietly (shared/glue/compat.py).
+    import amqp.exceptions
+
+    from shared.glue import compat
+    compat.install()
+    error = {"connection reset": ConnectionResetError(), "connection closed":
+             amqp.exceptions.RecoverableConnectionError("connection already closed"),
+             "forced closed": amqp.exceptions.ConnectionForced("node going down"),
+             "channel closed": amqp.exceptions.PreconditionFailed("unknown delivery tag 5")}[gone]
+
+    class Gone(Message):
+        def ack(self):
+            raise error
+
+        def requeue(self):
+            raise error
+
+    consumer = BatchingQueueConsumer()
+    consumer.ack_message(Gone(1))
+    consumer.requeue_message(Gone(2))
