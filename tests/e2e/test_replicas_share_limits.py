@@ -5,8 +5,6 @@ per-address limit (``INTAKE_WEB_RATE_PER_MINUTE``) is one limit for both intake 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -16,25 +14,11 @@ import requests
 from sandbox.control import citizen_wrote
 from shared.core.events import parse_iso
 from tests.support import facebook
-from tests.support.infra import free_port
-from tests.support.platform import DEV_PAGE_ID, ROOT, Platform, wait_for
+from tests.support.platform import DEV_PAGE_ID, Platform, wait_for
 
 RATE = 5            # sends a second for the Page, for both replicas together
 COMPLAINTS = 12     # an acknowledgment each (and a routed message each), ≈ 5 s at RATE
 WEB_PER_MINUTE = 3
-
-
-def start_replica(platform: Platform, service: str) -> str:
-    """Another process of ``service``: the same database and queues, its own web port."""
-    name = f"{service}-2"
-    port = free_port()
-    env = dict(platform.env, **{f"{service.upper()}_WEB_ADDRESS": f"127.0.0.1:{port}"})
-    log = open(platform.logs_dir / f"{name}.log", "ab")
-    platform.processes[name] = subprocess.Popen([sys.executable, "-m", "shared.runner", service], cwd=ROOT,
-                                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-    platform._wait_http(f"http://127.0.0.1:{port}/health", 90, name)
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +30,7 @@ def platform(amqp_uri, tmp_path_factory):
                            "INTAKE_BUBBLE_SECONDS": "0",
                        }).start_all()
     try:
-        running.replica_urls = {service: start_replica(running, service) for service in ("notification", "intake")}
+        running.replica_urls = {service: running.start_replica(service) for service in ("notification", "intake")}
         yield running
     finally:
         running.stop_all()

@@ -21,7 +21,6 @@ exactly-once with two of everything:
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -39,24 +38,11 @@ from shared.core.events import parse_iso
 from shared.core import migrations
 from tests.support import facebook, infra
 from tests.support.audit import read_log
-from tests.support.infra import free_port
-from tests.support.platform import DEV_PAGE_ID, ROOT, SERVICES, Platform, wait_for
+from tests.support.platform import DEV_PAGE_ID, SERVICES, Platform, wait_for
 
 COMPLAINTS = 12          # half by webhook (alternately to each intake), half over RPC
 DESK = "diskominfotik"
 EMITTERS = ("intake", "routing", "notification")
-
-
-def spawn_replica(platform: Platform, service: str) -> str:
-    """A second process of ``service``: the same databases and queues, another web port."""
-    name = f"{service}-2"
-    port = free_port()
-    env = dict(platform.env, **{f"{service.upper()}_WEB_ADDRESS": f"127.0.0.1:{port}"})
-    log = open(platform.logs_dir / f"{name}.log", "ab")
-    platform.processes[name] = subprocess.Popen([sys.executable, "-m", "shared.runner", service], cwd=ROOT,
-                                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +89,7 @@ def platform(amqp_uri, databases, exchanges, tmp_path_factory):
         running.replica_urls = {}
         for service in SERVICES:
             running.start(service, wait=False)
-            running.replica_urls[service] = spawn_replica(running, service)
+            running.replica_urls[service] = running.start_replica(service, wait=False)
         for service in SERVICES:
             running.wait_healthy(service, 120)
             running._wait_http(f"{running.replica_urls[service]}/health", 120, f"{service}-2")

@@ -86,6 +86,20 @@ class Platform:
         self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
+    def start_replica(self, service: str, wait: bool = True, timeout: float = 90) -> str:
+        """A second process of ``service``: the same databases and queues, another web port;
+        returns its base URL."""
+        name = f"{service}-2"
+        port = free_port()
+        env = dict(self.env, **{f"{service.upper()}_WEB_ADDRESS": f"127.0.0.1:{port}"})
+        log = open(self.logs_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen([sys.executable, "-m", "shared.runner", service], cwd=ROOT,
+                                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        if wait:
+            self._wait_http(f"http://127.0.0.1:{port}/health", timeout, name)
+        return f"http://127.0.0.1:{port}"
+
     def wait_healthy(self, service: str, timeout: float = 60) -> None:
         self._wait_http(f"{self.url(service)}/health", timeout, service)
 
