@@ -253,8 +253,19 @@ class Audit:
         assert after == before, f"still moving after settling: {before} -> {after}"
         # RPC queues are busy for an instant every catch-up tick (services pull each other's
         # logs): every queue must be empty at one moment, not at every moment.
-        wait_for(lambda: not queue_backlog_now(self.vhost), 10, interval=0.3,
-                 message=f"every queue empty: {queue_backlog_now(self.vhost)}")
+        # Under a loaded machine one ``rabbitmqctl`` listing takes seconds, so the wait is long
+        # enough for several, and the failure names what the last one saw.
+        seen: list[list[str]] = []
+
+        # An RPC queue with a call being served (unacknowledged, none waiting) is that instant.
+        def empty_now():
+            seen.append([q for q in queue_backlog_now(self.vhost)
+                         if not (q.startswith("rpc-") and ": ready=0 " in q)])
+            return not seen[-1]
+        try:
+            wait_for(empty_now, 30, interval=0.3, message="every queue empty at one moment")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the last listings: {seen[-3:]}") from None
         # The management API agrees about the consumers' event queues once its statistics caught
         # up (its figure for an RPC queue may still show the audit's own last call: an idle queue
         # does not always report again, so the exact check above is the broker's own).

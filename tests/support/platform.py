@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 
 import shared.glue.remote_errors  # noqa: F401 - registers remote exception types for callers
@@ -101,7 +102,24 @@ class Platform:
         return f"http://127.0.0.1:{port}"
 
     def wait_healthy(self, service: str, timeout: float = 60) -> None:
+        """Until ``/health`` answers 200 and the service consumes its RPC queue: nameko starts
+        the web server before the RPC consumer, and a call in between fails ``UnknownService``
+        (seen in CI under load)."""
+        started = time.monotonic()
         self._wait_http(f"{self.url(service)}/health", timeout, service)
+        if service in SERVICES:
+            self.wait_rpc_consumer(service, max(5.0, timeout - (time.monotonic() - started)))
+
+    def wait_rpc_consumer(self, service: str, timeout: float = 30) -> None:
+        def consuming():
+            with Connection(self.amqp_uri, connect_timeout=5) as connection:
+                channel = connection.channel()
+                try:
+                    _, _, consumers = channel.queue_declare(queue=f"rpc-{service}", passive=True)
+                finally:
+                    channel.close()
+            return consumers > 0
+        wait_for(consuming, timeout, interval=0.1, message=f"a consumer on rpc-{service}")
 
     def _wait_http(self, url: str, timeout: float, name: str | None = None) -> None:
         deadline = time.monotonic() + timeout
