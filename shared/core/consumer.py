@@ -175,6 +175,10 @@ class EventConsumer:
             with self.database.transaction() as tx:
                 checkpoint = self._lock_checkpoint(tx, source)
                 confirmed = self._confirmed(tx, source, checkpoint)
+                confirmed, envelopes, repeated = self._confirm_repeats(tx, source, envelopes, checkpoint,
+                                                                       confirmed)
+                for _ in range(repeated):
+                    count("duplicate")
                 recorded: list[int] = []
                 for envelope in envelopes:
                     if envelope.position in recorded[-1:]:
@@ -453,6 +457,40 @@ class EventConsumer:
         # Never above the checkpoint: a rebuild (reporting) may set the checkpoint back to where it
         # read the logs up to, and what came after must be read again.
         return min(-int(row[0]), checkpoint)
+
+    def _confirm_repeats(self, tx: Transaction, source: str, envelopes: list[Envelope], checkpoint: int,
+                         confirmed: int) -> tuple[int, list[Envelope], int]:
+        """A pulled page mostly repeats what was pushed and handled already (catch-up re-reads from
+        the confirmed position to check pushed events against the log): confirm its leading run of
+        such events at once — one read of their records, one move of the marker — instead of four
+        statements an event. Returns the confirmed position, the envelopes still to decide (from
+        the first that is not a plain repeat on), and how many were repeats. The outcome is what
+        ``_decide`` + ``_confirm`` one by one would give."""
+        if not envelopes:
+            return confirmed, envelopes, 0
+        highest = max(envelope.position for envelope in envelopes)
+        recorded = {int(position): str(event_id) for position, event_id in tx.execute(
+            select(self.processed.c.position, self.processed.c.event_id).where(
+                self.processed.c.source == source, self.processed.c.position > confirmed,
+                self.processed.c.position <= highest))}
+        moved, index = confirmed, 0
+        for index, envelope in enumerate(envelopes):
+            if envelope.position <= moved:
+                continue   # below what is confirmed: a duplicate as ``_decide`` says
+            known = recorded.get(envelope.position)
+            repeat = known == envelope.event_id if known is not None else envelope.position <= checkpoint
+            if not repeat or envelope.position != moved + 1:
+                break
+            moved = envelope.position
+        else:
+            index = len(envelopes)
+        if moved != confirmed:
+            tx.execute(delete(self.processed).where(self.processed.c.source == source,
+                                                    self.processed.c.position <= moved,
+                                                    self.processed.c.position <= checkpoint))
+            tx.execute(self.processed.insert().values(source=source, position=-moved, event_id=CONFIRMED,
+                                                      outcome=CONFIRMED))
+        return moved, envelopes[index:], index
 
     def _confirm(self, tx: Transaction, source: str, position: int, confirmed: int) -> int:
         """The log confirmed ``position``: move the confirmed position when it is the next one,

@@ -29,7 +29,7 @@ import pytest
 from shared.core.errors import Forbidden, IllegalAction, NotFound, ValidationFailed
 from shared.core.events import isoformat_utc, utc_now
 from shared.core.store import ServiceStore
-from services.routing.adapters import tables
+from services.routing.adapters import clusters as cluster_tables, tables
 from services.routing.adapters.console import config as console_config
 from services.routing.adapters.console.pages import Console
 from services.routing.adapters.console.session import COOKIE_NAME, SessionCodec
@@ -986,6 +986,28 @@ def test_comments_under_one_post_are_suggested_as_one_cluster_and_the_primarys_a
     # (routed elsewhere by the rules: it takes the primary's agency first)
     assert late["recorded"] == ["ComplaintLinked", "ComplaintRouted", "ComplaintResponded", "ComplaintResolved"]
     assert (late["public_status"], late["lead_agencies"]) == ("selesai", ["dpupr"])
+
+
+@covers("on_complaint_filed", "suggested_links")
+def test_a_viral_posts_comments_are_compared_with_the_cluster_not_with_every_member(routing):
+    """Issue 17: routing compared each new complaint with every open complaint of its place (up to
+    500), so forty — or four hundred — comments under one post made routing quadratic. Members (a
+    pending suggestion or a link) are represented by their primary."""
+    first = comment_filed(routing, "Jalan provinsi di Praya ambles, tolong segera diperbaiki")
+    members = [comment_filed(routing, f"Jalan provinsi Praya ambles juga depan rumah nomor {n}")
+               for n in range(30)]
+    with routing.store.database.read() as connection:
+        newest = cluster_tables.filing(connection, members[-1])
+        compared = cluster_tables.candidates(connection, newest, cluster_tables.suggestion_rules().window)
+    assert [candidate.complaint_id for candidate in compared] == [first]
+    [cluster] = routing.worker.suggested_links()
+    assert cluster["primary"]["complaint_id"] == first
+    assert {m["complaint_id"] for m in cluster["members"]} == set(members)
+    # A refused member stands for itself again: the next comment may be compared with it too.
+    routing.worker.refuse_link(members[0], first, "diskominfotik:Sari")
+    with routing.store.database.read() as connection:
+        compared = cluster_tables.candidates(connection, newest, cluster_tables.suggestion_rules().window)
+    assert {candidate.complaint_id for candidate in compared} == {first, members[0]}
 
 
 @covers("http_suggested_links", "http_link", "http_refuse_link")

@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Optional
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.engine import Connection
 
 from shared.core.config import number
@@ -24,6 +24,8 @@ from services.routing.domain.clusters import Filing, Match
 
 PENDING, CONFIRMED, REFUSED = "pending", "confirmed", "refused"
 OPEN_STAGES = ("filed", "triage", "assigned", "in_progress", "returned")
+#: The most candidates a new complaint is compared with (the most recent first).
+CANDIDATE_LIMIT = 200
 
 
 def suggestion_rules() -> clusters.SuggestionRules:
@@ -62,18 +64,27 @@ def filing(connection: Connection, complaint_id: str) -> Optional[Filing]:
 
 def candidates(connection: Connection, new: Filing, window: timedelta) -> list[Filing]:
     """Open complaints that could match ``new``: under the same post, or of the same category and
-    known region, filed since ``window`` before it (the domain checks the rest)."""
+    known region, filed since ``window`` before it (the domain checks the rest) — and only those
+    that stand for themselves. A complaint linked to a primary, or with a pending suggestion, is
+    represented by what it points at (a suggestion names the anchor anyway), so a viral post's
+    hundredth comment is compared with the cluster's primary, not with ninety-nine members: the
+    work per new complaint stays bounded by the open *clusters* of its place, not its complaints.
+    The most recent ``CANDIDATE_LIMIT`` come first."""
     c, d, w = tables.complaints, tables.dispositions, tables.cluster_words
+    links, s = tables.cluster_links, tables.link_suggestions
     place = and_(c.c.category == new.category, c.c.region_code == new.region_code) \
         if new.region_code is not None else None
     post = (w.c.post_id == new.post_id) if new.post_id else None
     grounds = [ground for ground in (place, post) if ground is not None]
     if not grounds:
         return []
+    member = exists().where(links.c.complaint_id == c.c.complaint_id)
+    suggested = exists().where(s.c.complaint_id == c.c.complaint_id, s.c.state == PENDING)
     query = (_filing_query().join(d, d.c.complaint_id == c.c.complaint_id)
              .where(d.c.status.in_(OPEN_STAGES), c.c.complaint_id != new.complaint_id,
-                    c.c.filed_at >= isoformat_utc(new.filed_at - window), or_(*grounds))
-             .order_by(c.c.filed_at).limit(500))
+                    c.c.filed_at >= isoformat_utc(new.filed_at - window), or_(*grounds),
+                    ~member, ~suggested)
+             .order_by(c.c.filed_at.desc()).limit(CANDIDATE_LIMIT))
     return [filing_of(row) for row in connection.execute(query).mappings()]
 
 

@@ -15,7 +15,7 @@
   with their grounds and the desk's decision, and which complaint is linked to which primary
   (written with its ``ComplaintLinked``).
 """
-from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, String, Table, Text, false
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text, false
 
 metadata = MetaData()
 
@@ -42,6 +42,8 @@ complaints = Table(
     Column("channel", String(32), nullable=False),
     Column("filed_at", String(40), nullable=False),
     Column("text", Text, nullable=False),
+    # Duplicate suggestions look up the open complaints of a category and region by filing time.
+    Index("ix_complaints_place_filed", "category", "region_code", "filed_at"),
 )
 
 dispositions = Table(
