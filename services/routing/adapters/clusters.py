@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Iterable, Mapping, Optional
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from shared.core.config import number
@@ -66,26 +66,36 @@ def candidates(connection: Connection, new: Filing, window: timedelta) -> list[F
     """Open complaints that could match ``new``: under the same post, or of the same category and
     known region, filed since ``window`` before it (the domain checks the rest) — and only those
     that stand for themselves. A complaint linked to a primary, or with a pending suggestion, is
-    represented by what it points at (a suggestion names the anchor anyway), so a viral post's
-    hundredth comment is compared with the cluster's primary, not with ninety-nine members: the
-    work per new complaint stays bounded by the open *clusters* of its place, not its complaints.
-    The most recent ``CANDIDATE_LIMIT`` come first."""
+    represented by what it points at (a suggestion names that anchor anyway): a viral post's
+    hundredth comment is compared with the cluster's primary, not with ninety-nine members.
+
+    Bounded work per new complaint, however many complaints its place has: the most recent
+    ``CANDIDATE_LIMIT`` of the place and as many under the post are read (ids only, by index), their
+    members replaced by their anchors, and only those filings are loaded."""
     c, d, w = tables.complaints, tables.dispositions, tables.cluster_words
-    links, s = tables.cluster_links, tables.link_suggestions
-    place = and_(c.c.category == new.category, c.c.region_code == new.region_code) \
-        if new.region_code is not None else None
-    post = (w.c.post_id == new.post_id) if new.post_id else None
-    grounds = [ground for ground in (place, post) if ground is not None]
-    if not grounds:
+    since = isoformat_utc(new.filed_at - window)
+    recent: list[str] = []
+    open_since = and_(d.c.complaint_id == c.c.complaint_id, d.c.status.in_(OPEN_STAGES),
+                      c.c.complaint_id != new.complaint_id, c.c.filed_at >= since)
+    if new.region_code is not None:
+        recent += connection.execute(
+            select(c.c.complaint_id).join(d, d.c.complaint_id == c.c.complaint_id)
+            .where(open_since, c.c.category == new.category, c.c.region_code == new.region_code)
+            .order_by(c.c.filed_at.desc()).limit(CANDIDATE_LIMIT)).scalars().all()
+    if new.post_id:
+        recent += connection.execute(
+            select(c.c.complaint_id).join(w, w.c.complaint_id == c.c.complaint_id)
+            .join(d, d.c.complaint_id == c.c.complaint_id)
+            .where(open_since, w.c.post_id == new.post_id)
+            .order_by(c.c.filed_at.desc()).limit(CANDIDATE_LIMIT)).scalars().all()
+    if not recent:
         return []
-    member = exists().where(links.c.complaint_id == c.c.complaint_id)
-    suggested = exists().where(s.c.complaint_id == c.c.complaint_id, s.c.state == PENDING)
-    query = (_filing_query().join(d, d.c.complaint_id == c.c.complaint_id)
-             .where(d.c.status.in_(OPEN_STAGES), c.c.complaint_id != new.complaint_id,
-                    c.c.filed_at >= isoformat_utc(new.filed_at - window), or_(*grounds),
-                    ~member, ~suggested)
-             .order_by(c.c.filed_at.desc()).limit(CANDIDATE_LIMIT))
-    return [filing_of(row) for row in connection.execute(query).mappings()]
+    recent = list(dict.fromkeys(recent))
+    linked, pending = links_of(connection, recent), pending_of(connection, recent)
+    standing = {clusters.anchor(complaint_id, linked, pending) for complaint_id in recent}
+    standing.discard(new.complaint_id)
+    rows = connection.execute(_filing_query().where(c.c.complaint_id.in_(sorted(standing)))).mappings()
+    return sorted((filing_of(row) for row in rows), key=lambda filing: filing.filed_at, reverse=True)
 
 
 # --- suggestions -----------------------------------------------------------------------------------
