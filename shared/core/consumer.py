@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select, update
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.core import metrics
@@ -88,6 +88,34 @@ def consumer_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
     return checkpoints, processed, failures
 
 
+class _Statements:
+    """The consumer's per-event statements, built once: building a SQLAlchemy statement (and its
+    cache key) on every call cost more than running it (issue 17's profiles)."""
+
+    def __init__(self, checkpoints: Table, processed: Table, failures: Table):
+        cp, pe, fl = checkpoints, processed, failures
+        self.checkpoint = select(cp.c.position).where(cp.c.source == bindparam("b_source"))
+        self.checkpoint_for_update = self.checkpoint.with_for_update()
+        self.insert_checkpoint = cp.insert()
+        self.move_checkpoint = (update(cp).where(cp.c.source == bindparam("b_source"))
+                                .values(position=bindparam("b_position"), updated_at=bindparam("b_at")))
+        self.insert_processed = pe.insert()
+        self.recorded_id = select(pe.c.event_id).where(pe.c.source == bindparam("b_source"),
+                                                      pe.c.position == bindparam("b_position"))
+        self.recorded_between = select(pe.c.position, pe.c.event_id).where(
+            pe.c.source == bindparam("b_source"), pe.c.position > bindparam("b_low"),
+            pe.c.position <= bindparam("b_high"))
+        self.marker = select(pe.c.position).where(pe.c.source == bindparam("b_source"), pe.c.position <= 0)
+        self.above = (select(pe.c.position).where(pe.c.source == bindparam("b_source"),
+                                                  pe.c.position > bindparam("b_position"))
+                      .order_by(pe.c.position))
+        self.forget_confirmed = delete(pe).where(pe.c.source == bindparam("b_source"),
+                                                 pe.c.position <= bindparam("b_position"),
+                                                 pe.c.position <= bindparam("b_checkpoint"))
+        self.clear_failures = delete(fl).where(fl.c.source == bindparam("b_source"),
+                                               fl.c.position.in_(bindparam("b_positions", expanding=True)))
+
+
 class EventConsumer:
     def __init__(self, database: Database, quarantine: Quarantine, handlers: dict[str, Handler],
                  checkpoints: Table, processed: Table, failures: Table, service: str = "consumer"):
@@ -100,6 +128,7 @@ class EventConsumer:
         self.processed = processed
         self.failures = failures
         self.handled_count = 0
+        self._sql = _Statements(checkpoints, processed, failures)
 
     # -- push and pull both land here ------------------------------------------------------
     def handle(self, raw: Any, source: str, pulled: bool = False) -> str:
@@ -196,15 +225,14 @@ class EventConsumer:
                         continue
                     if decision == "replace":
                         self._replace_impostor(tx, source, envelope)
-                    tx.execute(self.processed.insert().values(
-                        source=source, position=envelope.position, event_id=envelope.event_id,
-                        outcome=outcome))
+                    tx.execute(self._sql.insert_processed, {
+                        "source": source, "position": envelope.position, "event_id": envelope.event_id,
+                        "outcome": outcome})
                     confirmed = self._confirm(tx, source, envelope.position, confirmed)
                     recorded.append(envelope.position)
                     count(outcome)
                 if recorded:
-                    tx.execute(delete(self.failures).where(self.failures.c.source == source,
-                                                           self.failures.c.position.in_(recorded)))
+                    tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": recorded})
                     self._advance(tx, source, checkpoint)
             self.handled_count += sum(n for key, n in outcomes.items() if key != "duplicate")
         except IntegrityError:
@@ -278,14 +306,13 @@ class EventConsumer:
                     except Exception as error:
                         failed.append((index, source, envelope, error))
                         continue
-                    tx.execute(self.processed.insert().values(
-                        source=source, position=envelope.position, event_id=envelope.event_id,
-                        outcome=outcome))
+                    tx.execute(self._sql.insert_processed, {
+                        "source": source, "position": envelope.position, "event_id": envelope.event_id,
+                        "outcome": outcome})
                     recorded.setdefault(source, []).append(envelope.position)
                     outcomes[index] = outcome
                 for source, positions in recorded.items():
-                    tx.execute(delete(self.failures).where(self.failures.c.source == source,
-                                                           self.failures.c.position.in_(positions)))
+                    tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": positions})
                     self._advance(tx, source, checkpoints[source])
         except Exception as error:
             log.warning("a batch of %d pushed events failed as a whole (%s: %s); handling them one "
@@ -407,18 +434,17 @@ class EventConsumer:
     def _lock_checkpoint(self, tx: Transaction, source: str) -> int:
         # FOR UPDATE serialises handlers of one source on PostgreSQL; SQLite's BEGIN IMMEDIATE
         # already serialises writers.
-        query = select(self.checkpoints.c.position).where(self.checkpoints.c.source == source)
-        if tx.connection.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = tx.execute(query).first()
+        query = self._sql.checkpoint_for_update if tx.connection.dialect.name == "postgresql" \
+            else self._sql.checkpoint
+        row = tx.execute(query, {"b_source": source}).first()
         if row is None:
-            tx.execute(self.checkpoints.insert().values(source=source, position=0,
-                                                        updated_at=isoformat_utc(utc_now())))
+            tx.execute(self._sql.insert_checkpoint, {"source": source, "position": 0,
+                                                     "updated_at": isoformat_utc(utc_now())})
             return 0
         return int(row[0])
 
     def _checkpoint_value(self, tx: Transaction, source: str) -> int:
-        row = tx.execute(select(self.checkpoints.c.position).where(self.checkpoints.c.source == source)).first()
+        row = tx.execute(self._sql.checkpoint, {"b_source": source}).first()
         return int(row[0]) if row else 0
 
     def _decide(self, tx: Transaction, source: str, envelope: Envelope, checkpoint: int, confirmed: int,
@@ -441,13 +467,11 @@ class EventConsumer:
         return "replace"
 
     def _recorded_id(self, tx: Transaction, source: str, position: int) -> str | None:
-        row = tx.execute(select(self.processed.c.event_id).where(
-            self.processed.c.source == source, self.processed.c.position == position)).first()
+        row = tx.execute(self._sql.recorded_id, {"b_source": source, "b_position": position}).first()
         return None if row is None else str(row[0])
 
     def _confirmed(self, tx: Transaction, source: str, checkpoint: int) -> int:
-        row = tx.execute(select(self.processed.c.position).where(
-            self.processed.c.source == source, self.processed.c.position <= 0)).first()
+        row = tx.execute(self._sql.marker, {"b_source": source}).first()
         if row is None:
             # No marker yet: everything up to the checkpoint was handled before confirmation
             # existed (or set by a rebuild that read the logs itself); confirm from there on.
@@ -470,9 +494,7 @@ class EventConsumer:
             return confirmed, envelopes, 0
         highest = max(envelope.position for envelope in envelopes)
         recorded = {int(position): str(event_id) for position, event_id in tx.execute(
-            select(self.processed.c.position, self.processed.c.event_id).where(
-                self.processed.c.source == source, self.processed.c.position > confirmed,
-                self.processed.c.position <= highest))}
+            self._sql.recorded_between, {"b_source": source, "b_low": confirmed, "b_high": highest})}
         moved, index = confirmed, 0
         for index, envelope in enumerate(envelopes):
             if envelope.position <= moved:
@@ -485,11 +507,10 @@ class EventConsumer:
         else:
             index = len(envelopes)
         if moved != confirmed:
-            tx.execute(delete(self.processed).where(self.processed.c.source == source,
-                                                    self.processed.c.position <= moved,
-                                                    self.processed.c.position <= checkpoint))
-            tx.execute(self.processed.insert().values(source=source, position=-moved, event_id=CONFIRMED,
-                                                      outcome=CONFIRMED))
+            tx.execute(self._sql.forget_confirmed, {"b_source": source, "b_position": moved,
+                                                    "b_checkpoint": checkpoint})
+            tx.execute(self._sql.insert_processed, {"source": source, "position": -moved,
+                                                    "event_id": CONFIRMED, "outcome": CONFIRMED})
         return moved, envelopes[index:], index
 
     def _confirm(self, tx: Transaction, source: str, position: int, confirmed: int) -> int:
@@ -498,11 +519,10 @@ class EventConsumer:
         if position != confirmed + 1:
             return confirmed  # an earlier position is still unconfirmed; the next pull reads it again
         # The marker: the processed row at minus the confirmed position (real positions start at 1).
-        tx.execute(delete(self.processed).where(self.processed.c.source == source,
-                                                self.processed.c.position <= position,
-                                                self.processed.c.position <= self._checkpoint_value(tx, source)))
-        tx.execute(self.processed.insert().values(source=source, position=-position, event_id=CONFIRMED,
-                                                  outcome=CONFIRMED))
+        tx.execute(self._sql.forget_confirmed, {"b_source": source, "b_position": position,
+                                                "b_checkpoint": self._checkpoint_value(tx, source)})
+        tx.execute(self._sql.insert_processed, {"source": source, "position": -position,
+                                                "event_id": CONFIRMED, "outcome": CONFIRMED})
         return position
 
     def _replace_impostor(self, tx: Transaction, source: str, envelope: Envelope) -> None:
@@ -528,19 +548,16 @@ class EventConsumer:
         """Record ``envelope`` as handled, by position and event id (kept until the source's log
         confirms it). ``checkpoint``: the value read in this transaction, when known;
         ``replacing``: a different pushed event was recorded at this position."""
-        tx.execute(delete(self.failures).where(self.failures.c.source == source,
-                                               self.failures.c.position == envelope.position))
+        tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": [envelope.position]})
         if replacing:
             self._replace_impostor(tx, source, envelope)
-        tx.execute(self.processed.insert().values(
-            source=source, position=envelope.position, event_id=envelope.event_id, outcome=outcome))
+        tx.execute(self._sql.insert_processed, {"source": source, "position": envelope.position,
+                                                "event_id": envelope.event_id, "outcome": outcome})
         self._advance(tx, source, self._checkpoint_value(tx, source) if checkpoint is None else checkpoint)
 
     def _advance(self, tx: Transaction, source: str, checkpoint: int) -> None:
         """Move the checkpoint over the contiguous handled positions above it."""
-        above = tx.execute(select(self.processed.c.position).where(
-            self.processed.c.source == source, self.processed.c.position > checkpoint)
-            .order_by(self.processed.c.position)).scalars()
+        above = tx.execute(self._sql.above, {"b_source": source, "b_position": checkpoint}).scalars()
         new_checkpoint = checkpoint
         for position in above:
             if position != new_checkpoint + 1:
@@ -549,8 +566,8 @@ class EventConsumer:
         if new_checkpoint != checkpoint:
             # Records at or below the checkpoint stay until the source's log confirms them
             # (``_confirm`` forgets them): they say which event was handled there.
-            tx.execute(update(self.checkpoints).where(self.checkpoints.c.source == source)
-                       .values(position=new_checkpoint, updated_at=isoformat_utc(utc_now())))
+            tx.execute(self._sql.move_checkpoint, {"b_source": source, "b_position": new_checkpoint,
+                                                   "b_at": isoformat_utc(utc_now())})
 
     def _count_failure(self, source: str, envelope: Envelope, error: Exception) -> None:
         reason = f"handler failed: {type(error).__name__}: {error}"
