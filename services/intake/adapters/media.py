@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from shared.core.db import Transaction
 from shared.core.events import isoformat_utc
@@ -19,6 +19,11 @@ from services.intake.adapters import tables
 from services.intake.domain import media as rules
 
 m = tables.media
+# register's statements (every message with an attachment), built once (building them per call
+# was a third of the service's CPU) and executed with a parameters dict (bind names ``b_*``).
+_ROW_FOR_LINK = select(m.c.media_id).where(m.c.complaint_id == bindparam("b_complaint_id"),
+                                           m.c.url_hash == bindparam("b_url_hash"))
+_INSERT_MEDIA = m.insert()
 
 
 def url_hash(url: str) -> str:
@@ -41,16 +46,15 @@ def register(tx: Transaction, complaint_id: str, attachments: Iterable[Mapping[s
 
 def _row_for(tx: Transaction, complaint_id: str, attachment: dict[str, Any], now: datetime) -> str:
     link_hash = url_hash(attachment["url"])
-    existing = tx.execute(select(m.c.media_id).where(m.c.complaint_id == complaint_id,
-                                                     m.c.url_hash == link_hash)).scalar()
+    existing = tx.execute(_ROW_FOR_LINK, {"b_complaint_id": complaint_id, "b_url_hash": link_hash}).scalar()
     if existing is not None:
         return str(existing)
     media_id = str(uuid.uuid4())
     at = isoformat_utc(now)
-    tx.execute(m.insert().values(media_id=media_id, complaint_id=complaint_id,
-                                 kind=str(attachment.get("type") or "file")[:32], url=attachment["url"],
-                                 url_hash=link_hash, state=rules.PENDING, attempts=0, next_attempt_at=at,
-                                 created_at=at))
+    tx.execute(_INSERT_MEDIA, dict(media_id=media_id, complaint_id=complaint_id,
+                                   kind=str(attachment.get("type") or "file")[:32], url=attachment["url"],
+                                   url_hash=link_hash, state=rules.PENDING, attempts=0, next_attempt_at=at,
+                                   created_at=at))
     return media_id
 
 
