@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+import warnings
 from urllib.parse import quote
 
 import requests
@@ -25,7 +26,14 @@ def create_vhost(name: str) -> None:
 
 
 def delete_vhost(name: str) -> None:
-    requests.delete(f"{RABBIT_MANAGEMENT}/api/vhosts/{quote(name, safe='')}", auth=RABBIT_AUTH, timeout=10)
+    """Clean-up after a test. Deleting a vhost deletes its quorum queues, which a busy broker may
+    take far longer than 10 s to do (CI: the management API's answer timed out and failed tests
+    that had passed); so wait up to a minute, and if the broker has still not answered, leave the
+    deletion running there and warn instead of failing the test."""
+    try:
+        requests.delete(f"{RABBIT_MANAGEMENT}/api/vhosts/{quote(name, safe='')}", auth=RABBIT_AUTH, timeout=60)
+    except requests.Timeout:
+        warnings.warn(f"RabbitMQ did not confirm deleting vhost {name} within 60 s", stacklevel=2)
 
 
 def amqp_uri(vhost: str) -> str:
