@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import eventlet
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from shared.core.consumer import EventConsumer
@@ -247,6 +248,30 @@ def test_a_messenger_acknowledgment_is_sent_once_and_recorded_with_citizen_notif
     assert world.loop.dispatch() == 0 and len(world.graph.calls) == 1 and world.loop.sent_count == 1
 
 
+def test_a_message_costs_two_transactions_its_lease_and_its_outcome(store):
+    """Reading the lane head, leasing it and reading what the decision needs are one transaction;
+    recording the outcome is the second; the lane's end is one more look. (It was five: a read,
+    the lease, a read, the outcome, the read that found the lane empty.)"""
+    graph = FakeGraph()
+    loop = new_loop(store, graph)
+    consumer = EventConsumer(store.database, store.quarantine, NotificationHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures, service="notification")
+    world = World(store, consumer, graph, loop)
+    complaint_id, filed = world.file(messenger())
+    [row] = world.rows(filed)
+    begun = []
+    listener = lambda connection: begun.append(connection)  # noqa: E731
+    sqlalchemy_event.listen(store.database.engine, "begin", listener)
+    try:
+        loop.running = True
+        loop._work_lane(row["lane"], None)
+    finally:
+        sqlalchemy_event.remove(store.database.engine, "begin", listener)
+        loop.running = False
+    assert len(graph.calls) == 1 and world.rows(filed)[0]["state"] == "sent"
+    assert len(begun) == 3, f"{len(begun)} transactions for one message"
+
+
 def test_a_complaint_s_messages_go_out_in_order_and_a_retry_holds_back_the_later_ones(world):
     world.graph.fail_next(graph_error(2), graph_error(None, status=503))
     complaint_id, filed = world.file(messenger())
@@ -378,8 +403,10 @@ def test_a_lane_leased_by_another_instance_is_left_alone(world):
     [row] = world.rows(filed)
     deliveries = Deliveries(world.store.database)
     lease = utc_now() + timedelta(seconds=30)
-    assert deliveries.claim(row, lease) is not None
-    assert deliveries.claim(row, lease) is None  # the compare-and-set lost: another instance sends it
+    claimed = deliveries.claim_head(row["lane"], utc_now(), lease)   # another instance leases it
+    assert claimed is not None and claimed.row["message_id"] == row["message_id"]
+    assert claimed.original_due == row["next_attempt_at"] and claimed.prepared.message.kind == row["kind"]
+    assert deliveries.claim_head(row["lane"], utc_now(), lease) is None  # leased: not due for anyone else
     world.loop.running = True
     assert world.loop.dispatch() == 0 and world.graph.calls == []
 

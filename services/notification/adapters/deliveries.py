@@ -111,6 +111,16 @@ class DueWork:
     probes: dict[str, dict]
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A message leased for sending: its row (``next_attempt_at`` is the lease), the time it was
+    due before the lease (to give the lease back), and what the decision needs."""
+
+    row: dict
+    original_due: str
+    prepared: Prepared
+
+
 class Deliveries:
     """``outgoing_messages``, ``page_holds`` and the complaint columns the sender keeps."""
 
@@ -153,26 +163,31 @@ class Deliveries:
         rows = connection.execute(query, parameters).mappings().all()
         return [dict(row) for row in rows]
 
-    def lane_head(self, lane: str) -> tuple[Optional[dict], bool]:
-        """The lane's first pending message, and whether its Page is held."""
-        with self.database.read() as connection:
-            row = connection.execute(_LANE_HEAD, {"b_lane": lane}).mappings().first()
-            held = row is not None and connection.execute(
-                _HELD, {"b_page_id": row["page_id"]}).first() is not None
-        return (dict(row) if row is not None else None), held
+    def claim_head(self, lane: str, now: datetime, lease_until: datetime, probe_page: Optional[str] = None,
+                   human_agent_approved: bool = False) -> Optional[Claimed]:
+        """The lane's first pending message, if it is due now and its Page is not held (unless
+        this is that Page's probe): leased and prepared, in one transaction. ``None`` when there is
+        nothing to send now, or another notification instance leased it first.
 
-    # -- the lease ------------------------------------------------------------------------------
-    def claim(self, row: dict, lease_until: datetime) -> Optional[dict]:
-        """Lease the message before calling Meta, so that several notification instances on one
-        database never send it twice: a compare-and-set on ``next_attempt_at`` (the lease runs
-        past the Graph timeout; after a crash the message is simply due again when it ends)."""
-        lease = isoformat_utc(lease_until)
+        The lease is a compare-and-set on ``next_attempt_at`` — it runs past the Graph timeout, and
+        after a crash the message is simply due again when it ends — so several instances on one
+        database never send a message twice. Reading the head, leasing it and reading what the
+        decision needs are one transaction rather than three (a read, a write, a read): the
+        sender's cost per message was mostly its transactions. Nothing here calls out, so the
+        write transaction is as short as the reads were."""
         with self.database.transaction() as tx:
-            claimed = tx.execute(_SET_DUE, {"b_message_id": row["message_id"], "b_due": row["next_attempt_at"],
-                                            "b_next_attempt_at": lease}).rowcount
-        if not claimed:
-            return None
-        return dict(row, next_attempt_at=lease)
+            row = tx.execute(_LANE_HEAD, {"b_lane": lane}).mappings().first()
+            if row is None or row["next_attempt_at"] > isoformat_utc(now):
+                return None
+            if probe_page != row["page_id"] and tx.execute(_HELD, {"b_page_id": row["page_id"]}).first() is not None:
+                return None
+            lease = isoformat_utc(lease_until)
+            if not tx.execute(_SET_DUE, {"b_message_id": row["message_id"], "b_due": row["next_attempt_at"],
+                                         "b_next_attempt_at": lease}).rowcount:
+                return None
+            leased = dict(row, next_attempt_at=lease)
+            prepared = self._prepare(tx.connection, leased, now, human_agent_approved)
+        return Claimed(leased, row["next_attempt_at"], prepared)
 
     def release(self, row: dict, original_due: str) -> None:
         """Give the lease back when the outcome left the message pending without a new time
@@ -182,24 +197,23 @@ class Deliveries:
                                   "b_next_attempt_at": original_due})
 
     # -- the facts a decision asks for --------------------------------------------------------
-    def prepare(self, row: dict, now: datetime, human_agent_approved: bool = False) -> Prepared:
+    def _prepare(self, connection, row: dict, now: datetime, human_agent_approved: bool) -> Prepared:
         """The message, its plan from the complaint's current record and what is remembered of
         its comment, and what the decision asks about it (whether the complaint is confidential
-        now; whether an earlier part went out as the public reply) — read in one transaction, only
-        when asked. ``human_agent_approved``: ``FACEBOOK_HUMAN_AGENT_APPROVED``."""
+        now; whether an earlier part went out as the public reply), read only when asked.
+        ``human_agent_approved``: ``FACEBOOK_HUMAN_AGENT_APPROVED``."""
         message = message_of(row)
-        with self.database.read() as connection:
-            complaint = None
-            if message.audience == delivery.TO_COMPLAINT:
-                complaint = complaint_of(connection.execute(
-                    _COMPLAINT, {"b_complaint_id": message.complaint_id}).mappings().first())
-            comment = comment_state(connection, delivery.comment_of(message, complaint))
-            plan = delivery.plan_for(message, complaint, now, comment, human_agent_approved)
-            attempts = delivery.usable_attempts(message, plan)
-            confidential = delivery.asks_confidentiality(message, attempts) and \
-                confidential_now(connection, message.complaint_id)
-            public_sent = delivery.asks_public_reply_sent(message, attempts) and \
-                self._public_reply_sent(connection, message)
+        complaint = None
+        if message.audience == delivery.TO_COMPLAINT:
+            complaint = complaint_of(connection.execute(
+                _COMPLAINT, {"b_complaint_id": message.complaint_id}).mappings().first())
+        comment = comment_state(connection, delivery.comment_of(message, complaint))
+        plan = delivery.plan_for(message, complaint, now, comment, human_agent_approved)
+        attempts = delivery.usable_attempts(message, plan)
+        confidential = delivery.asks_confidentiality(message, attempts) and \
+            confidential_now(connection, message.complaint_id)
+        public_sent = delivery.asks_public_reply_sent(message, attempts) and \
+            self._public_reply_sent(connection, message)
         return Prepared(message, plan, confidential, public_sent)
 
     @staticmethod

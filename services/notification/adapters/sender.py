@@ -37,7 +37,7 @@ from shared.core import config
 from shared.core.events import isoformat_utc, utc_now
 from shared.core.shared_budget import Budgets, SharedPacer, budget_key
 from shared.glue.providers import Storage, _find
-from services.notification.adapters.deliveries import Deliveries
+from services.notification.adapters.deliveries import Deliveries, Prepared
 from services.notification.adapters.graph_client import GraphApiError, GraphClient
 from services.notification.domain import delivery
 from services.notification.domain.policy import (APP_SCOPE, COMMENT_PUBLIC, MESSENGER, PLATFORM_INSTAGRAM,
@@ -190,25 +190,20 @@ class DeliveryLoop:
         this is its probe."""
         try:
             while self.running:
-                row, held = self.deliveries.lane_head(lane)
-                if row is None or row["next_attempt_at"] > isoformat_utc(utc_now()):
-                    break
-                if held and probe_page != row["page_id"]:
-                    break
-                original_due = row["next_attempt_at"]
-                row = self.deliveries.claim(row, utc_now() + timedelta(seconds=self.lease_seconds))
-                if row is None:
-                    break  # another notification instance is sending this lane
+                claimed = self.deliveries.claim_head(lane, utc_now(), utc_now() + timedelta(seconds=self.lease_seconds),
+                                                     probe_page, self.human_agent_approved)
+                if claimed is None:
+                    break  # nothing due, a held Page, or another notification instance has it
                 settled = False
                 try:
-                    settled = self.deliver(row)
+                    settled = self.deliver(claimed.prepared)
                 finally:
                     # A recorded outcome (sent, ended, rescheduled) already replaced the lease in
                     # its own transaction: giving it back would be a second commit that changes
                     # nothing. Only an outcome that left it pending as it was (a held Page) — or
                     # an error — hands the lease back.
                     if not settled:
-                        self.deliveries.release(row, original_due)
+                        self.deliveries.release(claimed.row, claimed.original_due)
                 probe_page = None  # one probe; a success lifted the hold for what follows
         except Exception:
             log.exception("sender lane failed; it is retried on the next round")
@@ -217,10 +212,9 @@ class DeliveryLoop:
             self.wake()
 
     # -- one message -------------------------------------------------------------------------
-    def deliver(self, row: dict) -> bool:
+    def deliver(self, prepared: Prepared) -> bool:
         """Decide, call Meta if that is the decision, record the outcome. Returns whether the
         outcome settled the lease (the message is no longer pending, or has a new time)."""
-        prepared = self.deliveries.prepare(row, utc_now(), self.human_agent_approved)
         message, plan = prepared.message, prepared.plan
         token = self.token_for(plan.page_id)
         step = delivery.decide_send(message, plan, prepared.facts(page_configured=token is not None))
