@@ -15,7 +15,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from sqlalchemy import MetaData, create_engine, event, text
+from sqlalchemy import MetaData, Table, TextClause, bindparam, create_engine, event, text
 from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -143,6 +143,9 @@ class Transaction:
         self.connection = connection
         self.database = database
         self.appended: list[Envelope] = []
+        # Run in order just before the commit (after the unit of work's body, in its transaction):
+        # work a unit of work gathers once for everything it handled, e.g. reporting's derivations.
+        self.before_commit: list[Callable[[], None]] = []
 
     def execute(self, *args: Any, **kwargs: Any) -> CursorResult[Any]:
         return self.connection.execute(*args, **kwargs)
@@ -179,6 +182,8 @@ class Database:
         with self.engine.begin() as connection:
             tx = Transaction(connection, self)
             yield tx
+            for step in tx.before_commit:
+                step()
         if tx.appended:
             for hook in self.after_commit_hooks:
                 try:
@@ -199,3 +204,24 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_on_conflict(table: Table, update_on: str | None = None,
+                       columns: tuple[str, ...] | None = None) -> TextClause:
+    """``INSERT … ON CONFLICT DO NOTHING`` (or ``DO UPDATE`` of every inserted column but
+    ``update_on``, from ``excluded``), as text with typed parameters named after the columns: the
+    same SQL on SQLite and PostgreSQL. ``columns``: the columns inserted (default every one; the
+    others take their server defaults on insert — Python-side ``default=`` does not apply to text —
+    and are left alone on update). Why text: SQLAlchemy's
+    dialect ``insert().on_conflict_…`` constructs have no cache key, so they are compiled again
+    every time they run (it was a third of reporting's time); a text statement is compiled once."""
+    names = list(columns) if columns is not None else list(table.columns.keys())
+    quoted = ", ".join('"%s"' % name for name in names)
+    values = ", ".join(":" + name for name in names)
+    sql = 'INSERT INTO "%s" (%s) VALUES (%s) ON CONFLICT' % (table.name, quoted, values)
+    if update_on is None:
+        sql += " DO NOTHING"
+    else:
+        sql += ' ("%s") DO UPDATE SET ' % update_on + ", ".join(
+            '"%s" = excluded."%s"' % (name, name) for name in names if name != update_on)
+    return text(sql).bindparams(*(bindparam(name, type_=table.c[name].type) for name in names))

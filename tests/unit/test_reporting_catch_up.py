@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from services.reporting.adapters import repository, tables
@@ -52,4 +53,40 @@ def test_pages_and_single_events_in_any_order_agree(tmp_path):
         assert set(paged.handle_many(events, source)) == {"duplicate"}
         assert {paged.handle(event, source) for event in events[:20]} == {"duplicate"}
     assert dump(paged_store) == before
+    seeder.dispose()
+
+
+def test_a_batch_of_pushed_events_derives_each_complaint_once_and_agrees_with_one_by_one(tmp_path):
+    """Group commit on the live path: a batch records every event's fact, then derives each of
+    its complaints once (before: once per event), and ends where events handled one by one end."""
+    seeder = Seeder(tmp_path / "sources")
+    seeder.history(60, datetime(2020, 1, 1, tzinfo=timezone.utc), months=2)
+    seeder.flush()
+    deliveries = [(raw, source) for source, store in seeder.stores.items()
+                  for raw in store.events_since(0, 1000)]
+    deliveries.sort(key=lambda delivery: delivery[0]["occurred_at"])   # as they would arrive
+
+    single_store, single = consumer_for(tmp_path / "single.db")
+    for raw, source in deliveries:
+        assert single.handle(raw, source) in ("handled", "ignored")
+
+    batch_store, batched = consumer_for(tmp_path / "batched.db")
+    with batch_store.database.read() as connection:
+        facts = tables.projection(repository.current_generation(connection)).facts.name
+    derivations = []
+
+    def count(_conn, _cursor, statement, _parameters, _context, _many):
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {facts}" in statement:
+            derivations.append(statement)
+    sqlalchemy_event.listen(batch_store.database.engine, "before_cursor_execute", count)
+    expected = 0
+    for start in range(0, len(deliveries), 50):
+        chunk = deliveries[start:start + 50]
+        assert set(batched.handle_batch(chunk)) <= {"handled", "ignored"}
+        expected += len({raw["complaint_id"] for raw, _source in chunk
+                         if repository.fact_from_event(raw) is not None})
+    sqlalchemy_event.remove(batch_store.database.engine, "before_cursor_execute", count)
+    assert len(deliveries) > expected   # the batches hold several events of a complaint
+    assert len(derivations) == expected
+    assert dump(batch_store) == dump(single_store)
     seeder.dispose()

@@ -5,11 +5,12 @@ confidential now (the sender asks again before a public reply); what is remember
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any, Optional
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.core.db import insert_on_conflict
 from shared.core.events import isoformat_utc, utc_now
 from services.notification.adapters import tables
 from services.notification.domain import composer
@@ -45,7 +46,6 @@ _LAST_SEQ = select(func.max(_outgoing.c.seq)).where(_outgoing.c.lane == bindpara
 _MESSAGE_RECORDED = select(_outgoing.c.message_id).where(_outgoing.c.message_id == bindparam("b_message_id"))
 _INSERT_MESSAGE = _outgoing.insert()
 # remember_comment's upsert, per dialect and set of columns written.
-_UPSERT_COMMENT: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
 def confidential_now(connection, complaint_id: str) -> bool:
@@ -87,10 +87,8 @@ def remember_comment(tx, comment_id: str, **values: Any) -> None:
     """Insert or update the comment's row (inside the caller's transaction). A private reply once
     closed stays closed, a removal stays recorded: callers only ever add facts."""
     values = dict(values, updated_at=isoformat_utc(utc_now()))
-    dialect = tx.connection.dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        tx.execute(_upsert_comment(dialect, tuple(values)),
-                   {"comment_id": comment_id, **values, **{f"b_set_{k}": v for k, v in values.items()}})
+    if tx.connection.dialect.name in ("postgresql", "sqlite"):
+        tx.execute(_upsert_comment(tuple(values)), {"comment_id": comment_id, **values})
         return
     found = tx.execute(_COMMENT_FOUND, {"b_comment_id": comment_id}).first()
     if found:
@@ -99,16 +97,11 @@ def remember_comment(tx, comment_id: str, **values: Any) -> None:
         tx.execute(_INSERT_COMMENT, {"comment_id": comment_id, **values})
 
 
-def _upsert_comment(dialect: str, columns: tuple[str, ...]):
-    """INSERT … ON CONFLICT (comment_id) DO UPDATE SET these columns, built once per dialect and
-    set of columns: VALUES from the parameters named after the columns, SET from ``b_set_*``."""
-    statement = _UPSERT_COMMENT.get((dialect, columns))
-    if statement is None:
-        table = tables.comment_states
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-        statement = _UPSERT_COMMENT[(dialect, columns)] = insert.on_conflict_do_update(
-            index_elements=[table.c.comment_id], set_={k: bindparam(f"b_set_{k}") for k in columns})
-    return statement
+@lru_cache(maxsize=None)
+def _upsert_comment(columns: tuple[str, ...]):
+    """INSERT … ON CONFLICT (comment_id) DO UPDATE SET these columns, built once per set of
+    columns (the same text on both dialects, so compiled once too)."""
+    return insert_on_conflict(tables.comment_states, update_on="comment_id", columns=("comment_id", *columns))
 
 
 # -- notification's record of a complaint, written by the event handlers -----------------------------
