@@ -146,9 +146,17 @@ class Transaction:
         # Run in order just before the commit (after the unit of work's body, in its transaction):
         # work a unit of work gathers once for everything it handled, e.g. reporting's derivations.
         self.before_commit: list[Callable[[], None]] = []
+        self.discarded = False
 
     def execute(self, *args: Any, **kwargs: Any) -> CursorResult[Any]:
         return self.connection.execute(*args, **kwargs)
+
+    def discard(self) -> None:
+        """End the transaction here without committing, when it found nothing to write: no
+        commit to make durable, and SQLite's write lock is let go at once. Nothing may be executed
+        on it afterwards."""
+        self.connection.rollback()
+        self.discarded = True
 
     def append(self, pending_events: Iterable[PendingEvent]) -> list[Envelope]:
         if self.database.event_store is None:
@@ -182,7 +190,7 @@ class Database:
         with self.engine.begin() as connection:
             tx = Transaction(connection, self)
             yield tx
-            for step in tx.before_commit:
+            for step in () if tx.discarded else tx.before_commit:
                 step()
         if tx.appended:
             for hook in self.after_commit_hooks:

@@ -187,7 +187,7 @@ def test_a_refusal_is_logged_with_who_and_what_never_the_arguments(gateway, capl
         gateway.worker.call(incoming("intake.file_complaint", body, caller=PUPR_SI))
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert f"refused intake.file_complaint from {PUPR_SI}" in logged
-    assert "Ani" not in logged and "812" not in logged
+    assert "Ani" not in logged and "3456 7890" not in logged
 
 
 @covers("call")

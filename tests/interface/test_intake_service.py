@@ -164,7 +164,10 @@ def test_file_complaint_records_the_complaint_and_keeps_the_reporter_out_of_the_
     data = event["data"]
     assert (data["tracking_code"], data["channel"], data["category"], data["region_code"]) == (
         filed["tracking_code"], "api", "infrastruktur", "5202")
-    assert "Ani Lestari" not in json.dumps(event) and "812" not in json.dumps(event)
+    # The phone's distinctive digits, not "812": a random id or a timestamp's microseconds hold
+    # "812" now and then (a CI run failed on it).
+    logged = json.dumps(event)
+    assert not any(part in logged for part in ("Ani Lestari", "3456 7890", "34567890", "ani@example.org"))
     [reporter] = rows(intake.store, tables.reporters)
     assert (reporter["complaint_id"], reporter["name"], reporter["email"]) == (
         filed["complaint_id"], "Ani Lestari", "ani@example.org")

@@ -250,26 +250,29 @@ def test_a_messenger_acknowledgment_is_sent_once_and_recorded_with_citizen_notif
 
 def test_a_message_costs_two_transactions_its_lease_and_its_outcome(store):
     """Reading the lane head, leasing it and reading what the decision needs are one transaction;
-    recording the outcome is the second; the lane's end is one more look. (It was five: a read,
-    the lease, a read, the outcome, the read that found the lane empty.)"""
+    recording the outcome is the second; the look that finds the lane empty commits nothing. (It
+    was five: a read, the lease, a read, the outcome, the read that found the lane empty.)"""
     graph = FakeGraph()
     loop = new_loop(store, graph)
     consumer = EventConsumer(store.database, store.quarantine, NotificationHandlers(store).table(),
                              store.checkpoints, store.processed, store.failures, service="notification")
     world = World(store, consumer, graph, loop)
-    complaint_id, filed = world.file(messenger())
+    _complaint_id, filed = world.file(messenger())
     [row] = world.rows(filed)
-    begun = []
-    listener = lambda connection: begun.append(connection)  # noqa: E731
-    sqlalchemy_event.listen(store.database.engine, "begin", listener)
+    begun, committed = [], []
+    listeners = {"begin": lambda connection: begun.append(connection),
+                 "commit": lambda connection: committed.append(connection)}
+    for name, listener in listeners.items():
+        sqlalchemy_event.listen(store.database.engine, name, listener)
     try:
         loop.running = True
         loop._work_lane(row["lane"], None)
     finally:
-        sqlalchemy_event.remove(store.database.engine, "begin", listener)
+        for name, listener in listeners.items():
+            sqlalchemy_event.remove(store.database.engine, name, listener)
         loop.running = False
     assert len(graph.calls) == 1 and world.rows(filed)[0]["state"] == "sent"
-    assert len(begun) == 3, f"{len(begun)} transactions for one message"
+    assert (len(begun), len(committed)) == (3, 2), f"{len(begun)} transactions, {len(committed)} commits"
 
 
 def test_a_complaint_s_messages_go_out_in_order_and_a_retry_holds_back_the_later_ones(world):

@@ -177,13 +177,15 @@ class Deliveries:
         write transaction is as short as the reads were."""
         with self.database.transaction() as tx:
             row = tx.execute(_LANE_HEAD, {"b_lane": lane}).mappings().first()
-            if row is None or row["next_attempt_at"] > isoformat_utc(now):
-                return None
-            if probe_page != row["page_id"] and tx.execute(_HELD, {"b_page_id": row["page_id"]}).first() is not None:
+            if row is None or row["next_attempt_at"] > isoformat_utc(now) or (
+                    probe_page != row["page_id"]
+                    and tx.execute(_HELD, {"b_page_id": row["page_id"]}).first() is not None):
+                tx.discard()   # nothing to send: the look that ends a lane commits nothing
                 return None
             lease = isoformat_utc(lease_until)
             if not tx.execute(_SET_DUE, {"b_message_id": row["message_id"], "b_due": row["next_attempt_at"],
                                          "b_next_attempt_at": lease}).rowcount:
+                tx.discard()
                 return None
             leased = dict(row, next_attempt_at=lease)
             prepared = self._prepare(tx.connection, leased, now, human_agent_approved)
