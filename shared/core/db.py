@@ -220,9 +220,9 @@ def insert_on_conflict(table: Table, update_on: str | None = None,
     ``update_on``, from ``excluded``), as text with typed parameters named after the columns: the
     same SQL on SQLite and PostgreSQL. ``columns``: the columns inserted (default every one; the
     others take their server defaults on insert — Python-side ``default=`` does not apply to text —
-    and are left alone on update). Why text: SQLAlchemy's
-    dialect ``insert().on_conflict_…`` constructs have no cache key, so they are compiled again
-    every time they run (it was a third of reporting's time); a text statement is compiled once."""
+    and are left alone on update). Why text: SQLAlchemy's dialect ``insert().on_conflict_…``
+    constructs have no cache key, so they are compiled again every time they run (it was a third
+    of reporting's time); a text statement is compiled once."""
     names = list(columns) if columns is not None else list(table.columns.keys())
     quoted = ", ".join('"%s"' % name for name in names)
     values = ", ".join(":" + name for name in names)

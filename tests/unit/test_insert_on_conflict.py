@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Boolean, Column, MetaData, String, Table, create_engine, false, select
 
-from shared.core.db import insert_on_conflict
+from shared.core.db import Transaction, insert_on_conflict
 from services.notification.adapters import tables as notification_tables
 from services.notification.adapters.records import _upsert_comment, comment_state, remember_comment
 
@@ -57,7 +57,7 @@ def test_the_statements_are_compiled_once():
 def test_a_comment_s_facts_add_up(engine):
     notification_tables.comment_states.create(engine)
     with engine.begin() as connection:
-        tx = type("Tx", (), {"connection": connection, "execute": connection.execute})()
+        tx = Transaction(connection, database=None)   # remember_comment only executes on it
         remember_comment(tx, "1_2", private_reply_closed="private_reply_used")
         remember_comment(tx, "1_2", removed_at="2026-12-01T00:00:00Z")
         state = comment_state(connection, "1_2")

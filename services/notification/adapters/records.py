@@ -45,8 +45,6 @@ _MARK_PLANNED = update(_events).where(_events.c.event_id.in_(bindparam("b_event_
 _LAST_SEQ = select(func.max(_outgoing.c.seq)).where(_outgoing.c.lane == bindparam("b_lane"))
 _MESSAGE_RECORDED = select(_outgoing.c.message_id).where(_outgoing.c.message_id == bindparam("b_message_id"))
 _INSERT_MESSAGE = _outgoing.insert()
-# remember_comment's upsert, per dialect and set of columns written.
-
 
 def confidential_now(connection, complaint_id: str) -> bool:
     """Whether the complaint is confidential now (the sender asks before a public reply)."""

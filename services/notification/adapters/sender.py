@@ -190,7 +190,8 @@ class DeliveryLoop:
         this is its probe."""
         try:
             while self.running:
-                claimed = self.deliveries.claim_head(lane, utc_now(), utc_now() + timedelta(seconds=self.lease_seconds),
+                now = utc_now()
+                claimed = self.deliveries.claim_head(lane, now, now + timedelta(seconds=self.lease_seconds),
                                                      probe_page, self.human_agent_approved)
                 if claimed is None:
                     break  # nothing due, a held Page, or another notification instance has it

@@ -165,7 +165,6 @@ class Derivations:
 
     def __init__(self, connection, projection: tables.Projection):
         self.connection = connection
-        self.projection = projection
         self.sql = _statements(projection.generation, connection.dialect.name)
         # complaint id -> (a routing fact came: assignments change, a response came: answers change)
         self.pending: dict[str, tuple[bool, bool]] = {}
