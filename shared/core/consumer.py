@@ -597,12 +597,16 @@ class CatchUp:
     """Pulls each source's log from the consumer's checkpoint until it has seen everything."""
 
     def __init__(self, consumer: EventConsumer, sources: Iterable[str],
-                 fetch: Callable[[str, int, int], list[Any]], page: int = 1000, batch: bool = False):
+                 fetch: Callable[[str, int, int], list[Any]], page: int = 1000, batch: bool = False,
+                 progress: dict[str, int] | None = None):
         self.consumer = consumer
         self.sources = list(sources)
         self.fetch = fetch
         self.page = page
         self.batch = batch   # one transaction per page (EventConsumer.handle_many)
+        # Each source's checkpoint as the previous round found it, kept by the caller between
+        # rounds (``horizon``); None: every round reads the whole log.
+        self.progress = progress
 
     def run_once(self) -> dict[str, int]:
         pulled: dict[str, int] = {}
@@ -616,8 +620,12 @@ class CatchUp:
         # From what the source's log confirmed, not from the checkpoint: pushed events above it
         # are read again and checked against the log (a forged one must not hide the real one).
         position = self.consumer.confirmed(source)
+        horizon = self.horizon(source)
         while time.monotonic() - started < deadline_seconds:
-            batch = self.fetch(source, position, self.page)
+            if horizon is not None and position >= horizon:
+                break
+            limit = self.page if horizon is None else min(self.page, horizon - position)
+            batch = self.fetch(source, position, limit)
             if self.batch and batch:
                 try:
                     self.consumer.handle_many(batch, source)
@@ -636,7 +644,7 @@ class CatchUp:
             # SQLite never yields to the hub: let the service answer its HTTP and RPC callers
             # between pages of a long catch-up.
             time.sleep(0)
-            if len(batch) < self.page:
+            if len(batch) < limit:
                 break
             last = batch[-1].get("position") if isinstance(batch[-1], dict) else None
             if not isinstance(last, int) or last <= position:
@@ -645,3 +653,24 @@ class CatchUp:
             # event: that one is retried on the next round, the rest must not wait for it.
             position = last
         return count
+
+    def horizon(self, source: str) -> int | None:
+        """Where this round's pull stops: at the checkpoint while pushed events keep moving it,
+        or nowhere (the whole log) when it stood still since the previous round.
+
+        While push keeps up, every position below the checkpoint was pushed and handled, and the
+        pull only confirms them against the source's log (a run of repeats, cheap). Pulling past
+        it would race the push path for the events still queued on the broker: under load the
+        pull applied them first and their pushed copies then arrived as duplicates — each event
+        handled twice, the broker's backlog growing, and the next pull racing further ahead (at
+        30 complaints/s offered, acknowledgments went from p50 0.08 s without catch-up to 14 s
+        with it). A checkpoint that did not move is what catch-up is for: the first round after a
+        start, a source gone quiet (nothing left to read, or its last events never pushed), an
+        event that was never delivered (the gap holds the checkpoint while later ones are
+        handled), or push down altogether — then the pull reads on to the end of the log. A gap
+        is therefore filled on the round after it appears, not the round it appears in."""
+        if self.progress is None:
+            return None
+        checkpoint = self.consumer.checkpoint(source)
+        before, self.progress[source] = self.progress.get(source), checkpoint
+        return checkpoint if before is not None and checkpoint > before else None

@@ -101,6 +101,9 @@ class Consumer(DependencyProvider):
         # (shared.glue.batching, NTBCARE_CONSUMER_BATCH), each in one transaction.
         self.batch_catch_up = batch_catch_up
         self._lock = None
+        # Each source's checkpoint at the previous catch-up round (CatchUp.horizon): while push
+        # keeps moving it, a round only confirms what was pushed instead of racing it.
+        self._progress: dict[str, int] = {}
 
     def setup(self):
         store: ServiceStore = _find(self.container, Storage).ensure()
@@ -122,8 +125,8 @@ class Consumer(DependencyProvider):
                     return getattr(rpc, source).events_since(position, limit)
                 for source in self.sources:
                     try:
-                        results[source] = CatchUp(self.consumer, [source], fetch,
-                                                  batch=self.batch_catch_up).pull(source)
+                        results[source] = CatchUp(self.consumer, [source], fetch, batch=self.batch_catch_up,
+                                                  progress=self._progress).pull(source)
                     except Exception as error:
                         log.warning("catch-up from %s failed: %s: %s", source, type(error).__name__, error)
             return results

@@ -158,3 +158,60 @@ def test_a_batch_whose_transaction_fails_is_handled_one_by_one(store):
     assert consumer.handle_batch(delivered(events)) == ["handled"] * 5
     assert sorted(effects(store)) == [1, 2, 3, 4, 5]   # nothing twice: the batch was rolled back first
     assert consumer.checkpoint(SOURCE) == 5
+
+
+class Log:
+    """A source's log as ``events_since`` serves it, counting what each pull read."""
+
+    def __init__(self, events):
+        self.events = events
+        self.read: list[int] = []
+
+    def fetch(self, _source, position, limit):
+        page = [e for e in self.events if e["position"] > position][:limit]
+        self.read.extend(e["position"] for e in page)
+        return page
+
+
+def test_catch_up_does_not_race_push_while_push_moves_the_checkpoint(store):
+    # Push keeps moving the checkpoint: a round only confirms what was pushed (up to the
+    # checkpoint) and leaves the events still on their way to push — pulling them too had each
+    # event handled twice under load (shared.core.consumer.CatchUp.horizon).
+    consumer = make_consumer(store, Recorder(store))
+    log = Log([envelope(p) for p in range(1, 31)])
+    progress: dict[str, int] = {}
+    consumer.handle_batch(delivered(log.events[:10]))
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
+    assert log.read == list(range(1, 31))            # the first round reads the whole log
+    assert consumer.confirmed(SOURCE) == 30 and sorted(effects(store)) == list(range(1, 31))
+
+    log.events += [envelope(p) for p in range(31, 61)]
+    consumer.handle_batch(delivered(log.events[30:40]))   # push moved the checkpoint to 40
+    log.read.clear()
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
+    assert log.read == list(range(31, 41))           # confirmed up to the checkpoint, no further
+    assert consumer.confirmed(SOURCE) == 40 and sorted(effects(store)) == list(range(1, 41))
+
+    consumer.handle_batch(delivered(log.events[40:60]))
+    log.read.clear()
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
+    assert log.read == list(range(41, 61)) and consumer.confirmed(SOURCE) == 60
+
+
+def test_catch_up_reads_the_whole_log_once_the_checkpoint_stands_still(store):
+    # An event push never delivered holds the checkpoint while later ones are handled: the next
+    # round finds it still and reads on to the end of the log, filling the gap.
+    consumer = make_consumer(store, Recorder(store))
+    log = Log([envelope(p) for p in range(1, 21)])
+    progress: dict[str, int] = {}
+    consumer.handle_batch(delivered(log.events[:5]))
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
+    log.events += [envelope(p) for p in range(21, 31)]
+    consumer.handle_batch(delivered([e for e in log.events[20:30] if e["position"] != 22]))  # 22 lost
+    assert consumer.checkpoint(SOURCE) == 21
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
+    assert 22 not in effects(store)                  # the round push moved the checkpoint in
+    log.read.clear()
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
+    assert 22 in log.read and sorted(effects(store)) == list(range(1, 31))
+    assert consumer.checkpoint(SOURCE) == 30 and consumer.confirmed(SOURCE) == 30

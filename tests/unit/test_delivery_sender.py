@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 import time
 import uuid
 from dataclasses import dataclass
@@ -365,12 +366,16 @@ def test_an_invalid_token_holds_only_its_page_until_a_probe_succeeds(world):
     wait_for(lambda: len(world.graph.calls) >= 4)  # probes every 0.2 s
     held = world.rows(first) + world.rows(second)
     assert all(r["state"] == "pending" and r["attempts"] == 0 for r in held)
-    # Nothing counted, nothing dropped; the lease was given back (due now, not when it would end).
-    assert all(r["next_attempt_at"] <= isoformat_utc(utc_now()) for r in held)
+    # Nothing counted, nothing dropped; the lease was given back (due now, not when it would end)
+    # — between probes: a probe in flight holds its lease.
+    wait_for(lambda: all(r["next_attempt_at"] <= isoformat_utc(utc_now())
+                         for r in world.rows(first) + world.rows(second)))
     assert held[0]["last_error"] == "invalid_token:190/None"
-    # Only the probe (the Page's oldest message) is tried while held.
-    refused = {c.recipient["id"] for c in world.graph.calls if not c.ok}
-    assert refused == {json.loads(world.complaint(first_id)["reply_to"])["psid"]}
+    # Only the probe (the Page's oldest message) is tried while held. Lanes leased together
+    # (their leases share a group commit) may each have met the 190 once before the hold.
+    refused = Counter(c.recipient["id"] for c in world.graph.calls if not c.ok)
+    probe = json.loads(world.complaint(first_id)["reply_to"])["psid"]
+    assert refused[probe] >= 2 and sum(refused.values()) - refused[probe] <= 1
 
     token_ok["value"] = True
     assert world.settled(first)[0]["state"] == "sent" and world.settled(second)[0]["state"] == "sent"

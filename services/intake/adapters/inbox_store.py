@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, Pro
 from shared.core.db import Database, Transaction
 from shared.core.events import isoformat_utc, utc_now
 from shared.core.eventstore import ConcurrencyError
+from shared.core.group_commit import group_commit_for
 from services.intake.adapters import tables
 
 #: The database is unwell (locked past the busy timeout, gone, refusing): the body stays pending.
@@ -53,12 +54,13 @@ class WebhookBodies:
         self.database = database
 
     def store(self, raw_body: bytes) -> int:
-        """Commit the body (its own transaction: Meta's 200 waits for it); returns its id."""
-        with self.database.transaction() as tx:
-            result = tx.execute(_INSERT_BODY, dict(
-                received_at=isoformat_utc(utc_now()), state="pending",
-                body=raw_body.decode("utf-8", errors="replace")))
-            return int(result.inserted_primary_key[0])
+        """Commit the body (Meta's 200 waits for the commit); returns its id. Bodies arriving
+        together are group-committed (``shared.core.group_commit``): one commit for the webhook
+        requests that reached this point at the same moment, each answered after it."""
+        body = dict(received_at=isoformat_utc(utc_now()), state="pending",
+                    body=raw_body.decode("utf-8", errors="replace"))
+        return group_commit_for(self.database).run(
+            lambda tx: int(tx.execute(_INSERT_BODY, body).inserted_primary_key[0]))
 
     def pending(self, older_than_seconds: float, limit: int = 100) -> list[int]:
         """Ids of bodies still pending, received at least ``older_than_seconds`` ago, oldest first."""

@@ -1,6 +1,9 @@
 """The sender's reads and writes: which messages are due (the first pending one of each lane),
 leasing a message before Meta is called, the facts ``domain.delivery`` asks for, and recording
-what it decided — each in its own short transaction, never around a call to Meta."""
+what it decided — each a short unit of work, never around a call to Meta. The writes of the
+sender's lanes are group-committed (``shared.core.group_commit``): lanes that lease or record at
+the same moment share one transaction, and each returns after the commit that made its write
+durable."""
 from __future__ import annotations
 
 import json
@@ -13,6 +16,7 @@ from sqlalchemy import Integer, bindparam, delete, func, select, update
 from shared.core.db import Database
 from shared.core.events import isoformat_utc, parse_iso
 from shared.core.eventstore import PendingEvent
+from shared.core.group_commit import GroupCommit, group_commit_for
 from shared.core.events import types as ev
 from services.notification.adapters import tables
 from services.notification.adapters.records import comment_state, confidential_now, remember_comment
@@ -124,8 +128,9 @@ class Claimed:
 class Deliveries:
     """``outgoing_messages``, ``page_holds`` and the complaint columns the sender keeps."""
 
-    def __init__(self, database: Database):
+    def __init__(self, database: Database, writes: Optional[GroupCommit] = None):
         self.database = database
+        self.writes = writes or group_commit_for(database)
 
     # -- what is due ----------------------------------------------------------------------------
     def held_pages(self) -> dict[str, str]:
@@ -175,7 +180,7 @@ class Deliveries:
         decision needs are one transaction rather than three (a read, a write, a read): the
         sender's cost per message was mostly its transactions. Nothing here calls out, so the
         write transaction is as short as the reads were."""
-        with self.database.transaction() as tx:
+        def claim(tx) -> Optional[Claimed]:
             row = tx.execute(_LANE_HEAD, {"b_lane": lane}).mappings().first()
             if row is None or row["next_attempt_at"] > isoformat_utc(now) or (
                     probe_page != row["page_id"]
@@ -188,15 +193,15 @@ class Deliveries:
                 tx.discard()
                 return None
             leased = dict(row, next_attempt_at=lease)
-            prepared = self._prepare(tx.connection, leased, now, human_agent_approved)
-        return Claimed(leased, row["next_attempt_at"], prepared)
+            return Claimed(leased, row["next_attempt_at"],
+                           self._prepare(tx.connection, leased, now, human_agent_approved))
+        return self.writes.run(claim)
 
     def release(self, row: dict, original_due: str) -> None:
         """Give the lease back when the outcome left the message pending without a new time
         (a held Page, a pause): it is due again at once, not when the lease would end."""
-        with self.database.transaction() as tx:
-            tx.execute(_SET_DUE, {"b_message_id": row["message_id"], "b_due": row["next_attempt_at"],
-                                  "b_next_attempt_at": original_due})
+        self.writes.run(lambda tx: tx.execute(_SET_DUE, {
+            "b_message_id": row["message_id"], "b_due": row["next_attempt_at"], "b_next_attempt_at": original_due}))
 
     # -- the facts a decision asks for --------------------------------------------------------
     def _prepare(self, connection, row: dict, now: datetime, human_agent_approved: bool) -> Prepared:
@@ -241,7 +246,8 @@ class Deliveries:
         """Mark the message sent and append ``CitizenNotified`` (only if it was still pending),
         note the private reply spent, and lift the Page's hold; one transaction."""
         stamp = isoformat_utc(now)
-        with self.database.transaction() as tx:
+
+        def unit(tx) -> bool:
             changed = self._update_pending(tx, message, dict(
                 state=delivery.SENT, channel=sent.channel, messaging_type=sent.messaging_type,
                 tag=sent.tag, graph_message_id=sent.graph_message_id, recipient_psid=sent.recipient_psid,
@@ -259,24 +265,26 @@ class Deliveries:
                                         delivery.notified_event(message, sent))])
             # A success proves the Page's token works again.
             tx.execute(_LIFT_HOLD, {"b_page_id": sent.page_id})
-        return bool(changed)
+            return bool(changed)
+        return self.writes.run(unit)
 
     def record_finished(self, message: delivery.PendingMessage, finish: delivery.Finish, now: datetime) -> bool:
         """End the message unsent and append ``CitizenNotificationFailed`` (if still pending)."""
         values = dict(self._noted(finish.failed_call), state=finish.state, reason=finish.reason,
                       code=finish.code, finished_at=isoformat_utc(now),
                       fallback_reasons=json.dumps(list(finish.fallback_reasons)))
-        with self.database.transaction() as tx:
+
+        def unit(tx) -> bool:
             changed = self._update_pending(tx, message, values).rowcount
             if changed:
                 tx.append([PendingEvent(ev.CITIZEN_NOTIFICATION_FAILED, message.complaint_id,
                                         delivery.failed_event(message, finish))])
-        return bool(changed)
+            return bool(changed)
+        return self.writes.run(unit)
 
     def record_folded(self, message: delivery.PendingMessage, now: datetime) -> None:
-        with self.database.transaction() as tx:
-            self._update_pending(tx, message, dict(
-                state=delivery.FOLDED, channel=COMMENT_PUBLIC, finished_at=isoformat_utc(now)))
+        self.writes.run(lambda tx: self._update_pending(tx, message, dict(
+            state=delivery.FOLDED, channel=COMMENT_PUBLIC, finished_at=isoformat_utc(now))))
 
     def record_retry(self, message: delivery.PendingMessage,
                      step: delivery.RetryLater | delivery.NextChannel) -> None:
@@ -287,7 +295,8 @@ class Deliveries:
         if isinstance(step, delivery.NextChannel):
             values.update(excluded_channels=json.dumps(list(step.excluded_channels)), reason=step.reason,
                           code=step.code)
-        with self.database.transaction() as tx:
+
+        def unit(tx) -> None:
             changed = self._update_pending(tx, message, values).rowcount
             if changed and isinstance(step, delivery.NextChannel) and step.private_reply_closed and step.comment_id:
                 # Meta refused the private reply for this comment: never tried again for it.
@@ -296,16 +305,19 @@ class Deliveries:
                 if step.private_reply_used and message.audience == delivery.TO_COMPLAINT:
                     tx.execute(_UPDATE_COMPLAINT, {"b_complaint_id": message.complaint_id,
                                                    "private_reply_used": True})
+        self.writes.run(unit)
 
     def record_hold(self, message: delivery.PendingMessage, hold: delivery.HoldPage, now: datetime) -> None:
         """Note the refused call (no attempt counted) and hold the Page, or note the probe."""
         stamp = isoformat_utc(now)
-        with self.database.transaction() as tx:
+
+        def unit(tx) -> None:
             self._update_pending(tx, message, self._noted(hold.failed_call))
             held = tx.execute(_NOTE_PROBE, {"b_page_id": hold.page_id, "b_last_probe_at": stamp}).rowcount
             if not held:
                 tx.execute(_INSERT_HOLD, dict(
                     page_id=hold.page_id, reason=hold.reason, since=stamp, last_probe_at=stamp))
+        self.writes.run(unit)
 
 
 # -- what the desk reads ------------------------------------------------------------------------------
