@@ -1098,6 +1098,11 @@ def _path_template(parts: list[str]) -> str:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # Keep-alive, as graph.facebook.com: a client's pooled connection carries many calls
+    # (werkzeug's default, HTTP/1.0, closes each one, and a connect per call is not what a
+    # sender pays against Meta).
+    protocol_version = "HTTP/1.1"
+
     # werkzeug's access log prints the full URL, and a client may put access_token in the
     # query string; the app logs its own token- and text-free line instead.
     def log_request(self, code="-", size="-"):

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import requests
-from requests.structures import CaseInsensitiveDict
+import urllib3
+from urllib3 import HTTPHeaderDict
 
 from services.notification.adapters.graph_client import GraphApiError, GraphClient, classify_error
 from services.notification.domain import delivery, policy
@@ -189,22 +189,18 @@ def test_headers_win_over_the_backoff_and_a_policy_block_waits_an_hour():
 
 # -- the graph client exposes what the decision needs ----------------------------------------------
 
-class OneAnswer(requests.Session):
-    """A session whose every POST gets one canned answer (or raises a timeout)."""
+class OneAnswer:
+    """A transport whose every POST gets one canned answer (or raises a timeout), as urllib3's
+    ``PoolManager.request`` would give it."""
 
     def __init__(self, status: int | None, body: bytes, headers: dict | None = None):
-        super().__init__()
         self.status, self.body, self.answer_headers = status, body, headers or {}
 
-    def post(self, url, **kwargs):  # noqa: D401 - requests' signature
+    def request(self, method, url, **kwargs):
         if self.status is None:
-            raise requests.Timeout("no answer")
-        response = requests.Response()
-        response.status_code = self.status
-        response._content = self.body
-        response.headers = CaseInsensitiveDict(self.answer_headers)
-        response.url = url
-        return response
+            raise urllib3.exceptions.ReadTimeoutError(None, url, "no answer")
+        return urllib3.HTTPResponse(body=self.body, status=self.status,
+                                    headers=HTTPHeaderDict(self.answer_headers), preload_content=True)
 
 
 def _graph_body(code, subcode, transient) -> bytes:
@@ -233,7 +229,7 @@ def test_the_graph_client_raises_each_row_with_its_codes_kind_and_usage_headers(
         body = b'{"recipient_id": "7000"}'  # accepted without a message id
     else:
         body = b"<html>Sorry, something went wrong.</html>"
-    client = GraphClient("https://graph.example", session=OneAnswer(status, body, USAGE))
+    client = GraphClient("https://graph.example", http=OneAnswer(status, body, USAGE))
     with pytest.raises(GraphApiError) as raised:
         client.send_message(PAGE, "EAAG-secret-token", {"id": "7000"}, "Jawaban rahasia")
     error = raised.value
@@ -251,7 +247,7 @@ def test_the_graph_client_raises_each_row_with_its_codes_kind_and_usage_headers(
 def test_a_rate_limited_comment_reply_pauses_as_long_as_its_usage_header_says():
     session = OneAnswer(400, _graph_body(80001, None, True), USAGE)
     with pytest.raises(GraphApiError) as raised:
-        GraphClient("https://graph.example", session=session).reply_to_comment(COMMENT, "tok-1234", "Status")
+        GraphClient("https://graph.example", http=session).reply_to_comment(COMMENT, "tok-1234", "Status")
     failure = CallError(raised.value.code, None, 400, raised.value.transient, raised.value.headers)
     msg = _message(excluded_channels=frozenset({COMMENT_PRIVATE}))
     step = delivery.after_error(msg, _send(msg, COMMENT_RECORD), failure, NOW, RETRY_POLICY)
