@@ -75,6 +75,30 @@ def _regions_from_gazetteer() -> dict[str, str]:
 REGIONS: dict[str, str] = _regions_from_gazetteer()
 
 
+class _FirstWordIndex:
+    """``(key, pattern)`` entries found by the first word of their pattern: ``candidates`` gives,
+    in their original order, the entries whose first word (written form or stem) is among a
+    text's — the only ones that can match it."""
+
+    def __init__(self, entries: list[tuple[str, "_Pattern"]]):
+        self.entries = entries
+        self.by_written: dict[str, list[int]] = {}
+        self.by_stem: dict[str, list[int]] = {}
+        for number, (_key, pattern) in enumerate(entries):
+            written, stem = pattern.words[0]
+            self.by_written.setdefault(written, []).append(number)
+            if stem is not None:
+                self.by_stem.setdefault(stem, []).append(number)
+
+    def candidates(self, written: set[str], stems: set[str]) -> list[tuple[str, "_Pattern"]]:
+        numbers: set[int] = set()
+        for word in written:
+            numbers.update(self.by_written.get(word, ()))
+        for stem in stems:
+            numbers.update(self.by_stem.get(stem, ()))
+        return [self.entries[number] for number in sorted(numbers)]
+
+
 class Classifier:
     """Loads the rule and gazetteer files once; ``classify`` is then cheap."""
 
@@ -141,6 +165,13 @@ class Classifier:
             level: [self._pattern(k, 1) for k in words]
             for level, words in (rules.get("priority") or {}).items()
         }
+
+        # Patterns by their first word (written form, and stem): a text is compared only with the
+        # patterns whose first word it contains — a few of the ~600 — instead of every one.
+        self._category_index = _FirstWordIndex(
+            [(cat, pattern) for cat, patterns in self._categories.items() for pattern in patterns])
+        self._priority_index = {level: _FirstWordIndex([(level, pattern) for pattern in patterns])
+                                for level, patterns in self._priority.items()}
 
         self._gazetteer = Gazetteer(gaz, wilayah, self._norm_words, dictionary)
 
@@ -297,13 +328,12 @@ class Classifier:
     def _category(self, tokens: list[_Token]) -> tuple[str, list[str]]:
         scores: dict[str, int] = {}
         hits: dict[str, list[str]] = {}
-        for cat, patterns in self._categories.items():
-            for pattern in patterns:
-                surface = self._match(pattern, tokens)
-                if surface is not None:
-                    scores[cat] = scores.get(cat, 0) + pattern.weight
-                    if surface not in hits.setdefault(cat, []):
-                        hits[cat].append(surface)
+        for cat, pattern in self._category_index.candidates(*self._words_in(tokens)):
+            surface = self._match(pattern, tokens)
+            if surface is not None:
+                scores[cat] = scores.get(cat, 0) + pattern.weight
+                if surface not in hits.setdefault(cat, []):
+                    hits[cat].append(surface)
         if not scores:
             return self._default, []
         decisive = [c for c in self._tie_order
@@ -317,8 +347,9 @@ class Classifier:
 
     def _priority_of(self, tokens: list[_Token], category: str) -> tuple[str, list[str]]:
         for level in ("urgent", "important"):
-            found = [s for p in self._priority.get(level, ())
-                     if (s := self._match(p, tokens)) is not None]
+            index = self._priority_index.get(level)
+            found = [] if index is None else [
+                s for _, p in index.candidates(*self._words_in(tokens)) if (s := self._match(p, tokens)) is not None]
             if found:
                 return level, list(dict.fromkeys(found))
         floor = self._min_priority.get(category)
