@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from sqlalchemy import MetaData, Table, TextClause, bindparam, create_engine, event, text
@@ -70,6 +71,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     return create_engine(url, json_serializer=_json_dumps, **kwargs)
 
+
+_UNSYNCED_LOCK = threading.Lock()
 
 #: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 1.0
@@ -177,6 +180,7 @@ class Database:
         self.engine = make_engine(url)
         self.event_store = event_store
         self.after_commit_hooks: list[Callable[[list[Envelope]], None]] = []
+        self._unsynced: Engine | None = None
 
     @property
     def dialect(self) -> str:
@@ -206,12 +210,46 @@ class Database:
             with connection.begin():
                 yield connection
 
+    @property
+    def unsynced_engine(self) -> Engine:
+        """The engine for writes whose loss in a power cut costs nothing but a repeat. SQLite: one
+        more engine on the same file whose connections commit with ``synchronous=NORMAL`` — in WAL
+        mode still atomic and consistent, but without an fsync per commit (which blocks the whole
+        process: the eventlet hub waits with it); the next ``synchronous=FULL`` commit of the
+        service syncs the shared WAL file, these writes included. PostgreSQL: the service's own
+        engine (``unsynced`` turns ``synchronous_commit`` off per transaction)."""
+        if self.dialect != "sqlite":
+            return self.engine
+        with _UNSYNCED_LOCK:
+            if self._unsynced is None:
+                engine = make_engine(self.url)
+
+                @event.listens_for(engine, "connect")
+                def _unsynced_connect(dbapi_connection: Any, _record: Any) -> None:
+                    # After make_engine's own listener (WAL, FULL, foreign keys): registered later.
+                    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+                self._unsynced = engine
+            return self._unsynced
+
+    @contextlib.contextmanager
+    def unsynced(self) -> Iterator[Connection]:
+        """A write transaction that does not wait for its commit to reach the disk: for writes a
+        power cut may undo at no cost but a repeat — the outbox rows of published events (their
+        loss republishes them, and every consumer ignores a repeat), the shared rate budgets."""
+        with self.unsynced_engine.begin() as connection:
+            if self.dialect == "postgresql":
+                execute_driver(connection, "SET LOCAL synchronous_commit TO OFF")
+            yield connection
+
     def ping(self) -> None:
         with self.read() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._unsynced is not None:
+            self._unsynced.dispose()
 
 
 def insert_on_conflict(table: Table, update_on: str | None = None,

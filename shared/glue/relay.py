@@ -190,8 +190,10 @@ class OutboxRelay(DependencyProvider):
             self._nacked.difference_update(by_tag)
             self._unsettled = {}
             if confirmed:
-                with database.transaction() as tx:
-                    event_store.mark_published(tx.connection, confirmed)
+                # Unsynced: a power cut that undoes this only republishes these events, and every
+                # consumer ignores a repeat; an fsync per round would hold the process up for it.
+                with database.unsynced() as connection:
+                    event_store.mark_published(connection, confirmed)
                 self.published_count += len(confirmed)
         if nacked:
             raise RuntimeError(f"broker nacked {len(nacked)} of {len(by_tag)} events")
