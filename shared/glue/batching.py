@@ -18,7 +18,8 @@ of spawning a worker for each:
   service's ``receive`` passes it to the ``Consumer`` provider like one payload
   (``ConsumerApi.handle``), so a service's post-handling (notification waking its sender, the
   gateway its relay) runs once per batch;
-* every message of the batch is acknowledged after the worker returns — after the commit —
+* every message of the batch is acknowledged after the worker returns — after the commit, with
+  one ``basic.ack`` (``multiple``) per channel —
   and, as with nameko's ``EventHandler`` (``requeue_on_error=False``), also when it raised: a
   failure is recorded by the consumer and catch-up pulls the event again. A process that dies
   mid-batch acknowledged nothing of it: the broker delivers the whole batch again and every event
@@ -40,6 +41,7 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.messaging import QueueConsumer
 
 from shared.core import config
+from shared.glue.compat import GONE
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,7 @@ class BatchingQueueConsumer(QueueConsumer):
 
         def handle_result(worker_ctx, result=None, exc_info=None):
             try:
-                for provider, _, message in taken:
-                    provider.handle_message_processed(message, result, exc_info)
+                self._settle(taken, result, exc_info)
             finally:
                 self._in_flight = False
                 self._next()
@@ -128,6 +129,39 @@ class BatchingQueueConsumer(QueueConsumer):
             for _, _, message in taken:
                 self.requeue_message(message)
             self._in_flight = False
+
+
+    def _settle(self, taken: list[tuple[Any, Any, Any]], result: Any, exc_info: Any) -> None:
+        """Acknowledge a handled batch with ONE ``basic.ack`` per channel (``multiple``, up to its
+        last delivery) instead of one per message: a batch is the oldest of the channel's
+        unacknowledged deliveries (batches are taken oldest first, one at a time, and each earlier
+        one was settled before this one was taken), so "everything up to this tag" is exactly the
+        batch. On a quorum queue every acknowledgment is an entry in the queue's log. A provider
+        that requeues on error (none here: nameko's ``EventHandler`` default) settles message by
+        message, as nameko does."""
+        if exc_info is not None and any(provider.requeue_on_error for provider, _, _ in taken):
+            for provider, _, message in taken:
+                provider.handle_message_processed(message, result, exc_info)
+            return
+        last: dict[int, Any] = {}   # per channel (a reconnect mid-batch leaves two), its last delivery
+        for _, _, message in taken:
+            held = last.get(id(message.channel))
+            if held is None or message.delivery_tag > held.delivery_tag:
+                last[id(message.channel)] = message
+        for message in last.values():
+            self.ack_up_to(message)
+
+    def ack_up_to(self, message: Any) -> None:
+        """``basic.ack`` with ``multiple``: this delivery and every earlier one of its channel. As
+        with a single ack (``shared.glue.compat``), a channel or connection that is gone is left to
+        redelivery."""
+        if not message.channel.connection:
+            return   # the broker took them back when the connection closed
+        try:
+            message.ack(multiple=True)
+        except GONE as error:
+            log.warning("could not ack a batch, the broker connection is gone (%s); the broker "
+                        "will deliver it again", type(error).__name__)
 
 
 class BatchedEventHandler(EventHandler):

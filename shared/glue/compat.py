@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: socket's own errors, amqp's (a connection closed or forced closed by a node going down, a
 #: channel closed under it — e.g. a delivery tag of a channel that was reopened after a
 #: reconnect) and kombu's. Each means the broker will deliver the message again.
-_GONE = (OSError, AMQPError, OperationalError)
+GONE = (OSError, AMQPError, OperationalError)
 
 
 def install() -> None:
@@ -52,14 +52,14 @@ def install() -> None:
     def ack_message(self, message):
         try:
             original_ack(self, message)
-        except _GONE as error:
+        except GONE as error:
             log.warning("could not ack a message, the broker connection is gone (%s); the broker "
                         "will deliver it again", type(error).__name__)
 
     def requeue_message(self, message):
         try:
             original_requeue(self, message)
-        except _GONE as error:
+        except GONE as error:
             log.warning("could not requeue a message, the broker connection is gone (%s); the "
                         "broker will deliver it again", type(error).__name__)
 

@@ -15,15 +15,35 @@ from shared.glue.batching import BatchedEventHandler, BatchingQueueConsumer, Del
 from shared.glue.providers import ConsumerApi
 
 
+class Channel:
+    """A channel's acknowledgments as the broker applies them: ``multiple`` covers every earlier
+    delivery of the channel."""
+
+    def __init__(self):
+        self.connection = object()
+        self.messages = []
+        self.ack_frames = 0
+
+    def ack(self, tag, multiple):
+        self.ack_frames += 1
+        for message in self.messages:
+            if message.tag == tag or (multiple and message.tag < tag):
+                message.acked = True
+
+
+CHANNEL = Channel()
+
+
 class Message:
-    def __init__(self, tag):
-        self.tag = tag
+    def __init__(self, tag, channel=None):
+        self.tag = self.delivery_tag = tag
         self.headers = {}
-        self.channel = type("Channel", (), {"connection": object()})()
+        self.channel = channel or CHANNEL
+        self.channel.messages.append(self)
         self.acked = self.requeued = False
 
-    def ack(self):
-        self.acked = True
+    def ack(self, multiple=False):
+        self.channel.ack(self.tag, multiple)
 
     def requeue(self):
         self.requeued = True
@@ -62,6 +82,12 @@ class Container:
         threads, self.threads = self.threads, []
         for fn in threads:
             fn()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel():
+    global CHANNEL
+    CHANNEL = Channel()
 
 
 @pytest.fixture
@@ -168,3 +194,20 @@ def test_an_ack_or_requeue_on_a_gone_connection_or_channel_is_left_to_redelivery
     consumer = BatchingQueueConsumer()
     consumer.ack_message(Gone(1))
     consumer.requeue_message(Gone(2))
+
+
+def test_a_batch_is_acknowledged_with_one_frame_per_channel(consumer):
+    # One basic.ack (multiple) up to the batch's last delivery, not one per message: on a quorum
+    # queue each is an entry in the queue's log. A reconnect mid-batch leaves two channels.
+    provider = Provider(consumer, "routing")
+    old_channel = CHANNEL
+    first = [deliver(consumer, provider, tag) for tag in (1, 2)]
+    reopened = Channel()
+    after = Message(1, reopened)
+    consumer.handle_message(provider, {"position": 3}, after)
+    consumer.container.run_threads()
+    [(_, (batch,), handle_result)] = consumer.container.workers
+    assert len(batch) == 3
+    handle_result(None, ["handled"] * 3, None)
+    assert all(m.acked for m in first) and after.acked
+    assert (old_channel.ack_frames, reopened.ack_frames) == (1, 1)
