@@ -1,4 +1,4 @@
-"""``python -m bench [part ...]`` — every part when none is named. Parts: baseline, append, ingest, e2e,
+"""``python -m bench [part ...]`` — every part when none is named. Parts: baseline, append, ingest, e2e, cpu,
 rebuild, scaleout, report (rewrites the table in docs/performance.md from bench/results).
 ``--quick`` shortens every load (for trying the harness, not for figures)."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import traceback
 # The bench builds fresh databases of its own: migrate them as development does.
 os.environ.setdefault("NTBCARE_AUTO_MIGRATE", "1")
 
-PARTS = ("baseline", "append", "ingest", "e2e", "rebuild", "scaleout", "report")
+PARTS = ("baseline", "append", "ingest", "e2e", "cpu", "rebuild", "scaleout", "report")
 
 
 def main(argv=None) -> int:

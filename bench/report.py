@@ -67,6 +67,13 @@ def render() -> str:
         for rate, load in e["fixed_loads"].items():
             rows.append(f"| webhook → 200 at {rate}/s offered, whole platform running, p99 | {_p(load['webhook_to_200_s'])} | — | "
                         f"{'< 50 ms' if rate == '200' else '—'} | {('yes' if (load['webhook_to_200_s'].get('p99') or 99) < 0.05 else 'no') if rate == '200' else ''} |")
+    c = _load("cpu")
+    if c:
+        spent = " · ".join(f"{name} {ms}" for name, ms in c["cpu_ms_per_complaint"].items())
+        rows.append(f"| CPU a complaint, every process, at {c['offered_per_s']:g}/s offered (`bench cpu`) | "
+                    f"{c['total_cpu_ms_per_complaint']} ms ({spent}) ⇒ two cores carry ≈ "
+                    f"{c['complaints_per_s_two_cores_could_carry']}/s | — | ≤ 6.7 ms (300/s) | "
+                    f"{'yes' if c['total_cpu_ms_per_complaint'] <= 6.7 else 'no'} |")
     if i:
         f200 = i.get("fixed_200", {})
         rows.append(f"| webhook → 200 at 200/s offered, intake alone, p99 | {_p(f200.get('webhook_to_200_s'))} | — | < 50 ms | "

@@ -25,7 +25,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import (BigInteger, Column, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, bindparam, func, select)
@@ -111,6 +111,9 @@ class _Statements:
         self.insert_events = (f"INSERT INTO {ev} ({', '.join(_EVENT_COLUMNS)}) "
                               f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})")
         self.insert_outbox = f"INSERT INTO {ob} (position) VALUES ({mark})"
+        # The relay's read of what is still to publish, oldest first (columns in _EVENT_COLUMNS' order).
+        self.unpublished = (f"SELECT {', '.join('e.' + column for column in _EVENT_COLUMNS)} FROM {ev} e "
+                            f"JOIN {ob} o ON o.position = e.position ORDER BY e.position LIMIT {mark}")
         self.delete_outbox_one = f"DELETE FROM {ob} WHERE position = {mark}"
         self.delete_outbox_any = f"DELETE FROM {ob} WHERE position = ANY({mark})"   # PostgreSQL: a list
         # One event on PostgreSQL: both rows in one round trip.
@@ -151,8 +154,6 @@ class EventStore:
                        .order_by(events.c.position).limit(bindparam("limit")))
         self._for = (select(events).where(events.c.complaint_id == bindparam("complaint_id"))
                      .order_by(events.c.version))
-        self._unpublished = (select(events).join(outbox, outbox.c.position == events.c.position)
-                             .order_by(events.c.position).limit(bindparam("limit")))
         self._outbox_size = select(func.count()).select_from(outbox)
 
     def _sql(self, connection: Connection) -> _Statements:
@@ -255,8 +256,10 @@ class EventStore:
         return [self._to_dict(row) for row in rows]
 
     def unpublished(self, connection: Connection, limit: int = 500) -> list[dict[str, Any]]:
-        rows = connection.execute(self._unpublished, {"limit": int(limit)}).mappings()
-        return self._current(connection, [self._to_dict(row) for row in rows])
+        """Events still in the outbox, oldest first (the relay reads this every round: straight
+        from the driver, rows zipped into envelopes)."""
+        rows = execute_driver(connection, self._sql(connection).unpublished, (int(limit),)).fetchall()
+        return self._current(connection, [self._to_dict(dict(zip(_EVENT_COLUMNS, row))) for row in rows])
 
     def _current(self, connection: Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if all(is_current(event) for event in events):
@@ -281,7 +284,7 @@ class EventStore:
         return connection.execute(self._outbox_size).scalar_one()
 
     @staticmethod
-    def _to_dict(row: RowMapping) -> dict[str, Any]:
+    def _to_dict(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
         # A StoredEnvelope: validated when it was appended, so not validated again in-process.
         envelope = StoredEnvelope(row)
         envelope["data"] = json.loads(envelope["data"])
