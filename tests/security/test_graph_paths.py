@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
+import urllib3
 
 from shared.core.errors import ValidationFailed
 from services.notification.adapters.graph_client import GraphApiError, GraphClient
@@ -32,17 +33,17 @@ CRAFTED = [FEED, f"{DEV_PAGE_ID}/feed", "1_2/../../feed", "1%2Ffeed", "1_2?field
 
 
 class Recorder:
-    """A ``requests.Session`` stand-in that records each POST and answers like Meta."""
+    """The Graph client's transport (urllib3's ``PoolManager.request``) stand-in: records each POST
+    and answers like Meta."""
 
     def __init__(self):
         self.urls: list[str] = []
 
-    def post(self, url, json=None, headers=None, timeout=None):
+    def request(self, method, url, **kwargs):
         self.urls.append(url)
-        response = requests.Response()
-        response.status_code = 200
-        response._content = b'{"message_id": "m_1", "recipient_id": "7000000000000001", "id": "1_9"}'
-        return response
+        return urllib3.HTTPResponse(
+            body=b'{"message_id": "m_1", "recipient_id": "7000000000000001", "id": "1_9"}', status=200,
+            preload_content=True)
 
 
 # -- the Graph client (unit) -------------------------------------------------------------------------
@@ -51,7 +52,7 @@ class Recorder:
 def test_the_graph_client_refuses_a_crafted_comment_id_before_any_request(crafted):
     session = Recorder()
     with pytest.raises(GraphApiError) as refused:
-        GraphClient("https://graph.example", session=session).reply_to_comment(crafted, "page-token", "Halo")
+        GraphClient("https://graph.example", http=session).reply_to_comment(crafted, "page-token", "Halo")
     assert session.urls == []
     assert (refused.value.code, refused.value.kind) == (100, PERMANENT)   # Meta's own "invalid parameter"
     assert crafted not in str(refused.value) or crafted == ""             # the id itself is never echoed
@@ -60,7 +61,7 @@ def test_the_graph_client_refuses_a_crafted_comment_id_before_any_request(crafte
 @pytest.mark.parametrize("crafted", CRAFTED)
 def test_the_graph_client_refuses_a_crafted_page_id_before_any_request(crafted):
     session = Recorder()
-    client = GraphClient("https://graph.example", session=session)
+    client = GraphClient("https://graph.example", http=session)
     with pytest.raises(GraphApiError):
         client.send_message(crafted, "page-token", {"id": "7000000000000001"}, "Halo")
     with pytest.raises(GraphApiError):
@@ -70,7 +71,7 @@ def test_the_graph_client_refuses_a_crafted_page_id_before_any_request(crafted):
 
 def test_valid_ids_make_exactly_the_documented_paths():
     session = Recorder()
-    client = GraphClient("https://graph.example", session=session)
+    client = GraphClient("https://graph.example", http=session)
     client.send_message(DEV_PAGE_ID, "page-token", {"id": "7000000000000001"}, "Halo")
     client.reply_to_comment("305419896_1122334455", "page-token", "Halo")
     client.reply_to_comment("17900000000000001", "page-token", "Halo")   # an Instagram-style comment id
