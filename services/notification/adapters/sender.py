@@ -134,8 +134,8 @@ class DeliveryLoop:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        """Until ``halt``: a round on every wake-up (a commit that appended events), at least
-        every ``poll_seconds``. Set ``running`` first."""
+        """Until ``halt``: a round on every wake-up (new messages recorded, a lane ended), at
+        least every ``poll_seconds``. Set ``running`` first."""
         while self.running:
             try:
                 self.dispatch()
@@ -327,7 +327,11 @@ class Sender(DependencyProvider):
             spawn=self.container.spawn_managed_thread,
             human_agent_approved=human_agent_approved(),
             budgets=Budgets(store.database))
-        store.database.after_commit_hooks.append(lambda _envelopes: self.loop.wake())
+        # No wake-up on every commit that appended events: notification's own appends are the
+        # sender's outcomes (CitizenNotified …), after which its lane goes on by itself, and a lane
+        # that ends wakes the loop; what records new messages — a handled batch, a catch-up page,
+        # the follow-up timer — wakes it explicitly (service.py). Each such wake-up was a scan of
+        # the lane heads that found nothing new: 14 % of notification's samples at 25/s offered.
 
     def start(self):
         self.loop.running = True
