@@ -38,6 +38,8 @@ from shared.core.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, 
 from shared.core.events.envelope import Envelope, StoredEnvelope
 
 MAX_PAGE = 1000
+#: Most (position, event id) pairs ``event_ids_since`` answers at once.
+MAX_ID_PAGE = 10000
 #: Events per multi-row INSERT when a transaction appends many on PostgreSQL.
 INSERT_PAGE = 200
 
@@ -114,6 +116,7 @@ class _Statements:
         # The relay's read of what is still to publish, oldest first (columns in _EVENT_COLUMNS' order).
         self.unpublished = (f"SELECT {', '.join('e.' + column for column in _EVENT_COLUMNS)} FROM {ev} e "
                             f"JOIN {ob} o ON o.position = e.position ORDER BY e.position LIMIT {mark}")
+        self.ids_since = f"SELECT position, event_id FROM {ev} WHERE position > {mark} ORDER BY position LIMIT {mark}"
         self.delete_outbox_one = f"DELETE FROM {ob} WHERE position = {mark}"
         self.delete_outbox_any = f"DELETE FROM {ob} WHERE position = ANY({mark})"   # PostgreSQL: a list
         # One event on PostgreSQL: both rows in one round trip.
@@ -250,6 +253,14 @@ class EventStore:
         position, limit = int(position), max(0, min(int(limit), MAX_PAGE))
         rows = connection.execute(self._since, {"after": position, "limit": limit}).mappings()
         return self._current(connection, [self._to_dict(row) for row in rows])
+
+    def event_ids_since(self, connection: Connection, position: int, limit: int = MAX_ID_PAGE) -> list[list[Any]]:
+        """``[position, event_id]`` of each event after ``position``, ascending, at most
+        min(limit, MAX_ID_PAGE): what a consumer needs to check the events it was pushed against
+        this log, without the envelopes."""
+        position, limit = int(position), max(0, min(int(limit), MAX_ID_PAGE))
+        rows = execute_driver(connection, self._sql(connection).ids_since, (position, limit)).fetchall()
+        return [[int(row[0]), str(row[1])] for row in rows]
 
     def events_for(self, connection: Connection, complaint_id: str) -> list[dict[str, Any]]:
         rows = connection.execute(self._for, {"complaint_id": complaint_id}).mappings()

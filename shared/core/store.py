@@ -47,3 +47,9 @@ class ServiceStore:
             raise RuntimeError(f"{self.name} has no event store")
         with self.database.read() as connection:
             return self.event_store.events_since(connection, position, limit)
+
+    def event_ids_since(self, position: int, limit: int = 10000) -> list[list[Any]]:
+        if self.event_store is None:
+            raise RuntimeError(f"{self.name} has no event store")
+        with self.database.read() as connection:
+            return self.event_store.event_ids_since(connection, position, limit)

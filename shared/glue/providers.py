@@ -123,10 +123,13 @@ class Consumer(DependencyProvider):
             with ClusterRpcProxy(self.container.config, timeout=60) as rpc:
                 def fetch(source, position, limit):
                     return getattr(rpc, source).events_since(position, limit)
+
+                def fetch_ids(source, position, limit):
+                    return getattr(rpc, source).event_ids_since(position, limit)
                 for source in self.sources:
                     try:
                         results[source] = CatchUp(self.consumer, [source], fetch, batch=self.batch_catch_up,
-                                                  progress=self._progress).pull(source)
+                                                  progress=self._progress, fetch_ids=fetch_ids).pull(source)
                     except Exception as error:
                         log.warning("catch-up from %s failed: %s: %s", source, type(error).__name__, error)
             return results

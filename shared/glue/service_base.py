@@ -43,6 +43,13 @@ class ServiceBase(HealthCheck):
         return self.store.events_since(int(position), int(limit))
 
     @rpc
+    def event_ids_since(self, position, limit=10000):
+        """This service's log as [position, event_id] pairs after `position`, ascending, at most min(limit, 10000)."""
+        if self.store.event_store is None:
+            return []
+        return self.store.event_ids_since(int(position), int(limit))
+
+    @rpc
     def quarantined(self, limit=100):
         """Items this service could not process, with their reason (payloads are not shown)."""
         with self.store.database.read() as connection:

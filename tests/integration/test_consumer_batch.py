@@ -215,3 +215,62 @@ def test_catch_up_reads_the_whole_log_once_the_checkpoint_stands_still(store):
     CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress).run_once()
     assert 22 in log.read and sorted(effects(store)) == list(range(1, 31))
     assert consumer.checkpoint(SOURCE) == 30 and consumer.confirmed(SOURCE) == 30
+
+
+def ids_of(log):
+    def fetch_ids(_source, position, limit):
+        return [[e["position"], e["event_id"]] for e in log.events if e["position"] > position][:limit]
+    return fetch_ids
+
+
+def test_catch_up_confirms_pushed_events_by_id_without_pulling_them_again(store):
+    consumer = make_consumer(store, Recorder(store))
+    log = Log([envelope(p) for p in range(1, 21)])
+    progress: dict[str, int] = {}
+    consumer.handle_batch(delivered(log.events))
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress, fetch_ids=ids_of(log)).run_once()
+    assert consumer.confirmed(SOURCE) == 20                # the first round reads the log (no horizon yet)
+    log.events += [envelope(p) for p in range(21, 41)]
+    consumer.handle_batch(delivered(log.events[20:]))
+    log.read.clear()
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress, fetch_ids=ids_of(log)).run_once()
+    assert log.read == [] and consumer.confirmed(SOURCE) == 40   # confirmed from ids, no envelope pulled
+    assert sorted(effects(store)) == list(range(1, 41))
+
+
+def test_an_id_that_does_not_match_hands_over_to_the_full_pull(store):
+    # A forged push at position 25: the ids confirm up to 24, the full pull from there finds the
+    # real event, applies it and reports the impostor, exactly as before.
+    consumer = make_consumer(store, Recorder(store))
+    log = Log([envelope(p, data={"actor": f"officer-{p}", "lifecycle": snapshot("selesai")}) for p in range(1, 11)])
+    progress: dict[str, int] = {}
+    consumer.handle_batch(delivered(log.events))
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress, fetch_ids=ids_of(log)).run_once()
+    log.events += [envelope(p, data={"actor": f"officer-{p}", "lifecycle": snapshot("selesai")}) for p in range(11, 31)]
+    forged = envelope(25, data={"actor": "forger", "lifecycle": snapshot("selesai")})
+    consumer.handle_batch(delivered([forged] + [e for e in log.events[10:] if e["position"] != 25]))
+    log.read.clear()
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress, fetch_ids=ids_of(log)).run_once()
+    assert log.read[0] == 25 and consumer.confirmed(SOURCE) == 30
+    with store.database.read() as connection:
+        forged_items = [item for item in store.quarantine.list(connection) if item["kind"] == "forged"]
+        actors = dict((row.position, row.actor) for row in connection.execute(
+            select(store.metadata.tables["effects"])) if row.actor != "forger")
+    assert [(item["source"], item["position"]) for item in forged_items] == [(SOURCE, 25)]
+    assert actors[25] == "officer-25"
+
+
+def test_a_source_that_cannot_list_ids_is_pulled_as_before(store):
+    consumer = make_consumer(store, Recorder(store))
+    log = Log([envelope(p) for p in range(1, 11)])
+    progress: dict[str, int] = {}
+
+    def old_release(_source, _position, _limit):
+        raise RuntimeError("MethodNotFound: event_ids_since")
+    consumer.handle_batch(delivered(log.events))
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress, fetch_ids=old_release).run_once()
+    log.events += [envelope(p) for p in range(11, 21)]
+    consumer.handle_batch(delivered(log.events[10:]))
+    log.read.clear()
+    CatchUp(consumer, [SOURCE], log.fetch, batch=True, progress=progress, fetch_ids=old_release).run_once()
+    assert log.read == list(range(11, 21)) and consumer.confirmed(SOURCE) == 20

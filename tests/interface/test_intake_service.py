@@ -234,6 +234,15 @@ def test_events_since_pages_through_the_log_in_order(intake):
     assert intake.worker.events_since(3) == []
 
 
+@covers("event_ids_since", "events_since")
+def test_event_ids_since_lists_the_log_s_positions_and_ids(intake):
+    for n in range(3):
+        intake.file(text=f"Lampu jalan mati nomor {n} di Mataram")
+    log = intake.worker.events_since(0)
+    assert intake.worker.event_ids_since(0) == [[e["position"], e["event_id"]] for e in log]
+    assert intake.worker.event_ids_since(1, 1) == [[2, log[1]["event_id"]]] and intake.worker.event_ids_since(3) == []
+
+
 @covers("get_complaint")
 def test_get_complaint_of_an_unknown_id_is_not_found(intake):
     with pytest.raises(NotFound):

@@ -504,6 +504,16 @@ def test_events_since_is_notification_s_log_in_order(notification):
     assert notification.worker.events_since(2, 1) == log[2:3] and notification.worker.events_since(4) == []
 
 
+@covers("event_ids_since", "events_since")
+def test_event_ids_since_lists_notification_s_log(notification):
+    for _ in range(2):
+        notification.filed(messenger())
+    notification.deliver()
+    log = notification.worker.events_since(0)
+    assert notification.worker.event_ids_since(0) == [[e["position"], e["event_id"]] for e in log]
+    assert notification.worker.event_ids_since(1, 1) == [[2, log[1]["event_id"]]]
+
+
 @covers("on_complaint_routed", "quarantined")
 def test_an_unreadable_routing_event_is_quarantined_and_sends_nothing(notification):
     complaint_id, _filed = notification.filed(messenger())

@@ -447,6 +447,11 @@ def test_reporting_emits_no_events(reporting):
     assert reporting.worker.events_since(0) == [] and reporting.worker.events_since(10, 5) == []
 
 
+@covers("event_ids_since")
+def test_reporting_lists_no_event_ids(reporting):
+    assert reporting.worker.event_ids_since(0) == []
+
+
 @covers("on_complaint_filed", "quarantined", "replay_quarantined")
 def test_a_quarantined_event_is_listed_and_replayed(make_reporting):
     reporting = make_reporting(pushed=False)

@@ -167,6 +167,14 @@ def test_a_filed_complaint_is_routed_by_the_rules_once(routing):
     assert len(routing.log(complaint_id)) == 1
 
 
+@covers("on_complaint_filed", "event_ids_since", "events_since")
+def test_event_ids_since_lists_routing_s_log(routing):
+    routing.filed(*ROAD)
+    [event] = routing.worker.events_since(0)
+    assert routing.worker.event_ids_since(0) == [[event["position"], event["event_id"]]]
+    assert routing.worker.event_ids_since(event["position"]) == []
+
+
 @covers("on_complaint_filed", "quarantined")
 def test_an_unreadable_filing_is_quarantined_and_routes_nothing(routing):
     broken = routing.intake_log.append("ComplaintFiled", str(uuid.uuid4()), {"text": "Tanpa kode lacak"})
