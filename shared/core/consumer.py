@@ -56,6 +56,10 @@ def read_envelope(raw: Any, source: str) -> Envelope:
     return Envelope.from_dict(upcast(validate_envelope(raw, expected_source=source)))
 
 
+class _NeedsSavepoints(Exception):
+    """A handler raised in a batch run without savepoints: run the batch again with them."""
+
+
 class HandlerRejected(Exception):
     """A handler found the event impossible to apply (e.g. it contradicts the state): the
     event is quarantined with this reason instead of being retried."""
@@ -283,37 +287,15 @@ class EventConsumer:
             readable.append((index, source, envelope))
         failed: list[tuple[int, str, Envelope, Exception]] = []
         try:
-            with self.database.transaction() as tx:
-                # Every source's checkpoint row locked up front, in one order (PostgreSQL: two
-                # batches never wait for each other crosswise); SQLite's BEGIN IMMEDIATE already
-                # serialises writers.
-                sources = sorted({source for _, source, _ in readable})
-                checkpoints = {source: self._lock_checkpoint(tx, source) for source in sources}
-                confirmed = {source: self._confirmed(tx, source, checkpoints[source]) for source in sources}
-                recorded: dict[str, list[int]] = {}
-                for index, source, envelope in readable:
-                    # Reads see this transaction's own records: the same event twice in one batch
-                    # is a duplicate the second time, exactly as if delivered twice.
-                    decision = self._decide(tx, source, envelope, checkpoints[source], confirmed[source],
-                                            pulled=False)
-                    if decision in ("duplicate", "deferred"):
-                        outcomes[index] = decision
-                        continue
-                    try:
-                        outcome = self._apply(tx, envelope, source)
-                    except IntegrityError:
-                        raise  # ``handle`` gives this its own meaning: handled again one by one
-                    except Exception as error:
-                        failed.append((index, source, envelope, error))
-                        continue
-                    tx.execute(self._sql.insert_processed, {
-                        "source": source, "position": envelope.position, "event_id": envelope.event_id,
-                        "outcome": outcome})
-                    recorded.setdefault(source, []).append(envelope.position)
-                    outcomes[index] = outcome
-                for source, positions in recorded.items():
-                    tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": positions})
-                    self._advance(tx, source, checkpoints[source])
+            try:
+                # The common case first: no handler fails, so none needs a savepoint of its own
+                # (two statements and SQLAlchemy's nested-transaction machinery an event).
+                batch_outcomes, failed = self._batch_transaction(readable, outcomes, savepoints=False)
+            except _NeedsSavepoints:
+                # A handler raised: nothing of the batch was committed; again, each handler in a
+                # savepoint, so that only its own writes are undone and the rest commit.
+                batch_outcomes, failed = self._batch_transaction(readable, outcomes, savepoints=True)
+            outcomes = batch_outcomes
         except Exception as error:
             log.warning("a batch of %d pushed events failed as a whole (%s: %s); handling them one "
                         "by one", len(readable), type(error).__name__, error)
@@ -333,6 +315,46 @@ class EventConsumer:
         self._observe_batch(deliveries, outcomes, started)
         return outcomes
 
+    def _batch_transaction(self, readable: list[tuple[int, str, Envelope]], outcomes: list[str], savepoints: bool
+                           ) -> tuple[list[str], list[tuple[int, str, Envelope, Exception]]]:
+        """``handle_batch``'s transaction: the outcomes (a copy of ``outcomes`` filled in) and the
+        handlers that raised. Without ``savepoints`` a handler that raises aborts the whole
+        transaction with ``_NeedsSavepoints``."""
+        outcomes = list(outcomes)
+        failed: list[tuple[int, str, Envelope, Exception]] = []
+        with self.database.transaction() as tx:
+            # Every source's checkpoint row locked up front, in one order (PostgreSQL: two
+            # batches never wait for each other crosswise); SQLite's BEGIN IMMEDIATE already
+            # serialises writers.
+            sources = sorted({source for _, source, _ in readable})
+            checkpoints = {source: self._lock_checkpoint(tx, source) for source in sources}
+            confirmed = {source: self._confirmed(tx, source, checkpoints[source]) for source in sources}
+            recorded: dict[str, list[int]] = {}
+            for index, source, envelope in readable:
+                # Reads see this transaction's own records: the same event twice in one batch
+                # is a duplicate the second time, exactly as if delivered twice.
+                decision = self._decide(tx, source, envelope, checkpoints[source], confirmed[source],
+                                        pulled=False)
+                if decision in ("duplicate", "deferred"):
+                    outcomes[index] = decision
+                    continue
+                try:
+                    outcome = self._apply(tx, envelope, source, savepoint=savepoints)
+                except (IntegrityError, _NeedsSavepoints):
+                    raise  # IntegrityError: ``handle`` gives it its own meaning, handled again one by one
+                except Exception as error:
+                    failed.append((index, source, envelope, error))
+                    continue
+                tx.execute(self._sql.insert_processed, {
+                    "source": source, "position": envelope.position, "event_id": envelope.event_id,
+                    "outcome": outcome})
+                recorded.setdefault(source, []).append(envelope.position)
+                outcomes[index] = outcome
+            for source, positions in recorded.items():
+                tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": positions})
+                self._advance(tx, source, checkpoints[source])
+        return outcomes, failed
+
     def _observe_batch(self, deliveries: list[tuple[Any, str]], outcomes: list[str], started: float,
                        skip: Iterable[int] = ()) -> None:
         """Metrics of a batch, per event as ``handle`` counts them (its time shared evenly);
@@ -345,12 +367,20 @@ class EventConsumer:
             metrics.EVENTS_HANDLED.labels(self.service, source, outcomes[index]).inc()
             metrics.HANDLER_SECONDS.labels(self.service, source).observe(share)
 
-    def _apply(self, tx: Transaction, envelope: Envelope, source: str) -> str:
+    def _apply(self, tx: Transaction, envelope: Envelope, source: str, savepoint: bool = True) -> str:
         """Run the event's handler in a savepoint: handled, ignored (no handler) or quarantined
-        (the handler rejected it; its partial writes are rolled back). Other errors propagate."""
+        (the handler rejected it; its partial writes are rolled back). Other errors propagate.
+        Without ``savepoint`` any exception of the handler becomes ``_NeedsSavepoints`` (the
+        caller runs the whole transaction again with savepoints)."""
         handler = self.handlers.get(envelope.event_type)
         if handler is None:
             return "ignored"
+        if not savepoint:
+            try:
+                handler(tx, envelope)
+            except Exception as error:
+                raise _NeedsSavepoints() from error
+            return "handled"
         try:
             with tx.connection.begin_nested():
                 handler(tx, envelope)
