@@ -329,12 +329,19 @@ class EventConsumer:
             sources = sorted({source for _, source, _ in readable})
             checkpoints = {source: self._lock_checkpoint(tx, source) for source in sources}
             confirmed = {source: self._confirmed(tx, source, checkpoints[source]) for source in sources}
+            # What is recorded at the batch's positions, one read a source (instead of one an
+            # event); kept up to date below, so that the same event twice in one batch is a
+            # duplicate the second time, exactly as if delivered twice.
+            known: dict[str, dict[int, str]] = {}
+            for source in sources:
+                highest = max(envelope.position for _, of, envelope in readable if of == source)
+                known[source] = {int(position): str(event_id) for position, event_id in tx.execute(
+                    self._sql.recorded_between, {"b_source": source, "b_low": confirmed[source], "b_high": highest})}
             recorded: dict[str, list[int]] = {}
+            rows: list[dict[str, Any]] = []
             for index, source, envelope in readable:
-                # Reads see this transaction's own records: the same event twice in one batch
-                # is a duplicate the second time, exactly as if delivered twice.
                 decision = self._decide(tx, source, envelope, checkpoints[source], confirmed[source],
-                                        pulled=False)
+                                        pulled=False, known=known[source])
                 if decision in ("duplicate", "deferred"):
                     outcomes[index] = decision
                     continue
@@ -345,11 +352,13 @@ class EventConsumer:
                 except Exception as error:
                     failed.append((index, source, envelope, error))
                     continue
-                tx.execute(self._sql.insert_processed, {
-                    "source": source, "position": envelope.position, "event_id": envelope.event_id,
-                    "outcome": outcome})
+                rows.append({"source": source, "position": envelope.position, "event_id": envelope.event_id,
+                             "outcome": outcome})
+                known[source][envelope.position] = envelope.event_id
                 recorded.setdefault(source, []).append(envelope.position)
                 outcomes[index] = outcome
+            if rows:
+                tx.execute(self._sql.insert_processed, rows)   # one statement for the batch's records
             for source, positions in recorded.items():
                 tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": positions})
                 self._advance(tx, source, checkpoints[source])
@@ -478,12 +487,14 @@ class EventConsumer:
         return int(row[0]) if row else 0
 
     def _decide(self, tx: Transaction, source: str, envelope: Envelope, checkpoint: int, confirmed: int,
-                pulled: bool) -> str:
+                pulled: bool, known: dict[int, str] | None = None) -> str:
         """What to do with an event: duplicate | deferred | apply | replace (apply, and drop the
-        record of a different, pushed event at its position)."""
+        record of a different, pushed event at its position). ``known``: the records above
+        ``confirmed`` already read (a batch reads them at once)."""
         if envelope.position <= confirmed:
             return "duplicate"
-        recorded = self._recorded_id(tx, source, envelope.position)
+        recorded = known.get(envelope.position) if known is not None else \
+            self._recorded_id(tx, source, envelope.position)
         if recorded is None:
             # Below the checkpoint without a record: handled before confirmation existed (or set by
             # a rebuild that read the log itself) — believed.
