@@ -150,6 +150,9 @@ class Transaction:
         # work a unit of work gathers once for everything it handled, e.g. reporting's derivations.
         self.before_commit: list[Callable[[], None]] = []
         self.discarded = False
+        # Set while several units of work share this transaction (shared.core.group_commit):
+        # ``discard`` then only notes that the unit wrote nothing, and the group decides.
+        self.grouped = False
 
     def execute(self, *args: Any, **kwargs: Any) -> CursorResult[Any]:
         return self.connection.execute(*args, **kwargs)
@@ -157,9 +160,11 @@ class Transaction:
     def discard(self) -> None:
         """End the transaction here without committing, when it found nothing to write: no
         commit to make durable, and SQLite's write lock is let go at once. Nothing may be executed
-        on it afterwards."""
-        self.connection.rollback()
+        on it afterwards. In a group commit, only this unit's part ends (it must have written
+        nothing)."""
         self.discarded = True
+        if not self.grouped:
+            self.connection.rollback()
 
     def append(self, pending_events: Iterable[PendingEvent]) -> list[Envelope]:
         if self.database.event_store is None:

@@ -30,13 +30,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Generic, Iterable, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
-from sqlalchemy import Connection, CursorResult
-
-from shared.core.db import Database, Transaction
-from shared.core.events import Envelope
-from shared.core.eventstore import PendingEvent
+from shared.core.db import Database
 
 T = TypeVar("T")
 
@@ -62,40 +58,6 @@ class _Unit(Generic[T]):
         if self.error is not None:
             raise self.error
         return self.result  # type: ignore[return-value]
-
-
-class UnitTransaction:
-    """The group's transaction as one unit sees it: the same connection and ``append``, but
-    ``discard`` ends only this unit's part (the unit must have written nothing)."""
-
-    def __init__(self, tx: Transaction):
-        self._tx = tx
-        self.discarded = False
-
-    @property
-    def connection(self) -> Connection:
-        return self._tx.connection
-
-    @property
-    def database(self) -> Database:
-        return self._tx.database
-
-    @property
-    def appended(self) -> list[Envelope]:
-        return self._tx.appended
-
-    @property
-    def before_commit(self) -> list[Callable[[], None]]:
-        return self._tx.before_commit
-
-    def execute(self, *args: Any, **kwargs: Any) -> CursorResult[Any]:
-        return self._tx.execute(*args, **kwargs)
-
-    def append(self, pending_events: Iterable[PendingEvent]) -> list[Envelope]:
-        return self._tx.append(pending_events)
-
-    def discard(self) -> None:
-        self.discarded = True
 
 
 class GroupCommit:
@@ -156,9 +118,13 @@ class GroupCommit:
 
     def _together(self, group: list[_Unit[Any]]) -> list[Any]:
         with self.database.transaction() as tx:
-            views = [UnitTransaction(tx) for _ in group]
-            results = [unit.work(view) for unit, view in zip(group, views)]
-            if all(view.discarded for view in views):
+            tx.grouped, results, wrote = True, [], False
+            for unit in group:
+                tx.discarded = False
+                results.append(unit.work(tx))
+                wrote = wrote or not tx.discarded
+            tx.grouped = tx.discarded = False
+            if not wrote:
                 tx.discard()
         self.groups += 1
         self.units += len(group)
