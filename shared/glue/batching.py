@@ -41,7 +41,7 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.messaging import QueueConsumer
 
 from shared.core import config
-from shared.glue.compat import GONE
+from shared.glue.compat import unless_gone
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,8 @@ class BatchingQueueConsumer(QueueConsumer):
         """``basic.ack`` with ``multiple``: this delivery and every earlier one of its channel. As
         with a single ack (``shared.glue.compat``), a channel or connection that is gone is left to
         redelivery."""
-        if not message.channel.connection:
-            return   # the broker took them back when the connection closed
-        try:
-            message.ack(multiple=True)
-        except GONE as error:
-            log.warning("could not ack a batch, the broker connection is gone (%s); the broker "
-                        "will deliver it again", type(error).__name__)
+        if message.channel.connection:   # else the broker took them back when it closed
+            unless_gone(lambda: message.ack(multiple=True), "ack a batch")
 
 
 class BatchedEventHandler(EventHandler):

@@ -24,6 +24,7 @@ names them all, each with its password redacted (nameko's own redacts the first 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from amqp.exceptions import AMQPError
 from kombu.exceptions import OperationalError
@@ -40,7 +41,17 @@ log = logging.getLogger(__name__)
 #: socket's own errors, amqp's (a connection closed or forced closed by a node going down, a
 #: channel closed under it — e.g. a delivery tag of a channel that was reopened after a
 #: reconnect) and kombu's. Each means the broker will deliver the message again.
-GONE = (OSError, AMQPError, OperationalError)
+_GONE = (OSError, AMQPError, OperationalError)
+
+
+def unless_gone(settle: Callable[[], None], what: str) -> None:
+    """Run ``settle`` (an ack or a requeue); if the connection or channel is gone, log it and
+    leave the message to the broker, which delivers it again after the reconnect."""
+    try:
+        settle()
+    except _GONE as error:
+        log.warning("could not %s, the broker connection is gone (%s); the broker will deliver it "
+                    "again", what, type(error).__name__)
 
 
 def install() -> None:
@@ -50,18 +61,10 @@ def install() -> None:
     original_ack, original_requeue = QueueConsumer.ack_message, QueueConsumer.requeue_message
 
     def ack_message(self, message):
-        try:
-            original_ack(self, message)
-        except GONE as error:
-            log.warning("could not ack a message, the broker connection is gone (%s); the broker "
-                        "will deliver it again", type(error).__name__)
+        unless_gone(lambda: original_ack(self, message), "ack a message")
 
     def requeue_message(self, message):
-        try:
-            original_requeue(self, message)
-        except GONE as error:
-            log.warning("could not requeue a message, the broker connection is gone (%s); the "
-                        "broker will deliver it again", type(error).__name__)
+        unless_gone(lambda: original_requeue(self, message), "requeue a message")
 
     QueueConsumer.ack_message = ack_message
     QueueConsumer.requeue_message = requeue_message
