@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import Column, Float, MetaData, String, Table, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from shared.core.ratelimit import Decision, TokenBucketLimiter
 
@@ -72,26 +72,20 @@ def budget_key(*parts: str) -> str:
     return key[:KEY_LENGTH - 65] + "#" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def budget_engine(database: Any) -> Engine:
-    """The engine the budgets of ``database`` are written with: its unsynced engine
-    (``Database.unsynced_engine``; on SQLite 0.7 → 0.2 ms a reservation here, and that long the
-    process's green threads wait). A budget is not data: a power loss may forget its last few
-    spends (a client's bucket looks a little fuller), never a complaint or a message, whose
-    transactions keep ``synchronous=FULL`` — their commits sync the shared WAL file, budget writes
-    before them included. A database without one (a stand-in) writes with its own engine."""
-    unsynced = getattr(database, "unsynced_engine", None)
-    return unsynced if unsynced is not None else database.engine  # type: ignore[no-any-return]
-
-
 class Budgets:
     """The shared buckets of one database. ``database`` is a ``shared.core.db.Database`` (its
-    URL and dialect; ``budget_engine`` says which engine writes). Every method is one short
+    URL and dialect; its ``unsynced_engine`` writes). Every method is one short
     transaction."""
 
     def __init__(self, database: Any, clock: Callable[[], float] = time.time,
                  prune_every_seconds: float = PRUNE_EVERY_SECONDS):
         self.database = database
-        self.engine = budget_engine(database)
+        # Its unsynced engine (Database.unsynced_engine; on SQLite 0.7 → 0.2 ms a reservation here,
+        # and that long the process's green threads wait). A budget is not data: a power loss may
+        # forget its last few spends (a client's bucket looks a little fuller), never a complaint
+        # or a message, whose transactions keep synchronous=FULL — their commits sync the shared
+        # WAL file, budget writes before them included.
+        self.engine = database.unsynced_engine
         self.clock = clock
         self.prune_every_seconds = prune_every_seconds
         self._next_prune = float("-inf")
