@@ -33,6 +33,7 @@ from shared.core import metrics
 from shared.core.db import Database, Transaction
 from shared.core.events import Envelope, InvalidEvent, fast_check, isoformat_utc, utc_now, validate_envelope
 from shared.core.events.catalogue import NeedsHistory, upcast
+from shared.core.eventstore import MAX_ID_PAGE
 from shared.core.quarantine import Quarantine
 
 log = logging.getLogger(__name__)
@@ -670,7 +671,7 @@ class CatchUp:
     def __init__(self, consumer: EventConsumer, sources: Iterable[str],
                  fetch: Callable[[str, int, int], list[Any]], page: int = 1000, batch: bool = False,
                  progress: dict[str, int] | None = None,
-                 fetch_ids: Callable[[str, int, int], list[Any]] | None = None, id_page: int = 10000):
+                 fetch_ids: Callable[[str, int, int], list[Any]] | None = None, id_page: int = MAX_ID_PAGE):
         self.consumer = consumer
         self.sources = list(sources)
         self.fetch = fetch

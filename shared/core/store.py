@@ -10,7 +10,7 @@ from sqlalchemy import MetaData
 from shared.core import config, metrics, migrations
 from shared.core.consumer import consumer_tables
 from shared.core.db import Database
-from shared.core.eventstore import EventStore
+from shared.core.eventstore import MAX_ID_PAGE, EventStore
 from shared.core.exclusive import exclusive
 from shared.core.quarantine import Quarantine, quarantine_table
 from shared.core.retention import RetentionRule, quarantine_rule
@@ -48,7 +48,7 @@ class ServiceStore:
         with self.database.read() as connection:
             return self.event_store.events_since(connection, position, limit)
 
-    def event_ids_since(self, position: int, limit: int = 10000) -> list[list[Any]]:
+    def event_ids_since(self, position: int, limit: int = MAX_ID_PAGE) -> list[list[Any]]:
         if self.event_store is None:
             raise RuntimeError(f"{self.name} has no event store")
         with self.database.read() as connection:

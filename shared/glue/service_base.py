@@ -12,6 +12,7 @@ from shared.core.errors import EXPECTED, NotFound, ValidationFailed
 from werkzeug.wrappers import Response
 
 from shared.core import metrics
+from shared.core.eventstore import MAX_ID_PAGE
 from shared.glue.http import json_response
 from shared.glue.health import health_report
 from shared.core.quarantine import QuarantineNotFound
@@ -43,7 +44,7 @@ class ServiceBase(HealthCheck):
         return self.store.events_since(int(position), int(limit))
 
     @rpc
-    def event_ids_since(self, position, limit=10000):
+    def event_ids_since(self, position, limit=MAX_ID_PAGE):
         """This service's log as [position, event_id] pairs after `position`, ascending, at most min(limit, 10000)."""
         if self.store.event_store is None:
             return []

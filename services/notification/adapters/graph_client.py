@@ -128,8 +128,8 @@ class GraphClient:
         self.base_url = base_url.rstrip("/")
         self.version = version.strip("/")
         self.timeout = timeout
-        self._pool = urllib3.PoolManager(maxsize=POOL_SIZE, retries=_NO_RETRIES) if http is None else None
-        self._http: Transport = http if http is not None else self._pool  # type: ignore[assignment]
+        self._pool = None if http is not None else urllib3.PoolManager(maxsize=POOL_SIZE)
+        self._http: Transport = http or self._pool  # type: ignore[assignment]
 
     def close(self) -> None:
         if self._pool is not None:
