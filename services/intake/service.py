@@ -34,7 +34,7 @@ from services.intake.application.evidence import Evidence, media_poll_seconds, m
 from services.intake.adapters.media_fetch import MediaFetcher
 from services.intake.adapters.media_files import MediaFiles
 from services.intake.application.inbox import WebhookInbox, settings_from_env
-from services.intake.adapters.background import BackgroundWork
+from services.intake.adapters.background import BackgroundWork, ForegroundFirst
 from services.intake.adapters.caller import CallerSystem
 from services.intake.adapters.schemas import RpcComplaint, WebComplaint
 from services.intake.adapters.store import (build_store, find_complaint, remember_conversation, set_state)
@@ -60,10 +60,14 @@ def inbox_retry_seconds() -> float:
     return float(config.env("INTAKE_INBOX_RETRY_SECONDS", "30"))
 
 
-def drain_inbox(store) -> int:
-    """Process every stored webhook body still pending, oldest first, letting other green threads
-    (the webhook answering Meta's next deliveries) run between items — never inside a transaction."""
-    return WebhookInbox(store, settings_from_env()).drain(pause=lambda: eventlet.sleep(0))
+def drain_inbox(store, priority: ForegroundFirst | None = None) -> int:
+    """Process every stored webhook body still pending, oldest first, giving way between items —
+    never inside a transaction — to the webhook answering Meta's next deliveries (one body a
+    transaction while they arrive)."""
+    inbox = WebhookInbox(store, settings_from_env())
+    if priority is None:
+        return inbox.drain(pause=lambda: eventlet.sleep(0))
+    return inbox.drain(pause=priority.give_way, busy=priority.busy)
 
 
 def check_media_settings() -> None:
@@ -150,7 +154,8 @@ class IntakeService(Open311Endpoints, ServiceBase):
             log.warning("webhook refused: missing or wrong signature")
             return Response("forbidden", status=403, mimetype="text/plain")
         try:
-            self._inbox().store_body(raw)
+            with self.inbox_worker.foreground():   # the inbox processing waits for this answer
+                self._inbox().store_body(raw)
         except Exception as error:  # not stored: Meta must retry
             log.error("webhook body could not be stored: %s", type(error).__name__)
             return Response("unavailable", status=503, mimetype="text/plain")

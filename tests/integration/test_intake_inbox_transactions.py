@@ -169,3 +169,22 @@ def test_a_backlog_is_processed_several_bodies_a_commit_in_arrival_order(store, 
     assert amended[-1]["data"]["text"].startswith("Jalan rusak") and "sudah sebulan" in amended[-1]["data"]["text"]
     assert filed["complaint_id"] == amended[-1]["complaint_id"]
     assert inbox.process_many(ids) == [{}, {}, {}]
+
+
+def test_while_webhooks_are_being_answered_the_drain_commits_one_body_at_a_time_and_gives_way(store):
+    """Under a flood the 200s go first: nothing else in the process runs while an inbox
+    transaction is open, so one holds a single body while webhooks arrive (a group otherwise)."""
+    inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
+    groups, pauses = [], []
+    process_many = inbox.process_many
+    inbox.process_many = lambda ids: groups.append(len(ids)) or process_many(ids)   # type: ignore[method-assign]
+    for _ in range(5):
+        inbox.store_body(body_of(("Jalan rusak di Praya", fb.new_psid())))
+    assert inbox.drain(pause=lambda: pauses.append(1), busy=lambda: True) == 5
+    assert groups == [1] * 5 and len(pauses) == 5
+
+    groups.clear()
+    for _ in range(5):
+        inbox.store_body(body_of(("Sampah di Ampenan", fb.new_psid())))
+    assert inbox.drain(busy=lambda: False) == 5
+    assert groups == [5]

@@ -12,6 +12,8 @@ added without a test here.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import sys
 from dataclasses import dataclass
@@ -79,6 +81,9 @@ class InboxWorker:
 
     def wake(self) -> None:
         self.wakes += 1
+
+    def foreground(self):
+        return contextlib.nullcontext()
 
     def run(self) -> int:
         return drain_inbox(self.store)

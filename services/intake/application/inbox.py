@@ -101,11 +101,13 @@ class WebhookInbox:
                           standby=settings.standby)
 
     def drain(self, pause: Callable[[], None] = lambda: None, limit: int = 100,
-              wait_seconds: float = 2.0) -> int:
+              wait_seconds: float = 2.0, busy: Callable[[], bool] = lambda: False) -> int:
         """Process every pending body, oldest first (a citizen's bubbles in the order Meta sent
         them), until none is left; returns how many were processed. ``pause`` runs between bodies,
         never inside a transaction (the service lets other green threads — the webhook's next
-        deliveries — run there). A database failure propagates and leaves the body pending.
+        deliveries — run there). While ``busy()`` (webhooks are being answered) a transaction
+        holds one body, not a group: nothing else in the process runs while it is open. A
+        database failure propagates and leaves the body pending.
 
         One intake replica drains at a time (``shared.core.exclusive``): two draining at once
         could apply a citizen's later bubble before an earlier one. A replica that finds the
@@ -115,21 +117,24 @@ class WebhookInbox:
         while True:
             with exclusive(self.database.engine, "webhook-inbox") as mine:
                 if mine:
-                    return self._drain(pause, limit)
+                    return self._drain(pause, limit, busy)
             if time.monotonic() >= deadline:
                 return 0
             time.sleep(0.1)
 
-    def _drain(self, pause: Callable[[], None], limit: int) -> int:
+    def _drain(self, pause: Callable[[], None], limit: int, busy: Callable[[], bool]) -> int:
         done = 0
         while True:
             pending = self.pending(older_than_seconds=0, limit=limit)
             if not pending:
                 return done
-            # A backlog is processed GROUP_BODIES bodies a commit (group commit), still oldest first.
-            for start in range(0, len(pending), GROUP_BODIES):
-                group = pending[start:start + GROUP_BODIES]
+            # A backlog is processed GROUP_BODIES bodies a commit (group commit), still oldest
+            # first — one a commit while webhooks are arriving.
+            start = 0
+            while start < len(pending):
+                group = pending[start:start + (1 if busy() else GROUP_BODIES)]
                 self.process_many(group)
+                start += len(group)
                 done += len(group)
                 pause()
 
