@@ -93,6 +93,10 @@ def consumer_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
     return checkpoints, processed, failures
 
 
+#: Records read a round when the checkpoint moves over contiguous handled positions.
+ADVANCE_PAGE = 100
+
+
 class _Statements:
     """The consumer's per-event statements, built once: building a SQLAlchemy statement (and its
     cache key) on every call cost more than running it (issue 17's profiles)."""
@@ -110,10 +114,12 @@ class _Statements:
         self.recorded_between = select(pe.c.position, pe.c.event_id).where(
             pe.c.source == bindparam("b_source"), pe.c.position > bindparam("b_low"),
             pe.c.position <= bindparam("b_high"))
+        self.recorded_at = select(pe.c.position, pe.c.event_id).where(
+            pe.c.source == bindparam("b_source"), pe.c.position.in_(bindparam("b_positions", expanding=True)))
         self.marker = select(pe.c.position).where(pe.c.source == bindparam("b_source"), pe.c.position <= 0)
         self.above = (select(pe.c.position).where(pe.c.source == bindparam("b_source"),
                                                   pe.c.position > bindparam("b_position"))
-                      .order_by(pe.c.position))
+                      .order_by(pe.c.position).limit(bindparam("b_limit")))
         self.forget_confirmed = delete(pe).where(pe.c.source == bindparam("b_source"),
                                                  pe.c.position <= bindparam("b_position"),
                                                  pe.c.position <= bindparam("b_checkpoint"))
@@ -332,12 +338,15 @@ class EventConsumer:
             confirmed = {source: self._confirmed(tx, source, checkpoints[source]) for source in sources}
             # What is recorded at the batch's positions, one read a source (instead of one an
             # event); kept up to date below, so that the same event twice in one batch is a
-            # duplicate the second time, exactly as if delivered twice.
+            # duplicate the second time, exactly as if delivered twice. Only the batch's own
+            # positions: everything recorded above the confirmed position is often hundreds of
+            # rows (a source's events this consumer does not subscribe to wait for catch-up).
             known: dict[str, dict[int, str]] = {}
             for source in sources:
-                highest = max(envelope.position for _, of, envelope in readable if of == source)
+                positions = sorted({envelope.position for _, of, envelope in readable
+                                    if of == source and envelope.position > confirmed[source]})
                 known[source] = {int(position): str(event_id) for position, event_id in tx.execute(
-                    self._sql.recorded_between, {"b_source": source, "b_low": confirmed[source], "b_high": highest})}
+                    self._sql.recorded_at, {"b_source": source, "b_positions": positions})} if positions else {}
             recorded: dict[str, list[int]] = {}
             rows: list[dict[str, Any]] = []
             for index, source, envelope in readable:
@@ -628,13 +637,21 @@ class EventConsumer:
         self._advance(tx, source, self._checkpoint_value(tx, source) if checkpoint is None else checkpoint)
 
     def _advance(self, tx: Transaction, source: str, checkpoint: int) -> None:
-        """Move the checkpoint over the contiguous handled positions above it."""
-        above = tx.execute(self._sql.above, {"b_source": source, "b_position": checkpoint}).scalars()
+        """Move the checkpoint over the contiguous handled positions above it, read a page at a
+        time (what lies above the first gap — often hundreds of records waiting for catch-up —
+        is not read at all)."""
         new_checkpoint = checkpoint
-        for position in above:
-            if position != new_checkpoint + 1:
+        while True:
+            page = tx.execute(self._sql.above, {"b_source": source, "b_position": new_checkpoint,
+                                                "b_limit": ADVANCE_PAGE}).scalars().all()
+            contiguous = 0
+            for position in page:
+                if position != new_checkpoint + 1:
+                    break
+                new_checkpoint = position
+                contiguous += 1
+            if contiguous < ADVANCE_PAGE:
                 break
-            new_checkpoint = position
         if new_checkpoint != checkpoint:
             # Records at or below the checkpoint stay until the source's log confirms them
             # (``_confirm`` forgets them): they say which event was handled there.

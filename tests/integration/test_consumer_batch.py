@@ -285,3 +285,21 @@ def test_a_batch_whose_handlers_all_succeed_takes_no_savepoints(store):
     consumer = make_consumer(store, Recorder(store))
     assert consumer.handle_batch(delivered([envelope(p) for p in range(1, 11)])) == ["handled"] * 10
     assert statements == [] and sorted(effects(store)) == list(range(1, 11))
+
+
+def test_the_checkpoint_moves_over_a_long_run_of_handled_positions_filled_by_one_event(store):
+    """Positions 2..350 were handled (pushed) while 1 was missing: the batch that brings 1 moves
+    the checkpoint over all of them — more than one page of records — and stops at the next gap."""
+    from shared.core.consumer import ADVANCE_PAGE
+    consumer = make_consumer(store, Recorder(store))
+    events = {p: envelope(p) for p in range(1, 360)}
+    later = [events[p] for p in range(2, 360) if p != 351]
+    assert consumer.handle_batch(delivered(later)) == ["handled"] * len(later)
+    assert consumer.checkpoint(SOURCE) == 0
+    assert 349 > 3 * ADVANCE_PAGE
+    assert consumer.handle_batch(delivered([events[1]])) == ["handled"]
+    assert consumer.checkpoint(SOURCE) == 350
+    # Delivered again, below and above the checkpoint: duplicates, read at their own positions.
+    assert consumer.handle_batch(delivered([events[350], events[355], events[1]])) == ["duplicate"] * 3
+    assert consumer.handle_batch(delivered([events[351]])) == ["handled"]
+    assert consumer.checkpoint(SOURCE) == 359
