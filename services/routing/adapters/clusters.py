@@ -49,6 +49,20 @@ _RECENT_OF_POST = (select(_c.c.complaint_id).join(_w, _w.c.complaint_id == _c.c.
                    .join(_d, _d.c.complaint_id == _c.c.complaint_id)
                    .where(_OPEN_SINCE, _w.c.post_id == bindparam("b_post_id"))
                    .order_by(_c.c.filed_at.desc()).limit(CANDIDATE_LIMIT))
+
+
+def _with_pointers(recent_ids):
+    """Each of ``recent_ids`` (a subquery's rows) with what it points at: its link's primary and
+    its pending suggestion's primary (NULL when none) — one statement instead of an id list
+    sent back twice (``links_of``, ``pending_of``)."""
+    recent = recent_ids.subquery()
+    return (select(recent.c.complaint_id, _links.c.primary_id, _s.c.primary_id)
+            .select_from(recent.outerjoin(_links, _links.c.complaint_id == recent.c.complaint_id)
+                         .outerjoin(_s, and_(_s.c.complaint_id == recent.c.complaint_id, _s.c.state == PENDING))))
+
+
+_RECENT_OF_PLACE_POINTING = _with_pointers(_RECENT_OF_PLACE)
+_RECENT_OF_POST_POINTING = _with_pointers(_RECENT_OF_POST)
 _LINKS_OF = select(_links.c.complaint_id, _links.c.primary_id).where(
     _links.c.complaint_id.in_(bindparam("b_ids", expanding=True)))
 _PENDING_OF = select(_s.c.complaint_id, _s.c.primary_id).where(
@@ -95,17 +109,17 @@ def candidates(connection: Connection, new: Filing, window: timedelta) -> list[F
     ``CANDIDATE_LIMIT`` of the place and as many under the post are read (ids only, by index), their
     members replaced by their anchors, and only those filings are loaded."""
     open_since = {"b_complaint_id": new.complaint_id, "b_since": isoformat_utc(new.filed_at - window)}
-    recent: list[str] = []
+    pointing: list = []
     if new.region_code is not None:
-        recent += connection.execute(_RECENT_OF_PLACE, {
-            **open_since, "b_category": new.category, "b_region_code": new.region_code}).scalars().all()
+        pointing += connection.execute(_RECENT_OF_PLACE_POINTING, {
+            **open_since, "b_category": new.category, "b_region_code": new.region_code}).all()
     if new.post_id:
-        recent += connection.execute(_RECENT_OF_POST, {**open_since, "b_post_id": new.post_id}).scalars().all()
-    if not recent:
+        pointing += connection.execute(_RECENT_OF_POST_POINTING, {**open_since, "b_post_id": new.post_id}).all()
+    if not pointing:
         return []
-    recent = list(dict.fromkeys(recent))
-    linked, pending = links_of(connection, recent), pending_of(connection, recent)
-    standing = {clusters.anchor(complaint_id, linked, pending) for complaint_id in recent}
+    linked = {complaint_id: primary for complaint_id, primary, _ in pointing if primary is not None}
+    pending = {complaint_id: primary for complaint_id, _, primary in pointing if primary is not None}
+    standing = {clusters.anchor(complaint_id, linked, pending) for complaint_id, _, _ in pointing}
     standing.discard(new.complaint_id)
     rows = connection.execute(_FILINGS_OF, {"b_ids": sorted(standing)}).mappings()
     return sorted((filing_of(row) for row in rows), key=lambda filing: filing.filed_at, reverse=True)

@@ -1,0 +1,75 @@
+"""Routing's duplicate candidates (``services.routing.adapters.clusters.candidates``) on SQLite and
+PostgreSQL: the recent open complaints of a place or a post, each replaced by what it points at — its
+link's primary, its pending suggestion's primary, followed along a chain — read in one statement."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine
+
+from services.routing.adapters import clusters, tables
+from shared.core.events import isoformat_utc
+
+pytestmark = pytest.mark.db
+
+FILED = datetime(2026, 11, 30, 8, tzinfo=timezone.utc)
+WINDOW = timedelta(hours=72)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def connection(request, tmp_path):
+    url = (f"sqlite:///{tmp_path / 'routing.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    engine = create_engine(url)
+    tables.metadata.create_all(engine)
+    with engine.begin() as connection:
+        yield connection
+    engine.dispose()
+
+
+def complaint(connection, complaint_id: str, minutes: int, status: str = "assigned", post_id=None,
+              region_code="5202") -> None:
+    filed_at = isoformat_utc(FILED + timedelta(minutes=minutes))
+    connection.execute(tables.complaints.insert().values(
+        complaint_id=complaint_id, tracking_code=f"T-{complaint_id}", category="infrastructure",
+        region_code=region_code, priority="normal", confidential=False, channel="facebook_comment",
+        filed_at=filed_at, text="jalan rusak"))
+    connection.execute(tables.dispositions.insert().values(
+        complaint_id=complaint_id, tracking_code=f"T-{complaint_id}", status=status, public_status=status,
+        at_desk=False, priority="normal", lead_agencies="[]", coordinating_agencies="[]", due_at="{}",
+        escalated="[]", version=1, updated_at=filed_at))
+    clusters.save_words(connection, complaint_id, post_id, ["jalan", "rusak"])
+
+
+def suggest(connection, complaint_id: str, primary_id: str, state: str = clusters.PENDING) -> None:
+    connection.execute(tables.link_suggestions.insert().values(
+        complaint_id=complaint_id, primary_id=primary_id, matched_id=primary_id, score=1.0, because="[]",
+        common_words="[]", hours_apart=0.0, state=state, suggested_at=isoformat_utc(FILED)))
+
+
+def link(connection, complaint_id: str, primary_id: str) -> None:
+    connection.execute(tables.cluster_links.insert().values(
+        complaint_id=complaint_id, primary_id=primary_id, linked_at=isoformat_utc(FILED), actor="desk"))
+
+
+def test_members_are_replaced_by_what_they_point_at_along_a_chain(connection):
+    for number, name in enumerate(["a", "b", "c", "d", "e", "f", "closed"]):
+        complaint(connection, name, number, status="resolved" if name == "closed" else "assigned")
+    complaint(connection, "post-1", 20, post_id="post-9", region_code=None)
+    complaint(connection, "elsewhere", 21, region_code="5201")
+    link(connection, "b", "a")                # linked: stands for a
+    suggest(connection, "c", "b")             # pending towards b, which is linked to a: a
+    suggest(connection, "d", "e", state="refused")   # refused: d stands for itself
+    suggest(connection, "f", "closed")        # pending towards a complaint no longer open: still its anchor
+    complaint(connection, "new", 30, post_id="post-9")
+    new = clusters.filing(connection, "new")
+    found = clusters.candidates(connection, new, WINDOW)
+    # Newest first; "closed" is not open but is what f points at.
+    assert [filing.complaint_id for filing in found] == ["post-1", "closed", "e", "d", "a"]
+
+
+def test_nothing_recent_nothing_to_compare(connection):
+    complaint(connection, "old", -60 * 24 * 4)
+    complaint(connection, "new", 0)
+    assert clusters.candidates(connection, clusters.filing(connection, "new"), WINDOW) == []
