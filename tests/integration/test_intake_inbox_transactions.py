@@ -188,3 +188,20 @@ def test_while_webhooks_are_being_answered_the_drain_commits_one_body_at_a_time_
         inbox.store_body(body_of(("Sampah di Ampenan", fb.new_psid())))
     assert inbox.drain(busy=lambda: False) == 5
     assert groups == [5]
+
+
+def test_pending_bodies_are_found_by_their_own_index_not_by_walking_every_processed_one(tmp_path):
+    """The inbox worker reads "pending, oldest first" before every group: without an index that
+    read walked every body of the retention period (90 days)."""
+    from sqlalchemy import text
+    from services.intake.adapters.inbox_store import _PENDING
+    built = store_at(f"sqlite:///{tmp_path / 'intake.db'}")
+    built.database.create_all()
+    try:
+        with built.database.read() as connection:
+            pending = _PENDING.params(b_cutoff="2026-12-01T00:00:00.000000Z", b_limit=100)
+            sql = str(pending.compile(connection, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+    finally:
+        built.database.dispose()
+    assert "USING INDEX ix_webhook_inbox_pending" in plan, plan

@@ -1,6 +1,7 @@
 """Intake's own database: complaints as filed, the reporter's contact (the only place personal
 data lives), the audit of who read it, the raw webhook inbox, and the media store's ledger."""
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
+                        text)
 
 metadata = MetaData()
 
@@ -57,6 +58,10 @@ webhook_inbox = Table(
     Column("state", String(16), nullable=False, default="pending"),   # pending | processed
     Column("processed_at", String(40), nullable=True),
     Column("outcome", Text, nullable=True),                            # counts per outcome, JSON
+    # The inbox worker's "pending, oldest first" reads only this index (a few rows), not the
+    # 90 days of processed bodies before them.
+    Index("ix_webhook_inbox_pending", "inbox_id", sqlite_where=text("state = 'pending'"),
+          postgresql_where=text("state = 'pending'")),
 )
 
 # Ids already acted on (message mid, comment id, edit, removal, quarantined item): the unique
