@@ -206,3 +206,44 @@ def test_pending_bodies_are_found_by_their_own_index_not_by_walking_every_proces
     finally:
         built.database.dispose()
     assert "USING INDEX ix_webhook_inbox_pending" in plan, plan
+
+
+def test_a_group_whose_items_all_apply_takes_no_savepoints(store):
+    """A savepoint and its release an item were a sixth of what a body cost: a group is tried
+    without them (a failing item sends it round again with them — the bad-item test above)."""
+    from sqlalchemy import event as sa_event
+    inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
+    ids = [inbox.store_body(body_of(("Jalan rusak di Praya", fb.new_psid()), ("Sampah di Ampenan", fb.new_psid())))
+           for _ in range(4)]
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])   # noqa: E731 - (conn, cursor, statement, …)
+    sa_event.listen(store.database.engine, "before_cursor_execute", listener)
+    try:
+        assert inbox.process_many(ids) == [{"filed": 2}] * 4
+    finally:
+        sa_event.remove(store.database.engine, "before_cursor_execute", listener)
+    assert not [s for s in statements if "SAVEPOINT" in s.upper()]
+    assert inbox.process_many(ids) == [{}] * 4
+
+
+def test_a_conflict_in_a_group_without_savepoints_runs_the_group_again_with_them(store, monkeypatch):
+    """Another writer took a key first (PostgreSQL): the attempt without savepoints is given up
+    whole — nothing of it stays — and the group is processed again, an item a savepoint."""
+    from sqlalchemy.exc import IntegrityError
+    from services.intake.adapters import inbox_store
+    inbox = WebhookInbox(store, WebhookSettings(frozenset(), 120))
+    ids = [inbox.store_body(body_of(("Jalan rusak di Praya", fb.new_psid()))) for _ in range(3)]
+    before = counted(store)
+    calls = []
+    original = inbox_store.mark_seen
+
+    def conflicting_once(tx, key, complaint_id):
+        calls.append(key)
+        if len(calls) == 2:   # the second item, on the first attempt
+            raise IntegrityError("INSERT INTO seen_items", {}, Exception("duplicate key"))
+        original(tx, key, complaint_id)
+
+    monkeypatch.setattr(inbox_store, "mark_seen", conflicting_once)
+    assert inbox.process_many(ids) == [{"filed": 1}] * 3
+    assert len(calls) == 2 + 3                                 # given up at the second, then all three
+    assert counted(store) == {**before, "events": before["events"] + 3}   # one ComplaintFiled each

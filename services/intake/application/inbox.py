@@ -9,6 +9,7 @@ once the cause is fixed. The tables are ``adapters/inbox_store.py``'s.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -79,12 +80,19 @@ def settings_from_env() -> WebhookSettings:
                            instagram_accounts_from_env(), standby_from_env())
 
 
+class _NeedsSavepoints(Exception):
+    """An item failed, or met a conflict, in a group processed without savepoints: the group's
+    transaction is given up and the group processed again with a savepoint an item."""
+
+
 class WebhookInbox:
     def __init__(self, store: ServiceStore, settings: WebhookSettings):
         self.store = store
         self.database = store.database
         self.settings = settings
         self.bodies = WebhookBodies(store.database)
+        # False only while ``process_many`` tries a group without savepoints.
+        self._savepoints = True
 
     # -- the durable part --------------------------------------------------------------------
     def store_body(self, raw_body: bytes) -> int:
@@ -146,7 +154,22 @@ class WebhookInbox:
 
     def process_many(self, inbox_ids: list[int]) -> list[dict]:
         """``process`` for several bodies, in the order given, in ONE transaction: one commit for
-        them all; a database failure leaves every one of them pending."""
+        them all; a database failure leaves every one of them pending.
+
+        Tried first without a savepoint an item (a savepoint and its release were a sixth of what a
+        body cost): when every item applies — nearly always — the outcome is the same. An item that
+        fails or meets a conflict gives the attempt up, and the group runs again with savepoints, so
+        that it is undone alone and quarantined as before."""
+        try:
+            self._savepoints = False
+            return self._process_many(inbox_ids)
+        except _NeedsSavepoints:
+            self._savepoints = True
+            return self._process_many(inbox_ids)
+        finally:
+            self._savepoints = True
+
+    def _process_many(self, inbox_ids: list[int]) -> list[dict]:
         outcomes: list[dict | None] = []    # None: not pending (processed already)
         with self.database.transaction() as tx:
             for inbox_id in inbox_ids:
@@ -183,12 +206,14 @@ class WebhookInbox:
             return self._quarantine(tx, item.reason, one_item_body, quarantine_key)
         try:
             return self._apply_understood(tx, item, received_at)
-        except INFRASTRUCTURE_ERRORS:
+        except (*INFRASTRUCTURE_ERRORS, _NeedsSavepoints):
             raise  # the database is unwell: leave the body pending, the timer comes back
-        except (InvalidEvent, ValueError, KeyError, TypeError) as error:
-            return self._quarantine(tx, f"could not apply: {type(error).__name__}: {error}", one_item_body,
-                                    quarantine_key)
         except Exception as error:
+            if not self._savepoints:
+                raise _NeedsSavepoints() from error   # its writes are undone with the group's
+            if isinstance(error, (InvalidEvent, ValueError, KeyError, TypeError)):
+                return self._quarantine(tx, f"could not apply: {type(error).__name__}: {error}", one_item_body,
+                                        quarantine_key)
             # Bodies are processed in arrival order behind the 200: an item that keeps failing for
             # a reason other than the database (a bug, a conflict that does not clear) must not
             # hold up every later body. It waits in quarantine, with the error, for a replay.
@@ -224,12 +249,14 @@ class WebhookInbox:
     def _quarantine(self, tx: Transaction, reason: str, payload, quarantine_key: str) -> str:
         key = f"quarantine:{quarantine_key}"
         try:
-            with savepoint(tx):
+            with self._item(tx):
                 if inbox_store.seen(tx, key):
                     return "quarantined"
                 self.store.quarantine.put(tx.connection, "webhook", reason, payload, source="facebook")
                 inbox_store.mark_seen(tx, key, None)
         except CONFLICTS:
+            if not self._savepoints:
+                raise _NeedsSavepoints()
             pass  # quarantined by another worker at the same moment (PostgreSQL)
         log.warning("webhook item quarantined: %s", reason)
         return "quarantined"
@@ -254,19 +281,26 @@ class WebhookInbox:
         """Run ``effect`` and record ``key`` in one savepoint of ``tx``; a second run is a duplicate."""
         for attempt in range(4):
             try:
-                with savepoint(tx):
+                with self._item(tx):
                     if inbox_store.seen(tx, key):
                         return "duplicate"
                     outcome, complaint_id = effect(tx)
                     inbox_store.mark_seen(tx, key, complaint_id)
                 return outcome
             except CONFLICTS:
+                if not self._savepoints:
+                    raise _NeedsSavepoints()
                 # Another worker handled the same item, or the same conversation, at the same
                 # moment (PostgreSQL): the savepoint undid this try; read again and decide again
                 # (READ COMMITTED: the next statement sees what the other one committed).
                 if attempt == 3:
                     raise
         return "duplicate"
+
+    def _item(self, tx: Transaction) -> contextlib.AbstractContextManager:
+        """What an item is applied in: a savepoint of ``tx``, or — in a group tried without
+        them — nothing (a failure then gives the whole attempt up)."""
+        return savepoint(tx) if self._savepoints else contextlib.nullcontext(tx)
 
     # -- Messenger -----------------------------------------------------------------------------
     def _message(self, tx: Transaction, message: MessengerMessage, received_at: str):
