@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -231,10 +232,15 @@ class WebhookLoad:
             thread.join(seconds + 120)
         return {"offered_rate": rate, "seconds": seconds, "offered": total}
 
-    def saturate(self, seconds: float, concurrency: int = 16, prepared_per_s: int = 500) -> dict:
+    def saturate(self, seconds: float, concurrency: int = 16, prepared_per_s: int = 500,
+                 wait_acknowledged: Callable[[str, float], bool] | None = None) -> dict:
         """Closed loop for ``seconds``; ``prepared_per_s`` × ``seconds`` PSIDs are registered
         with the sandbox before the clock starts (beyond that, each is registered just before
-        its send, outside the measured time but in the sender's loop)."""
+        its send, outside the measured time but in the sender's loop). With
+        ``wait_acknowledged(psid, timeout)`` a sender sends its next complaint only once the
+        previous one was acknowledged (or 60 s passed): at most ``concurrency`` complaints between
+        Meta's webhook and the acknowledgment, so the loop measures complaints carried end to
+        end — not how fast the front door answers while work piles up behind it."""
         self.prepare(int(prepared_per_s * seconds))
         stop_at = time.time() + seconds
 
@@ -243,6 +249,8 @@ class WebhookLoad:
             while time.time() < stop_at:
                 psid = self._next_psid()
                 self._send(holder, psid, time.time())
+                if wait_acknowledged is not None and psid in self.answered:
+                    wait_acknowledged(psid, 60)
 
         threads = [threading.Thread(target=sender, daemon=True) for _ in range(concurrency)]
         started = time.time()

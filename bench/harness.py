@@ -61,6 +61,7 @@ class SandboxWatcher:
         self.interval = interval
         self.seq = 0
         self.calls: dict[str, list[dict]] = {}
+        self._seen = threading.Condition()   # notified after every poll that brought calls
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -81,16 +82,30 @@ class SandboxWatcher:
             except requests.RequestException:
                 time.sleep(0.5)
                 continue
-            for call in calls:
-                self.seq = max(self.seq, call["seq"])
-                psid = (call.get("recipient") or {}).get("id")
-                if not psid:
-                    continue
-                self.calls.setdefault(psid, []).append({
-                    "seq": call["seq"], "status": call["status"],
-                    "kind": "ack" if ACK_MARK in (call.get("text") or "") else "other",
-                    "at": datetime.fromisoformat(call["at"].replace("Z", "+00:00")).timestamp()})
+            with self._seen:
+                for call in calls:
+                    self.seq = max(self.seq, call["seq"])
+                    psid = (call.get("recipient") or {}).get("id")
+                    if not psid:
+                        continue
+                    self.calls.setdefault(psid, []).append({
+                        "seq": call["seq"], "status": call["status"],
+                        "kind": "ack" if ACK_MARK in (call.get("text") or "") else "other",
+                        "at": datetime.fromisoformat(call["at"].replace("Z", "+00:00")).timestamp()})
+                if calls:
+                    self._seen.notify_all()
             time.sleep(self.interval)
+
+    def wait_acknowledged(self, psid: str, timeout: float) -> bool:
+        """Block until the complaint of ``psid`` was acknowledged (True) or ``timeout`` passed."""
+        deadline = time.time() + timeout
+        with self._seen:
+            while not self.acked([psid]):
+                left = deadline - time.time()
+                if left <= 0:
+                    return False
+                self._seen.wait(left)
+        return True
 
     def acked(self, psids) -> int:
         return sum(1 for p in psids if any(c["kind"] == "ack" and c["status"] == 200 for c in self.calls.get(p, ())))
@@ -198,15 +213,17 @@ def fixed_load(platform: Platform, watcher: SandboxWatcher, rate: float, seconds
     return report
 
 
-def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, concurrency: int = 16,
+def saturation(platform: Platform, watcher: SandboxWatcher, seconds: float, concurrency: int = 64,
                drain_timeout: float = 60) -> dict:
-    """Closed-loop senders for ``seconds``; then the backlog drains. Sustained rate = complaints
-    with both messages delivered / (last delivery − first send)."""
+    """Closed-loop senders for ``seconds``, each sending its next complaint once the previous one
+    was acknowledged (intake answers Meta before it processes: a loop closed on the 200 would
+    measure the front door while the work piled up behind it); then the backlog drains.
+    Sustained rate = complaints with both messages delivered / (last delivery − first send)."""
     load = WebhookLoad(platform.url("intake"), DEV_PAGE_ID, sandbox_url=platform.sandbox_url)
-    log(f"  saturation: {concurrency} senders for {seconds}s")
+    log(f"  saturation: {concurrency} senders for {seconds}s, each waiting for its acknowledgment")
     load_average = list(os.getloadavg())
     started = time.time()
-    shape = load.saturate(seconds, concurrency)
+    shape = load.saturate(seconds, concurrency, wait_acknowledged=watcher.wait_acknowledged)
     sending_ended = time.time()
     psids = list(load.sent)
     accepted = [p for p in psids if p in load.answered]
