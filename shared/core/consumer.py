@@ -93,8 +93,9 @@ def consumer_tables(metadata: MetaData) -> tuple[Table, Table, Table]:
     return checkpoints, processed, failures
 
 
-#: Records read a round when the checkpoint moves over contiguous handled positions.
-ADVANCE_PAGE = 100
+#: Records read a round when the checkpoint moves over contiguous handled positions: a few at
+#: first (usually the run ends at once, at the next gap), twice as many each round it goes on.
+ADVANCE_FIRST_PAGE, ADVANCE_LAST_PAGE = 8, 1024
 
 
 class _Statements:
@@ -640,18 +641,19 @@ class EventConsumer:
         """Move the checkpoint over the contiguous handled positions above it, read a page at a
         time (what lies above the first gap — often hundreds of records waiting for catch-up —
         is not read at all)."""
-        new_checkpoint = checkpoint
+        new_checkpoint, limit = checkpoint, ADVANCE_FIRST_PAGE
         while True:
             page = tx.execute(self._sql.above, {"b_source": source, "b_position": new_checkpoint,
-                                                "b_limit": ADVANCE_PAGE}).scalars().all()
+                                                "b_limit": limit}).scalars().all()
             contiguous = 0
             for position in page:
                 if position != new_checkpoint + 1:
                     break
                 new_checkpoint = position
                 contiguous += 1
-            if contiguous < ADVANCE_PAGE:
+            if contiguous < limit:
                 break
+            limit = min(2 * limit, ADVANCE_LAST_PAGE)
         if new_checkpoint != checkpoint:
             # Records at or below the checkpoint stay until the source's log confirms them
             # (``_confirm`` forgets them): they say which event was handled there.

@@ -290,13 +290,13 @@ def test_a_batch_whose_handlers_all_succeed_takes_no_savepoints(store):
 def test_the_checkpoint_moves_over_a_long_run_of_handled_positions_filled_by_one_event(store):
     """Positions 2..350 were handled (pushed) while 1 was missing: the batch that brings 1 moves
     the checkpoint over all of them — more than one page of records — and stops at the next gap."""
-    from shared.core.consumer import ADVANCE_PAGE
+    from shared.core.consumer import ADVANCE_FIRST_PAGE
     consumer = make_consumer(store, Recorder(store))
     events = {p: envelope(p) for p in range(1, 360)}
     later = [events[p] for p in range(2, 360) if p != 351]
     assert consumer.handle_batch(delivered(later)) == ["handled"] * len(later)
     assert consumer.checkpoint(SOURCE) == 0
-    assert 349 > 3 * ADVANCE_PAGE
+    assert 349 > 32 * ADVANCE_FIRST_PAGE   # several pages, growing
     assert consumer.handle_batch(delivered([events[1]])) == ["handled"]
     assert consumer.checkpoint(SOURCE) == 350
     # Delivered again, below and above the checkpoint: duplicates, read at their own positions.
