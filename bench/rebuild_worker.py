@@ -1,8 +1,11 @@
 """One measurement of the rebuild part in a process of its own (``python -m bench.rebuild_worker
-MODE DIR FRACTION``); prints one JSON line: events, seconds, events/s, peak RSS (VmHWM)."""
+MODE DIR FRACTION``); prints one JSON line: events, seconds, events/s, this process's CPU time
+(user + system) per event over the same span, peak RSS (VmHWM). CPU time is the figure to compare
+on a shared machine: wall time there depends on what else runs."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -22,11 +25,16 @@ def caps(directory: Path, fraction: float) -> dict[str, int]:
     return out
 
 
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def main(mode: str, directory: str, fraction: str) -> dict:
     directory = Path(directory)
     limit = caps(directory, float(fraction))
-    before = proc_status(__import__("os").getpid()).get("VmHWM")
-    started = time.perf_counter()
+    before = proc_status(os.getpid()).get("VmHWM")
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     events = 0
     phases: dict = {}
     if mode == "raw_sqlite":
@@ -65,7 +73,7 @@ def main(mode: str, directory: str, fraction: str) -> dict:
             target = directory / f"reporting-{fraction}.db"
             store = build_store(f"sqlite:///{target}")
             store.prepare()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), _cpu_seconds()
             progress: dict = {}
             outcome = repository.rebuild(store.database, fetch, store.checkpoints, store.processed,
                                          store.failures, progress=progress)
@@ -73,12 +81,13 @@ def main(mode: str, directory: str, fraction: str) -> dict:
             phases = {name: progress.get(name) for name in ("read_seconds", "derive_seconds")}
             store.database.dispose()
             target.unlink(missing_ok=True)
-    seconds = time.perf_counter() - started
-    status = proc_status(__import__("os").getpid())
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    status = proc_status(os.getpid())
     out = {"mode": mode, "events": events, "seconds": round(seconds, 2),
            "events_per_s": round(events / seconds) if seconds else None,
+           "cpu_seconds": round(cpu, 2), "cpu_us_per_event": round(cpu * 1e6 / events, 1) if events else None,
            "peak_rss_mb": status.get("VmHWM"), "rss_before_mb": before,
-           "load_average_1_5_15": [round(value, 2) for value in __import__("os").getloadavg()]}
+           "load_average_1_5_15": [round(value, 2) for value in os.getloadavg()]}
     if mode.startswith("rebuild"):
         out.update(phases)
     return out

@@ -52,6 +52,15 @@ _EVENT_COLUMNS = ("position", "event_id", "event_type", "schema_version", "sourc
                   "version", "occurred_at", "data")
 
 
+def _envelope_of_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An ``events`` row in ``_EVENT_COLUMNS`` order as its envelope (what ``EventStore._to_dict``
+    makes of a mapping of the same row)."""
+    position, event_id, event_type, schema_version, source, complaint_id, version, occurred_at, data = row
+    return StoredEnvelope(position=int(position), event_id=event_id, event_type=event_type,
+                          schema_version=schema_version, source=source, complaint_id=complaint_id,
+                          version=version, occurred_at=occurred_at, data=json.loads(data))
+
+
 class ConcurrencyError(RuntimeError):
     """The complaint changed since it was read: reload and decide again."""
 
@@ -116,6 +125,8 @@ class _Statements:
         # The relay's read of what is still to publish, oldest first (columns in _EVENT_COLUMNS' order).
         self.unpublished = (f"SELECT {', '.join('e.' + column for column in _EVENT_COLUMNS)} FROM {ev} e "
                             f"JOIN {ob} o ON o.position = e.position ORDER BY e.position LIMIT {mark}")
+        self.since = (f"SELECT {', '.join(_EVENT_COLUMNS)} FROM {ev} WHERE position > {mark} "
+                      f"ORDER BY position LIMIT {mark}")
         self.ids_since = f"SELECT position, event_id FROM {ev} WHERE position > {mark} ORDER BY position LIMIT {mark}"
         self.delete_outbox_one = f"DELETE FROM {ob} WHERE position = {mark}"
         self.delete_outbox_any = f"DELETE FROM {ob} WHERE position = ANY({mark})"   # PostgreSQL: a list
@@ -153,8 +164,6 @@ class EventStore:
             select(events.c.complaint_id, func.max(events.c.version))
             .where(events.c.complaint_id.in_(bindparam("ids", expanding=True)))
             .group_by(events.c.complaint_id))
-        self._since = (select(events).where(events.c.position > bindparam("after"))
-                       .order_by(events.c.position).limit(bindparam("limit")))
         self._for = (select(events).where(events.c.complaint_id == bindparam("complaint_id"))
                      .order_by(events.c.version))
         self._outbox_size = select(func.count()).select_from(outbox)
@@ -250,9 +259,12 @@ class EventStore:
         return int(execute_driver(connection, self._sql(connection).last_position).fetchone()[0])
 
     def events_since(self, connection: Connection, position: int, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """Up to ``limit`` (at most MAX_PAGE) envelopes after ``position``, ascending: straight from
+        the driver, each row made into its envelope at once (a rebuild reads every log this way;
+        SQLAlchemy's result rows and mappings were a third of what a page cost)."""
         position, limit = int(position), max(0, min(int(limit), MAX_PAGE))
-        rows = connection.execute(self._since, {"after": position, "limit": limit}).mappings()
-        return self._current(connection, [self._to_dict(row) for row in rows])
+        rows = execute_driver(connection, self._sql(connection).since, (position, limit)).fetchall()
+        return self._current(connection, [_envelope_of_row(row) for row in rows])
 
     def event_ids_since(self, connection: Connection, position: int, limit: int = MAX_ID_PAGE) -> list[list[Any]]:
         """``[position, event_id]`` of each event after ``position``, ascending, at most

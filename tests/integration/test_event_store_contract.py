@@ -111,6 +111,23 @@ def test_events_since_is_strictly_greater_ascending_and_capped(database):
         assert [e["version"] for e in store.events_for(connection, cid)][:3] == [1, 2, 3]
 
 
+def test_events_since_reads_the_envelopes_the_mapped_read_reads(database):
+    """``events_since`` builds envelopes straight from the driver's rows; ``events_for`` still
+    goes through SQLAlchemy's mappings: the same envelopes, key order and value types included."""
+    cids = [str(uuid.uuid4()) for _ in range(3)]
+    with database.transaction() as tx:
+        tx.append([resolved(cid, actor=f"desk {i} ü") for i in range(4) for cid in cids])
+    with database.read() as connection:
+        store = database.event_store
+        since = store.events_since(connection, 0)
+        mapped = sorted((e for cid in cids for e in store.events_for(connection, cid)),
+                        key=lambda e: e["position"])
+    assert [list(e.items()) for e in since] == [list(e.items()) for e in mapped]
+    assert all(type(e) is StoredEnvelope for e in since)
+    assert [[type(value) for value in e.values()] for e in since] == \
+        [[type(value) for value in e.values()] for e in mapped]
+
+
 def test_optimistic_concurrency_rejects_a_stale_writer(database):
     cid = str(uuid.uuid4())
     with database.transaction() as tx:

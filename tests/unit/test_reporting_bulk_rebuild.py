@@ -225,3 +225,52 @@ def test_derive_never_reads_the_data_of_facts_it_only_counts(logs):
         blank = [dict(fact, data={}) if fact["event_type"] in projections.DATA_UNUSED else fact
                  for fact in items]
         assert projections.derive(cid, blank) == projections.derive(cid, items)
+
+
+def test_fact_data_keeps_what_the_kept_fields_say(logs):
+    """``fact_data`` works from a plan made once per type; a fact is still exactly the kept fields
+    (computed ones computed, the lifecycle cut to ``LIFECYCLE_FIELDS``), in their order."""
+    def by_definition(event_type, data):
+        kept = projections.KEPT_FIELDS.get(event_type)
+        if kept is None:
+            return None
+        out = {name: projections.DERIVED_FIELDS[name](data) if name in projections.DERIVED_FIELDS
+               else data.get(name) for name in kept}
+        if "lifecycle" in kept:
+            out["lifecycle"] = {name: data["lifecycle"].get(name) for name in projections.LIFECYCLE_FIELDS}
+        return out
+    for events in logs.values():
+        for event in events:
+            made = projections.fact_data(event["event_type"], event["data"])
+            expected = by_definition(event["event_type"], event["data"])
+            assert made == expected and list(made or ()) == list(expected or ())
+
+
+def test_the_month_of_a_time_in_the_stores_format_is_read_from_its_text():
+    """``month_key`` takes the month from the text of an early-in-the-day UTC time; every other
+    time is converted to WITA as before — at the day's and the month's edges the same month."""
+    from datetime import timedelta
+    from shared.core.events import isoformat_utc, parse_iso
+    from shared.core.reference import month_key as converted
+    moments = [datetime(2024, month, day, tzinfo=timezone.utc) + timedelta(hours=hour, minutes=minute)
+               for month in (1, 2, 12) for day in (1, 28, 29) for hour in (0, 15, 16, 23)
+               for minute in (0, 59)]
+    moments += [datetime(1969, 12, 31, 15, tzinfo=timezone.utc), datetime(1900, 1, 1, tzinfo=timezone.utc)]
+    for moment in moments:
+        text = isoformat_utc(moment)
+        assert projections.month_key(text) == converted(moment), text
+        assert projections.month_key(text.replace("Z", "+00:00")) == converted(moment)
+        assert projections.month_key(text[:19] + "Z") == converted(parse_iso(text[:19] + "Z"))
+
+
+def test_the_rebuilds_json_is_the_json_module_s(logs):
+    """The rebuild encodes facts and complaint columns with a C encoder made once and decodes
+    its own facts with the scanner: the same text as ``json.dumps``, the same values back."""
+    values = [projections.fact_data(event["event_type"], event["data"])
+              for events in logs.values() for event in events]
+    values = [value for value in values if value is not None]
+    values += [["diskominfotik", "dpupr"], {"dikes": "Dinas Kesehatan", "a": "ü é"}, {}, [], "ü", None, 1.5]
+    for value in values:
+        assert repository._encode_fact_data(value) == json.dumps(value, ensure_ascii=False, sort_keys=True)
+        assert repository._encode_sorted(value) == json.dumps(value, sort_keys=True)
+        assert repository._decode_fact_data(repository._encode_fact_data(value)) == value

@@ -8,26 +8,31 @@ reading, as the database has it, while ``rebuild`` makes one of the current shap
 leaves the old one alone meanwhile (see ``apply_event``)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 import time
 from functools import lru_cache
 from operator import itemgetter
 from typing import Callable, Iterable
 
 from sqlalchemy import Column, MetaData, Table, bindparam, delete, func, inspect, select, update
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateTable, DropTable
 
 from shared.core.db import Database, insert_on_conflict
 from shared.core.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
-from shared.core.events.catalogue import NeedsHistory, upcast
+from shared.core.events.catalogue import LATEST_VERSION, NeedsHistory, is_current, upcast
+from shared.core.events.envelope import StoredEnvelope
 from shared.core.reference import CLOSED_STATUSES, OPEN_STATUSES
 from services.reporting.adapters import tables
 from shared.core.events import fast_check
 from shared.core.events import types as ev
 from services.reporting.domain.projections import (DATA_UNUSED, KEPT_FIELDS, LIFECYCLE_FIELDS,
-                                                   PROJECTION_VERSION, derive, fact_from_event)
+                                                   PROJECTION_VERSION, derive, fact_data,
+                                                   fact_from_event)
 
 log = logging.getLogger("reporting")
 
@@ -327,9 +332,38 @@ def open_complaints_with_deadline(connection) -> list[dict]:
 FACT_CHUNK = 10_000
 COMPLAINT_CHUNK = 2_000
 
-_encode_fact_data = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode  # as ``_fact_row``
-_encode_sorted = json.JSONEncoder(sort_keys=True).encode                          # as ``_complaint_row``
+
+
+def _encoder(**options) -> Callable[[object], str]:
+    """``json.JSONEncoder(**options).encode`` with the C encoder made once, not per call, and
+    without the check for circular references (the values are decoded JSON: there are none);
+    the text is the same (``test_reporting_bulk_rebuild``). A rebuild encodes every fact."""
+    encoder = json.JSONEncoder(**options)
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return encoder.encode
+    make = c_make_encoder(None, encoder.default,
+                          encode_basestring_ascii if encoder.ensure_ascii else encode_basestring,
+                          None, encoder.key_separator, encoder.item_separator, encoder.sort_keys,
+                          encoder.skipkeys, encoder.allow_nan)
+    join = "".join
+    return lambda value: join(make(value, 0))
+
+
+_encode_fact_data = _encoder(ensure_ascii=False, sort_keys=True)  # as ``_fact_row``
+_encode_sorted = _encoder(sort_keys=True)                         # as ``_complaint_row``
+#: ``json.loads`` for the rebuild's own facts: the C scanner straight away (no leading or
+#: trailing blanks to skip in text ``_encode_fact_data`` wrote).
+_scan_json = c_make_scanner(json.JSONDecoder()) if c_make_scanner is not None else None
+
+
+def _decode_fact_data(text: str):
+    if _scan_json is None:
+        return json.loads(text)
+    value, end = _scan_json(text, 0)
+    return value if end == len(text) else json.loads(text)
 _FACT_COLUMNS = ("source", "complaint_id", "version", "event_type", "occurred_at", "data")
+#: The facts as phase 2 reads them: the complaint first, the order they are sorted in.
+_FACT_READ_COLUMNS = ("complaint_id", "source", "version", "event_type", "occurred_at", "data")
 
 
 class _BulkWriter:
@@ -375,27 +409,29 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     consumer's checkpoints set to where the rebuild read up to), drop the old generation.
 
     Two passes, memory bounded by a chunk whatever the history's size: (1) each page read is
-    checked (``_read``: ``fast_check``, else the catalogue) and its facts appended to a keyless
-    staging table, a chunk per transaction, then copied into the facts table in key order by
-    one set-based statement; (2) the facts are read back in complaint order, a complaint's rows
-    derived from its facts (``projections.derive``, as the live path does), a chunk of
-    complaints written per transaction. The live generation keeps serving meanwhile."""
+    checked (``_read``: the store's own envelopes as they are, plain JSON by ``fast_check``,
+    else the catalogue) and its facts appended to a keyless staging table, a chunk per
+    transaction, then copied into the facts table sorted by complaint by one set-based
+    statement; (2) the facts are read back in that order, a complaint's rows derived from its
+    facts (``projections.derive``, as the live path does), a chunk of complaints written per
+    transaction. The new generation's rows are written without waiting for the disk
+    (``Database.unsynced``): until the switch nothing reads them, and a power cut before it
+    costs a rebuild again; the switch itself commits durably (and with it, on SQLite, the
+    write-ahead log those writes are in). The live generation keeps serving meanwhile."""
     started = time.monotonic()
     sources = list(sources)
     with database.read() as connection:
         old_generation = current_generation(connection)
     new = tables.projection(old_generation + 1)
-    staging = _staging(new.facts)
     new.metadata.drop_all(database.engine)     # leftovers of an interrupted rebuild
-    staging.drop(database.engine, checkfirst=True)
     # The tables now, their secondary indexes once they are filled (building an index from the
     # rows is a sort; keeping it while rows arrive in random complaint order is not).
-    with database.engine.begin() as connection:
-        for table in (*new.tables, staging):
+    with database.unsynced() as connection:
+        for table in new.tables:
             connection.execute(CreateTable(table))
 
     def create_indexes(*filled) -> None:
-        with database.engine.begin() as connection:
+        with database.unsynced() as connection:
             for table in filled:
                 for index in sorted(table.indexes, key=lambda index: index.name):
                     index.create(connection)
@@ -405,38 +441,48 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     progress = progress if progress is not None else {}
     progress.update(events=0, phase="reading")
 
-    buffer: list[tuple] = []
     writer: _BulkWriter | None = None
 
-    def write(rows_by_table: list[tuple]) -> None:
+    def write(rows_by_table: list[tuple], connection=None) -> None:
         nonlocal writer
-        with database.transaction() as tx:
-            writer = writer or _BulkWriter(tx.connection)
+        with _unsynced(database, connection) as tx:
+            writer = writer or _BulkWriter(tx)
             for table, rows in rows_by_table:
-                writer.write(tx.connection, table, rows)
+                writer.write(tx, table, rows)
         time.sleep(0)  # let the live service answer between chunks (green under eventlet)
 
-    for source in sources:
-        for batch in _pages(fetch, source, positions, page):
-            bad = _facts_of_page(batch, source, buffer)
-            events += len(batch)
-            skipped += bad
-            progress["events"] = events
-            if len(buffer) >= FACT_CHUNK:
-                write([(staging, buffer)])
-                buffer = []
-    write([(staging, buffer)])
-    buffer = []
-    # Facts arrive in log order, i.e. in random complaint order. Appended to a table without
-    # keys they cost a sequential write; copied from there in key order in one statement (the
-    # database sorts), the facts table and its key index are written sequentially too, and its
-    # rows lie grouped by source and complaint, so phase 2 reads them almost in sequence.
-    with database.transaction() as tx:
-        columns = [staging.c[name] for name in _FACT_COLUMNS]
-        tx.execute(new.facts.insert().from_select(
-            list(_FACT_COLUMNS), select(*columns).order_by(staging.c.source, staging.c.complaint_id,
-                                                           staging.c.version)))
-    staging.drop(database.engine)
+    # Facts arrive in log order, i.e. in random complaint order. They are appended to a
+    # temporary table without keys (the connection's own: no write-ahead log, nothing synced,
+    # gone with the connection), then copied from there sorted by complaint in one statement
+    # (the database sorts): the facts table is written sequentially and lies in the order phase
+    # 2 reads it, each complaint's facts together, so reading them is one sequential pass.
+    staging = _staging(new.facts)
+    with database.unsynced_engine.connect() as bulk:
+        # A pooled connection keeps its temporary tables: one an interrupted rebuild left on it
+        # goes first, and this one goes however the reading ends.
+        with _unsynced(database, bulk) as tx:
+            tx.execute(DropTable(staging, if_exists=True))
+            tx.execute(CreateTable(staging))
+        try:
+            buffer: list[tuple] = []
+            for source in sources:
+                for batch in _pages(fetch, source, positions, page):
+                    skipped += _facts_of_page(batch, source, buffer)
+                    events += len(batch)
+                    progress["events"] = events
+                    if len(buffer) >= FACT_CHUNK:
+                        write([(staging, buffer)], bulk)
+                        buffer = []
+            write([(staging, buffer)], bulk)
+            buffer = []
+            with _unsynced(database, bulk) as tx:
+                columns = [staging.c[name] for name in _FACT_COLUMNS]
+                tx.execute(new.facts.insert().from_select(
+                    list(_FACT_COLUMNS), select(*columns).order_by(staging.c.complaint_id, staging.c.source,
+                                                                   staging.c.version)))
+        finally:
+            with _unsynced(database, bulk) as tx:
+                tx.execute(DropTable(staging, if_exists=True))
     create_indexes(new.facts)  # phase 2 reads the facts in complaint order
 
     read_at = time.monotonic()
@@ -448,32 +494,20 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     assignments: list[tuple] = []
     answers: list[tuple] = []
 
-    def derived(complaint_id: str, facts: list[dict]) -> None:
-        rows = derive(complaint_id, facts)
-        complaints.append(complaint_tuple(rows["complaint"]))
-        assignments.extend(map(assignment_tuple, rows["assignments"]))
-        answers.extend(map(answer_tuple, rows["answers"]))
-
     def write_derived() -> None:
         write([(new.complaints, complaints), (new.assignments, assignments), (new.answers, answers)])
         complaints.clear(), assignments.clear(), answers.clear()
 
-    loads = json.loads
     with database.read() as reader:
-        current_id, current = None, []
-        for partition in _facts_in_complaint_order(reader, new.facts, chunk * 5):
-            for source, complaint_id, version, event_type, occurred_at, data in partition:
-                if complaint_id != current_id:
-                    if current_id is not None:
-                        derived(current_id, current)
-                        if len(complaints) >= chunk:
-                            write_derived()
-                    current_id, current = complaint_id, []
-                current.append({"source": source, "complaint_id": complaint_id, "version": version,
-                                "event_type": event_type, "occurred_at": occurred_at,
-                                "data": {} if event_type in DATA_UNUSED else loads(data)})
-        if current_id is not None:
-            derived(current_id, current)
+        for complaint_id, facts in _complaints_in_order(_facts_in_complaint_order(reader, new.facts, chunk * 5)):
+            rows = derive(complaint_id, facts)
+            complaints.append(complaint_tuple(rows["complaint"]))
+            if rows["assignments"]:
+                assignments.extend(map(assignment_tuple, rows["assignments"]))
+            if rows["answers"]:
+                answers.extend(map(answer_tuple, rows["answers"]))
+            if len(complaints) >= chunk:
+                write_derived()
     write_derived()
     create_indexes(new.complaints, new.assignments, new.answers)
     progress["derive_seconds"] = round(time.monotonic() - read_at, 3)
@@ -508,19 +542,34 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
 
 
 def _staging(facts) -> Table:
-    """A keyless table with the facts table's columns, the rebuild's facts as they are read."""
+    """A temporary keyless table with the facts table's columns, the rebuild's facts as they
+    are read."""
     return Table(f"{facts.name}_staging", MetaData(),
-                 *(Column(column.name, column.type, nullable=column.nullable) for column in facts.columns))
+                 *(Column(column.name, column.type, nullable=column.nullable) for column in facts.columns),
+                 prefixes=["TEMPORARY"])
+
+
+@contextlib.contextmanager
+def _unsynced(database: Database, connection=None):
+    """A transaction whose commit does not wait for the disk (``Database.unsynced``), on
+    ``connection`` when given (the rebuild's temporary table lives on one connection)."""
+    if connection is None:
+        with database.unsynced() as tx:
+            yield tx
+        return
+    with connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        yield connection
 
 
 def _facts_in_complaint_order(reader, facts, size: int):
-    """Every fact row (``_FACT_COLUMNS``), ordered by complaint, in lists of ``size``; on
+    """Every fact row (``_FACT_READ_COLUMNS``), ordered by complaint, in lists of ``size``; on
     SQLite straight from the driver's cursor, elsewhere streamed by SQLAlchemy."""
-    query = select(*(facts.c[name] for name in _FACT_COLUMNS)).order_by(facts.c.complaint_id)
     if reader.dialect.name == "sqlite":
         cursor = reader.connection.dbapi_connection.cursor()
         try:
-            cursor.execute(f"SELECT {', '.join(_FACT_COLUMNS)} FROM {facts.name} ORDER BY complaint_id")
+            cursor.execute(f"SELECT {', '.join(_FACT_READ_COLUMNS)} FROM {facts.name} ORDER BY complaint_id")
             while True:
                 rows = cursor.fetchmany(size)
                 if not rows:
@@ -529,13 +578,36 @@ def _facts_in_complaint_order(reader, facts, size: int):
         finally:
             cursor.close()
     else:
+        query = select(*(facts.c[name] for name in _FACT_READ_COLUMNS)).order_by(facts.c.complaint_id)
         yield from reader.execution_options(stream_results=True, yield_per=size).execute(query).partitions()
 
 
+def _complaints_in_order(partitions):
+    """(complaint id, its facts as ``derive`` takes them) for fact rows ordered by complaint.
+    The data of facts ``derive`` only counts is not decoded (``DATA_UNUSED``)."""
+    loads, unused = _decode_fact_data, DATA_UNUSED
+    current_id, current = None, []
+    for partition in partitions:
+        for complaint_id, source, version, event_type, occurred_at, data in partition:
+            if complaint_id != current_id:
+                if current_id is not None:
+                    yield current_id, current
+                current_id, current = complaint_id, []
+            current.append({"source": source, "complaint_id": complaint_id, "version": version,
+                            "event_type": event_type, "occurred_at": occurred_at,
+                            "data": {} if event_type in unused else loads(data)})
+    if current_id is not None:
+        yield current_id, current
+
+
 def _read(raw, source: str):
-    """The envelope at its type's latest version, or None when the catalogue rejects it: a plain
-    JSON object (an RPC reply) the quick check accepts is the catalogue's verdict already
-    (``fast_check``); anything else is checked and lifted as the consumer does."""
+    """The envelope at its type's latest version, or None when the catalogue rejects it. The
+    store's own envelopes read in this process (``StoredEnvelope``) were validated when the
+    store appended them; a plain JSON object (an RPC reply) the quick check accepts is the
+    catalogue's verdict already (``fast_check``); anything else is checked and lifted as the
+    consumer does."""
+    if type(raw) is StoredEnvelope and raw["source"] == source and is_current(raw):
+        return raw
     if type(raw) is dict and fast_check.accepts(raw, source):
         return raw
     try:
@@ -548,15 +620,21 @@ def _facts_of_page(batch: list, source: str, out: list[tuple]) -> int:
     """Appends the fact rows of a page's events to ``out`` (as ``_fact_row`` makes them, in the
     facts table's column order); returns how many events were invalid (skipped)."""
     bad = 0
+    append, encode, read, latest = out.append, _encode_fact_data, _read, LATEST_VERSION
     for raw in batch:
-        envelope = _read(raw, source)
-        if envelope is None:
-            bad += 1
-            continue
-        fact = fact_from_event(envelope)
-        if fact is not None:
-            out.append((fact["source"], fact["complaint_id"], fact["version"], fact["event_type"],
-                        fact["occurred_at"], _encode_fact_data(fact["data"])))
+        # The store's own envelopes at their latest version, inline (``_read`` says the same).
+        if not (type(raw) is StoredEnvelope and raw["source"] == source
+                and raw["schema_version"] >= latest.get(raw["event_type"], 0)):
+            raw = read(raw, source)
+            if raw is None:
+                bad += 1
+                continue
+        envelope = raw
+        event_type = envelope["event_type"]
+        data = fact_data(event_type, envelope["data"])
+        if data is not None:
+            append((envelope["source"], envelope["complaint_id"], int(envelope["version"]), event_type,
+                    envelope["occurred_at"], encode(data)))
     return bad
 
 

@@ -83,26 +83,50 @@ _INTERNAL = (ev.COMPLAINT_ESCALATED, ev.COMPLAINT_CONFIDENTIALITY_CHANGED, ev.CO
 
 
 def month_key(filed_at_iso: str) -> str:
+    # A time in the stores' format before 16:00 UTC is on the same day in WITA (UTC+8 since long
+    # before 1970): its month is its first seven characters. Any other is converted.
+    if (filed_at_iso[11:13] < "16" and filed_at_iso[:4] >= "1970"
+            and _canonical(filed_at_iso) is not None):
+        return filed_at_iso[:7]
     return _month_key(parse_iso(filed_at_iso))
 
 
 def fact_from_event(envelope: dict[str, Any]) -> dict[str, Any] | None:
     """The fact an event contributes, or None for events reports do not use (citizen messages,
     removed comments, status requests)."""
-    kept = KEPT_FIELDS.get(envelope["event_type"])
-    if kept is None:
+    data = fact_data(envelope["event_type"], envelope["data"])
+    if data is None:
         return None
-    data = envelope["data"]
-    fact_data = {name: DERIVED_FIELDS[name](data) if name in DERIVED_FIELDS else data.get(name)
-                 for name in kept}
-    if "lifecycle" in kept:
-        lifecycle = data["lifecycle"]
-        fact_data["lifecycle"] = {name: lifecycle.get(name) for name in LIFECYCLE_FIELDS}
     return {
         "source": envelope["source"], "complaint_id": envelope["complaint_id"],
         "version": int(envelope["version"]), "event_type": envelope["event_type"],
-        "occurred_at": envelope["occurred_at"], "data": fact_data,
+        "occurred_at": envelope["occurred_at"], "data": data,
     }
+
+
+# Per event type, what ``fact_data`` does, worked out once from ``KEPT_FIELDS``: the fields in
+# their order, which of them are computed, whether the lifecycle is kept.
+_FACT_PLANS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
+    event_type: (kept, tuple(name for name in kept if name in DERIVED_FIELDS), "lifecycle" in kept)
+    for event_type, kept in KEPT_FIELDS.items()
+}
+
+
+def fact_data(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``data`` of the fact an event of ``event_type`` contributes (only ``KEPT_FIELDS``),
+    or None for a type reports do not use. A rebuild calls it for every event of the logs."""
+    plan = _FACT_PLANS.get(event_type)
+    if plan is None:
+        return None
+    kept, computed, with_lifecycle = plan
+    get = data.get
+    out = {name: get(name) for name in kept}  # in ``kept``'s order; computed ones replaced below
+    for name in computed:
+        out[name] = DERIVED_FIELDS[name](data)
+    if with_lifecycle:
+        lifecycle = data["lifecycle"]
+        out["lifecycle"] = {name: lifecycle.get(name) for name in LIFECYCLE_FIELDS}
+    return out
 
 
 def before_routing(confidential: bool) -> dict[str, Any]:
@@ -147,6 +171,14 @@ def _latest_of(moments: list[str]) -> str | None:
     return max(moments) if _all_canonical(moments) else max(moments, key=parse_iso)
 
 
+def _min_or_none(moments: list[str]) -> str | None:
+    return min(moments) if moments else None
+
+
+def _max_or_none(moments: list[str]) -> str | None:
+    return max(moments) if moments else None
+
+
 _by_version = itemgetter("version")
 
 
@@ -154,16 +186,22 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"complaint": row, "assignments": [rows], "answers": [rows]}`` from a complaint's facts."""
     intake: list[dict[str, Any]] = []
     routing: list[dict[str, Any]] = []
-    notification: list[dict[str, Any]] = []
-    of = {"intake": intake, "routing": routing, "notification": notification}
+    notified = notification_failures = 0
     for fact in facts:
-        bucket = of.get(fact["source"])
-        if bucket is not None:
-            bucket.append(fact)
+        source = fact["source"]
+        if source == "routing":
+            routing.append(fact)
+        elif source == "intake":
+            intake.append(fact)
+        elif source == "notification":  # only counted: their order does not matter
+            kind = fact["event_type"]
+            if kind == ev.CITIZEN_NOTIFIED:
+                notified += 1
+            elif kind == ev.CITIZEN_NOTIFICATION_FAILED:
+                notification_failures += 1
     # Each source's facts in version order (a stable sort: as ``sorted`` always did).
     intake.sort(key=_by_version)
     routing.sort(key=_by_version)
-    notification.sort(key=_by_version)
 
     filed = next((f for f in intake if f["event_type"] == ev.COMPLAINT_FILED), None)
     filing = filed["data"] if filed else {}
@@ -189,7 +227,10 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     leads_before: list[str] = []
 
     def assignment(code: str) -> dict[str, Any]:
-        return assignments.setdefault(code, _new_assignment(complaint_id, code))
+        entry = assignments.get(code)
+        if entry is None:
+            entry = assignments[code] = _new_assignment(complaint_id, code)
+        return entry
 
     # Timings come from the events; "who leads at that moment" from each event's own lifecycle.
     for fact in routing:
@@ -206,8 +247,9 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
                 assignment(code)["rating"] = data["score"]
         leads_before = list(then["lead_agencies"])
         # A name equal to its code means the directory had none: the display fallback applies.
-        names.update({code: name for code, name in (then.get("agency_names") or {}).items()
-                      if name and name != code})
+        for code, name in (then.get("agency_names") or {}).items():
+            if name and name != code:
+                names[code] = name
         if then["status"] == SELESAI and resolved_at is None:
             resolved_at = at
         if kind == ev.COMPLAINT_ROUTED:
@@ -227,8 +269,9 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
                                  first_response_due=dues.get("first_response"),
                                  follow_up_due=dues.get("follow_up"))
             for code in then["coordinating_agencies"]:
-                if assignment(code)["role"] == "other":
-                    assignment(code).update(role="coordinating", assigned_at=at)
+                entry = assignment(code)
+                if entry["role"] == "other":
+                    entry.update(role="coordinating", assigned_at=at)
         elif kind == ev.COMPLAINT_ACKNOWLEDGED:
             entry = assignment(data["agency_code"])
             entry["acknowledged_at"] = entry["acknowledged_at"] or at
@@ -255,6 +298,13 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
         entry["agency_name"] = names.get(code)
 
     leads = [a for a in assignments.values() if a["role"] == "lead"]
+    # Every time below is a fact's ``occurred_at``: when all of them are in the stores' format,
+    # the earliest and latest are found as text (``_earliest_of``/``_latest_of`` give the same).
+    public_moments = [f["occurred_at"] for f in intake if f["event_type"] not in _INTERNAL]
+    public_moments += [f["occurred_at"] for f in routing if f["event_type"] not in _INTERNAL]
+    as_text = (_all_canonical(public_moments)
+               and _all_canonical([f["occurred_at"] for f in routing if f["event_type"] in _INTERNAL]))
+    earliest, latest = (_min_or_none, _max_or_none) if as_text else (_earliest_of, _latest_of)
     row.update({
         "lead_agencies": list(now["lead_agencies"]),
         "coordinating_agencies": list(now["coordinating_agencies"]),
@@ -262,16 +312,16 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
         "at_desk": bool(now["at_desk"]),
         "routed_at": routed_at, "first_response_due": sla_first_response_due,
         "follow_up_due": sla_follow_up_due,
-        "first_response_at": _earliest_of([m for a in leads
-                                           for m in (a["acknowledged_at"], a["first_answer_at"]) if m]),
-        "first_answer_at": _earliest_of([a["answered_at"] for a in answers if a["answered_at"]]),
+        "first_response_at": earliest([m for a in leads
+                                       for m in (a["acknowledged_at"], a["first_answer_at"]) if m]),
+        "first_answer_at": earliest([a["answered_at"] for a in answers if a["answered_at"]]),
         "answers": len(answers), "followed_up": bool(answers),
         "resolved": status == SELESAI, "resolved_at": resolved_at if status == SELESAI else None,
         "dismissed": status == DITOLAK, "escalations": escalations, "rejections": rejections,
         "public_status": status,
-        "notified": sum(1 for f in notification if f["event_type"] == ev.CITIZEN_NOTIFIED),
+        "notified": notified,
         "reopens": reopens, "rating": rating,
-        "notification_failures": sum(1 for f in notification if f["event_type"] == ev.CITIZEN_NOTIFICATION_FAILED),
+        "notification_failures": notification_failures,
     })
     row.update(classification_review(filing, routing))
     # Duplicates: the primary of the cluster the desk linked the complaint to, or None.
@@ -280,8 +330,7 @@ def derive(complaint_id: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
     row["next_due_kind"], row["next_due_at"] = next_deadline(now)
     # The public "updated" time: the latest thing that happened to the complaint itself
     # (escalations, confidentiality decisions and notifications are internal).
-    public_moments = [f["occurred_at"] for f in intake + routing if f["event_type"] not in _INTERNAL]
-    row["updated_at"] = _latest_of(public_moments)
+    row["updated_at"] = latest(public_moments)
     return {"complaint": row, "assignments": sorted(assignments.values(), key=lambda a: a["agency_code"]),
             "answers": answers}
 
