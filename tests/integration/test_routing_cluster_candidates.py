@@ -73,3 +73,21 @@ def test_nothing_recent_nothing_to_compare(connection):
     complaint(connection, "old", -60 * 24 * 4)
     complaint(connection, "new", 0)
     assert clusters.candidates(connection, clusters.filing(connection, "new"), WINDOW) == []
+
+
+def test_what_the_candidates_point_at_is_read_again_only_for_those_outside_the_window(connection):
+    """``links_and_pending_of`` answers as ``links_of`` and ``pending_of`` would, reading only
+    the complaints the candidates' read did not cover (a primary filed before the window)."""
+    complaint(connection, "root", -60 * 24 * 6)
+    complaint(connection, "p0", -60 * 24 * 4)       # before the 72-hour window
+    link(connection, "p0", "root")
+    for number, name in enumerate(["m1", "m2", "m3"]):
+        complaint(connection, name, number)
+    suggest(connection, "m1", "p0")
+    link(connection, "m2", "m3")
+    complaint(connection, "new", 30)
+    found = clusters.read_candidates(connection, clusters.filing(connection, "new"), WINDOW)
+    ids = [filing.complaint_id for filing in found.filings]
+    assert ids == ["m3", "p0"] and "p0" not in found.recent
+    assert found.links_and_pending_of(connection, ids + ["m2", "m1"]) == (
+        clusters.links_of(connection, ids + ["m2", "m1"]), clusters.pending_of(connection, ids + ["m2", "m1"]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, NamedTuple, Optional
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
@@ -98,7 +98,28 @@ def filing(connection: Connection, complaint_id: str) -> Optional[Filing]:
     return filing_of(row) if row else None
 
 
+class Candidates(NamedTuple):
+    """The candidates and what was read on the way: which of the recent complaints point where."""
+    filings: list[Filing]
+    recent: frozenset[str]
+    linked: dict[str, str]      # of the recent complaints: id → its link's primary
+    pending: dict[str, str]     # of the recent complaints: id → its pending suggestion's primary
+
+    def links_and_pending_of(self, connection: Connection, ids: list[str]) -> tuple[dict, dict]:
+        """``links_of`` and ``pending_of`` for ``ids``: read already for the recent ones, asked for
+        the others (a cluster's primary filed before the window)."""
+        others = [complaint_id for complaint_id in ids if complaint_id not in self.recent]
+        linked = {i: self.linked[i] for i in ids if i in self.linked} | links_of(connection, others)
+        pending = {i: self.pending[i] for i in ids if i in self.pending} | pending_of(connection, others)
+        return linked, pending
+
+
 def candidates(connection: Connection, new: Filing, window: timedelta) -> list[Filing]:
+    """``read_candidates``' filings."""
+    return read_candidates(connection, new, window).filings
+
+
+def read_candidates(connection: Connection, new: Filing, window: timedelta) -> Candidates:
     """Open complaints that could match ``new``: under the same post, or of the same category and
     known region, filed since ``window`` before it (the domain checks the rest) — and only those
     that stand for themselves. A complaint linked to a primary, or with a pending suggestion, is
@@ -116,13 +137,14 @@ def candidates(connection: Connection, new: Filing, window: timedelta) -> list[F
     if new.post_id:
         pointing += connection.execute(_RECENT_OF_POST_POINTING, {**open_since, "b_post_id": new.post_id}).all()
     if not pointing:
-        return []
+        return Candidates([], frozenset(), {}, {})
     linked = {complaint_id: primary for complaint_id, primary, _ in pointing if primary is not None}
     pending = {complaint_id: primary for complaint_id, _, primary in pointing if primary is not None}
     standing = {clusters.anchor(complaint_id, linked, pending) for complaint_id, _, _ in pointing}
     standing.discard(new.complaint_id)
     rows = connection.execute(_FILINGS_OF, {"b_ids": sorted(standing)}).mappings()
-    return sorted((filing_of(row) for row in rows), key=lambda filing: filing.filed_at, reverse=True)
+    filings = sorted((filing_of(row) for row in rows), key=lambda filing: filing.filed_at, reverse=True)
+    return Candidates(filings, frozenset(complaint_id for complaint_id, _, _ in pointing), linked, pending)
 
 
 # --- suggestions -----------------------------------------------------------------------------------

@@ -221,13 +221,15 @@ class Workflow:
                                   clusters.words_of(filed["text"]))
         new = cluster_tables.filing(connection, envelope.complaint_id)
         rules = self.cluster_rules
-        found = cluster_tables.candidates(connection, new, rules.window) if new else []
-        match = rules.best(new, found) if new else None
+        if new is None:
+            return
+        found = cluster_tables.read_candidates(connection, new, rules.window)
+        match = rules.best(new, found.filings)
         if match is None:
             return
-        ids = [candidate.complaint_id for candidate in found]
-        primary = clusters.anchor(match.candidate_id, cluster_tables.links_of(connection, ids),
-                                  cluster_tables.pending_of(connection, ids))
+        linked, pending = found.links_and_pending_of(
+            connection, [candidate.complaint_id for candidate in found.filings])
+        primary = clusters.anchor(match.candidate_id, linked, pending)
         if primary == envelope.complaint_id:
             primary = match.candidate_id
         if cluster_tables.save_suggestion(connection, envelope.complaint_id, primary, match, utc_now()):
