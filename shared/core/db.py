@@ -135,6 +135,36 @@ def execute_driver(connection: Connection, statement: str, parameters: Any = (),
     return cursor
 
 
+class DriverQuery:
+    """A Core SELECT compiled once per dialect and run straight on the driver's cursor, its rows
+    plain tuples: for hot reads of many rows whose columns need no type processing (strings,
+    integers), where SQLAlchemy's execution context and row objects cost more than the query.
+    Parameters are given by bind name, as to ``Connection.execute``; binds the statement carries
+    its own value for (literals, a LIMIT) are filled in. Expanding parameters (``IN`` lists) are
+    not supported: compile-time rendering would need every value."""
+
+    def __init__(self, statement: Any):
+        self.statement = statement
+        self._forms: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _form(self, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        form = self._forms.get(dialect.name)
+        if form is None:
+            compiled = self.statement.compile(dialect=dialect)
+            if compiled.post_compile_params or compiled.literal_execute_params:
+                raise ValueError("a DriverQuery cannot take expanding parameters")
+            fixed = {name: bind.value for bind, name in compiled.bind_names.items() if not bind.required}
+            order = tuple(compiled.positiontup) if compiled.positional else None
+            form = self._forms[dialect.name] = (compiled.string, order, fixed)
+        return form
+
+    def rows(self, connection: Connection, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        sql, order, fixed = self._form(connection.dialect)
+        values = {**fixed, **parameters}
+        arguments: Any = tuple(values[name] for name in order) if order is not None else values
+        return list(execute_driver(connection, sql, arguments).fetchall())
+
+
 def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 

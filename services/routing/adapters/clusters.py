@@ -17,6 +17,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
 from shared.core.config import number
+from shared.core.db import DriverQuery
 from shared.core.events import isoformat_utc, parse_iso
 from services.routing.adapters import tables
 from services.routing.domain import clusters
@@ -39,7 +40,9 @@ _FILINGS = (select(_c.c.complaint_id, _c.c.tracking_code, _c.c.category, _c.c.re
             .join(_w, _w.c.complaint_id == _c.c.complaint_id))
 _FILING = _FILINGS.where(_c.c.complaint_id == bindparam("b_complaint_id"))
 _FILINGS_OF = _FILINGS.where(_c.c.complaint_id.in_(bindparam("b_ids", expanding=True)))
-_OPEN_SINCE = and_(_d.c.complaint_id == _c.c.complaint_id, _d.c.status.in_(OPEN_STAGES),
+# The open stages as equalities, not an IN list: an expanding IN cannot be compiled once for the
+# driver (``DriverQuery``); SQLite and PostgreSQL plan both alike.
+_OPEN_SINCE = and_(_d.c.complaint_id == _c.c.complaint_id, or_(*(_d.c.status == stage for stage in OPEN_STAGES)),
                    _c.c.complaint_id != bindparam("b_complaint_id"), _c.c.filed_at >= bindparam("b_since"))
 _RECENT_OF_PLACE = (select(_c.c.complaint_id).join(_d, _d.c.complaint_id == _c.c.complaint_id)
                     .where(_OPEN_SINCE, _c.c.category == bindparam("b_category"),
@@ -61,8 +64,9 @@ def _with_pointers(recent_ids):
                          .outerjoin(_s, and_(_s.c.complaint_id == recent.c.complaint_id, _s.c.state == PENDING))))
 
 
-_RECENT_OF_PLACE_POINTING = _with_pointers(_RECENT_OF_PLACE)
-_RECENT_OF_POST_POINTING = _with_pointers(_RECENT_OF_POST)
+# Up to 200 rows a new complaint: run on the driver (SQLAlchemy's rows were a tenth of routing's CPU).
+_RECENT_OF_PLACE_POINTING = DriverQuery(_with_pointers(_RECENT_OF_PLACE))
+_RECENT_OF_POST_POINTING = DriverQuery(_with_pointers(_RECENT_OF_POST))
 _LINKS_OF = select(_links.c.complaint_id, _links.c.primary_id).where(
     _links.c.complaint_id.in_(bindparam("b_ids", expanding=True)))
 _PENDING_OF = select(_s.c.complaint_id, _s.c.primary_id).where(
@@ -132,10 +136,10 @@ def read_candidates(connection: Connection, new: Filing, window: timedelta) -> C
     open_since = {"b_complaint_id": new.complaint_id, "b_since": isoformat_utc(new.filed_at - window)}
     pointing: list = []
     if new.region_code is not None:
-        pointing += connection.execute(_RECENT_OF_PLACE_POINTING, {
-            **open_since, "b_category": new.category, "b_region_code": new.region_code}).all()
+        pointing += _RECENT_OF_PLACE_POINTING.rows(connection, {
+            **open_since, "b_category": new.category, "b_region_code": new.region_code})
     if new.post_id:
-        pointing += connection.execute(_RECENT_OF_POST_POINTING, {**open_since, "b_post_id": new.post_id}).all()
+        pointing += _RECENT_OF_POST_POINTING.rows(connection, {**open_since, "b_post_id": new.post_id})
     if not pointing:
         return Candidates([], frozenset(), {}, {})
     linked = {complaint_id: primary for complaint_id, primary, _ in pointing if primary is not None}
