@@ -240,10 +240,18 @@ class SharedTokenBucket:
         return self.budgets.peek(self._key(key), self.interval, self.tolerance)
 
 
+#: How long an uncapped pacer goes on trusting "no pause" before it reads the shared budget again.
+#: A pause recorded elsewhere (another replica, or another Page's pacer meeting an app-wide limit)
+#: holds here at most this much later — a few calls Meta refuses and the sender retries — instead
+#: of a database read before every send.
+PAUSE_RECHECK_SECONDS = 0.2
+
+
 class SharedPacer:
     """The sender's ``RateLimiter`` interface (``acquire``, ``penalise``) over a shared budget:
     ``rate_per_second`` calls a second for ``key`` across every replica (0: no cap, pauses still
-    hold), in bursts of at most ``burst``; a pause of ``app_key`` holds it too."""
+    hold — read again at most every ``PAUSE_RECHECK_SECONDS`` while there is none), in bursts of
+    at most ``burst``; a pause of ``app_key`` holds it too."""
 
     def __init__(self, budgets: Budgets, key: str, rate_per_second: float, burst: int = 1,
                  app_key: str = ""):
@@ -256,14 +264,22 @@ class SharedPacer:
         self.app_key = budget_key(app_key) if app_key else ""
         self.interval = 1.0 / rate_per_second if rate_per_second else 0.0
         self.tolerance = (burst - 1) * self.interval
+        self._no_pause_until = float("-inf")
 
     def acquire(self) -> float:
         """Reserve one call; return the seconds the caller must wait before making it."""
         if not self.interval:   # no cap: only the pauses hold (a read, no write per call)
-            return self.budgets.pause_left(self.key, self.app_key)
+            now = self.budgets.clock()
+            if now < self._no_pause_until:
+                return 0.0
+            left = self.budgets.pause_left(self.key, self.app_key)
+            if not left:
+                self._no_pause_until = now + PAUSE_RECHECK_SECONDS
+            return left
         return self.budgets.reserve(self.key, self.interval, self.tolerance, self.app_key)
 
     def penalise(self, seconds: float) -> None:
+        self._no_pause_until = float("-inf")
         self.budgets.penalise(self.key, seconds)
 
 

@@ -213,6 +213,29 @@ def test_reservations_and_pauses_are_shared(database):
     assert [unlimited.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
 
 
+def test_an_uncapped_pacer_sees_a_pause_recorded_elsewhere_within_the_recheck(database):
+    """Without a cap the pacer reads the pauses again only every PAUSE_RECHECK_SECONDS while there
+    is none (not before every send); its own penalty holds at once."""
+    from shared.core.shared_budget import PAUSE_RECHECK_SECONDS
+    clock = Clock()
+    pacer = SharedPacer(Budgets(database, clock=clock), "graph:send:1", 0, app_key="graph:app")
+    elsewhere = Budgets(database, clock=clock)
+    reads = []
+    original = pacer.budgets.pause_left
+    pacer.budgets.pause_left = lambda *args: reads.append(args) or original(*args)   # type: ignore[method-assign]
+    assert [pacer.acquire() for _ in range(5)] == [0.0] * 5 and len(reads) == 1
+    elsewhere.penalise("graph:app", 5)            # another replica met an app-wide limit
+    clock.now += PAUSE_RECHECK_SECONDS / 2
+    assert pacer.acquire() == 0.0                  # not seen yet: at most the recheck later
+    clock.now += PAUSE_RECHECK_SECONDS / 2 + 0.01
+    assert pacer.acquire() == pytest.approx(5 - PAUSE_RECHECK_SECONDS - 0.01)
+    assert pacer.acquire() == pytest.approx(5 - PAUSE_RECHECK_SECONDS - 0.01)   # a pause is read every time
+    clock.now += 5
+    assert pacer.acquire() == 0.0
+    pacer.penalise(2)                              # its own: at once
+    assert pacer.acquire() == pytest.approx(2)
+
+
 # --- bounded rows -----------------------------------------------------------------------------------
 
 def test_rows_are_only_kept_for_buckets_that_are_not_full(database):
