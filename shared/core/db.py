@@ -98,9 +98,13 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
         if checked_in_at is None or time.monotonic() - checked_in_at < idle_seconds:
             return
         try:
+            # In autocommit: the ping opens no transaction (psycopg2 would send a BEGIN first and
+            # leave it open for the caller, whose read could then not run in autocommit).
+            dbapi_connection.autocommit = True
             cursor = dbapi_connection.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            dbapi_connection.autocommit = False
         except engine.dialect.loaded_dbapi.Error as error:
             # The pool discards this connection and checks out (or opens) another.
             raise DisconnectionError(str(error)) from error
@@ -163,6 +167,30 @@ class DriverQuery:
         values = {**fixed, **parameters}
         arguments: Any = tuple(values[name] for name in order) if order is not None else values
         return list(execute_driver(connection, sql, arguments).fetchall())
+
+
+_PSYCOPG2_STATUS_READY = 1   # psycopg2.extensions.STATUS_READY: no transaction in progress
+
+
+@contextlib.contextmanager
+def autocommit(connection: Connection, enabled: bool = True) -> Iterator[Connection]:
+    """PostgreSQL: the connection's statements each commit by themselves while the block runs —
+    psycopg2 sends no BEGIN and its COMMIT does nothing. Set on the driver's connection (a flag of
+    psycopg2's, no round trip) and undone before the pool takes it back; SQLAlchemy's own
+    ``isolation_level="AUTOCOMMIT"`` would send a ``SET default_transaction_isolation`` on every
+    return to the pool. Not for a block that must write atomically or hold a row lock."""
+    dbapi_connection = connection.connection.dbapi_connection if enabled else None
+    # A transaction already open on it (not one of ours) cannot switch: the block then runs inside
+    # it, as every read did before.
+    if dbapi_connection is None or dbapi_connection.status != _PSYCOPG2_STATUS_READY:
+        yield connection
+        return
+    dbapi_connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        if not dbapi_connection.closed:   # a lost connection is invalidated, not given back
+            dbapi_connection.autocommit = False
 
 
 def _json_dumps(value: Any) -> str:
@@ -239,11 +267,18 @@ class Database:
                     log.exception("after-commit hook failed")
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, streaming: bool = False) -> Iterator[Connection]:
+        """A connection for reads. On PostgreSQL each statement runs as its own transaction
+        (autocommit): at READ COMMITTED — the isolation every service runs at — each statement of
+        a transaction takes its own snapshot anyway, so a BEGIN and a COMMIT around reads only cost
+        two round trips (and two statements of the server's) for nothing. ``streaming``: the rows
+        are fetched in pages through a server-side cursor, which PostgreSQL keeps only inside a
+        transaction — that read keeps one."""
         with self.engine.connect() as connection:
             connection = connection.execution_options(readonly=True)
-            with connection.begin():
-                yield connection
+            with autocommit(connection, self.dialect == "postgresql" and not streaming):
+                with connection.begin():
+                    yield connection
 
     @property
     def unsynced_engine(self) -> Engine:

@@ -26,6 +26,8 @@ from typing import Iterator
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from shared.core.db import autocommit
+
 _LOCAL: dict[str, threading.Lock] = {}
 
 
@@ -50,20 +52,20 @@ def exclusive(engine: Engine, name: str, wait: bool = False, poll_seconds: float
     dialect = engine.dialect.name
     if dialect == "postgresql":
         key = lock_key(name)
-        with engine.connect() as connection:
+        # The lock is the session's, not a transaction's: taking and letting go of it need no
+        # BEGIN and COMMIT around them (four round trips of the six each use of the lock cost).
+        with engine.connect() as connection, autocommit(connection):
             if wait:
                 connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
                 held = True
             else:
                 held = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
-            connection.commit()  # the lock is the session's, not the transaction's
             try:
                 yield held
             finally:
                 if held:
                     try:
                         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                        connection.commit()
                     except Exception:  # the connection is gone, and the lock with it
                         connection.invalidate()
         return

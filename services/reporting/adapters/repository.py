@@ -498,7 +498,7 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
         write([(new.complaints, complaints), (new.assignments, assignments), (new.answers, answers)])
         complaints.clear(), assignments.clear(), answers.clear()
 
-    with database.read() as reader:
+    with database.read(streaming=True) as reader:
         for complaint_id, facts in _complaints_in_order(_facts_in_complaint_order(reader, new.facts, chunk * 5)):
             rows = derive(complaint_id, facts)
             complaints.append(complaint_tuple(rows["complaint"]))
