@@ -130,6 +130,10 @@ class _Statements:
         self.ids_since = f"SELECT position, event_id FROM {ev} WHERE position > {mark} ORDER BY position LIMIT {mark}"
         self.delete_outbox_one = f"DELETE FROM {ob} WHERE position = {mark}"
         self.delete_outbox_any = f"DELETE FROM {ob} WHERE position = ANY({mark})"   # PostgreSQL: a list
+        # PostgreSQL, on a connection in autocommit: the delete in a transaction of its own that
+        # does not wait for its commit to reach the disk, the four statements in one round trip.
+        self.delete_outbox_unsynced = (f"BEGIN; SET LOCAL synchronous_commit TO OFF; "
+                                       f"{self.delete_outbox_any}; COMMIT")
         # One event on PostgreSQL: both rows in one round trip.
         self.insert_one = f"{self.insert_events}; {self.insert_outbox}" if self.postgresql else None
         self._mark, self._events_name, self._outbox_name = mark, ev, ob
@@ -291,15 +295,18 @@ class EventStore:
             return self.lift_old(connection, events)
         return [event if is_current(event) else upcast(event) for event in events]
 
-    def mark_published(self, connection: Connection, positions: list[int]) -> None:
+    def mark_published(self, connection: Connection, positions: list[int], unsynced: bool = False) -> None:
         """Drop the outbox rows of published events: one statement for all of them, straight to
         the driver (the relay runs this after every publish round; building the DELETE was most
-        of its cost)."""
+        of its cost). ``unsynced`` (PostgreSQL, ``connection`` in autocommit — the relay's lock
+        session): in a transaction of its own with ``synchronous_commit`` off, sent as one round
+        trip; elsewhere the caller's transaction decides (``Database.unsynced``)."""
         if not positions:
             return
         statements = self._sql(connection)
         if statements.postgresql:
-            execute_driver(connection, statements.delete_outbox_any, ([int(p) for p in positions],))
+            delete = statements.delete_outbox_unsynced if unsynced else statements.delete_outbox_any
+            execute_driver(connection, delete, ([int(p) for p in positions],))
         else:
             execute_driver(connection, statements.delete_outbox_one, [(int(p),) for p in positions], many=True)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from shared.core.db import autocommit
 
@@ -51,23 +51,8 @@ def exclusive(engine: Engine, name: str, wait: bool = False, poll_seconds: float
     alike, polling every ``poll_seconds`` on SQLite so a green thread never blocks its hub)."""
     dialect = engine.dialect.name
     if dialect == "postgresql":
-        key = lock_key(name)
-        # The lock is the session's, not a transaction's: taking and letting go of it need no
-        # BEGIN and COMMIT around them (four round trips of the six each use of the lock cost).
-        with engine.connect() as connection, autocommit(connection):
-            if wait:
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                held = True
-            else:
-                held = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
-            try:
-                yield held
-            finally:
-                if held:
-                    try:
-                        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    except Exception:  # the connection is gone, and the lock with it
-                        connection.invalidate()
+        with _postgresql_lock(engine, name, wait) as (held, _session):
+            yield held
         return
     path = _sqlite_file(engine) if dialect == "sqlite" else None
     if path is None:
@@ -92,6 +77,73 @@ def exclusive(engine: Engine, name: str, wait: bool = False, poll_seconds: float
         finally:
             if held:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _postgresql_lock(engine: Engine, name: str, wait: bool) -> Iterator[tuple[bool, Connection]]:
+    """The advisory lock, and the session (a connection in autocommit) that holds it."""
+    key = lock_key(name)
+    # The lock is the session's, not a transaction's: taking and letting go of it need no BEGIN
+    # and COMMIT around them (four round trips of the six each use of the lock cost).
+    with engine.connect() as connection, autocommit(connection):
+        if wait:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            held = True
+        else:
+            held = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+        try:
+            yield held, connection
+        finally:
+            if held:
+                try:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                except Exception:  # the connection is gone (or its transaction broken): the lock goes with it
+                    connection.invalidate()
+
+
+class KeptLock:
+    """``exclusive(engine, name)`` for work done in rounds, one after another in one green thread
+    (the outbox relay): ``take`` before a round takes the lock, or finds it still held from the
+    round before; ``let_go`` gives it back. Keeping it while rounds follow each other saves taking
+    and giving it back every round (two statements on PostgreSQL); the caller lets go when a round
+    finds nothing to do or fails, so another replica can take over.
+
+    On PostgreSQL ``session`` is the connection holding the lock (in autocommit): work done on it
+    fails if that session was lost — and the lock with it — so nothing runs believing it holds a
+    lock it lost. Elsewhere ``session`` is None."""
+
+    def __init__(self, engine: Engine, name: str):
+        self.engine = engine
+        self.name = name
+        self.session: Connection | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._stack is not None
+
+    def take(self) -> bool:
+        if self._stack is not None:
+            return True
+        stack = contextlib.ExitStack()
+        try:
+            if self.engine.dialect.name == "postgresql":
+                held, session = stack.enter_context(_postgresql_lock(self.engine, self.name, wait=False))
+            else:
+                held, session = stack.enter_context(exclusive(self.engine, self.name)), None
+        except BaseException:
+            stack.close()
+            raise
+        if not held:
+            stack.close()
+            return False
+        self._stack, self.session = stack, session
+        return True
+
+    def let_go(self) -> None:
+        stack, self._stack, self.session = self._stack, None, None
+        if stack is not None:
+            stack.close()
 
 
 def _try_flock(fd: int) -> bool:

@@ -15,7 +15,7 @@ from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 
 from shared.core import config, metrics
-from shared.core.exclusive import exclusive
+from shared.core.exclusive import KeptLock
 from shared.glue import broker
 from shared.core.store import ServiceStore
 from shared.glue.providers import Storage, _find
@@ -57,6 +57,7 @@ class OutboxRelay(DependencyProvider):
         self.last_error: str | None = None
         self.published_count = 0
         self.store.database.after_commit_hooks.append(lambda _envelopes: self.wake())
+        self._lock = KeptLock(self.store.database.engine, "outbox-relay")
 
     def start(self):
         self._running = True
@@ -77,6 +78,12 @@ class OutboxRelay(DependencyProvider):
         self._wake.set()
 
     def _run(self):
+        try:
+            self._rounds()
+        finally:   # stopped or killed: the lock a round kept goes back (another replica may publish)
+            self._lock.let_go()
+
+    def _rounds(self):
         backoff = 0.5
         poll = config.outbox_poll_seconds()
         while self._running:
@@ -152,14 +159,29 @@ class OutboxRelay(DependencyProvider):
         whole batch; only confirmed events leave the outbox (in one statement). One relay of the
         service's replicas publishes at a time (``shared.core.exclusive``): each event goes out
         once and a log's events in position order; the others find the lock taken and wait for
-        their next round."""
-        with exclusive(self.store.database.engine, "outbox-relay") as mine:
-            return self._publish_pending() if mine else 0
+        their next round. The lock is kept from a round to the next while rounds find events to
+        publish, and given back by a round that finds none or fails (a replica whose broker is
+        gone lets another publish) and when the relay stops."""
+        if not self._lock.take():
+            return 0
+        try:
+            sent = self._publish_pending(self._lock.session)
+        except BaseException:
+            self._lock.let_go()
+            raise
+        if not sent:
+            self._lock.let_go()
+        return sent
 
-    def _publish_pending(self) -> int:
+    def _publish_pending(self, session=None) -> int:
+        """``session``: PostgreSQL's connection holding the lock (autocommit): the round reads and
+        marks on it — two round trips, and none if the lock was lost with it."""
         database, event_store = self.store.database, self.outbox()
-        with database.read() as connection:
-            pending = event_store.unpublished(connection, self.batch_size)
+        if session is not None:
+            pending = event_store.unpublished(session, self.batch_size)
+        else:
+            with database.read() as connection:
+                pending = event_store.unpublished(connection, self.batch_size)
         if not pending:
             self.broker_ok = self.broker_ok or self._connection is not None
             return 0
@@ -198,8 +220,11 @@ class OutboxRelay(DependencyProvider):
             if confirmed:
                 # Unsynced: a power cut that undoes this only republishes these events, and every
                 # consumer ignores a repeat; an fsync per round would hold the process up for it.
-                with database.unsynced() as connection:
-                    event_store.mark_published(connection, confirmed)
+                if session is not None:
+                    event_store.mark_published(session, confirmed, unsynced=True)
+                else:
+                    with database.unsynced() as connection:
+                        event_store.mark_published(connection, confirmed)
                 self.published_count += len(confirmed)
         if nacked:
             raise RuntimeError(f"broker nacked {len(nacked)} of {len(by_tag)} events")

@@ -466,3 +466,28 @@ def test_a_corrupt_or_foreign_envelope_from_outside_is_still_validated(database)
     foreign = dict(received, event_type="ComplaintFiled", source="intake")
     with pytest.raises(InvalidEvent):
         read_envelope(foreign, "routing")
+
+
+def test_the_relay_marks_published_events_on_its_lock_session_in_one_unsynced_transaction(database):
+    # On PostgreSQL the relay reads and marks on the session that holds its lock (autocommit):
+    # the delete is a transaction of its own with synchronous_commit off, and leaves the session
+    # as it found it — idle, synchronous_commit on.
+    from shared.core.exclusive import KeptLock
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite's relay marks through Database.unsynced (above)")
+    with database.transaction() as tx:
+        tx.append([resolved(str(uuid.uuid4())) for _ in range(4)])
+    store, lock = database.event_store, KeptLock(database.engine, "outbox-relay")
+    assert lock.take()
+    try:
+        session = lock.session
+        assert [e["position"] for e in store.unpublished(session)] == [1, 2, 3, 4]
+        store.mark_published(session, [1, 3], unsynced=True)
+        dbapi = session.connection.dbapi_connection
+        assert dbapi.autocommit and dbapi.status == 1   # no transaction left open
+        assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert [e["position"] for e in store.unpublished(session)] == [2, 4]
+    finally:
+        lock.let_go()
+    with database.read() as connection:
+        assert [e["position"] for e in store.unpublished(connection)] == [2, 4]

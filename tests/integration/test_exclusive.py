@@ -77,3 +77,46 @@ def test_a_holder_that_dies_lets_go(url):
         if process.poll() is None:
             process.kill()
         engine.dispose()
+
+
+def test_a_kept_lock_stays_held_across_rounds_until_let_go(url):
+    from shared.core.exclusive import KeptLock
+    first, second = create_engine(url), create_engine(url)
+    try:
+        kept, other = KeptLock(first, "relay"), KeptLock(second, "relay")
+        assert kept.take() and kept.take()       # the second round finds it still held
+        assert not other.take()
+        with exclusive(second, "relay") as held:
+            assert not held
+        kept.let_go()
+        assert other.take() and not kept.take()
+        other.let_go()
+        with exclusive(first, "relay") as held:
+            assert held
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_work_on_a_kept_lock_session_fails_once_the_session_is_lost(postgres_url):
+    # The relay reads and marks on the session holding its lock: if the server dropped that
+    # session, the lock went with it, and the work fails instead of running unlocked.
+    from sqlalchemy import text
+
+    from shared.core.exclusive import KeptLock
+    engine, admin = create_engine(postgres_url), create_engine(postgres_url)
+    try:
+        kept = KeptLock(engine, "relay")
+        assert kept.take()
+        pid = kept.session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        time.sleep(0.2)
+        with pytest.raises(Exception):
+            kept.session.execute(text("SELECT 1"))
+        kept.let_go()
+        assert kept.take()   # a fresh session takes it again
+        kept.let_go()
+    finally:
+        engine.dispose()
+        admin.dispose()

@@ -101,7 +101,9 @@ class FeedLog:
         return [{"position": int(row["position"]), "event_id": row["item_id"], "event_type": row["event_type"],
                  "reader": row["reader"], "body": json.loads(row["body"])} for row in rows]
 
-    def mark_published(self, connection: Connection, positions: list[int]) -> None:
+    def mark_published(self, connection: Connection, positions: list[int], unsynced: bool = False) -> None:
+        """``unsynced`` as ``EventStore.mark_published`` takes it; here the delete simply commits
+        with the connection (the feed log's relay rounds are few)."""
         if positions:
             connection.execute(delete(feed_outbox).where(feed_outbox.c.position.in_(positions)))
 
