@@ -30,7 +30,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Tex
 from sqlalchemy.exc import IntegrityError
 
 from shared.core import metrics
-from shared.core.db import Database, Transaction
+from shared.core.db import Database, Transaction, execute_driver
 from shared.core.events import Envelope, InvalidEvent, fast_check, isoformat_utc, utc_now, validate_envelope
 from shared.core.events.catalogue import NeedsHistory, upcast
 from shared.core.eventstore import MAX_ID_PAGE
@@ -118,6 +118,14 @@ class _Statements:
         self.recorded_at = select(pe.c.position, pe.c.event_id).where(
             pe.c.source == bindparam("b_source"), pe.c.position.in_(bindparam("b_positions", expanding=True)))
         self.marker = select(pe.c.position).where(pe.c.source == bindparam("b_source"), pe.c.position <= 0)
+        # The checkpoint and the confirmed position's marker in one statement (one round trip);
+        # FOR UPDATE (PostgreSQL) locks the checkpoint row only.
+        marker = pe.alias("marker")
+        self.checkpoint_and_marker = (
+            select(cp.c.position, marker.c.position)
+            .select_from(cp.outerjoin(marker, (marker.c.source == cp.c.source) & (marker.c.position <= 0)))
+            .where(cp.c.source == bindparam("b_source")))
+        self.checkpoint_and_marker_for_update = self.checkpoint_and_marker.with_for_update(of=cp)
         self.above = (select(pe.c.position).where(pe.c.source == bindparam("b_source"),
                                                   pe.c.position > bindparam("b_position"))
                       .order_by(pe.c.position).limit(bindparam("b_limit")))
@@ -170,8 +178,7 @@ class EventConsumer:
             self.highest_seen[source] = envelope.position
         try:
             with self.database.transaction() as tx:
-                checkpoint = self._lock_checkpoint(tx, source)
-                confirmed = self._confirmed(tx, source, checkpoint)
+                checkpoint, confirmed = self._lock_and_confirmed(tx, source)
                 decision = self._decide(tx, source, envelope, checkpoint, confirmed, pulled)
                 if decision in ("duplicate", "deferred"):
                     if decision == "duplicate" and pulled:
@@ -214,8 +221,7 @@ class EventConsumer:
         failed: list[tuple[Envelope, Exception]] = []
         try:
             with self.database.transaction() as tx:
-                checkpoint = self._lock_checkpoint(tx, source)
-                confirmed = self._confirmed(tx, source, checkpoint)
+                checkpoint, confirmed = self._lock_and_confirmed(tx, source)
                 confirmed, envelopes, repeated = self._confirm_repeats(tx, source, envelopes, checkpoint,
                                                                        confirmed)
                 for _ in range(repeated):
@@ -335,8 +341,10 @@ class EventConsumer:
             # batches never wait for each other crosswise); SQLite's BEGIN IMMEDIATE already
             # serialises writers.
             sources = sorted({source for _, source, _ in readable})
-            checkpoints = {source: self._lock_checkpoint(tx, source) for source in sources}
-            confirmed = {source: self._confirmed(tx, source, checkpoints[source]) for source in sources}
+            checkpoints: dict[str, int] = {}
+            confirmed: dict[str, int] = {}
+            for source in sources:
+                checkpoints[source], confirmed[source] = self._lock_and_confirmed(tx, source)
             # What is recorded at the batch's positions, one read a source (instead of one an
             # event); kept up to date below, so that the same event twice in one batch is a
             # duplicate the second time, exactly as if delivered twice. Only the batch's own
@@ -368,12 +376,33 @@ class EventConsumer:
                 known[source][envelope.position] = envelope.event_id
                 recorded.setdefault(source, []).append(envelope.position)
                 outcomes[index] = outcome
+            self._write_records(tx, rows, recorded)
+            for source in recorded:
+                self._advance(tx, source, checkpoints[source])
+        return outcomes, failed
+
+    def _write_records(self, tx: Transaction, rows: list[dict[str, Any]], recorded: dict[str, list[int]]) -> None:
+        """A batch's records and the clearing of their failure counts: on PostgreSQL in one round
+        trip (the statements sent together, straight to the driver); elsewhere statement by
+        statement."""
+        if tx.connection.dialect.name != "postgresql":
             if rows:
                 tx.execute(self._sql.insert_processed, rows)   # one statement for the batch's records
             for source, positions in recorded.items():
                 tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": positions})
-                self._advance(tx, source, checkpoints[source])
-        return outcomes, failed
+            return
+        statements: list[str] = []
+        parameters: list[Any] = []
+        if rows:
+            statements.append(f"INSERT INTO {self.processed.name} (source, position, event_id, outcome) VALUES "
+                              + ", ".join(["(%s, %s, %s, %s)"] * len(rows)))
+            for row in rows:
+                parameters += [row["source"], row["position"], row["event_id"], row["outcome"]]
+        for source, positions in recorded.items():
+            statements.append(f"DELETE FROM {self.failures.name} WHERE source = %s AND position = ANY(%s)")
+            parameters += [source, positions]
+        if statements:
+            execute_driver(tx.connection, "; ".join(statements), parameters)
 
     def _observe_batch(self, deliveries: list[tuple[Any, str]], outcomes: list[str], started: float,
                        skip: Iterable[int] = ()) -> None:
@@ -463,8 +492,7 @@ class EventConsumer:
             # may come from anyone allowed to publish, and trusting its claim would let it take the
             # place of the real event there (which would then be skipped as a duplicate).
             if pulled and isinstance(position, int) and position > 0 and claimed_source == source:
-                checkpoint = self._lock_checkpoint(tx, source)
-                confirmed = self._confirmed(tx, source, checkpoint)
+                checkpoint, confirmed = self._lock_and_confirmed(tx, source)
                 if position <= confirmed:
                     return "duplicate"
                 # The source's log really holds something at this position that we cannot read:
@@ -480,6 +508,21 @@ class EventConsumer:
                                 position=position if isinstance(position, int) else None)
         log.warning("quarantined an invalid event from %s: %s", source, reason)
         return "quarantined"
+
+    def _lock_and_confirmed(self, tx: Transaction, source: str) -> tuple[int, int]:
+        """``_lock_checkpoint`` and ``_confirmed`` together: the checkpoint (its row locked) and
+        the confirmed position, read in one statement."""
+        postgresql = tx.connection.dialect.name == "postgresql"
+        query = self._sql.checkpoint_and_marker_for_update if postgresql else self._sql.checkpoint_and_marker
+        row = tx.execute(query, {"b_source": source}).first()
+        if row is None:   # the source's first event: the row is created, as _lock_checkpoint does
+            checkpoint = self._lock_checkpoint(tx, source)
+            return checkpoint, self._confirmed(tx, source, checkpoint)
+        checkpoint, marker = int(row[0]), row[1]
+        if marker is None:
+            return checkpoint, self._confirmed(tx, source, checkpoint)   # writes the first marker
+        # Never above the checkpoint (see ``_confirmed``).
+        return checkpoint, min(-int(marker), checkpoint)
 
     def _lock_checkpoint(self, tx: Transaction, source: str) -> int:
         # FOR UPDATE serialises handlers of one source on PostgreSQL; SQLite's BEGIN IMMEDIATE
@@ -588,8 +631,7 @@ class EventConsumer:
                 break   # not a pair: the full pull judges the rest
             clean.append((position, event_id))
         with self.database.transaction() as tx:
-            checkpoint = self._lock_checkpoint(tx, source)
-            confirmed = self._confirmed(tx, source, checkpoint)
+            checkpoint, confirmed = self._lock_and_confirmed(tx, source)
             moved, _ = self._confirm_run(tx, source, clean, checkpoint, confirmed)
             if moved == confirmed:
                 tx.discard()
