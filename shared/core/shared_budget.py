@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator
 from sqlalchemy import Column, Float, MetaData, String, Table, text
 from sqlalchemy.engine import Connection
 
+from shared.core.db import autocommit
 from shared.core.ratelimit import Decision, TokenBucketLimiter
 
 TABLE = "rate_budgets"
@@ -118,9 +119,11 @@ class Budgets:
 
     @contextlib.contextmanager
     def _read_only(self) -> Iterator[Connection]:
+        # PostgreSQL: one statement, no BEGIN and COMMIT around it (Database.read's reasoning; the
+        # sender reads the pauses before every send).
         with self.engine.connect() as connection:
             connection = connection.execution_options(readonly=True)   # SQLite: a plain BEGIN
-            with connection.begin():
+            with autocommit(connection, self.database.dialect == "postgresql"), connection.begin():
                 yield connection
 
     # -- token buckets (public endpoints) ---------------------------------------------------

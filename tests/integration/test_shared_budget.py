@@ -288,3 +288,16 @@ def test_budget_writes_skip_the_fsync_but_the_service_s_own_do_not(tmp_path):
             assert connection.exec_driver_sql("SELECT COUNT(*) FROM rate_budgets").scalar() == 1
     finally:
         database.dispose()
+
+
+def test_reading_the_pauses_opens_no_transaction_on_postgresql(database):
+    """The sender reads a Page's pauses before every send: on PostgreSQL one statement, no BEGIN
+    and COMMIT around it (the reads of ``Database.read``); the pause itself is read as before."""
+    budgets = Budgets(database)
+    budgets.penalise("page:1", 30)
+    with budgets._read_only() as connection:
+        if database.dialect == "postgresql":
+            assert connection.connection.dbapi_connection.status == 1   # STATUS_READY: no BEGIN sent
+            assert connection.connection.dbapi_connection.autocommit
+    assert 25 < budgets.pause_left("page:1") <= 30
+    assert budgets.pause_left("page:2") == 0
