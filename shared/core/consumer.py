@@ -226,14 +226,25 @@ class EventConsumer:
                                                                        confirmed)
                 for _ in range(repeated):
                     count("duplicate")
+                # The records at the page's positions, read once (the checkpoint row is locked:
+                # nobody else records for the source meanwhile): each event is decided against
+                # them without a read an event. The confirmed position moves in memory and is
+                # written once, at the end — the same rows as moving it event by event (what it
+                # forgets lies at or below it, never at a position still to decide).
+                highest = max((envelope.position for envelope in envelopes), default=confirmed)
+                known = {int(position): str(event_id) for position, event_id in tx.execute(
+                    self._sql.recorded_between, {"b_source": source, "b_low": confirmed, "b_high": highest})} \
+                    if highest > confirmed else {}
+                confirmed_at_start = confirmed
                 recorded: list[int] = []
+                rows: list[dict[str, Any]] = []
                 for envelope in envelopes:
                     if envelope.position in recorded[-1:]:
                         count("duplicate")
                         continue
-                    decision = self._decide(tx, source, envelope, checkpoint, confirmed, pulled=True)
+                    decision = self._decide(tx, source, envelope, checkpoint, confirmed, pulled=True, known=known)
                     if decision == "duplicate":
-                        confirmed = self._confirm(tx, source, envelope.position, confirmed)
+                        confirmed = _confirmed_next(confirmed, envelope.position)
                         count("duplicate")
                         continue
                     try:
@@ -243,14 +254,23 @@ class EventConsumer:
                         continue
                     if decision == "replace":
                         self._replace_impostor(tx, source, envelope)
-                    tx.execute(self._sql.insert_processed, {
-                        "source": source, "position": envelope.position, "event_id": envelope.event_id,
-                        "outcome": outcome})
-                    confirmed = self._confirm(tx, source, envelope.position, confirmed)
+                    rows.append({"source": source, "position": envelope.position, "event_id": envelope.event_id,
+                                 "outcome": outcome})
+                    known[envelope.position] = envelope.event_id
+                    confirmed = _confirmed_next(confirmed, envelope.position)
                     recorded.append(envelope.position)
                     count(outcome)
+                if confirmed != confirmed_at_start:
+                    tx.execute(self._sql.forget_confirmed, {"b_source": source, "b_position": confirmed,
+                                                            "b_checkpoint": checkpoint})
+                    # A record the move forgets is not written at all (event by event it was
+                    # written, then forgotten).
+                    forgotten = min(confirmed, checkpoint)
+                    rows = [row for row in rows if row["position"] > forgotten]
+                    rows.append({"source": source, "position": -confirmed, "event_id": CONFIRMED,
+                                 "outcome": CONFIRMED})
+                self._write_records(tx, rows, {source: recorded} if recorded else {})
                 if recorded:
-                    tx.execute(self._sql.clear_failures, {"b_source": source, "b_positions": recorded})
                     self._advance(tx, source, checkpoint)
             self.handled_count += sum(n for key, n in outcomes.items() if key != "duplicate")
         except IntegrityError:
@@ -724,6 +744,12 @@ class EventConsumer:
                         self._record(tx, source, envelope, "quarantined")
         except Exception:
             log.exception("could not record a handler failure for %s/%s", source, envelope.position)
+
+
+def _confirmed_next(confirmed: int, position: int) -> int:
+    """The confirmed position once the log confirmed ``position`` (``_confirm``'s rule: only the
+    next one moves it; an earlier position still unconfirmed is read again by the next pull)."""
+    return position if position == confirmed + 1 else confirmed
 
 
 class CatchUp:

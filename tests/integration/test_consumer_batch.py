@@ -303,3 +303,73 @@ def test_the_checkpoint_moves_over_a_long_run_of_handled_positions_filled_by_one
     assert consumer.handle_batch(delivered([events[350], events[355], events[1]])) == ["duplicate"] * 3
     assert consumer.handle_batch(delivered([events[351]])) == ["handled"]
     assert consumer.checkpoint(SOURCE) == 359
+
+
+class _RoundTrips:
+    """Counts the statements the consumer sends: SQLAlchemy's, and its own driver-level ones."""
+
+    def __init__(self, store, monkeypatch):
+        import shared.core.consumer as consumer_module
+        from sqlalchemy import event
+        self.count = 0
+        engine, real = store.database.engine, consumer_module.execute_driver
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(consumer_module, "execute_driver", counted)
+        event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_args):
+        self.count += 1
+
+
+def test_a_pulled_page_ends_where_the_same_events_pulled_one_by_one_end(store, tmp_path, monkeypatch):
+    """Catch-up handles a page of pulled events in one transaction: the records, the confirmed
+    position and the checkpoint end exactly where ``handle(pulled=True)`` one by one ends — with
+    pushed events recorded above the confirmed position, a forged one among them, and events the
+    consumer has no handler for — and the page's own statements are a fixed number, not a few an
+    event (five an event before: a read of its record, its record, a read of the checkpoint, the
+    forgetting of confirmed records and the new marker)."""
+    events = [envelope(p) for p in range(1, 31)]
+    for position in (7, 8, 9):    # a type without a handler: recorded as ignored
+        events[position - 1] = envelope(position, event_type="ComplaintDismissed", data={
+            "reason": "spam", "duplicate_of": None, "actor": "desk", "lifecycle": snapshot("selesai")})
+    forged = dict(envelope(12), event_id="00000000-0000-4000-8000-000000000012")
+    pushed = delivered([events[3], events[4], forged, events[19]])
+
+    def run(target, count=None):
+        consumer = make_consumer(target, Recorder(target))
+        consumer.handle_batch(pushed)
+        trips = _RoundTrips(target, monkeypatch) if count else None
+        if count:
+            outcomes = consumer.handle_many(events, SOURCE)
+        else:
+            outcomes = {}
+            for event in events:
+                outcome = consumer.handle(event, SOURCE, pulled=True)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        return outcomes, trips, consumer
+
+    page_outcomes, trips, page_consumer = run(store, count=True)
+    other = ServiceStore("reporting", store.metadata, emits_events=False, url=f"sqlite:///{tmp_path / 'one.db'}")
+    other.database.create_all()
+    try:
+        one_outcomes, _, one_consumer = run(other)
+        assert page_outcomes == one_outcomes
+        page_state, one_state = state(store), state(other)
+        assert sorted(page_state[0]) == sorted(one_state[0])      # the same effects
+        assert page_state[1] == one_state[1]                      # checkpoints
+        assert page_state[3] == one_state[3]                      # failures
+        assert page_consumer.confirmed(SOURCE) == one_consumer.confirmed(SOURCE) == 30
+        # Records at or below the confirmed position say nothing any more (a page keeps those its
+        # own checkpoint had not passed until the next confirmation forgets them, as it did
+        # before); the marker is the same.
+        assert [row for row in page_state[2] if row[1] <= 0] == [row for row in one_state[2] if row[1] <= 0]
+    finally:
+        other.database.dispose()
+    # Besides each handled event's savepoint, its release and its effect (3 statements; the three
+    # events without a handler take none): a fixed number.
+    handled = sum(1 for event in events if event["event_type"] == "ComplaintResolved")
+    assert trips.count <= 3 * handled + 15, trips.count
