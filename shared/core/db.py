@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -68,6 +69,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, json_serializer=_json_dumps, **kwargs)
         _ping_after_idle(engine, PING_AFTER_IDLE_SECONDS)
+        _prepare_statements(engine)
         return engine
     return create_engine(url, json_serializer=_json_dumps, **kwargs)
 
@@ -108,6 +110,69 @@ def _ping_after_idle(engine: Engine, idle_seconds: float) -> None:
         except engine.dialect.loaded_dbapi.Error as error:
             # The pool discards this connection and checks out (or opens) another.
             raise DisconnectionError(str(error)) from error
+
+
+#: PostgreSQL: the most statements one connection prepares (a bound on each session's memory; the
+#: services run a few dozen distinct statements each).
+MAX_PREPARED_STATEMENTS = 400
+_PREPARABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+def _prepare_statements(engine: Engine) -> None:
+    """PostgreSQL: each statement SQLAlchemy runs on a connection is prepared there the first time
+    (``PREPARE``) and then run by name (``EXECUTE name(values)``). psycopg2 sends every statement
+    as text, so the server parsed, analysed and planned it again on every run — half of its CPU per
+    statement in a profile of the platform. Only what can be prepared is: a statement PostgreSQL
+    cannot prepare (a parameter whose type it cannot infer) runs as text, as before. Prepared
+    statements belong to the session, survive a rollback, and go with the connection (SQLAlchemy
+    clears ``info`` when it replaces one)."""
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _run_prepared(connection: Connection, cursor: Any, statement: str, parameters: Any, _context: Any,
+                      executemany: bool) -> tuple[str, Any]:
+        # Not for a server-side cursor (a streaming read: it DECLAREs the statement itself).
+        if executemany or getattr(cursor, "name", None) or not isinstance(parameters, dict) or \
+                not statement.lstrip()[:6].upper().startswith(_PREPARABLE):
+            return statement, parameters
+        prepared = connection.connection.info.setdefault("ntbcare_prepared", {})
+        entry = prepared.get(statement)
+        if entry is None:
+            entry = prepared[statement] = (_prepare(cursor, statement, f"ntbcare_{len(prepared) + 1}")
+                                           if len(prepared) < MAX_PREPARED_STATEMENTS else False)
+        if not entry:
+            return statement, parameters
+        name, order = entry
+        if not order:
+            return f"EXECUTE {name}", parameters
+        return f"EXECUTE {name}(" + ", ".join(f"%({parameter})s" for parameter in order) + ")", parameters
+
+
+def _prepare(cursor: Any, statement: str, name: str) -> tuple[str, list[str]] | bool:
+    """``PREPARE`` ``statement`` (psycopg2's ``%(name)s`` parameters as ``$1``…) as ``name`` on the
+    cursor's connection; returns the name and the parameters in ``$n`` order, or False when the
+    server refused it. Inside a transaction it is tried in a savepoint, so a refusal leaves the
+    transaction as it was."""
+    order: list[str] = []
+
+    def numbered(match: re.Match[str]) -> str:
+        if match.group(1) not in order:
+            order.append(match.group(1))
+        return f"${order.index(match.group(1)) + 1}"
+
+    body = _NAMED_PARAMETER.sub(numbered, statement).replace("%%", "%")
+    in_transaction = not cursor.connection.autocommit
+    try:
+        if in_transaction:
+            cursor.execute(f"SAVEPOINT ntbcare_prepare; PREPARE {name} AS {body}; RELEASE SAVEPOINT ntbcare_prepare")
+        else:
+            cursor.execute(f"PREPARE {name} AS {body}")
+    except Exception as error:
+        if in_transaction:
+            cursor.execute("ROLLBACK TO SAVEPOINT ntbcare_prepare; RELEASE SAVEPOINT ntbcare_prepare")
+        log.debug("statement not prepared (%s): %s", error, statement[:200])
+        return False
+    return name, order
 
 
 def execute_driver(connection: Connection, statement: str, parameters: Any = (), many: bool = False) -> Any:
