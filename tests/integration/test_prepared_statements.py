@@ -63,3 +63,29 @@ def test_a_statement_the_server_cannot_prepare_runs_as_text_in_the_same_transact
         assert tx.execute(select(items.c.name)).scalar() == "one"   # the transaction goes on
     with database.read() as connection:
         assert connection.execute(select(items.c.name)).scalars().all() == ["one"]
+
+
+def test_a_new_session_after_a_lost_one_prepares_again(database, postgres_url):
+    """Prepared statements go with their session: once the server dropped it, the pool's next
+    connection prepares its statements again instead of running names it never prepared."""
+    from sqlalchemy import create_engine
+    items = database.metadata.tables["items"]
+    count = select(items.c.id).where(items.c.id > bindparam("above"))
+    with database.transaction() as tx:
+        tx.execute(insert(items).values(id=1, name="one"))
+        assert tx.execute(count, {"above": 0}).scalars().all() == [1]
+        pid = tx.execute(text("SELECT pg_backend_pid()")).scalar()
+    admin = create_engine(postgres_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+    for attempt in range(3):
+        try:
+            with database.transaction() as tx:
+                assert tx.execute(count, {"above": 0}).scalars().all() == [1]
+                assert sum("items.id" in statement for statement in _prepared(tx.connection)) == 1
+            break
+        except Exception:   # the dropped session fails once; the pool then opens fresh ones
+            assert attempt == 0
