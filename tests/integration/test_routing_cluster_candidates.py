@@ -91,3 +91,23 @@ def test_what_the_candidates_point_at_is_read_again_only_for_those_outside_the_w
     assert ids == ["m3", "p0"] and "p0" not in found.recent
     assert found.links_and_pending_of(connection, ids + ["m2", "m1"]) == (
         clusters.links_of(connection, ids + ["m2", "m1"]), clusters.pending_of(connection, ids + ["m2", "m1"]))
+
+
+def test_the_candidates_read_finds_suggestions_by_complaint_not_by_walking_every_pending_one(tmp_path):
+    """With ``state = 'pending'`` in the join SQLite planned the suggestions by their state index:
+    every pending suggestion walked for each of up to 200 recent complaints — quadratic in a viral
+    post's comments, each of which is suggested."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    tables.metadata.create_all(engine)
+    try:
+        with engine.connect() as sqlite:
+            for query in (clusters._RECENT_OF_PLACE_POINTING, clusters._RECENT_OF_POST_POINTING):
+                sql, order, fixed = query._form(sqlite.dialect)
+                values = {**fixed, "b_complaint_id": "x", "b_since": "2026", "b_category": "infrastructure",
+                          "b_region_code": "5202", "b_post_id": "p"}
+                plan = [row[-1] for row in sqlite.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}",
+                                                                  tuple(values[name] for name in order))]
+                [suggestions] = [step for step in plan if "link_suggestions" in step]
+                assert "(complaint_id=?)" in suggestions, plan
+    finally:
+        engine.dispose()

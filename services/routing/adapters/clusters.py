@@ -56,12 +56,14 @@ _RECENT_OF_POST = (select(_c.c.complaint_id).join(_w, _w.c.complaint_id == _c.c.
 
 def _with_pointers(recent_ids):
     """Each of ``recent_ids`` (a subquery's rows) with what it points at: its link's primary and
-    its pending suggestion's primary (NULL when none) — one statement instead of an id list
-    sent back twice (``links_of``, ``pending_of``)."""
+    its suggestions' primaries with their state (NULL when none) — one statement instead of an id
+    list sent back twice (``links_of``, ``pending_of``). The suggestions are joined by complaint
+    only, the state compared by the caller: with ``state = 'pending'`` in the join SQLite chose
+    the index on ``state`` and walked every pending suggestion for each recent complaint."""
     recent = recent_ids.subquery()
-    return (select(recent.c.complaint_id, _links.c.primary_id, _s.c.primary_id)
+    return (select(recent.c.complaint_id, _links.c.primary_id, _s.c.primary_id, _s.c.state)
             .select_from(recent.outerjoin(_links, _links.c.complaint_id == recent.c.complaint_id)
-                         .outerjoin(_s, and_(_s.c.complaint_id == recent.c.complaint_id, _s.c.state == PENDING))))
+                         .outerjoin(_s, _s.c.complaint_id == recent.c.complaint_id)))
 
 
 # Up to 200 rows a new complaint: run on the driver (SQLAlchemy's rows were a tenth of routing's CPU).
@@ -142,13 +144,13 @@ def read_candidates(connection: Connection, new: Filing, window: timedelta) -> C
         pointing += _RECENT_OF_POST_POINTING.rows(connection, {**open_since, "b_post_id": new.post_id})
     if not pointing:
         return Candidates([], frozenset(), {}, {})
-    linked = {complaint_id: primary for complaint_id, primary, _ in pointing if primary is not None}
-    pending = {complaint_id: primary for complaint_id, _, primary in pointing if primary is not None}
-    standing = {clusters.anchor(complaint_id, linked, pending) for complaint_id, _, _ in pointing}
+    linked = {complaint_id: primary for complaint_id, primary, _, _ in pointing if primary is not None}
+    pending = {complaint_id: primary for complaint_id, _, primary, state in pointing if state == PENDING}
+    standing = {clusters.anchor(complaint_id, linked, pending) for complaint_id, _, _, _ in pointing}
     standing.discard(new.complaint_id)
     rows = connection.execute(_FILINGS_OF, {"b_ids": sorted(standing)}).mappings()
     filings = sorted((filing_of(row) for row in rows), key=lambda filing: filing.filed_at, reverse=True)
-    return Candidates(filings, frozenset(complaint_id for complaint_id, _, _ in pointing), linked, pending)
+    return Candidates(filings, frozenset(complaint_id for complaint_id, _, _, _ in pointing), linked, pending)
 
 
 # --- suggestions -----------------------------------------------------------------------------------
