@@ -61,13 +61,13 @@ def inbox_retry_seconds() -> float:
 
 
 def drain_inbox(store, priority: ForegroundFirst | None = None) -> int:
-    """Process every stored webhook body still pending, oldest first, letting other green threads
-    (the webhook answering Meta's next deliveries) run between groups — never inside a
-    transaction; under a flood, giving way to those answers (one body a transaction)."""
+    """Process every stored webhook body still pending, oldest first, giving way between items —
+    never inside a transaction — to the webhook answering Meta's next deliveries (one body a
+    transaction while they arrive)."""
     inbox = WebhookInbox(store, settings_from_env())
     if priority is None:
         return inbox.drain(pause=lambda: eventlet.sleep(0))
-    return inbox.drain(pause=lambda: eventlet.sleep(0), busy=priority.busy, give_way=priority.give_way)
+    return inbox.drain(pause=priority.give_way, busy=priority.busy)
 
 
 def check_media_settings() -> None:

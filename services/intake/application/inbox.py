@@ -50,8 +50,6 @@ STATUS_NAMESPACE = uuid.UUID("5f0c2a7e-6d1b-4f38-9a41-1c0b9c2d7e11")
 #: under eventlet nothing else in the process runs while a transaction is open (the webhook's
 #: next 200s wait for it), so a group buys fewer fsyncs with at most a few bodies' latency.
 GROUP_BODIES = 8
-#: Bodies pending that make a flood: the webhook's 200s then go before their processing.
-FLOOD_BACKLOG = 100
 
 
 @dataclass(frozen=True)
@@ -111,18 +109,13 @@ class WebhookInbox:
                           standby=settings.standby)
 
     def drain(self, pause: Callable[[], None] = lambda: None, limit: int = 100,
-              wait_seconds: float = 2.0, busy: Callable[[], bool] = lambda: False,
-              give_way: Callable[[], None] | None = None, flood_backlog: int = FLOOD_BACKLOG) -> int:
+              wait_seconds: float = 2.0, busy: Callable[[], bool] = lambda: False) -> int:
         """Process every pending body, oldest first (a citizen's bubbles in the order Meta sent
-        them), until none is left; returns how many were processed. ``pause`` runs between groups,
+        them), until none is left; returns how many were processed. ``pause`` runs between bodies,
         never inside a transaction (the service lets other green threads — the webhook's next
-        deliveries — run there). A database failure propagates and leaves the body pending.
-
-        Under a flood — at least ``flood_backlog`` bodies pending — the 200s go first: while
-        ``busy()`` (webhooks are being answered) a transaction holds one body, not a group
-        (nothing else in the process runs while it is open), and ``give_way`` runs between bodies
-        instead of ``pause`` (it waits for the answers). Without a backlog the bodies are processed
-        a group a transaction whatever arrives: they are the work the 200s promised.
+        deliveries — run there). While ``busy()`` (webhooks are being answered) a transaction
+        holds one body, not a group: nothing else in the process runs while it is open. A
+        database failure propagates and leaves the body pending.
 
         One intake replica drains at a time (``shared.core.exclusive``): two draining at once
         could apply a citizen's later bubble before an earlier one. A replica that finds the
@@ -132,28 +125,26 @@ class WebhookInbox:
         while True:
             with exclusive(self.database.engine, "webhook-inbox") as mine:
                 if mine:
-                    return self._drain(pause, limit, busy, give_way, flood_backlog)
+                    return self._drain(pause, limit, busy)
             if time.monotonic() >= deadline:
                 return 0
             time.sleep(0.1)
 
-    def _drain(self, pause: Callable[[], None], limit: int, busy: Callable[[], bool],
-               give_way: Callable[[], None] | None, flood_backlog: int) -> int:
+    def _drain(self, pause: Callable[[], None], limit: int, busy: Callable[[], bool]) -> int:
         done = 0
         while True:
             pending = self.pending(older_than_seconds=0, limit=limit)
             if not pending:
                 return done
-            flood = give_way is not None and len(pending) >= min(limit, flood_backlog)
             # A backlog is processed GROUP_BODIES bodies a commit (group commit), still oldest
-            # first — one a commit while a flood of webhooks is arriving.
+            # first — one a commit while webhooks are arriving.
             start = 0
             while start < len(pending):
-                group = pending[start:start + (1 if flood and busy() else GROUP_BODIES)]
+                group = pending[start:start + (1 if busy() else GROUP_BODIES)]
                 self.process_many(group)
                 start += len(group)
                 done += len(group)
-                (give_way if flood and give_way is not None else pause)()
+                pause()
 
     def process(self, inbox_id: int) -> dict:
         """Apply every item of one stored body — all of it in one transaction with the body
