@@ -67,7 +67,7 @@ def drain_inbox(store, priority: ForegroundFirst | None = None) -> int:
     inbox = WebhookInbox(store, settings_from_env())
     if priority is None:
         return inbox.drain(pause=lambda: eventlet.sleep(0))
-    return inbox.drain(pause=priority.give_way, busy=priority.busy)
+    return inbox.drain(pause=priority.give_way, busy=priority.arriving)
 
 
 def check_media_settings() -> None:

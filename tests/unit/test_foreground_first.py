@@ -68,3 +68,15 @@ def test_an_idle_service_does_not_wait():
     priority = ForegroundFirst(clock=time.clock, sleep=time.sleep)
     priority.give_way()
     assert time.sleeps == [0]
+
+
+def test_requests_count_as_arriving_for_half_a_second_after_the_last():
+    time = FakeTime()
+    priority = ForegroundFirst(recent=0.01, lately=0.5, clock=time.clock, sleep=time.sleep)
+    assert not priority.arriving()
+    with priority.request():
+        assert priority.arriving()
+    time.now += 0.2
+    assert priority.arriving() and not priority.busy()   # a gap in a flood: items stay small
+    time.now += 0.31
+    assert not priority.arriving()

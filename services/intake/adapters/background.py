@@ -34,9 +34,9 @@ class ForegroundFirst:
     that the work still moves, slowly, under a flood that never stops). A request answered in
     the last ``recent`` seconds counts too: the next one of a burst is usually on its way."""
 
-    def __init__(self, recent: float = 0.01, longest_wait: float = 0.5, step: float = 0.002,
+    def __init__(self, recent: float = 0.01, longest_wait: float = 0.5, step: float = 0.002, lately: float = 0.5,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        self.recent, self.longest_wait, self.step = recent, longest_wait, step
+        self.recent, self.longest_wait, self.step, self.lately = recent, longest_wait, step, lately
         self._clock, self._sleep = clock, sleep   # time.sleep is eventlet's under monkey patching
         self.in_flight = 0
         self.last_seen = float("-inf")
@@ -53,6 +53,12 @@ class ForegroundFirst:
 
     def busy(self) -> bool:
         return self.in_flight > 0 or self._clock() - self.last_seen < self.recent
+
+    def arriving(self) -> bool:
+        """Whether requests came in the last ``lately`` seconds: the work then keeps its items
+        small — a gap of a few milliseconds in a flood (the sender stalled) must not let a group
+        of eight items hold the hub for a tenth of a second."""
+        return self.in_flight > 0 or self._clock() - self.last_seen < self.lately
 
     def give_way(self) -> None:
         """Between two background items (never inside a transaction): let every other green
