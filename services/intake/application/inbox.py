@@ -207,7 +207,9 @@ class WebhookInbox:
         try:
             return self._apply_understood(tx, item, received_at)
         except (*INFRASTRUCTURE_ERRORS, _NeedsSavepoints):
-            raise  # the database is unwell: leave the body pending, the timer comes back
+            # The database is unwell (the body stays pending, the timer comes back), or a group
+            # tried without savepoints gives up and runs again with them.
+            raise
         except Exception as error:
             if not self._savepoints:
                 raise _NeedsSavepoints() from error   # its writes are undone with the group's
