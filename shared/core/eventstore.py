@@ -21,7 +21,6 @@ same process need not validate them again (``shared.core.events.envelope``).
 """
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +35,7 @@ from shared.core.db import execute_driver
 from shared.core.events import isoformat_utc, utc_now, validate_data
 from shared.core.events.catalogue import LATEST_VERSION, SOURCES, InvalidEvent, is_current, upcast
 from shared.core.events.envelope import Envelope, StoredEnvelope
+from shared.core.jsontext import dumps, loads
 
 MAX_PAGE = 1000
 #: Most (position, event id) pairs ``event_ids_since`` answers at once.
@@ -58,7 +58,7 @@ def _envelope_of_row(row: tuple[Any, ...]) -> dict[str, Any]:
     position, event_id, event_type, schema_version, source, complaint_id, version, occurred_at, data = row
     return StoredEnvelope(position=int(position), event_id=event_id, event_type=event_type,
                           schema_version=schema_version, source=source, complaint_id=complaint_id,
-                          version=version, occurred_at=occurred_at, data=json.loads(data))
+                          version=version, occurred_at=occurred_at, data=loads(data))
 
 
 class ConcurrencyError(RuntimeError):
@@ -201,7 +201,7 @@ class EventStore:
             versions = self.current_versions(connection, complaint_ids)
         position = int(position)
         rows, envelopes = [], []
-        source, dumps = self.source, json.dumps
+        source = self.source
         for item in pending:
             current = versions[item.complaint_id]
             if item.expected_version is not None and item.expected_version != current:
@@ -225,7 +225,7 @@ class EventStore:
             envelopes.append(envelope)
             rows.append((position, envelope.event_id, envelope.event_type, envelope.schema_version,
                          source, envelope.complaint_id, envelope.version, occurred_at,
-                         dumps(envelope.data, ensure_ascii=False, separators=(",", ":"))))
+                         dumps(envelope.data)))
         try:
             if len(rows) == 1 and sql.insert_one is not None:
                 execute_driver(connection, sql.insert_one, rows[0] + (rows[0][0],))
@@ -317,6 +317,6 @@ class EventStore:
     def _to_dict(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
         # A StoredEnvelope: validated when it was appended, so not validated again in-process.
         envelope = StoredEnvelope(row)
-        envelope["data"] = json.loads(envelope["data"])
+        envelope["data"] = loads(envelope["data"])
         envelope["position"] = int(envelope["position"])
         return envelope

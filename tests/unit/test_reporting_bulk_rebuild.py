@@ -263,14 +263,46 @@ def test_the_month_of_a_time_in_the_stores_format_is_read_from_its_text():
         assert projections.month_key(text[:19] + "Z") == converted(parse_iso(text[:19] + "Z"))
 
 
-def test_the_rebuilds_json_is_the_json_module_s(logs):
-    """The rebuild encodes facts and complaint columns with a C encoder made once and decodes
-    its own facts with the scanner: the same text as ``json.dumps``, the same values back."""
+def test_the_live_path_and_the_rebuild_write_the_same_json_text(logs):
+    """Facts and complaint columns are encoded by ``jsontext.dumps_sorted`` on both paths: the
+    standard library reads the text back as the same value, and equal values (whatever their
+    keys' order) give equal text, so a rebuilt row equals a live one byte for byte."""
     values = [projections.fact_data(event["event_type"], event["data"])
               for events in logs.values() for event in events]
     values = [value for value in values if value is not None]
     values += [["diskominfotik", "dpupr"], {"dikes": "Dinas Kesehatan", "a": "ü é"}, {}, [], "ü", None, 1.5]
     for value in values:
-        assert repository._encode_fact_data(value) == json.dumps(value, ensure_ascii=False, sort_keys=True)
-        assert repository._encode_sorted(value) == json.dumps(value, sort_keys=True)
-        assert repository._decode_fact_data(repository._encode_fact_data(value)) == value
+        text = repository._encode_fact_data(value)
+        assert json.loads(text) == value
+        assert repository._decode_fact_data(text) == value
+        assert repository._fact_row({"data": value})["data"] == text
+        assert repository._encode_sorted(value) == text
+        if isinstance(value, dict):
+            assert repository._encode_fact_data(dict(reversed(list(value.items())))) == text
+
+
+def test_the_collector_is_paused_while_a_rebuild_runs_and_back_after(monkeypatch):
+    import gc
+    seen = []
+
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        with repository._collector_paused():   # a second rebuild at the same time
+            seen.append(gc.isenabled())
+        seen.append(gc.isenabled())             # still off: the first is still running
+        raise RuntimeError("source down")
+
+    monkeypatch.setattr(repository, "_rebuild", spy)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        repository.rebuild(None, None, None, None, None)
+    assert seen == [False, False, False]
+    assert gc.isenabled()
+    gc.disable()                                # off by the caller's choice: left off
+    try:
+        with repository._collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
