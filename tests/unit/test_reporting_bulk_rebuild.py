@@ -89,8 +89,14 @@ def test_a_rebuild_equals_the_live_projection(tmp_path, logs, live_dump, monkeyp
     with store.database.read() as connection:
         indexes = {index["name"] for name in ("facts_g2", "complaints_g2", "assignments_g2")
                    for index in inspect(connection).get_indexes(name)}
-    assert indexes == {"ix_facts_g2_complaint", "ix_complaints_g2_month", "ix_complaints_g2_status",
+    assert indexes == {"ux_complaints_g2_tracking_code", "ix_complaints_g2_month", "ix_complaints_g2_status",
                        "ix_assignments_g2_agency"}
+    # The facts are keyed by complaint first and, on SQLite, stored in that key's own tree.
+    with store.database.read() as connection:
+        assert inspect(connection).get_pk_constraint("facts_g2")["constrained_columns"] == [
+            "complaint_id", "source", "version"]
+        assert "WITHOUT ROWID" in connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'facts_g2'").scalar_one()
 
 
 def test_the_stores_own_envelopes_rebuild_the_same(tmp_path, logs):

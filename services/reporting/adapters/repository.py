@@ -332,6 +332,8 @@ def open_complaints_with_deadline(connection) -> list[dict]:
 #: Facts written per transaction while reading the logs, complaints derived per transaction after.
 FACT_CHUNK = 10_000
 COMPLAINT_CHUNK = 2_000
+#: Helper threads SQLite may use for the rebuild's sort (``PRAGMA threads``).
+SORT_THREADS = 2
 
 
 
@@ -474,6 +476,10 @@ def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
         # goes first, and this one goes with the connection, closed however the reading ends
         # (closing drops it at once — SQLite deletes the file — where a DROP TABLE of a million
         # rows frees them page by page: 5 % of a rebuild).
+        if bulk.dialect.name == "sqlite":
+            # The sort below may use a helper thread of SQLite's own (the driver lets go of the
+            # interpreter lock meanwhile): on two cores its sort took 3.8 s instead of 4.6 (1M).
+            bulk.connection.dbapi_connection.execute(f"PRAGMA threads = {SORT_THREADS}")
         with _unsynced(database, bulk) as tx:
             tx.execute(DropTable(staging, if_exists=True))
             tx.execute(CreateTable(staging))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import (BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text)
+from sqlalchemy import (BigInteger, Boolean, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table,
+                        Text)
 
 metadata = MetaData()
 
@@ -51,13 +52,18 @@ def projection(generation: int) -> Projection:
         Column("event_type", String(64), nullable=False),
         Column("occurred_at", String(40), nullable=False),
         Column("data", Text, nullable=False),                # JSON, only KEPT_FIELDS
-        Index(f"ix_facts{suffix}_complaint", "complaint_id"),
+        # Keyed by complaint first: a complaint's facts lie together, in the order ``derive``
+        # reads them, and the key serves the live path's look-ups by complaint. On SQLite the
+        # rows live in the key's own tree (no rowid table beside it): a rebuild writes them in
+        # that order, once.
+        PrimaryKeyConstraint("complaint_id", "source", "version"),
+        sqlite_with_rowid=False,
     )
     complaints = Table(
         "complaints" + suffix, meta,
         Column("complaint_id", String(36), primary_key=True),
         Column("filed", Boolean, nullable=False),
-        Column("tracking_code", String(32), nullable=True, unique=True),
+        Column("tracking_code", String(32), nullable=True),  # unique: the index below
         Column("channel", String(32), nullable=True),
         Column("category", String(32), nullable=True),
         Column("region_code", String(8), nullable=True),
@@ -97,6 +103,9 @@ def projection(generation: int) -> Projection:
         Column("final_region_code", String(8), nullable=True),
         Column("corrections", Integer, nullable=True),
         Column("desk_reviewed", Boolean, nullable=True),
+        # An index, not a column constraint, so a rebuild builds it once the rows are in (a
+        # constraint's index would take them in random order, one by one).
+        Index(f"ux_complaints{suffix}_tracking_code", "tracking_code", unique=True),
         Index(f"ix_complaints{suffix}_month", "month"),
         Index(f"ix_complaints{suffix}_status", "public_status"),
     )
