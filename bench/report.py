@@ -84,8 +84,12 @@ def render() -> str:
                             f"{i[key]['accepted_webhooks_per_s']} /s ({_p(i[key]['webhook_to_200_s'])}) | — | — | |")
     if r:
         seed = r.get("seed", {})
-        rows.append(f"| seeding through EventStore.append (10,000-event transactions) | {seed.get('append_events_per_s', '—'):,} ev/s "
-                    f"({seed.get('events', 0):,} events) | — | — | |")
+        if "append_events_per_s" in seed:
+            rows.append(f"| seeding through EventStore.append (10,000-event transactions) | {seed['append_events_per_s']:,} ev/s "
+                        f"({seed.get('events', 0):,} events) | — | — | |")
+        else:  # NTBCARE_BENCH_REBUILD_SOURCES: logs seeded by an earlier run, not timed here
+            rows.append(f"| seeding through EventStore.append | not timed: {seed.get('events', 0):,} events seeded "
+                        f"earlier were reused (`NTBCARE_BENCH_REBUILD_SOURCES`) | — | — | |")
         for label in ("10pct", "100pct"):
             rb, raw, es = r.get(f"rebuild_{label}", {}), r.get(f"raw_sqlite_{label}", {}), r.get(f"events_since_{label}", {})
             if "events" in rb:
