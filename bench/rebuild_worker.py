@@ -79,6 +79,8 @@ def main(mode: str, directory: str, fraction: str) -> dict:
                                          store.failures, progress=progress)
             events = outcome.get("events", 0) if isinstance(outcome, dict) else 0
             phases = {name: progress.get(name) for name in ("read_seconds", "derive_seconds")}
+            # Phase 2's helper process (SQLite, large logs): its own peak RSS and CPU time.
+            phases["derive_helper"] = progress.get("derive_helper_result")
             store.database.dispose()
             target.unlink(missing_ok=True)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started

@@ -312,3 +312,36 @@ def test_the_collector_is_paused_while_a_rebuild_runs_and_back_after(monkeypatch
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("complaint_chunk", [13, 2_000])
+def test_a_rebuild_with_a_derive_helper_equals_the_live_projection(tmp_path, logs, live_dump, monkeypatch,
+                                                                   complaint_chunk):
+    """The second half of the complaints derived by a real helper process and copied in: the
+    same rows as the live path, and the helper's file gone after."""
+    monkeypatch.setattr(repository, "DERIVE_HELPER_MIN_FACTS", 1)
+    store, _consumer = reporting(tmp_path / "rebuilt.db")
+    progress: dict = {}
+    repository.rebuild(store.database, fetch_from(logs), store.checkpoints, store.processed,
+                       store.failures, chunk=complaint_chunk, progress=progress)
+    assert progress["derive_helper"] is True
+    helped = progress["derive_helper_result"]["complaints"]
+    assert 0 < helped < len(live_dump["complaints"])
+    assert dump(store) == live_dump
+    assert sorted(path.name for path in tmp_path.iterdir() if "helper" in path.name) == []
+    store.database.dispose()
+
+
+def test_a_failing_derive_helper_fails_the_rebuild_and_the_live_generation_stays(tmp_path, logs, monkeypatch):
+    monkeypatch.setattr(repository, "DERIVE_HELPER_MIN_FACTS", 1)
+    store, consumer = reporting(tmp_path / "rebuilt.db")
+    consumer.handle_many(copy.deepcopy(logs["intake"][:5]), "intake")
+    before = dump(store)
+    monkeypatch.setattr(repository.sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="derive helper failed"):
+        repository.rebuild(store.database, fetch_from(logs), store.checkpoints, store.processed, store.failures)
+    assert dump(store) == before
+    with store.database.read() as connection:
+        assert repository.current_generation(connection) == 1
+    assert [path.name for path in tmp_path.iterdir() if "helper" in path.name] == []
+    store.database.dispose()

@@ -13,13 +13,17 @@ import gc
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from functools import lru_cache
+from pathlib import Path
 from operator import itemgetter
 from typing import Callable, Iterable
 
-from sqlalchemy import Column, MetaData, Table, bindparam, delete, func, inspect, select, update
+from sqlalchemy import Column, MetaData, Table, bindparam, delete, func, inspect, select, text, update
 from sqlalchemy.schema import CreateTable, DropTable
 
 from shared.core import jsontext
@@ -144,6 +148,12 @@ class _Statements:
             projection.answers.c.complaint_id == bindparam("cid"))
         self.insert_assignments = projection.assignments.insert()
         self.insert_answers = projection.answers.insert()
+        # PostgreSQL: a transaction-scoped lock per complaint, taken in id order (no deadlock
+        # between two transactions with several complaints each) — see ``Derivations.derive``.
+        self.lock_complaints = text(
+            "SELECT count(pg_advisory_xact_lock(:lock_class, hashtext(cid))) FROM "
+            "(SELECT unnest(CAST(:cids AS text[])) AS cid ORDER BY 1) AS ordered"
+        ).bindparams(lock_class=DERIVATION_LOCK_CLASS) if dialect == "postgresql" else None
 
 
 def _every_column(row: dict, columns: tuple[str, ...]) -> dict:
@@ -192,6 +202,14 @@ class Derivations:
     def derive(self) -> None:
         connection, sql = self.connection, self.sql
         pending, self.pending = self.pending, {}
+        if sql.lock_complaints is not None and pending:
+            # Reporting takes each source's events side by side: two transactions may bring
+            # facts of one complaint at once. Under READ COMMITTED the second would read the
+            # facts before the first commits, wait on the first's row, then overwrite it with
+            # what it read — losing the first's facts from the row. Locked per complaint, the
+            # second waits here, and its read (a new snapshot per statement) sees the first's.
+            # SQLite needs none: its second writer cannot insert a fact until the first commits.
+            connection.execute(sql.lock_complaints, {"cids": sorted(pending)})
         for cid, (routing, responded) in pending.items():
             derived = derive(cid, [_fact_from_row(row) for row in
                                    connection.execute(sql.facts_of, {"cid": cid}).mappings()])
@@ -452,7 +470,7 @@ def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
                     index.create(connection)
 
     positions = {source: 0 for source in sources}
-    events = skipped = 0
+    events = skipped = facts_staged = 0
     progress.update(events=0, phase="reading")
 
     writer: _BulkWriter | None = None
@@ -491,8 +509,10 @@ def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
                     events += len(batch)
                     progress["events"] = events
                     if len(buffer) >= FACT_CHUNK:
+                        facts_staged += len(buffer)
                         write([(staging, buffer)], bulk)
                         buffer = []
+            facts_staged += len(buffer)
             write([(staging, buffer)], bulk)
             buffer = []
             with _unsynced(database, bulk) as tx:
@@ -506,28 +526,20 @@ def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
 
     read_at = time.monotonic()
     progress.update(events=events, phase="writing", read_seconds=round(read_at - started, 3))
-    complaint_tuple = _tuple_maker(tuple(new.complaints.columns.keys()))
-    assignment_tuple = _tuple_maker(tuple(new.assignments.columns.keys()))
-    answer_tuple = _tuple_maker(tuple(new.answers.columns.keys()))
-    complaints: list[tuple] = []
-    assignments: list[tuple] = []
-    answers: list[tuple] = []
-
-    def write_derived() -> None:
-        write([(new.complaints, complaints), (new.assignments, assignments), (new.answers, answers)])
-        complaints.clear(), assignments.clear(), answers.clear()
-
-    with database.read(streaming=True) as reader:
-        for complaint_id, facts in _complaints_in_order(_facts_in_complaint_order(reader, new.facts, chunk * 5)):
-            rows = derive(complaint_id, facts)
-            complaints.append(complaint_tuple(rows["complaint"]))
-            if rows["assignments"]:
-                assignments.extend(map(assignment_tuple, rows["assignments"]))
-            if rows["answers"]:
-                answers.extend(map(answer_tuple, rows["answers"]))
-            if len(complaints) >= chunk:
-                write_derived()
-    write_derived()
+    # Phase 2 on two cores where it pays: a helper process derives the complaints from the
+    # middle of the facts on, into a file of its own, while this one derives the first half.
+    helper = _DeriveHelper.start(database, new, facts_staged, chunk)
+    progress["derive_helper"] = helper is not None
+    try:
+        with database.read(streaming=True) as reader:
+            for rows_by_table in _derived_chunks(new, _facts_in_complaint_order(
+                    reader, new.facts, chunk * 5, before=helper.first if helper else None), chunk):
+                write(rows_by_table)
+        if helper is not None:
+            progress["derive_helper_result"] = helper.finish()
+    finally:
+        if helper is not None:
+            helper.abandon()
     create_indexes(new.complaints, new.assignments, new.answers)
     progress["derive_seconds"] = round(time.monotonic() - read_at, 3)
 
@@ -582,23 +594,146 @@ def _unsynced(database: Database, connection=None):
         yield connection
 
 
-def _facts_in_complaint_order(reader, facts, size: int):
-    """Every fact row (``_FACT_READ_COLUMNS``), ordered by complaint, in lists of ``size``; on
-    SQLite straight from the driver's cursor, elsewhere streamed by SQLAlchemy."""
+#: The first key of the transaction-scoped advisory locks reporting takes per complaint on
+#: PostgreSQL (``Derivations.derive``); the two-key form is a lock space of its own, apart from
+#: the one-key locks of the event store and ``shared.core.exclusive``.
+DERIVATION_LOCK_CLASS = 20_517
+
+#: Facts from which a rebuild on SQLite derives the second half of the complaints in a helper
+#: process (below it, starting a process costs more than it saves).
+DERIVE_HELPER_MIN_FACTS = 200_000
+_ROOT = Path(__file__).resolve().parents[3]
+
+
+class _DeriveHelper:
+    """Phase 2 of a rebuild on two cores (SQLite): a process of its own
+    (``derive_helper``) derives the complaints from ``first`` on — the complaint at the middle
+    fact — into a file of its own, while the rebuild derives the ones before; then its rows are
+    copied in by one ``INSERT … SELECT`` a table, which SQLite runs in C. Both halves go through
+    ``_derived_chunks``: the same rules, the same rows. Python runs one thread at a time in a
+    process, so a second process is what uses the second core; PostgreSQL rebuilds derive in
+    one (its driver is greened under eventlet in the service). A helper that fails fails the
+    rebuild (the live generation keeps serving); one left behind is killed and its file removed."""
+
+    def __init__(self, database: Database, projection: tables.Projection, first: str, out_path: Path,
+                 process: subprocess.Popen):
+        self.database, self.projection, self.first = database, projection, first
+        self.out_path, self.process = out_path, process
+
+    @classmethod
+    def start(cls, database: Database, projection: tables.Projection, facts: int,
+              chunk: int) -> "_DeriveHelper | None":
+        path = database.engine.url.database
+        if database.dialect != "sqlite" or facts < DERIVE_HELPER_MIN_FACTS or not path or path == ":memory:":
+            return None
+        with database.read() as connection:
+            first = connection.exec_driver_sql(
+                f"SELECT complaint_id FROM {projection.facts.name} ORDER BY complaint_id LIMIT 1 OFFSET ?",
+                (facts // 2,)).scalar()
+        if first is None:
+            return None
+        out_path = Path(f"{path}.g{projection.generation}-derive-helper")
+        _remove(out_path)
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.reporting.adapters.derive_helper", str(path),
+             str(projection.generation), first, str(out_path), str(chunk)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_ROOT, env=environment)
+        return cls(database, projection, first, out_path, process)
+
+    def finish(self) -> dict:
+        """Waits for the helper, copies its rows in; what it reported (complaints, seconds, its
+        peak RSS)."""
+        out, err = self.process.communicate()
+        if self.process.returncode != 0:
+            raise RuntimeError(f"the rebuild's derive helper failed (exit {self.process.returncode}): "
+                               f"{err.decode('utf-8', 'replace')[-2000:]}")
+        result = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+        with self.database.unsynced_engine.connect() as connection:
+            # Attached on a connection of its own, closed after (detaching with it).
+            connection.connection.dbapi_connection.execute("ATTACH DATABASE ? AS derive_helper",
+                                                           (str(self.out_path),))
+            try:
+                with _unsynced(self.database, connection) as tx:
+                    for table in (self.projection.complaints, self.projection.assignments,
+                                  self.projection.answers):
+                        tx.exec_driver_sql(f"INSERT INTO {table.name} SELECT * FROM derive_helper.{table.name}")
+            finally:
+                connection.invalidate()
+        return result
+
+    def abandon(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        _remove(self.out_path)
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, Path(f"{path}-journal")):
+        leftover.unlink(missing_ok=True)
+
+
+def _facts_in_complaint_order(reader, facts, size: int, first: str | None = None, before: str | None = None):
+    """Every fact row (``_FACT_READ_COLUMNS``) of the complaints from ``first`` (included) up to
+    ``before`` (excluded; None: no bound), ordered by complaint, in lists of ``size``; on SQLite
+    straight from the driver's cursor, elsewhere streamed by SQLAlchemy."""
     if reader.dialect.name == "sqlite":
-        cursor = reader.connection.dbapi_connection.cursor()
-        try:
-            cursor.execute(f"SELECT {', '.join(_FACT_READ_COLUMNS)} FROM {facts.name} ORDER BY complaint_id")
-            while True:
-                rows = cursor.fetchmany(size)
-                if not rows:
-                    return
-                yield rows
-        finally:
-            cursor.close()
-    else:
-        query = select(*(facts.c[name] for name in _FACT_READ_COLUMNS)).order_by(facts.c.complaint_id)
-        yield from reader.execution_options(stream_results=True, yield_per=size).execute(query).partitions()
+        yield from _sqlite_fact_rows(reader.connection.dbapi_connection, facts.name, size, first, before)
+        return
+    query = select(*(facts.c[name] for name in _FACT_READ_COLUMNS)).order_by(facts.c.complaint_id)
+    if first is not None:
+        query = query.where(facts.c.complaint_id >= first)
+    if before is not None:
+        query = query.where(facts.c.complaint_id < before)
+    yield from reader.execution_options(stream_results=True, yield_per=size).execute(query).partitions()
+
+
+def _sqlite_fact_rows(dbapi_connection, facts_name: str, size: int, first: str | None, before: str | None):
+    bounds, parameters = [], []
+    if first is not None:
+        bounds.append("complaint_id >= ?"), parameters.append(first)
+    if before is not None:
+        bounds.append("complaint_id < ?"), parameters.append(before)
+    where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SELECT {', '.join(_FACT_READ_COLUMNS)} FROM {facts_name}{where} ORDER BY complaint_id",
+                       parameters)
+        while True:
+            rows = cursor.fetchmany(size)
+            if not rows:
+                return
+            yield rows
+    finally:
+        cursor.close()
+
+
+def _derived_chunks(projection: tables.Projection, partitions, chunk: int):
+    """``[(table, rows)]`` of a chunk of complaints at a time — the complaints', assignments' and
+    answers' rows (tuples in column order) that ``derive`` makes of their facts, ordered by
+    complaint (``partitions``: ``_facts_in_complaint_order``)."""
+    complaint_tuple = _tuple_maker(tuple(projection.complaints.columns.keys()))
+    assignment_tuple = _tuple_maker(tuple(projection.assignments.columns.keys()))
+    answer_tuple = _tuple_maker(tuple(projection.answers.columns.keys()))
+    complaints: list[tuple] = []
+    assignments: list[tuple] = []
+    answers: list[tuple] = []
+    for complaint_id, facts in _complaints_in_order(partitions):
+        rows = derive(complaint_id, facts)
+        complaints.append(complaint_tuple(rows["complaint"]))
+        if rows["assignments"]:
+            assignments.extend(map(assignment_tuple, rows["assignments"]))
+        if rows["answers"]:
+            answers.extend(map(answer_tuple, rows["answers"]))
+        if len(complaints) >= chunk:
+            yield [(projection.complaints, complaints), (projection.assignments, assignments),
+                   (projection.answers, answers)]
+            complaints, assignments, answers = [], [], []
+    if complaints:
+        yield [(projection.complaints, complaints), (projection.assignments, assignments),
+               (projection.answers, answers)]
 
 
 def _complaints_in_order(partitions):
