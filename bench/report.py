@@ -96,8 +96,9 @@ def render() -> str:
                 helper = rb.get("derive_helper") or {}
                 helper_rss = f" (its derive helper process: {helper['peak_rss_mb']} MB)" if helper.get("peak_rss_mb") else ""
                 rows.append(f"| rebuild of {rb['events']:,} events: rate, peak RSS | {rb['events_per_s']:,} ev/s, {rb['peak_rss_mb']} MB{helper_rss} | "
-                            f"raw read {raw.get('events_per_s', 0):,} ev/s ({raw.get('peak_rss_mb')} MB); events_since {es.get('events_per_s', 0):,} ev/s ({es.get('peak_rss_mb')} MB) | ≥ 50,000 ev/s, flat memory | "
-                            f"{'yes' if rb['events_per_s'] >= 50000 else 'no'} |")
+                            f"raw read {raw.get('events_per_s', 0):,} ev/s ({raw.get('peak_rss_mb')} MB); events_since {es.get('events_per_s', 0):,} ev/s ({es.get('peak_rss_mb')} MB) | "
+                            + (f"≥ 50,000 ev/s for 1M events, flat memory | {'yes' if rb['events_per_s'] >= 50000 else 'no'} |"
+                               if label == "100pct" else "— (its peak RSS against the 1M row's: flat memory?) | |"))
             elif rb:
                 rows.append(f"| rebuild ({label}) | failed: see rebuild.json | | | no |")
     if e.get("rss_mb"):

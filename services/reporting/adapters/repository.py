@@ -601,7 +601,7 @@ DERIVATION_LOCK_CLASS = 20_517
 
 #: Facts from which a rebuild on SQLite derives the second half of the complaints in a helper
 #: process (below it, starting a process costs more than it saves).
-DERIVE_HELPER_MIN_FACTS = 200_000
+DERIVE_HELPER_MIN_FACTS = 50_000
 _ROOT = Path(__file__).resolve().parents[3]
 
 
