@@ -600,7 +600,7 @@ def _unsynced(database: Database, connection=None):
 DERIVATION_LOCK_CLASS = 20_517
 
 #: Facts from which a rebuild on SQLite derives the second half of the complaints in a helper
-#: process (below it, starting a process costs more than it saves).
+#: process (it starts in ≈0.3 s; at 100,000 events it already saved ≈0.4 s of 2.5).
 DERIVE_HELPER_MIN_FACTS = 50_000
 _ROOT = Path(__file__).resolve().parents[3]
 
