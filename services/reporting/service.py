@@ -51,6 +51,42 @@ def build_store(url: str | None = None) -> ServiceStore:
     return store
 
 
+class PrefetchingFetch:
+    """``fetch`` that asks for a source's next page as soon as it hands out a full one, so that
+    the source's process reads and encodes that page while this one derives the current (over
+    RPC the two had taken turns: each waited for the other). One call in flight at a time — the
+    prefetch runs in a green thread of its own while the caller works without the proxy — and
+    the caller gets exactly what ``fetch`` returns for the arguments it asks with (a prefetch
+    for other arguments is dropped). ``close()`` drops what is still in flight."""
+
+    def __init__(self, fetch: repository.Fetch):
+        self._fetch = fetch
+        self._ahead: tuple[tuple, eventlet.greenthread.GreenThread] | None = None
+
+    def __call__(self, source: str, position: int, limit: int) -> list:
+        wanted = (source, position, limit)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == wanted:
+            page = ahead[1].wait()
+        else:
+            if ahead is not None:
+                ahead[1].kill()
+            page = self._fetch(source, position, limit)
+        if len(page) >= limit:
+            last = max((raw["position"] for raw in page
+                        if isinstance(raw, dict) and isinstance(raw.get("position"), int)), default=None)
+            if last is not None and last > position:
+                following = (source, last, limit)
+                self._ahead = (following, eventlet.spawn(self._fetch, *following))
+                eventlet.sleep(0)  # the request goes out now, before the caller's work
+        return page
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].kill()
+            self._ahead = None
+
+
 class SourceLogs(DependencyProvider):
     """Reads ``<source>.events_since`` for a rebuild; one rebuild at a time. ``fetch`` (source,
     position, limit) reads the logs some other way than over RPC."""
@@ -79,8 +115,10 @@ class SourceLogs(DependencyProvider):
                 if fetch is None:
                     proxy = stack.enter_context(ClusterRpcProxy(self.container.config, timeout=120))
 
-                    def fetch(source, position, limit):
+                    def over_rpc(source, position, limit):
                         return getattr(proxy, source).events_since(position, limit)
+                    fetch = PrefetchingFetch(over_rpc)
+                    stack.callback(fetch.close)
                 result = projection.rebuild(store, fetch, progress=self.progress)
             self.progress.update(result, phase="done")
             return result
