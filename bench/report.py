@@ -101,6 +101,11 @@ def render() -> str:
                                if label == "100pct" else "— (its peak RSS against the 1M row's: flat memory?) | |"))
             elif rb:
                 rows.append(f"| rebuild ({label}) | failed: see rebuild.json | | | no |")
+        service = r.get("service_rpc") or {}
+        if "events_per_s" in service:
+            runs = " · ".join(f"{run['events_per_s']:,}" for run in service.get("runs", []))
+            rows.append(f"| rebuild by the running service over RPC (`reporting.rebuild()`, {service['events']:,} events "
+                        f"of {service['complaints']:,} complaints) | {service['events_per_s']:,} ev/s (runs: {runs}) | — | — | |")
     if e.get("rss_mb"):
         for name, rss in e["rss_mb"].items():
             peak = rss.get("peak_rss_mb_vmhwm") or rss.get("sampled_peak_rss_mb")
