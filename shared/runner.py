@@ -22,7 +22,7 @@ from nameko.runners import ServiceRunner
 
 from shared.core import config
 from shared.glue import compat as nameko_compat
-from shared.glue import webserver
+from shared.glue import message_json, webserver
 from shared.core.logs import configure_logging
 
 SERVICE_CLASSES = {
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: refusing to start: {error}", file=sys.stderr)
         return 3
     nameko_compat.install()  # survive a broker restart (see shared/glue/compat.py)
+    message_json.install()  # kombu's JSON by orjson (shared/glue/message_json.py)
     runner = ServiceRunner(config.nameko_config(name))
     runner.add_service(service_class)
 

@@ -3,7 +3,6 @@ deletes the outbox row after the broker confirmed, and retries on a timer after 
 or a crash (no worker interface)."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -14,6 +13,7 @@ from kombu import Connection
 from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 
+from shared.core import jsontext
 from shared.core import config, metrics
 from shared.core.exclusive import KeptLock
 from shared.glue import broker
@@ -197,7 +197,7 @@ class OutboxRelay(DependencyProvider):
                 # utf-8, persistent, the event id header), without its per-message preparation,
                 # which cost as much as the publish itself.
                 channel.basic_publish(amqp.Message(
-                    json.dumps(body).encode(), content_type="application/json", content_encoding="utf-8",
+                    jsontext.dumps(body).encode(), content_type="application/json", content_encoding="utf-8",
                     delivery_mode=2, application_headers={"ntbcare.event_id": envelope["event_id"]}),
                     exchange=exchange, routing_key=routing_key)
                 by_tag[self._next_tag] = envelope
