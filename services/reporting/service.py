@@ -73,9 +73,8 @@ class PrefetchingFetch:
                 ahead[1].kill()
             page = self._fetch(source, position, limit)
         if len(page) >= limit:
-            last = max((raw["position"] for raw in page
-                        if isinstance(raw, dict) and isinstance(raw.get("position"), int)), default=None)
-            if last is not None and last > position:
+            last = repository.page_end(page, position)   # where the rebuild asks next
+            if last > position:
                 following = (source, last, limit)
                 self._ahead = (following, eventlet.spawn(self._fetch, *following))
                 eventlet.sleep(0)  # the request goes out now, before the caller's work

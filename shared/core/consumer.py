@@ -660,7 +660,7 @@ class EventConsumer:
     def _confirm(self, tx: Transaction, source: str, position: int, confirmed: int) -> int:
         """The log confirmed ``position``: move the confirmed position when it is the next one,
         and forget the records it now covers. Returns the confirmed position."""
-        if position != confirmed + 1:
+        if _confirmed_next(confirmed, position) == confirmed:
             return confirmed  # an earlier position is still unconfirmed; the next pull reads it again
         # The marker: the processed row at minus the confirmed position (real positions start at 1).
         tx.execute(self._sql.forget_confirmed, {"b_source": source, "b_position": position,

@@ -13,8 +13,7 @@ from kombu import Connection
 from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 
-from shared.core import jsontext
-from shared.core import config, metrics
+from shared.core import config, jsontext, metrics
 from shared.core.exclusive import KeptLock
 from shared.glue import broker
 from shared.core.store import ServiceStore

@@ -52,13 +52,17 @@ class ForegroundFirst:
             self.last_seen = self._clock()
 
     def busy(self) -> bool:
-        return self.in_flight > 0 or self._clock() - self.last_seen < self.recent
+        return self._seen_within(self.recent)
 
     def arriving(self) -> bool:
         """Whether requests came in the last ``lately`` seconds: the work then keeps its items
         small — a gap of a few milliseconds in a flood (the sender stalled) must not let a group
         of eight items hold the hub for a tenth of a second."""
-        return self.in_flight > 0 or self._clock() - self.last_seen < self.lately
+        return self._seen_within(self.lately)
+
+    def _seen_within(self, seconds: float) -> bool:
+        """A request is being answered, or one was in the last ``seconds``."""
+        return self.in_flight > 0 or self._clock() - self.last_seen < seconds
 
     def give_way(self) -> None:
         """Between two background items (never inside a transaction): let every other green

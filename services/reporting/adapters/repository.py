@@ -675,16 +675,14 @@ def _remove(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _facts_in_complaint_order(reader, facts, size: int, first: str | None = None, before: str | None = None):
-    """Every fact row (``_FACT_READ_COLUMNS``) of the complaints from ``first`` (included) up to
-    ``before`` (excluded; None: no bound), ordered by complaint, in lists of ``size``; on SQLite
-    straight from the driver's cursor, elsewhere streamed by SQLAlchemy."""
+def _facts_in_complaint_order(reader, facts, size: int, before: str | None = None):
+    """Every fact row (``_FACT_READ_COLUMNS``) of the complaints before ``before`` (None: all),
+    ordered by complaint, in lists of ``size``; on SQLite straight from the driver's cursor,
+    elsewhere streamed by SQLAlchemy (the derive helper reads the rest: ``_sqlite_fact_rows``)."""
     if reader.dialect.name == "sqlite":
-        yield from _sqlite_fact_rows(reader.connection.dbapi_connection, facts.name, size, first, before)
+        yield from _sqlite_fact_rows(reader.connection.dbapi_connection, facts.name, size, None, before)
         return
     query = select(*(facts.c[name] for name in _FACT_READ_COLUMNS)).order_by(facts.c.complaint_id)
-    if first is not None:
-        query = query.where(facts.c.complaint_id >= first)
     if before is not None:
         query = query.where(facts.c.complaint_id < before)
     yield from reader.execution_options(stream_results=True, yield_per=size).execute(query).partitions()
@@ -792,13 +790,18 @@ def _facts_of_page(batch: list, source: str, out: list[tuple]) -> int:
     return bad
 
 
+def page_end(batch: list, after: int) -> int:
+    """Where the next page of a source's log starts: the highest position a page read after
+    ``after`` carries (``after`` for a page without one)."""
+    return max((raw["position"] for raw in batch if isinstance(raw, dict) and isinstance(raw.get("position"), int)),
+               default=after)
+
+
 def _pages(fetch: Fetch, source: str, positions: dict, page: int):
     """Yields the pages of a source's log after positions[source], advancing it."""
     while True:
         batch = fetch(source, positions[source], page)
-        for raw in batch:
-            if isinstance(raw, dict) and isinstance(raw.get("position"), int):
-                positions[source] = max(positions[source], raw["position"])
+        positions[source] = max(positions[source], page_end(batch, positions[source]))
         if batch:
             yield batch
         if len(batch) < page:
