@@ -117,7 +117,9 @@ class IntakeHandlers(EventHandlers):
             remember_conversation(tx, str(page_id), str(psid), envelope.complaint_id, False, None)
 
 
-@listens_to(IntakeHandlers)
+# Nobody waits for these: a private reply's conversation or a closed complaint is needed when the
+# citizen next writes, seconds later at least (shared.glue.batching: lingering).
+@listens_to(IntakeHandlers, linger_ms=250)
 class IntakeService(Open311Endpoints, ServiceBase):
     name = "intake"
 

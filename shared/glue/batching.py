@@ -13,6 +13,13 @@ of spawning a worker for each:
   when it ends the next batch takes up to ``NTBCARE_CONSUMER_BATCH`` of them. An idle consumer
   therefore hands the first delivery over at once (no waiting for a batch to fill: latency at low
   load is unchanged), and batches grow only with a backlog — that is when commits are saved;
+* a service that need not answer at once may *linger*: its consumer waits until the oldest
+  waiting delivery is ``<SERVICE>_CONSUMER_LINGER_MS`` old (or a batch is full) before it hands a
+  batch over, so that at everyday load the events of several complaints share one transaction
+  instead of a transaction (and an ``fdatasync``) each. The default is the service's own
+  (``listens_to(…, linger_ms=…)``): reporting and intake, whom nobody waits for, linger; routing
+  briefly; notification (the citizen's acknowledgment) and the gateway (outside systems' feeds) do
+  not. ``0`` hands the first delivery over at once;
 * the batch's worker runs the method of its first delivery's entrypoint (an ``on_<event_type>``
   of ``shared.glue.subscriptions.listens_to``) with a ``DeliveryBatch`` as its payload; the
   service's ``receive`` passes it to the ``Consumer`` provider like one payload
@@ -33,6 +40,8 @@ worker per delivery.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -61,6 +70,13 @@ def batch_size() -> int:
     return size
 
 
+def linger_seconds(service: str, default_ms: float) -> float:
+    """``<SERVICE>_CONSUMER_LINGER_MS``: how long the oldest waiting delivery may wait for others to
+    join its batch (``default_ms``: the service's own choice)."""
+    return config.number(f"{service.upper()}_CONSUMER_LINGER_MS", str(default_ms), at_least=0,
+                         at_most=10_000) / 1000
+
+
 class DeliveryBatch:
     """Pushed events handed to one worker: ``items`` is ``[(payload, source), …]`` in delivery order."""
 
@@ -80,11 +96,16 @@ class BatchingQueueConsumer(QueueConsumer):
     def __init__(self) -> None:
         super().__init__()
         self._pending: deque[tuple[Any, Any, Any]] = deque()
+        self._arrived: deque[float] = deque()   # when each pending delivery came (monotonic)
         self._in_flight = False
         self._size = 1
+        self._linger = 0.0
+        self._full = threading.Event()   # green under the services' monkey-patching
 
     def setup(self) -> None:
         self._size = batch_size() or 1
+        self._linger = linger_seconds(self.container.service_name,
+                                      getattr(self.container.service_cls, "consumer_linger_ms", 0))
 
     @property
     def prefetch_count(self) -> int:
@@ -95,6 +116,9 @@ class BatchingQueueConsumer(QueueConsumer):
     def handle_message(self, provider, body, message):
         # Called in the consumer's thread for each delivery: only collect, never block here.
         self._pending.append((provider, body, message))
+        self._arrived.append(time.monotonic())
+        if len(self._pending) >= self._size:
+            self._full.set()
         self._next()
 
     def _next(self) -> None:
@@ -106,7 +130,16 @@ class BatchingQueueConsumer(QueueConsumer):
         self.container.spawn_managed_thread(self._dispatch, identifier="BatchingQueueConsumer.dispatch")
 
     def _dispatch(self) -> None:
-        taken = [self._pending.popleft() for _ in range(min(self._size, len(self._pending)))]
+        if self._linger and self._pending and len(self._pending) < self._size:
+            wait = self._arrived[0] + self._linger - time.monotonic()
+            if wait > 0:
+                self._full.clear()
+                if len(self._pending) < self._size:
+                    self._full.wait(wait)
+        count = min(self._size, len(self._pending))
+        taken = [self._pending.popleft() for _ in range(count)]
+        for _ in range(count):
+            self._arrived.popleft()
         if not taken:
             self._in_flight = False
             return

@@ -22,8 +22,10 @@ def handler_name(event_type: str) -> str:
     return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", event_type).lower()
 
 
-def listens_to(handlers: type[EventHandlers]):
-    """Class decorator: one nameko event handler per event type the handler table handles."""
+def listens_to(handlers: type[EventHandlers], linger_ms: float = 0):
+    """Class decorator: one nameko event handler per event type the handler table handles.
+    ``linger_ms``: the service's default for how long a pushed event may wait for others to share
+    its batch's transaction (``shared.glue.batching``; ``<SERVICE>_CONSUMER_LINGER_MS`` overrides)."""
     entrypoint = batched_event_handler if batch_size() else event_handler
 
     def decorate(cls):
@@ -38,6 +40,7 @@ def listens_to(handlers: type[EventHandlers]):
                 receive.__doc__ = f"{event_type} from {source}."
                 setattr(cls, name, entrypoint(source, event_type)(receive))
         cls.subscriptions = handlers.subscriptions()
+        cls.consumer_linger_ms = linger_ms
         cls.handler_table = handlers
         return cls
     return decorate

@@ -64,6 +64,8 @@ class Provider:
 
 class Container:
     max_workers = 10
+    service_name = "probe"
+    service_cls = object   # no linger of its own (PROBE_CONSUMER_LINGER_MS unset)
 
     def __init__(self):
         self.threads = []
@@ -211,3 +213,25 @@ def test_a_batch_is_acknowledged_with_one_frame_per_channel(consumer):
     handle_result(None, ["handled"] * 3, None)
     assert all(m.acked for m in first) and after.acked
     assert (old_channel.ack_frames, reopened.ack_frames) == (1, 1)
+
+
+def test_the_linger_comes_from_the_environment_or_the_service(monkeypatch):
+    monkeypatch.delenv("ROUTING_CONSUMER_LINGER_MS", raising=False)
+    assert batching.linger_seconds("routing", 100) == 0.1
+    monkeypatch.setenv("ROUTING_CONSUMER_LINGER_MS", "0")
+    assert batching.linger_seconds("routing", 100) == 0
+    for wrong in ("-5", "soon", "60000"):
+        monkeypatch.setenv("ROUTING_CONSUMER_LINGER_MS", wrong)
+        with pytest.raises(config.ConfigError, match="ROUTING_CONSUMER_LINGER_MS"):
+            batching.linger_seconds("routing", 100)
+
+
+def test_the_services_that_nobody_waits_for_linger_and_the_acknowledgment_s_path_does_not():
+    from services.gateway.service import GatewayService
+    from services.intake.service import IntakeService
+    from services.notification.service import NotificationService
+    from services.reporting.service import ReportingService
+    from services.routing.service import RoutingService
+    assert NotificationService.consumer_linger_ms == 0 and GatewayService.consumer_linger_ms == 0
+    assert min(IntakeService.consumer_linger_ms, RoutingService.consumer_linger_ms,
+               ReportingService.consumer_linger_ms) > 0
