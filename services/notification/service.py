@@ -29,7 +29,10 @@ def build_store(url: str | None = None) -> ServiceStore:
     return ServiceStore("notification", tables.metadata, emits_events=True, url=url)
 
 
-@listens_to(NotificationHandlers)
+# Intake's events are a citizen waiting (the acknowledgment of a complaint, an answer to a question):
+# they never wait. Routing's (the routed message, a status change) may wait a tenth of a second for
+# others to share their transaction (shared.glue.batching: lingering).
+@listens_to(NotificationHandlers, linger_ms=100, urgent=NotificationHandlers.subscriptions()["intake"])
 class NotificationService(ServiceBase):
     name = "notification"
 

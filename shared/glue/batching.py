@@ -18,8 +18,10 @@ of spawning a worker for each:
   batch over, so that at everyday load the events of several complaints share one transaction
   instead of a transaction (and an ``fdatasync``) each. The default is the service's own
   (``listens_to(…, linger_ms=…)``): reporting and intake, whom nobody waits for, linger; routing
-  briefly; notification (the citizen's acknowledgment) and the gateway (outside systems' feeds) do
-  not. ``0`` hands the first delivery over at once;
+  briefly; notification lingers too, but an event a citizen waits on (``listens_to(…, urgent=…)``:
+  intake's, among them ``ComplaintFiled``, the acknowledgment) ends the wait at once and takes the
+  lingering ones with it; the gateway (outside systems' feeds) does not linger. ``0`` hands the
+  first delivery over at once;
 * the batch's worker runs the method of its first delivery's entrypoint (an ``on_<event_type>``
   of ``shared.glue.subscriptions.listens_to``) with a ``DeliveryBatch`` as its payload; the
   service's ``receive`` passes it to the ``Consumer`` provider like one payload
@@ -100,12 +102,14 @@ class BatchingQueueConsumer(QueueConsumer):
         self._in_flight = False
         self._size = 1
         self._linger = 0.0
-        self._full = threading.Event()   # green under the services' monkey-patching
+        self._urgent: frozenset[str] = frozenset()
+        self._wake = threading.Event()   # a full batch or an urgent event; green under monkey-patching
 
     def setup(self) -> None:
         self._size = batch_size() or 1
         self._linger = linger_seconds(self.container.service_name,
                                       getattr(self.container.service_cls, "consumer_linger_ms", 0))
+        self._urgent = frozenset(getattr(self.container.service_cls, "consumer_urgent", ()))
 
     @property
     def prefetch_count(self) -> int:
@@ -117,8 +121,8 @@ class BatchingQueueConsumer(QueueConsumer):
         # Called in the consumer's thread for each delivery: only collect, never block here.
         self._pending.append((provider, body, message))
         self._arrived.append(time.monotonic())
-        if len(self._pending) >= self._size:
-            self._full.set()
+        if len(self._pending) >= self._size or getattr(provider, "event_type", None) in self._urgent:
+            self._wake.set()
         self._next()
 
     def _next(self) -> None:
@@ -130,12 +134,11 @@ class BatchingQueueConsumer(QueueConsumer):
         self.container.spawn_managed_thread(self._dispatch, identifier="BatchingQueueConsumer.dispatch")
 
     def _dispatch(self) -> None:
-        if self._linger and self._pending and len(self._pending) < self._size:
-            wait = self._arrived[0] + self._linger - time.monotonic()
-            if wait > 0:
-                self._full.clear()
-                if len(self._pending) < self._size:
-                    self._full.wait(wait)
+        wait = self._lingering()
+        if wait > 0:
+            self._wake.clear()
+            if self._lingering() > 0:   # nothing arrived between the look and the clear
+                self._wake.wait(wait)
         count = min(self._size, len(self._pending))
         taken = [self._pending.popleft() for _ in range(count)]
         for _ in range(count):
@@ -163,6 +166,13 @@ class BatchingQueueConsumer(QueueConsumer):
                 self.requeue_message(message)
             self._in_flight = False
 
+
+    def _lingering(self) -> float:
+        """How much longer the pending deliveries may wait for others (0: hand them over now)."""
+        if not self._linger or not self._pending or len(self._pending) >= self._size or (
+                self._urgent and any(provider.event_type in self._urgent for provider, _, _ in self._pending)):
+            return 0.0
+        return max(0.0, self._arrived[0] + self._linger - time.monotonic())
 
     def _settle(self, taken: list[tuple[Any, Any, Any]], result: Any, exc_info: Any) -> None:
         """Acknowledge a handled batch with ONE ``basic.ack`` per channel (``multiple``, up to its

@@ -11,6 +11,7 @@ worker per delivery."""
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from nameko.events import event_handler
 
@@ -22,10 +23,11 @@ def handler_name(event_type: str) -> str:
     return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", event_type).lower()
 
 
-def listens_to(handlers: type[EventHandlers], linger_ms: float = 0):
+def listens_to(handlers: type[EventHandlers], linger_ms: float = 0, urgent: Iterable[str] = ()):
     """Class decorator: one nameko event handler per event type the handler table handles.
     ``linger_ms``: the service's default for how long a pushed event may wait for others to share
-    its batch's transaction (``shared.glue.batching``; ``<SERVICE>_CONSUMER_LINGER_MS`` overrides)."""
+    its batch's transaction (``shared.glue.batching``; ``<SERVICE>_CONSUMER_LINGER_MS`` overrides);
+    ``urgent``: event types that never wait (and end the others' wait)."""
     entrypoint = batched_event_handler if batch_size() else event_handler
 
     def decorate(cls):
@@ -41,6 +43,7 @@ def listens_to(handlers: type[EventHandlers], linger_ms: float = 0):
                 setattr(cls, name, entrypoint(source, event_type)(receive))
         cls.subscriptions = handlers.subscriptions()
         cls.consumer_linger_ms = linger_ms
+        cls.consumer_urgent = frozenset(urgent)
         cls.handler_table = handlers
         return cls
     return decorate

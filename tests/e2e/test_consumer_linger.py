@@ -108,3 +108,32 @@ def test_a_service_that_does_not_linger_hands_the_first_event_over_at_once(runni
     wait_for_events(batches, 2)
     assert [numbers for _, numbers in batches] == [[1], [2]]
     assert batches[0][0] - first < 0.4
+
+
+def test_an_urgent_event_ends_the_wait_and_takes_the_lingering_ones_with_it(running, amqp_uri, monkeypatch):
+    monkeypatch.setenv("NTBCARE_CONSUMER_BATCH", "50")
+
+    class Both(Filed):
+        @handles(ev.COMPLAINT_ROUTED)
+        def on_routed(self, tx, envelope):
+            raise AssertionError
+
+    batches: list[tuple[float, list[int]]] = []
+
+    @listens_to(Both, linger_ms=8000, urgent=[ev.COMPLAINT_FILED])
+    class Probe:
+        name = f"linger_probe_{uuid.uuid4().hex[:8]}"
+
+        def receive(self, batch, source):
+            batches.append((time.monotonic(), [payload["n"] for payload, _ in batch.items]))
+
+    running(Probe)
+    dispatch = event_dispatcher({"AMQP_URI": amqp_uri})
+    dispatch("routing", ev.COMPLAINT_ROUTED, {"n": 1})   # may wait up to 8 s
+    time.sleep(0.3)
+    assert batches == []
+    urgent_at = time.monotonic()
+    dispatch("intake", ev.COMPLAINT_FILED, {"n": 2})     # a citizen waits on this one
+    wait_for_events(batches, 2, timeout=4)
+    assert [numbers for _, numbers in batches] == [[1, 2]]
+    assert batches[0][0] - urgent_at < 2

@@ -227,11 +227,15 @@ def test_the_linger_comes_from_the_environment_or_the_service(monkeypatch):
 
 
 def test_the_services_that_nobody_waits_for_linger_and_the_acknowledgment_s_path_does_not():
+    from shared.core.events import types as ev
     from services.gateway.service import GatewayService
     from services.intake.service import IntakeService
     from services.notification.service import NotificationService
     from services.reporting.service import ReportingService
     from services.routing.service import RoutingService
-    assert NotificationService.consumer_linger_ms == 0 and GatewayService.consumer_linger_ms == 0
+    assert GatewayService.consumer_linger_ms == 0
     assert min(IntakeService.consumer_linger_ms, RoutingService.consumer_linger_ms,
-               ReportingService.consumer_linger_ms) > 0
+               ReportingService.consumer_linger_ms, NotificationService.consumer_linger_ms) > 0
+    # the acknowledgment's event, and every citizen's message, never waits in notification
+    assert {ev.COMPLAINT_FILED, ev.CITIZEN_MESSAGE_RECEIVED, ev.STATUS_REQUESTED} <= NotificationService.consumer_urgent
+    assert not NotificationService.consumer_urgent & set(NotificationService.subscriptions["routing"])
