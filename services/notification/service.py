@@ -37,7 +37,9 @@ class NotificationService(ServiceBase):
     name = "notification"
 
     store = Storage(build_store)
-    relay = OutboxRelay()
+    # CitizenNotified is news for intake, reporting and outside systems, none of them waiting on it
+    # to the quarter second: several sends' events go out in one round.
+    relay = OutboxRelay(linger_ms=250)
     consumer = Consumer(NotificationHandlers)
     sender = Sender()
 

@@ -171,7 +171,9 @@ class RoutingService(ServiceBase):
     name = "routing"
 
     store = Storage(build_store)
-    relay = OutboxRelay()
+    # ComplaintRouted leads to the routed message, which nobody needs to the tenth of a second:
+    # several commits' events go out in one round.
+    relay = OutboxRelay(linger_ms=100)
     consumer = Consumer(RoutingHandlers)
     workflow = WorkflowProvider()
     console = ConsoleProvider()
