@@ -215,7 +215,7 @@ class OutboxRelay(DependencyProvider):
                 # utf-8, persistent, the event id header), without its per-message preparation,
                 # which cost as much as the publish itself.
                 channel.basic_publish(amqp.Message(
-                    jsontext.dumps(body).encode(), content_type="application/json", content_encoding="utf-8",
+                    jsontext.encode(body), content_type="application/json", content_encoding="utf-8",
                     delivery_mode=2, application_headers={"ntbcare.event_id": envelope["event_id"]}),
                     exchange=exchange, routing_key=routing_key)
                 by_tag[self._next_tag] = envelope

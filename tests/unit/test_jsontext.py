@@ -58,3 +58,16 @@ def test_what_the_standard_library_refuses_is_still_refused():
             dump({object(): 1})
         assert json.loads(dump({"c": Colour.RED, "n": 1})) == {"c": "red", "n": 1}
     assert json.loads(jsontext.dumps({1: "one"})) == {"1": "one"}  # as json.dumps writes it
+
+
+def test_a_message_body_is_the_text_as_utf8_bytes_even_for_an_envelope_read_back_from_a_store():
+    from unittest import mock
+
+    from shared.core.events.envelope import StoredEnvelope
+    envelope = StoredEnvelope({"event_id": "e1", "event_type": "ComplaintFiled", "position": 3,
+                               "data": {"text": "Jalan rusak di Praya — é", "score": 1.5, "tags": [1, 2]}})
+    body = jsontext.encode(envelope)
+    assert body == json.dumps(dict(envelope), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    with mock.patch.object(jsontext.json, "dumps", side_effect=AssertionError("the slow path")):
+        jsontext.encode(envelope)   # a dict subclass is written by orjson, not the standard library
+    assert jsontext.encode({"n": 2 ** 70}) == b'{"n":1180591620717411303424}'   # orjson refuses: json writes
