@@ -179,7 +179,11 @@ def test_comment_resolve_asked_in_messenger_blm_reopened_answered_sdh_rated_repo
         with platform.rpc() as rpc:
             return [e for e in rpc.notification.events_since(0, 1000) if e["complaint_id"] == cid
                     and e["data"].get("channel") == "comment_private"]
-    wait_for(handed_over, 40, message="the private reply")
+    private = wait_for(handed_over, 40, message="the private reply")[0]
+    # Intake learns the hand-over from that event within about half a second (lingering); a
+    # citizen takes longer to read and answer, this test would not.
+    wait_for(lambda: platform.checkpoint("intake", "notification") >= private["position"], 20,
+             message="intake handled the private reply's CitizenNotified")
     deliver(platform, fb.text_message(DEV_PAGE_ID, psid, "Terima kasih, mohon segera diperbaiki ya"))
 
     def continued():

@@ -310,7 +310,7 @@ def test_comment_complaint_public_reply_single_private_reply_then_messenger(plat
     # — once intake has handled the CitizenNotified that carries it (notification's relay and
     # intake's consumer linger, together up to half a second: a citizen takes longer to read the
     # reply and answer; this test would not, hence the wait).
-    wait_for(lambda: intake_checkpoint(platform, "notification") >= notified[0]["position"], 20,
+    wait_for(lambda: platform.checkpoint("intake", "notification") >= notified[0]["position"], 20,
              message="intake handled the private reply's CitizenNotified")
     webhook(platform, facebook.text_message(DEV_PAGE_ID, psid, "Terima kasih, kapan diperbaiki?"))
 
@@ -538,14 +538,6 @@ def test_a_removed_comment_gets_no_public_reply(platform):
     assert (update["state"], update["reason"]) == ("undeliverable", "comment_removed")
     assert len([c for c in calls_to(platform, comment_id=comment_id, ok_only=False)
                 if c["kind"] == "comment_reply"]) == replies_before
-
-
-def intake_checkpoint(platform, source) -> int:
-    """How far intake has handled ``source``'s log: its consumer checkpoint, read by the test
-    from intake's database file (read-only)."""
-    with sqlite3.connect(f"file:{platform.data_dir / 'intake.db'}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT position FROM consumer_checkpoints WHERE source = ?", (source,)).fetchone()
-    return int(row[0]) if row else 0
 
 
 def platform_events_of(platform, source):

@@ -164,6 +164,15 @@ class Platform:
         path = self.logs_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def checkpoint(self, service: str, source: str) -> int:
+        """How far ``service`` has handled ``source``'s log: its consumer checkpoint, read by the
+        test from the service's SQLite file (read-only). For a test that acts on what a consumer
+        must have handled first — consumers that linger take their time (shared.glue.batching)."""
+        import sqlite3
+        with sqlite3.connect(f"file:{self.data_dir / f'{service}.db'}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT position FROM consumer_checkpoints WHERE source = ?", (source,)).fetchone()
+        return int(row[0]) if row else 0
+
     # -- talking to it ---------------------------------------------------------------------
     @contextmanager
     def rpc(self, timeout: float = 30):
