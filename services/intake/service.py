@@ -117,9 +117,12 @@ class IntakeHandlers(EventHandlers):
             remember_conversation(tx, str(page_id), str(psid), envelope.complaint_id, False, None)
 
 
-# Nobody waits for these: a private reply's conversation or a closed complaint is needed when the
-# citizen next writes, seconds later at least (shared.glue.batching: lingering).
-@listens_to(IntakeHandlers, linger_ms=250)
+# CitizenNotified may wait a quarter second for others (shared.glue.batching: lingering): a private
+# reply's conversation is needed when the citizen next writes, seconds later at least. Routing's
+# lifecycle events may not: a closed complaint must be closed here before the citizen can answer
+# the question it sends (notification lingers 100 ms on them), and a confidential one at once.
+@listens_to(IntakeHandlers, linger_ms=250, urgent=(ev.COMPLAINT_RESOLVED, ev.COMPLAINT_DISMISSED,
+                                                   ev.COMPLAINT_CONFIDENTIALITY_CHANGED, ev.COMPLAINT_REOPENED))
 class IntakeService(Open311Endpoints, ServiceBase):
     name = "intake"
 

@@ -239,3 +239,6 @@ def test_the_services_that_nobody_waits_for_linger_and_the_acknowledgment_s_path
     # the acknowledgment's event, and every citizen's message, never waits in notification
     assert {ev.COMPLAINT_FILED, ev.CITIZEN_MESSAGE_RECEIVED, ev.STATUS_REQUESTED} <= NotificationService.consumer_urgent
     assert not NotificationService.consumer_urgent & set(NotificationService.subscriptions["routing"])
+    # intake closes (or makes confidential) a complaint at once; only CitizenNotified lingers there
+    assert set(IntakeService.subscriptions["routing"]) <= IntakeService.consumer_urgent
+    assert ev.CITIZEN_NOTIFIED not in IntakeService.consumer_urgent
