@@ -17,11 +17,11 @@ of spawning a worker for each:
   waiting delivery is ``<SERVICE>_CONSUMER_LINGER_MS`` old (or a batch is full) before it hands a
   batch over, so that at everyday load the events of several complaints share one transaction
   instead of a transaction (and an ``fdatasync``) each. The default is the service's own
-  (``listens_to(…, linger_ms=…)``): reporting and intake, whom nobody waits for, linger; routing
-  briefly; notification lingers too, but an event a citizen waits on (``listens_to(…, urgent=…)``:
-  intake's, among them ``ComplaintFiled``, the acknowledgment) ends the wait at once and takes the
-  lingering ones with it; the gateway (outside systems' feeds) does not linger. ``0`` hands the
-  first delivery over at once;
+  (``listens_to(…, linger_ms=…)``): reporting and intake linger, routing briefly, notification too
+  — but an *urgent* event (``listens_to(…, urgent=…)``) ends the wait at once and takes the
+  lingering ones with it: in notification intake's events (``ComplaintFiled`` is the citizen's
+  acknowledgment), in intake routing's lifecycle events. The gateway (outside systems' feeds) does
+  not linger. ``0`` hands the first delivery over at once;
 * the batch's worker runs the method of its first delivery's entrypoint (an ``on_<event_type>``
   of ``shared.glue.subscriptions.listens_to``) with a ``DeliveryBatch`` as its payload; the
   service's ``receive`` passes it to the ``Consumer`` provider like one payload
@@ -165,7 +165,6 @@ class BatchingQueueConsumer(QueueConsumer):
             for _, _, message in taken:
                 self.requeue_message(message)
             self._in_flight = False
-
 
     def _lingering(self) -> float:
         """How much longer the pending deliveries may wait for others (0: hand them over now)."""
