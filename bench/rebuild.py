@@ -97,8 +97,6 @@ def run(args) -> dict:
 
 
 def service_rebuild(complaints: int, rounds: int = 2) -> dict:
-    import sqlite3
-
     from bench.common import vhost
     from tests.support.platform import Platform, wait_for
     from tests.support.reporting_seed import Seeder
@@ -112,9 +110,7 @@ def service_rebuild(complaints: int, rounds: int = 2) -> dict:
         platform.start_all(timeout=120)
         try:
             def caught_up() -> bool:
-                with sqlite3.connect(f"file:{data_dir / 'reporting.db'}?mode=ro", uri=True) as db:
-                    got = dict(db.execute("SELECT source, position FROM consumer_checkpoints").fetchall())
-                return all(got.get(source, 0) >= position for source, position in last.items())
+                return all(platform.checkpoint("reporting", source) >= position for source, position in last.items())
             wait_for(caught_up, 1200, interval=1, message="reporting caught up with the seeded logs")
             runs = []
             for _ in range(rounds):

@@ -198,6 +198,12 @@ def is_development() -> bool:
     return environment() == "development"
 
 
+def linger_seconds(variable: str, default_ms: float) -> float:
+    """A ``…_LINGER_MS`` setting in seconds (0–10,000 ms): how long a consumer or a relay lets work
+    wait for more to share its transaction or round (``default_ms``: the service's own choice)."""
+    return float(number(variable, str(default_ms), at_least=0, at_most=10_000)) / 1000
+
+
 def catchup_seconds() -> float:
     return float(env("NTBCARE_CATCHUP_SECONDS", "30"))
 

@@ -75,8 +75,11 @@ def batch_size() -> int:
 def linger_seconds(service: str, default_ms: float) -> float:
     """``<SERVICE>_CONSUMER_LINGER_MS``: how long the oldest waiting delivery may wait for others to
     join its batch (``default_ms``: the service's own choice)."""
-    return config.number(f"{service.upper()}_CONSUMER_LINGER_MS", str(default_ms), at_least=0,
-                         at_most=10_000) / 1000
+    return config.linger_seconds(f"{service.upper()}_CONSUMER_LINGER_MS", default_ms)
+
+
+def _event_type(provider: Any) -> str | None:
+    return getattr(provider, "event_type", None)
 
 
 class DeliveryBatch:
@@ -121,7 +124,7 @@ class BatchingQueueConsumer(QueueConsumer):
         # Called in the consumer's thread for each delivery: only collect, never block here.
         self._pending.append((provider, body, message))
         self._arrived.append(time.monotonic())
-        if len(self._pending) >= self._size or getattr(provider, "event_type", None) in self._urgent:
+        if len(self._pending) >= self._size or _event_type(provider) in self._urgent:
             self._wake.set()
         self._next()
 
@@ -169,7 +172,7 @@ class BatchingQueueConsumer(QueueConsumer):
     def _lingering(self) -> float:
         """How much longer the pending deliveries may wait for others (0: hand them over now)."""
         if not self._linger or not self._pending or len(self._pending) >= self._size or (
-                self._urgent and any(provider.event_type in self._urgent for provider, _, _ in self._pending)):
+                self._urgent and any(_event_type(provider) in self._urgent for provider, _, _ in self._pending)):
             return 0.0
         return max(0.0, self._arrived[0] + self._linger - time.monotonic())
 

@@ -50,8 +50,7 @@ class RelayStatus:
 def relay_linger_seconds(service: str, default_ms: float) -> float:
     """``<SERVICE>_RELAY_LINGER_MS``: how long the relay waits after a wake-up for more commits to
     join its round (``default_ms``: the service's own choice)."""
-    return config.number(f"{service.upper()}_RELAY_LINGER_MS", str(default_ms), at_least=0,
-                         at_most=10_000) / 1000
+    return config.linger_seconds(f"{service.upper()}_RELAY_LINGER_MS", default_ms)
 
 
 class OutboxRelay(DependencyProvider):
