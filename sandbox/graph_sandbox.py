@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -1097,11 +1098,41 @@ def _path_template(parts: list[str]) -> str:
     return "/{unsupported}"
 
 
+# A body up to this size is read before the app runs, so that the connection can carry the next
+# call whatever the app read of it; a larger or chunked one closes the connection after its answer.
+_KEEP_ALIVE_BODY_LIMIT = 1 << 20
+
+
 class _QuietHandler(WSGIRequestHandler):
-    # Keep-alive, as graph.facebook.com: a client's pooled connection carries many calls
-    # (werkzeug's default, HTTP/1.0, closes each one, and a connect per call is not what a
-    # sender pays against Meta).
+    # Keep-alive, as graph.facebook.com: a client's pooled connection carries many calls, and a
+    # connect (and here a thread) per call is not what a sender pays against Meta. werkzeug
+    # announces "Connection: close" on every answer, because http.server cannot drain a body the
+    # app left unread before it parses the next request line; reading the body first removes
+    # that reason.
     protocol_version = "HTTP/1.1"
+    # An idle kept connection is closed after this, as servers do (urllib3 then reconnects).
+    timeout = 120
+    _body_read_first = False
+
+    def run_wsgi(self) -> None:
+        length = (self.headers.get("Content-Length") or "0").strip()
+        self._body_read_first = (not self.headers.get("Transfer-Encoding") and length.isdigit()
+                                 and int(length) <= _KEEP_ALIVE_BODY_LIMIT)
+        if not self._body_read_first:
+            super().run_wsgi()
+            return
+        connection_stream = self.rfile
+        self.rfile = io.BytesIO(connection_stream.read(int(length)))
+        try:
+            super().run_wsgi()
+        finally:
+            self.rfile = connection_stream
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if (keyword.lower() == "connection" and value.lower() == "close"
+                and self._body_read_first and not self.close_connection):
+            return  # the client did not ask to close, and nothing of this request is left unread
+        super().send_header(keyword, value)
 
     # werkzeug's access log prints the full URL, and a client may put access_token in the
     # query string; the app logs its own token- and text-free line instead.

@@ -420,3 +420,28 @@ def test_python_m_sandbox_serves_health():
     graph_lines = [line for line in out.splitlines() if "kind=messenger" in line]
     assert len(graph_lines) == 1 and "status=200" in graph_lines[0]
     assert "rahasia" not in out and PSID not in out and "SECRET" not in out
+
+
+def test_a_connection_carries_many_calls_as_graph_facebook_com_does(sandbox):
+    """Keep-alive: the sender's pooled connection is reused from call to call (werkzeug alone
+    answers every call with "Connection: close"), also after an error and after a body the app
+    refused without reading it all."""
+    import http.client
+
+    host, port = sandbox.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    body = json.dumps({"recipient": {"id": PSID}, "messaging_type": "RESPONSE",
+                       "message": {"text": "Laporan Anda kami terima."}})
+    sockets = []
+    for payload in (body, "{not json", body):
+        connection.request("POST", f"/v21.0/{PAGE}/messages", body=payload,
+                           headers={"Authorization": f"Bearer {TOKEN}",
+                                    "Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        assert response.getheader("Connection") != "close"
+        assert not response.will_close
+        sockets.append(connection.sock)
+    assert sockets[0] is sockets[1] is sockets[2]
+    assert len(sandbox.state.get_calls()) >= 2   # the calls themselves were answered by the app
+    connection.close()
