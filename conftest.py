@@ -17,4 +17,8 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
+from shared.glue import pg_wait  # noqa: E402
+
+pg_wait.install()  # as the services' runner does: in-process PostgreSQL waits the same way
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -22,7 +22,7 @@ from nameko.runners import ServiceRunner
 
 from shared.core import config
 from shared.glue import compat as nameko_compat
-from shared.glue import message_json, webserver
+from shared.glue import message_json, pg_wait, webserver
 from shared.core.logs import configure_logging
 
 SERVICE_CLASSES = {
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     nameko_compat.install()  # survive a broker restart (see shared/glue/compat.py)
     message_json.install()  # kombu's JSON by orjson (shared/glue/message_json.py)
+    pg_wait.install()  # psycopg2's quick answers waited for in place (shared/glue/pg_wait.py)
     runner = ServiceRunner(config.nameko_config(name))
     runner.add_service(service_class)
 
