@@ -5,7 +5,8 @@ IMMEDIATE`` so two writers never deadlock on a lock upgrade. Services run on eve
 calls never yield to the hub, so a transaction that does no network I/O runs to its end without
 another green thread interleaving — the rule every service follows is *never call RPC, dispatch
 or HTTP inside an open transaction*. PostgreSQL (``postgresql+psycopg2://``) is greened by
-eventlet's monkey patching.
+eventlet's monkey patching, with ``shared.glue.pg_wait``'s wait callback in the services (a quick
+answer is waited for in place, a slow one yields to the hub).
 """
 from __future__ import annotations
 
