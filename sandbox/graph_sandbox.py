@@ -506,7 +506,18 @@ class SandboxState:
     def get_calls(self, page_id: str | None = None, kind: str | None = None,
                   status: int | None = None, since_seq: int | None = None) -> list[dict]:
         with self.lock:
-            calls = list(self.calls)
+            if since_seq is None:
+                calls = list(self.calls)
+            else:
+                # Sequence numbers grow along the deque: only the calls after ``since_seq`` are
+                # copied, from the right (a watcher polling for new calls would otherwise copy
+                # and filter the whole record — up to 200,000 calls — on every poll).
+                calls = []
+                for call in reversed(self.calls):
+                    if call["seq"] <= since_seq:
+                        break
+                    calls.append(call)
+                calls.reverse()
         return [
             c for c in calls
             if (page_id is None or c["page_id"] == page_id)

@@ -117,6 +117,11 @@ def test_calls_filters(sandbox, client):
     assert len(calls(sandbox, page_id=PAGE)["calls"]) == 3
     assert len(calls(sandbox, page_id=OTHER_PAGE)["calls"]) == 0
     assert len(calls(sandbox, since_seq=first_seq)["calls"]) == 2
+    every = [c["seq"] for c in calls(sandbox)["calls"]]
+    assert [c["seq"] for c in calls(sandbox, since_seq=0)["calls"]] == every   # oldest first
+    assert [c["seq"] for c in calls(sandbox, since_seq=first_seq)["calls"]] == every[1:]
+    assert calls(sandbox, since_seq=every[-1])["calls"] == []
+    assert [c["kind"] for c in calls(sandbox, since_seq=first_seq, status=200)["calls"]] == ["comment_reply"]
 
 
 def test_private_reply_returns_psid_and_only_once(sandbox, client):
