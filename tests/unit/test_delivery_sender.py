@@ -383,6 +383,31 @@ def test_an_invalid_token_holds_only_its_page_until_a_probe_succeeds(world):
     assert len(world.graph.ok(page_id=PAGE)) == 2  # each message once
 
 
+def test_only_a_probe_s_success_lifts_its_page_s_hold(world):
+    """A hold another replica places while an ordinary send is in flight stays after that send
+    succeeds (its lease saw no hold: nothing to lift, no statement spent on it); the Page's next
+    probe lifts it."""
+    placed = {"done": False}
+
+    def hold_meanwhile(call):
+        if not placed["done"]:
+            placed["done"] = True
+            with world.store.database.transaction() as tx:
+                stamp = isoformat_utc(utc_now())
+                tx.execute(tables.page_holds.insert(), dict(page_id=PAGE, reason="invalid_token",
+                                                            since=stamp, last_probe_at=stamp))
+        return None   # Meta accepts the call
+
+    world.graph.refuse = hold_meanwhile
+    _first_id, first = world.file(messenger())
+    assert world.settled(first)[0]["state"] == "sent"
+    eventlet.sleep(0.5)   # probes are due every 0.2 s, but there is nothing pending to probe with
+    assert world.loop.held_pages() == {PAGE: "invalid_token"}
+    _second_id, second = world.file(messenger())
+    assert world.settled(second)[0]["state"] == "sent"   # sent as the Page's probe
+    assert world.loop.held_pages() == {}
+
+
 def test_two_instances_on_one_database_send_each_message_once(store):
     graph = FakeGraph()
     loops = [new_loop(store, graph, concurrency=3), new_loop(store, graph, concurrency=3)]

@@ -123,6 +123,9 @@ class Claimed:
     row: dict
     original_due: str
     prepared: Prepared
+    # Leased as its held Page's probe. Any other lease was taken with the Page not held (the
+    # lease looked), so only a probe's success has a hold to lift.
+    probe: bool = False
 
 
 class Deliveries:
@@ -194,7 +197,8 @@ class Deliveries:
                 return None
             leased = dict(row, next_attempt_at=lease)
             return Claimed(leased, row["next_attempt_at"],
-                           self._prepare(tx.connection, leased, now, human_agent_approved))
+                           self._prepare(tx.connection, leased, now, human_agent_approved),
+                           probe=probe_page == row["page_id"])
         return self.writes.run(claim)
 
     def release(self, row: dict, original_due: str) -> None:
@@ -242,9 +246,11 @@ class Deliveries:
         return {"last_error": failed.last_error, "channel": failed.channel,
                 "messaging_type": failed.messaging_type, "tag": failed.tag}
 
-    def record_sent(self, message: delivery.PendingMessage, sent: delivery.Sent, now: datetime) -> bool:
+    def record_sent(self, message: delivery.PendingMessage, sent: delivery.Sent, now: datetime,
+                    lift_hold: bool = True) -> bool:
         """Mark the message sent and append ``CitizenNotified`` (only if it was still pending),
-        note the private reply spent, and lift the Page's hold; one transaction."""
+        note the private reply spent, and — with ``lift_hold`` (the send was its held Page's
+        probe) — lift the Page's hold; one transaction."""
         stamp = isoformat_utc(now)
 
         def unit(tx) -> bool:
@@ -263,8 +269,10 @@ class Deliveries:
                     tx.execute(_UPDATE_COMPLAINT, {"b_complaint_id": message.complaint_id, **values})
                 tx.append([PendingEvent(ev.CITIZEN_NOTIFIED, message.complaint_id,
                                         delivery.notified_event(message, sent))])
-            # A success proves the Page's token works again.
-            tx.execute(_LIFT_HOLD, {"b_page_id": sent.page_id})
+            if lift_hold:
+                # A success proves the Page's token works again. (A hold another replica placed
+                # while an ordinary send was in flight is lifted by the Page's next probe.)
+                tx.execute(_LIFT_HOLD, {"b_page_id": sent.page_id})
             return bool(changed)
         return self.writes.run(unit)
 

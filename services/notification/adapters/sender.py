@@ -197,7 +197,7 @@ class DeliveryLoop:
                     break  # nothing due, a held Page, or another notification instance has it
                 settled = False
                 try:
-                    settled = self.deliver(claimed.prepared)
+                    settled = self.deliver(claimed.prepared, lift_hold=claimed.probe)
                 finally:
                     # A recorded outcome (sent, ended, rescheduled) already replaced the lease in
                     # its own transaction: giving it back would be a second commit that changes
@@ -213,9 +213,10 @@ class DeliveryLoop:
             self.wake()
 
     # -- one message -------------------------------------------------------------------------
-    def deliver(self, prepared: Prepared) -> bool:
+    def deliver(self, prepared: Prepared, lift_hold: bool = True) -> bool:
         """Decide, call Meta if that is the decision, record the outcome. Returns whether the
-        outcome settled the lease (the message is no longer pending, or has a new time)."""
+        outcome settled the lease (the message is no longer pending, or has a new time).
+        ``lift_hold``: a success lifts the Page's hold (False: the lease saw none)."""
         message, plan = prepared.message, prepared.plan
         token = self.token_for(plan.page_id)
         step = delivery.decide_send(message, plan, prepared.facts(page_configured=token is not None))
@@ -232,7 +233,7 @@ class DeliveryLoop:
         except GraphApiError as error:
             return self._on_error(message, step, error)
         sent = delivery.after_success(message, step, graph_id, recipient_id)
-        self.deliveries.record_sent(message, sent, utc_now())
+        self.deliveries.record_sent(message, sent, utc_now(), lift_hold=lift_hold)
         self.sent_count += 1
         log.info("citizen notified", extra={"complaint_id": message.complaint_id,
                                              "event_id": message.trigger_event_id})

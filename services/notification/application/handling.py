@@ -90,9 +90,11 @@ def record_message(tx, *, trigger_event_id: str, complaint_id: str, lane: str, p
     return new
 
 
-def plan_messages(tx, complaint_id: str) -> int:
-    """Record the messages of every not-yet-planned event of a filed complaint, in order."""
-    row = _complaint(tx, complaint_id)
+def plan_messages(tx, complaint_id: str, row: Optional[dict] = None) -> int:
+    """Record the messages of every not-yet-planned event of a filed complaint, in order.
+    ``row``: the complaint's row as the caller just read or wrote it in ``tx`` (else read here)."""
+    if row is None:
+        row = _complaint(tx, complaint_id)
     if row is None or not row["filed"]:
         return 0
     history = complaint_history(tx.connection, complaint_id)
@@ -150,7 +152,7 @@ class NotificationHandlers(EventHandlers):
         # placeholder row then updated.
         records.file_complaint(tx, envelope.complaint_id, values, known=known is not None)
         _record_event(tx, envelope, {"channel": data["channel"]})
-        plan_messages(tx, envelope.complaint_id)
+        plan_messages(tx, envelope.complaint_id, {**(known or {}), **values})
 
     @handles(ev.COMPLAINT_AMENDED)
     def on_complaint_amended(self, tx, envelope: Envelope):
@@ -235,9 +237,9 @@ class NotificationHandlers(EventHandlers):
         # later messages and status answers read (the change itself tells the citizen nothing).
         if envelope.version < 1:
             raise HandlerRejected(f"routing version {envelope.version} is not a version")
-        _ensure_complaint(tx, envelope.complaint_id)
+        row = _ensure_complaint(tx, envelope.complaint_id)
         _record_event(tx, envelope, {k: envelope.data[k] for k in _KEPT if k in envelope.data})
-        plan_messages(tx, envelope.complaint_id)
+        plan_messages(tx, envelope.complaint_id, row)
 
 
 # --- "Sudah selesai?" once more (issue 19) ------------------------------------------------------------
