@@ -120,9 +120,13 @@ def consumer_alone(complaints: int, batches=(0, DEFAULT_BATCH), rounds: int = 2)
         for size in batches if round_ % 2 == 0 else batches[::-1]:
             runs[str(size)].append(_drain(events, size))
             log(f"  reporting alone, NTBCARE_CONSUMER_BATCH={size}: {runs[str(size)][-1]['events_per_s']} events/s")
-    best = {size: max(run["events_per_s"] for run in done) for size, done in runs.items()}
+    # A run that did not see every event handled within its deadline has no rate (None): it is
+    # kept in ``runs`` as it was, and the best of each size is of the runs that finished.
+    best = {size: max((run["events_per_s"] for run in done if run["events_per_s"] is not None), default=None)
+            for size, done in runs.items()}
+    first, last = best[str(batches[0])], best[str(batches[-1])]
     return {"events": len(events), "complaints": complaints, "runs": runs, "best_events_per_s": best,
-            "gain": round(best[str(batches[-1])] / max(0.001, best[str(batches[0])]), 2)}
+            "gain": round(last / max(0.001, first), 2) if first is not None and last is not None else None}
 
 
 def _drain(events: list, size: int) -> dict:
