@@ -78,10 +78,18 @@ if mode == "take":
         if limiter.take("203.0.113.7").allowed:
             out.append([before, time.time()])
 else:
+    # The slot granted is the clock reading ``reserve`` subtracted last plus the wait it returned:
+    # recorded from that reading, not from a later ``time.time()`` (on a loaded machine the process
+    # may be descheduled in between, which moved one slot 4 ms in a CI run).
+    last = [0.0]
+    def clock():
+        last[0] = time.time()
+        return last[0]
+    budgets.clock = clock
     pacer = SharedPacer(budgets, "graph:send:100000000000001", 20, app_key="graph:app")
     for _ in range(15):
         wait = pacer.acquire()
-        out.append(time.time() + wait)
+        out.append(last[0] + wait)
 print(json.dumps(out))
 db.dispose()
 """
