@@ -523,7 +523,6 @@ class SandboxState:
             if (page_id is None or c["page_id"] == page_id)
             and (kind is None or c["kind"] == kind)
             and (status is None or c["status"] == status)
-            and (since_seq is None or c["seq"] > since_seq)
         ]
 
     # -- what Meta saw: webhooks -----------------------------------------------------------

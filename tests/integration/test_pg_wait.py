@@ -7,7 +7,6 @@ from __future__ import annotations
 import eventlet
 import psycopg2
 import pytest
-from eventlet.support import psycopg2_patcher
 from psycopg2 import extensions
 
 from shared.glue import pg_wait
@@ -25,9 +24,10 @@ def dsn():
 
 @pytest.fixture
 def installed():
+    before = extensions.get_wait_callback()   # the root conftest installs pg_wait already
     assert pg_wait.install()
     yield
-    extensions.set_wait_callback(psycopg2_patcher.eventlet_wait_callback)   # as monkey_patch left it
+    extensions.set_wait_callback(before)
 
 
 @pytest.fixture
