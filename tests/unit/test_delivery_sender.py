@@ -288,6 +288,35 @@ def test_a_complaint_s_messages_go_out_in_order_and_a_retry_holds_back_the_later
     assert update_row["attempts"] == 1 and update_row["sent_at"] > ack["sent_at"]
 
 
+def test_in_a_backlog_first_replies_go_before_other_complaints_later_notices(store):
+    """A flood leaves the sender a backlog: every citizen who just filed waits for the
+    acknowledgment, nobody for another complaint's "routed" notice. A lane stops after its first
+    replies, and the next round starts lanes whose head is one before older lanes' later notices;
+    each complaint's own messages still go out in the order recorded."""
+    graph = FakeGraph()
+    loop = new_loop(store, graph, concurrency=1, spawn=lambda work: work())   # one lane at a time, inline
+    consumer = EventConsumer(store.database, store.quarantine, NotificationHandlers(store).table(),
+                             store.checkpoints, store.processed, store.failures, service="notification")
+    world = World(store, consumer, graph, loop)
+    first, filed_first = world.file(messenger())
+    routed_first = world.route(first)
+    second, filed_second = world.file(messenger())
+    routed_second = world.route(second)
+    loop.running = True
+    try:
+        assert loop.dispatch() == 2        # the two acknowledgments; each lane stopped before "routed"
+        third, filed_third = world.file(messenger())   # recorded after both "routed" notices
+        while loop.dispatch():
+            pass
+    finally:
+        loop.running = False
+    text_of = {event_id: world.rows(event_id)[0]["text"] for event_id in
+               (filed_first, routed_first, filed_second, routed_second, filed_third)}
+    assert [call.text for call in graph.calls] == [text_of[event_id] for event_id in (
+        filed_first, filed_second, filed_third, routed_first, routed_second)]
+    assert all(row["state"] == "sent" for event_id in text_of for row in world.rows(event_id))
+
+
 def test_a_comment_complaint_private_reply_refused_with_10900_falls_back_and_spends_it(world):
     reply_to = commenter()
     world.graph.refuse = lambda call: graph_error(10900) if call.what == "send" else None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
 
-from sqlalchemy import Integer, bindparam, delete, func, select, update
+from sqlalchemy import Integer, bindparam, case, delete, func, select, update
 
 from shared.core.db import Database
 from shared.core.events import isoformat_utc, parse_iso
@@ -21,7 +21,7 @@ from shared.core.events import types as ev
 from services.notification.adapters import tables
 from services.notification.adapters.records import comment_state, confidential_now, remember_comment
 from services.notification.domain import delivery
-from services.notification.domain.policy import COMMENT_PUBLIC, PRIVATE_REPLY_USED, DeliveryPlan
+from services.notification.domain.policy import COMMENT_PUBLIC, PRIVATE_REPLY_USED, DeliveryPlan, MessageKind
 
 
 # The sender's statements, built once and executed with a parameters dict: building them on every
@@ -30,11 +30,12 @@ from services.notification.domain.policy import COMMENT_PUBLIC, PRIVATE_REPLY_US
 _out, _holds = tables.outgoing, tables.page_holds
 _HOLDS = select(_holds)
 _earlier = _out.alias("earlier")
-# Lane heads: the first pending message of each lane, oldest lanes first, at most ``b_limit``.
+# Lane heads: the first pending message of each lane, at most ``b_limit``: lanes whose head
+# answers something the citizen just did first (``MessageKind.FIRST_REPLIES``), then oldest first.
 _HEADS = select(_out).where(_out.c.state == "pending", _out.c.seq == (
     select(func.min(_earlier.c.seq)).where(_earlier.c.lane == _out.c.lane, _earlier.c.state == "pending")
     .scalar_subquery()))
-_HEADS_ORDER = (_out.c.created_at, _out.c.seq)
+_HEADS_ORDER = (case((_out.c.kind.in_(MessageKind.FIRST_REPLIES), 0), else_=1), _out.c.created_at, _out.c.seq)
 _LIMIT = bindparam("b_limit", type_=Integer)
 _HEADS_ALL = _HEADS.order_by(*_HEADS_ORDER).limit(_LIMIT)
 _HEADS_NOT_HELD = _HEADS.where(_out.c.page_id.notin_(bindparam("b_excluded", expanding=True))) \
@@ -172,10 +173,12 @@ class Deliveries:
         return [dict(row) for row in rows]
 
     def claim_head(self, lane: str, now: datetime, lease_until: datetime, probe_page: Optional[str] = None,
-                   human_agent_approved: bool = False) -> Optional[Claimed]:
+                   human_agent_approved: bool = False, first_replies_only: bool = False) -> Optional[Claimed]:
         """The lane's first pending message, if it is due now and its Page is not held (unless
         this is that Page's probe): leased and prepared, in one transaction. ``None`` when there is
-        nothing to send now, or another notification instance leased it first.
+        nothing to send now, or another notification instance leased it first — or, with
+        ``first_replies_only``, when the head is not one of ``MessageKind.FIRST_REPLIES`` (it then
+        waits for the sender's next round, behind other complaints' first replies).
 
         The lease is a compare-and-set on ``next_attempt_at`` — it runs past the Graph timeout, and
         after a crash the message is simply due again when it ends — so several instances on one
@@ -186,6 +189,7 @@ class Deliveries:
         def claim(tx) -> Optional[Claimed]:
             row = tx.execute(_LANE_HEAD, {"b_lane": lane}).mappings().first()
             if row is None or row["next_attempt_at"] > isoformat_utc(now) or (
+                    first_replies_only and row["kind"] not in MessageKind.FIRST_REPLIES) or (
                     probe_page != row["page_id"]
                     and tx.execute(_HELD, {"b_page_id": row["page_id"]}).first() is not None):
                 tx.discard()   # nothing to send: the look that ends a lane commits nothing

@@ -41,7 +41,7 @@ from services.notification.adapters.deliveries import Deliveries, Prepared
 from services.notification.adapters.graph_client import GraphApiError, GraphClient
 from services.notification.domain import delivery
 from services.notification.domain.policy import (APP_SCOPE, COMMENT_PUBLIC, MESSENGER, PLATFORM_INSTAGRAM,
-                                                 PLATFORM_MESSENGER, RateLimiter, RetryPolicy)
+                                                 PLATFORM_MESSENGER, MessageKind, RateLimiter, RetryPolicy)
 
 log = logging.getLogger("notification.sender")
 
@@ -187,14 +187,19 @@ class DeliveryLoop:
 
     def _work_lane(self, lane: str, probe_page: str | None) -> None:
         """Send the lane's due messages in order; stop at one not due, or at a held Page unless
-        this is its probe."""
+        this is its probe — and, after a first reply (an acknowledgment, a status reply), at the
+        first message that is not one: that later notice waits for the next round, which starts
+        the lanes whose head is a first reply before the others (``MessageKind.FIRST_REPLIES``)."""
+        first_replies_only = False
         try:
             while self.running:
                 now = utc_now()
                 claimed = self.deliveries.claim_head(lane, now, now + timedelta(seconds=self.lease_seconds),
-                                                     probe_page, self.human_agent_approved)
+                                                     probe_page, self.human_agent_approved, first_replies_only)
                 if claimed is None:
-                    break  # nothing due, a held Page, or another notification instance has it
+                    break  # nothing due, a held Page, another notification instance has it, or
+                    # a later notice after a first reply
+                first_replies_only = first_replies_only or claimed.prepared.message.kind in MessageKind.FIRST_REPLIES
                 settled = False
                 try:
                     settled = self.deliver(claimed.prepared, lift_hold=claimed.probe)

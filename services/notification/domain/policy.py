@@ -48,6 +48,13 @@ class MessageKind:
     FOLLOW_UP_REMINDER = "follow_up_reminder"
     IDENTIFIABLE = ALL + (COMMENT_ACK, FOLLOW_UP_REMINDER)
 
+    # Answers to something the citizen just did — filed a complaint, asked for its status,
+    # answered "Sudah selesai?" — while they may be watching the conversation. When the sender
+    # has a backlog (a flood of complaints) these go out before the later notices of other
+    # complaints (routed, resolved, …), which no one is waiting for at that moment; within one
+    # complaint the order recorded is always kept.
+    FIRST_REPLIES = (ACKNOWLEDGMENT, STATUS_REPLY, LOOP_REPLY)
+
 
 MESSENGER = "messenger"  # a Send API conversation with ``reply_to.psid`` (Messenger or Instagram)
 COMMENT_PRIVATE = "comment_private"
