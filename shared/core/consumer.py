@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.core.fast_sql import fast
 from shared.core import metrics
 from shared.core.db import Database, Transaction, execute_driver
 from shared.core.events import Envelope, InvalidEvent, fast_check, isoformat_utc, utc_now, validate_envelope
@@ -134,6 +135,10 @@ class _Statements:
                                                  pe.c.position <= bindparam("b_checkpoint"))
         self.clear_failures = delete(fl).where(fl.c.source == bindparam("b_source"),
                                                fl.c.position.in_(bindparam("b_positions", expanding=True)))
+        # Run straight on the driver where they can be (``shared.core.fast_sql``; the expanding
+        # ``IN`` lists and the executemany inserts still go through SQLAlchemy).
+        for name, statement in list(vars(self).items()):
+            setattr(self, name, fast(statement))
 
 
 class EventConsumer:

@@ -136,17 +136,38 @@ def _prepare_statements(engine: Engine) -> None:
         if executemany or getattr(cursor, "name", None) or not isinstance(parameters, dict) or \
                 not statement.lstrip()[:6].upper().startswith(_PREPARABLE):
             return statement, parameters
-        prepared = connection.connection.info.setdefault("ntbcare_prepared", {})
-        entry = prepared.get(statement)
-        if entry is None:
-            entry = prepared[statement] = (_prepare(cursor, statement, f"ntbcare_{len(prepared) + 1}")
-                                           if len(prepared) < MAX_PREPARED_STATEMENTS else False)
-        if not entry:
-            return statement, parameters
-        name, order = entry
-        if not order:
-            return f"EXECUTE {name}", parameters
-        return f"EXECUTE {name}(" + ", ".join(f"%({parameter})s" for parameter in order) + ")", parameters
+        return _prepared(connection, cursor, statement), parameters
+
+
+def prepared_sql(connection: Connection, statement: str, _parameters: Any = None) -> str:
+    """PostgreSQL: what to send for ``statement`` (psycopg2's ``%(name)s`` parameters) on the
+    connection — ``EXECUTE`` of it prepared there (now, the first time), as the engine's hook does
+    for SQLAlchemy's own statements; the statement itself when it cannot be prepared. For SQL run
+    straight on the driver (``shared.core.fast_sql``), which the hook does not see."""
+    return _prepared(connection, None, statement)
+
+
+def _prepared(connection: Connection, cursor: Any, statement: str) -> str:
+    prepared = connection.connection.info.setdefault("ntbcare_prepared", {})
+    entry = prepared.get(statement)
+    if entry is None:
+        if len(prepared) >= MAX_PREPARED_STATEMENTS:
+            entry = False
+        elif cursor is not None:
+            entry = _prepare(cursor, statement, f"ntbcare_{len(prepared) + 1}")
+        else:
+            own = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                entry = _prepare(own, statement, f"ntbcare_{len(prepared) + 1}")
+            finally:
+                own.close()
+        prepared[statement] = entry
+    if not entry:
+        return statement
+    name, order = entry
+    if not order:
+        return f"EXECUTE {name}"
+    return f"EXECUTE {name}(" + ", ".join(f"%({parameter})s" for parameter in order) + ")"
 
 
 def _prepare(cursor: Any, statement: str, name: str) -> tuple[str, list[str]] | bool:

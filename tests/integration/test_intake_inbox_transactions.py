@@ -199,7 +199,7 @@ def test_pending_bodies_are_found_by_their_own_index_not_by_walking_every_proces
     built.database.create_all()
     try:
         with built.database.read() as connection:
-            pending = _PENDING.params(b_cutoff="2026-12-01T00:00:00.000000Z")
+            pending = _PENDING.statement.params(b_cutoff="2026-12-01T00:00:00.000000Z")   # the Core statement
             sql = str(pending.compile(connection, compile_kwargs={"literal_binds": True}))
             sql = sql.replace("__[POSTCOMPILE_b_limit]", "100")
             plan = " ".join(str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {sql}")))

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
+from shared.core.fast_sql import fast
 from shared.core.db import Database, Transaction
 from shared.core.events import isoformat_utc, utc_now
 from shared.core.eventstore import ConcurrencyError
@@ -45,6 +46,17 @@ _COMMENT = select(_comments).where(_comments.c.comment_id == bindparam("b_commen
 _INSERT_COMMENT = _comments.insert()
 # SET: the columns named in the parameters dict (besides ``b_complaint_id``).
 _UPDATE_COMPLAINT = update(tables.complaints).where(tables.complaints.c.complaint_id == bindparam("b_complaint_id"))
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_PENDING = fast(_PENDING)
+_TAKE = fast(_TAKE)
+_TAKE_LOCKED = fast(_TAKE_LOCKED)
+_MARK_PROCESSED = fast(_MARK_PROCESSED)
+_SEEN = fast(_SEEN)
+_INSERT_SEEN = fast(_INSERT_SEEN)
+_CONVERSATION = fast(_CONVERSATION)
+_COMMENT = fast(_COMMENT)
+_INSERT_COMMENT = fast(_INSERT_COMMENT)
+_UPDATE_COMPLAINT = fast(_UPDATE_COMPLAINT)
 
 
 class WebhookBodies:

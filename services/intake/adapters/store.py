@@ -6,6 +6,7 @@ import json
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.core.fast_sql import fast
 from shared.core.db import Transaction
 from shared.core.events import isoformat_utc, parse_iso, utc_now
 from shared.core.eventstore import PendingEvent
@@ -35,6 +36,16 @@ _CONVERSATION_FOUND = select(_conversations.c.psid).where(_CONVERSATION_KEY)
 # SET: the columns named in the parameters dict (besides ``b_page_id`` and ``b_psid``).
 _UPDATE_CONVERSATION = update(_conversations).where(_CONVERSATION_KEY)
 _INSERT_CONVERSATION = _conversations.insert()
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_BY_EXTERNAL_REF = fast(_BY_EXTERNAL_REF)
+_INSERT_COMPLAINT = fast(_INSERT_COMPLAINT)
+_INSERT_REPORTER = fast(_INSERT_REPORTER)
+_COMPLAINT = fast(_COMPLAINT)
+_BY_TRACKING_CODE = fast(_BY_TRACKING_CODE)
+_SET_STATE = fast(_SET_STATE)
+_CONVERSATION_FOUND = fast(_CONVERSATION_FOUND)
+_UPDATE_CONVERSATION = fast(_UPDATE_CONVERSATION)
+_INSERT_CONVERSATION = fast(_INSERT_CONVERSATION)
 
 
 def build_store(url: str | None = None) -> ServiceStore:

@@ -13,6 +13,7 @@ from typing import Iterable, Optional
 
 from sqlalchemy import Integer, bindparam, case, delete, func, select, update
 
+from shared.core.fast_sql import fast
 from shared.core.db import Database
 from shared.core.events import isoformat_utc, parse_iso
 from shared.core.eventstore import PendingEvent
@@ -60,6 +61,18 @@ _LIFT_HOLD = delete(_holds).where(_holds.c.page_id == bindparam("b_page_id"))
 _NOTE_PROBE = update(_holds).where(_holds.c.page_id == bindparam("b_page_id")).values(
     last_probe_at=bindparam("b_last_probe_at"))
 _INSERT_HOLD = _holds.insert()
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_HOLDS = fast(_HOLDS)
+_LANE_HEAD = fast(_LANE_HEAD)
+_HELD = fast(_HELD)
+_SET_DUE = fast(_SET_DUE)
+_PUBLIC_REPLY_SENT = fast(_PUBLIC_REPLY_SENT)
+_UPDATE_PENDING = fast(_UPDATE_PENDING)
+_COMPLAINT = fast(_COMPLAINT)
+_UPDATE_COMPLAINT = fast(_UPDATE_COMPLAINT)
+_LIFT_HOLD = fast(_LIFT_HOLD)
+_NOTE_PROBE = fast(_NOTE_PROBE)
+_INSERT_HOLD = fast(_INSERT_HOLD)
 
 
 def _time(value: Optional[str]) -> Optional[datetime]:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from sqlalchemy import bindparam, func, select, update
 
+from shared.core.fast_sql import fast
 from shared.core.db import insert_on_conflict
 from shared.core.events import isoformat_utc, utc_now
 from services.notification.adapters import tables
@@ -45,6 +46,24 @@ _MARK_PLANNED = update(_events).where(_events.c.event_id.in_(bindparam("b_event_
 _LAST_SEQ = select(func.max(_outgoing.c.seq)).where(_outgoing.c.lane == bindparam("b_lane"))
 _MESSAGE_RECORDED = select(_outgoing.c.message_id).where(_outgoing.c.message_id == bindparam("b_message_id"))
 _INSERT_MESSAGE = _outgoing.insert()
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_CONFIDENTIAL = fast(_CONFIDENTIAL)
+_HISTORY = fast(_HISTORY)
+_COMMENT_STATE = fast(_COMMENT_STATE)
+_COMMENT_FOUND = fast(_COMMENT_FOUND)
+_UPDATE_COMMENT = fast(_UPDATE_COMMENT)
+_INSERT_COMMENT = fast(_INSERT_COMMENT)
+_COMPLAINT = fast(_COMPLAINT)
+_COMPLAINT_LOCKED = fast(_COMPLAINT_LOCKED)
+_INSERT_COMPLAINT = fast(_INSERT_COMPLAINT)
+_UPDATE_COMPLAINT = fast(_UPDATE_COMPLAINT)
+_FILED_BY_CODE = fast(_FILED_BY_CODE)
+_EVENT_DATA = fast(_EVENT_DATA)
+_INSERT_EVENT = fast(_INSERT_EVENT)
+_REPLACE_EVENT_DATA = fast(_REPLACE_EVENT_DATA)
+_LAST_SEQ = fast(_LAST_SEQ)
+_MESSAGE_RECORDED = fast(_MESSAGE_RECORDED)
+_INSERT_MESSAGE = fast(_INSERT_MESSAGE)
 
 def confidential_now(connection, complaint_id: str) -> bool:
     """Whether the complaint is confidential now (the sender asks before a public reply)."""

@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 from sqlalchemy import Column, MetaData, Table, bindparam, delete, func, inspect, select, text, update
 from sqlalchemy.schema import CreateTable, DropTable
 
+from shared.core.fast_sql import fast
 from shared.core import jsontext
 from shared.core.db import Database, insert_on_conflict
 from shared.core.events import InvalidEvent, isoformat_utc, utc_now, validate_envelope
@@ -70,6 +71,9 @@ def shape_fingerprint() -> str:
 _LIVE_STATE = select(tables.projection_state.c.generation, tables.projection_state.c.fingerprint).where(
     tables.projection_state.c.name == "live")
 _LIVE_STATE_LOCKED = _LIVE_STATE.with_for_update(read=True)
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_LIVE_STATE = fast(_LIVE_STATE)
+_LIVE_STATE_LOCKED = fast(_LIVE_STATE_LOCKED)
 
 
 def live_state(connection, lock: bool = False) -> tuple[int, str | None]:

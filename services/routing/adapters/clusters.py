@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, NamedTuple, Optional
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
+from shared.core.fast_sql import fast
 from shared.core.config import number
 from shared.core.db import DriverQuery
 from shared.core.events import isoformat_utc, parse_iso
@@ -76,6 +77,11 @@ _PENDING_OF = select(_s.c.complaint_id, _s.c.primary_id).where(
 _SUGGESTED = select(_s.c.state).where(_s.c.complaint_id == bindparam("b_complaint_id"),
                                       _s.c.primary_id == bindparam("b_primary_id"))
 _INSERT_SUGGESTION = _s.insert()
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_INSERT_WORDS = fast(_INSERT_WORDS)
+_FILING = fast(_FILING)
+_SUGGESTED = fast(_SUGGESTED)
+_INSERT_SUGGESTION = fast(_INSERT_SUGGESTION)
 
 
 def suggestion_rules() -> clusters.SuggestionRules:

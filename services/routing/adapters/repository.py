@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Optional
 from sqlalchemy import and_, bindparam, delete, or_, select, update, text
 from sqlalchemy.engine import Connection
 
+from shared.core.fast_sql import fast
 from shared.core.events import isoformat_utc
 from shared.core.events.catalogue import is_current, upcast_log
 from shared.core.eventstore import EventStore
@@ -34,6 +35,13 @@ _UPDATE_STATE = update(_dispositions).where(_dispositions.c.complaint_id == bind
 _INSERT_STATE = _dispositions.insert()
 _CLEAR_ASSIGNMENTS = delete(_assignments).where(_assignments.c.complaint_id == bindparam("b_complaint_id"))
 _INSERT_ASSIGNMENTS = _assignments.insert()
+# Run straight on the driver where they can be (``shared.core.fast_sql``).
+_INSERT_FACTS = fast(_INSERT_FACTS)
+_FACTS = fast(_FACTS)
+_UPDATE_STATE = fast(_UPDATE_STATE)
+_INSERT_STATE = fast(_INSERT_STATE)
+_CLEAR_ASSIGNMENTS = fast(_CLEAR_ASSIGNMENTS)
+_INSERT_ASSIGNMENTS = fast(_INSERT_ASSIGNMENTS)
 
 
 # --- the directory ---------------------------------------------------------------------------
