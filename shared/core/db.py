@@ -139,29 +139,12 @@ def _prepare_statements(engine: Engine) -> None:
         return _prepared(connection, cursor, statement), parameters
 
 
-def prepared_sql(connection: Connection, statement: str, _parameters: Any = None) -> str:
-    """PostgreSQL: what to send for ``statement`` (psycopg2's ``%(name)s`` parameters) on the
-    connection — ``EXECUTE`` of it prepared there (now, the first time), as the engine's hook does
-    for SQLAlchemy's own statements; the statement itself when it cannot be prepared. For SQL run
-    straight on the driver (``shared.core.fast_sql``), which the hook does not see."""
-    return _prepared(connection, None, statement)
-
-
 def _prepared(connection: Connection, cursor: Any, statement: str) -> str:
     prepared = connection.connection.info.setdefault("ntbcare_prepared", {})
     entry = prepared.get(statement)
     if entry is None:
-        if len(prepared) >= MAX_PREPARED_STATEMENTS:
-            entry = False
-        elif cursor is not None:
-            entry = _prepare(cursor, statement, f"ntbcare_{len(prepared) + 1}")
-        else:
-            own = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                entry = _prepare(own, statement, f"ntbcare_{len(prepared) + 1}")
-            finally:
-                own.close()
-        prepared[statement] = entry
+        entry = prepared[statement] = (_prepare(cursor, statement, f"ntbcare_{len(prepared) + 1}")
+                                       if len(prepared) < MAX_PREPARED_STATEMENTS else False)
     if not entry:
         return statement
     name, order = entry
@@ -197,7 +180,8 @@ def _prepare(cursor: Any, statement: str, name: str) -> tuple[str, list[str]] | 
     return name, order
 
 
-def execute_driver(connection: Connection, statement: str, parameters: Any = (), many: bool = False) -> Any:
+def execute_driver(connection: Connection, statement: str, parameters: Any = (), many: bool = False,
+                   cursor: Any = None) -> Any:
     """Run SQL written for the driver (its own parameter style) on the connection's DBAPI
     connection, inside the connection's transaction, and return the DBAPI cursor.
 
@@ -207,7 +191,8 @@ def execute_driver(connection: Connection, statement: str, parameters: Any = (),
     ``IntegrityError`` / ``OperationalError`` classes, and a lost connection is invalidated so the
     pool does not hand it out again."""
     dbapi_connection = connection.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()  # type: ignore[union-attr]
+    if cursor is None:
+        cursor = dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
             cursor.executemany(statement, parameters)

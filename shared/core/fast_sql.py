@@ -11,8 +11,9 @@ metadata, row objects — cost about 21 µs a keyed SELECT on SQLite where the s
 eleventh round). What SQLAlchemy does that matters is kept: each column's bind and result type
 processing (a SQLite ``Boolean`` comes back ``True``/``False``), scalar Python-side column defaults
 of an INSERT, errors translated to SQLAlchemy's exception classes (a lost connection invalidated),
-and on PostgreSQL the statement prepared once per connection as the engine's hook does
-(``shared.core.db._prepare_statements``). A statement this path cannot run as SQLAlchemy would —
+and the engine's ``before_cursor_execute`` listeners — on PostgreSQL the hook that prepares each
+statement once per connection (``shared.core.db._prepare_statements``), and whatever watches the
+statements. A statement this path cannot run as SQLAlchemy would —
 expanding ``IN`` parameters, ``RETURNING``, callable or server-side defaults to fetch, several
 parameter sets at once, a connection outside a transaction — runs through Core, unchanged.
 """
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from sqlalchemy import TextClause
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 
-from shared.core.db import execute_driver, prepared_sql
+from shared.core.db import execute_driver
 
 _MISSING = object()
 
@@ -95,7 +97,8 @@ class FastStatement:
     @property
     def _per_names(self) -> bool:
         # INSERT and UPDATE set the columns named in the parameters: one form per set of names.
-        return bool(getattr(self.statement, "is_dml", False)) and not getattr(self.statement, "is_delete", False)
+        statement = self.statement
+        return bool(getattr(statement, "is_dml", False)) and not getattr(statement, "is_delete", False)
 
     def _compile(self, dialect: Any, names: tuple[str, ...]) -> _Form | None:
         statement = self.statement
@@ -115,12 +118,17 @@ class FastStatement:
         if compiled.positional:
             order = tuple(compiled.positiontup or ())
         else:
-            order = tuple(compiled.binds)
+            order = tuple(dict.fromkeys(compiled.bind_names.values()))
         processors = {name: processor for name, processor in compiled._bind_processors.items()
                       if processor is not None}
         keys = result_processors = None
         if compiled.isinsert or compiled.isupdate or compiled.isdelete:
             pass
+        elif isinstance(statement, TextClause):
+            # Text: only a write (``shared.core.db.insert_on_conflict``); rows of text would need
+            # the columns the text does not declare.
+            if compiled.string.lstrip()[:6].upper() not in ("INSERT", "UPDATE", "DELETE"):
+                return None
         else:
             columns = compiled._result_columns
             keys = tuple(column.keyname for column in columns)
@@ -141,8 +149,16 @@ class FastStatement:
             processor = processors.get(name)
             values[name] = value if processor is None else processor(value)
         arguments: Any = tuple(values[name] for name in form.names) if form.positional else values
-        sql = form.sql if form.positional else prepared_sql(connection, form.sql, values)
-        cursor = execute_driver(connection, sql, arguments)
+        sql, cursor = form.sql, None
+        listeners = connection.engine.dispatch.before_cursor_execute
+        if listeners:
+            # What SQLAlchemy runs before each statement, run here too: on PostgreSQL the engine's
+            # hook that prepares it (``shared.core.db._prepare_statements``), and whatever else
+            # watches the engine's statements (the tests that count them).
+            cursor = connection.connection.dbapi_connection.cursor()
+            for listener in listeners:
+                sql, arguments = listener(connection, cursor, sql, arguments, None, False)
+        cursor = execute_driver(connection, sql, arguments, cursor=cursor)
         if not form.returns_rows:
             rowcount = cursor.rowcount
             cursor.close()

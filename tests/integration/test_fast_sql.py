@@ -112,9 +112,10 @@ def test_errors_are_sqlalchemy_s_classes(database):
 
 
 def test_what_it_cannot_run_on_the_driver_goes_through_sqlalchemy(database):
-    statements: list[str] = []
-    event.listen(database.engine, "before_cursor_execute",
-                 lambda _c, _cur, statement, *_rest: statements.append(statement))
+    through_sqlalchemy: list = []     # SQLAlchemy's execution of a Core statement announces it here
+    event.listen(database.engine, "before_execute",
+                 lambda _c, statement, *_rest: through_sqlalchemy.append(statement))
+    statements = through_sqlalchemy
     with database.transaction() as tx:
         assert tx.execute(fast(IN_LIST), {"b_ids": [3, 1, 9]}).scalars().all() == [1, 3, 9]
         tx.execute(fast(INSERT), [{"id": 60}, {"id": 61}])
@@ -135,5 +136,28 @@ def test_postgresql_prepares_each_statement_once_per_connection(database):
     assert sum("FROM things" in statement and "things.id =" in statement for statement in prepared) == 1
 
 
+def test_what_watches_the_engine_s_statements_sees_the_fast_ones_too(database):
+    seen: list[str] = []
+    event.listen(database.engine, "before_cursor_execute", lambda _c, _cur, statement, *_rest: seen.append(statement))
+    with database.read() as connection:
+        connection.execute(fast(BY_ID), {"b_id": 1})
+    assert len(seen) == 1 and ("things.id = ?" in seen[0] or seen[0].startswith("EXECUTE "))
+
+
 def test_a_wrapped_statement_is_a_fast_statement():
     assert isinstance(fast(BY_ID), FastStatement) and fast(BY_ID).statement is BY_ID
+
+
+def test_a_text_write_runs_on_the_driver_with_its_typed_parameters(database):
+    from shared.core.db import insert_on_conflict
+    upsert = fast(insert_on_conflict(things, update_on="id"))
+    statements: list = []
+    event.listen(database.engine, "before_execute", lambda _c, statement, *_rest: statements.append(statement))
+    row = {"id": 2, "kind": "z", "done": True, "note": None, "stamp": "again"}
+    with database.transaction() as tx:
+        tx.execute(upsert, row)
+        tx.execute(upsert, dict(row, id=70, done=False))
+    assert statements == []
+    with database.read() as connection:
+        assert connection.execute(fast(BY_ID), {"b_id": 2}).mappings().one() == row
+        assert connection.execute(fast(BY_ID), {"b_id": 70}).mappings().one()["done"] is False

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 import warnings
 from urllib.parse import quote
@@ -40,8 +41,16 @@ def amqp_uri(vhost: str) -> str:
     return f"amqp://guest:guest@{RABBIT_HOST}:5672/{quote(vhost, safe='')}"
 
 
-def queues(vhost: str) -> list[dict]:
-    response = requests.get(f"{RABBIT_MANAGEMENT}/api/queues/{quote(vhost, safe='')}", auth=RABBIT_AUTH, timeout=10)
+def queues(vhost: str, tries: int = 6) -> list[dict]:
+    """The vhost's queues as the management API lists them. RabbitMQ 3.10's listing answers 500
+    for a moment while a quorum queue is being declared (its leader not yet a node name: a
+    ``badarg`` in ``rabbit_mgmt_util:augment_resources``, in the broker's log): asked again."""
+    for attempt in range(tries):
+        response = requests.get(f"{RABBIT_MANAGEMENT}/api/queues/{quote(vhost, safe='')}", auth=RABBIT_AUTH,
+                                timeout=10)
+        if response.status_code < 500 or attempt == tries - 1:
+            break
+        time.sleep(0.5)
     response.raise_for_status()
     return response.json()
 

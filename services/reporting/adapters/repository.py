@@ -158,6 +158,10 @@ class _Statements:
             "SELECT count(pg_advisory_xact_lock(:lock_class, hashtext(cid))) FROM "
             "(SELECT unnest(CAST(:cids AS text[])) AS cid ORDER BY 1) AS ordered"
         ).bindparams(lock_class=DERIVATION_LOCK_CLASS) if dialect == "postgresql" else None
+        # Run straight on the driver where they can be (``shared.core.fast_sql``; the inserts of
+        # several rows at once still go through SQLAlchemy).
+        for name in ("insert_fact", "facts_of", "upsert_complaint", "delete_assignments", "delete_answers"):
+            setattr(self, name, fast(getattr(self, name)))
 
 
 def _every_column(row: dict, columns: tuple[str, ...]) -> dict:
