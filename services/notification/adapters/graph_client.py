@@ -10,10 +10,14 @@ looks an answer up in it.
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
+import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError, TimeoutError as Urllib3Timeout
@@ -104,7 +108,9 @@ def graph_path(what: str, node: tuple[str, Any], edge: str) -> str:
 
 
 class Transport(Protocol):
-    """What the client sends through: urllib3's ``PoolManager.request`` (tests hand in a fake)."""
+    """What the client sends through: ``request(method, url, body=, headers=, timeout=,
+    retries=)`` answering an object with ``status``, ``data`` and ``headers`` — ``KeptAlive`` by
+    default, urllib3's ``PoolManager`` or a test's fake alike."""
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any: ...
 
@@ -117,18 +123,94 @@ POOL_SIZE = 16
 _NO_RETRIES = urllib3.Retry(total=0, read=False, redirect=False)
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    data: bytes
+    headers: Mapping[str, str]
+
+
+class KeptAlive:
+    """The Graph API's host over ``http.client`` with connections kept alive between calls (one per
+    call in flight, up to ``POOL_SIZE`` kept idle) — what urllib3's pool does, without its
+    per-call URL parsing and request preparation, which cost about half as much again as the
+    call itself on the sender's path (``docs/performance.md``, eleventh round). As urllib3 does, a
+    kept connection the server closed while it was idle is noticed before it is used (its socket
+    is readable: the server's FIN) and replaced, so a POST is never sent twice by the transport;
+    an answer that says ``Connection: close`` closes it. HTTPS verifies the server's certificate
+    against the system's authorities (``ssl.create_default_context``)."""
+
+    def __init__(self, base_url: str, pool_size: int = POOL_SIZE):
+        parsed = urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"not an http(s) base URL: {base_url!r}")
+        self.base = f"{parsed.scheme}://{parsed.netloc}"
+        self._host, self._port, self._https = parsed.hostname, parsed.port, parsed.scheme == "https"
+        self._context = ssl.create_default_context() if self._https else None
+        self._idle: list[http.client.HTTPConnection] = []
+        self.pool_size = pool_size
+
+    def request(self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+                timeout: float | None = None, retries: Any = None) -> Answer:
+        if not url.startswith(self.base):
+            raise ValueError("KeptAlive only calls its own host")
+        path = url[len(self.base):] or "/"
+        connection = self._take(timeout)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            response = connection.getresponse()
+            data = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        elif len(self._idle) < self.pool_size:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return Answer(response.status, data, {name: value for name, value in response.getheaders()})
+
+    def _take(self, timeout: float | None) -> http.client.HTTPConnection:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.sock is not None and not _closed_by_peer(connection.sock):
+                connection.timeout = timeout
+                connection.sock.settimeout(timeout)
+                return connection
+            connection.close()
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def clear(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle kept-alive socket that is readable was closed by the server (or has data it should
+    not have): not to be used again."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class GraphClient:
-    """Synchronous client over urllib3's connection pool (greened by eventlet inside the
-    services). ``requests`` was the client before: on the sender's hot path its per-call work —
-    preparing the request, merging proxy settings from the environment, cookies, hooks — cost
-    more than the call itself."""
+    """Synchronous client over kept-alive connections (``KeptAlive``; greened by eventlet inside
+    the services). ``requests`` was the client first, then urllib3's pool manager: on the sender's
+    hot path their per-call work — preparing the request, parsing the URL, merging proxy settings
+    from the environment, cookies, hooks — cost more than the call itself."""
 
     def __init__(self, base_url: str, version: str = "v23.0", timeout: float = 10.0,
                  http: Transport | None = None):
         self.base_url = base_url.rstrip("/")
         self.version = version.strip("/")
         self.timeout = timeout
-        self._pool = None if http is not None else urllib3.PoolManager(maxsize=POOL_SIZE)
+        self._pool = None if http is not None else KeptAlive(self.base_url)
         self._http: Transport = http or self._pool  # type: ignore[assignment]
 
     def close(self) -> None:
@@ -177,10 +259,10 @@ class GraphClient:
         try:
             resp = self._http.request("POST", url, body=json.dumps(body).encode(), headers=headers,
                                       timeout=self.timeout, retries=_NO_RETRIES)
-        except Urllib3Timeout:
+        except (Urllib3Timeout, TimeoutError):
             raise GraphApiError(None, None, None, f"{what}: no answer within {self.timeout}s",
                                 TEMPORARY) from None
-        except (HTTPError, OSError) as exc:
+        except (HTTPError, OSError, http.client.HTTPException) as exc:
             # ``from None``: the chained exception would carry the URL, which names the comment.
             raise GraphApiError(None, None, None,
                                 f"{what}: request failed ({type(exc).__name__})",
