@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
 
-from sqlalchemy import Integer, bindparam, case, delete, func, select, update
+from sqlalchemy import Integer, bindparam, case, delete, func, or_, select, update
 
 from shared.core.fast_sql import fast
 from shared.core.db import Database
@@ -36,7 +36,9 @@ _earlier = _out.alias("earlier")
 _HEADS = select(_out).where(_out.c.state == "pending", _out.c.seq == (
     select(func.min(_earlier.c.seq)).where(_earlier.c.lane == _out.c.lane, _earlier.c.state == "pending")
     .scalar_subquery()))
-_HEADS_ORDER = (case((_out.c.kind.in_(MessageKind.FIRST_REPLIES), 0), else_=1), _out.c.created_at, _out.c.seq)
+# (Equalities, not an IN list: an expanding IN cannot be compiled once for the driver.)
+_HEADS_ORDER = (case((or_(*(_out.c.kind == kind for kind in MessageKind.FIRST_REPLIES)), 0), else_=1),
+                _out.c.created_at, _out.c.seq)
 _LIMIT = bindparam("b_limit", type_=Integer)
 _HEADS_ALL = _HEADS.order_by(*_HEADS_ORDER).limit(_LIMIT)
 _HEADS_NOT_HELD = _HEADS.where(_out.c.page_id.notin_(bindparam("b_excluded", expanding=True))) \
@@ -63,6 +65,8 @@ _NOTE_PROBE = update(_holds).where(_holds.c.page_id == bindparam("b_page_id")).v
 _INSERT_HOLD = _holds.insert()
 # Run straight on the driver where they can be (``shared.core.fast_sql``).
 _HOLDS = fast(_HOLDS)
+_HEADS_ALL = fast(_HEADS_ALL)
+_HEADS_OF_PAGE = fast(_HEADS_OF_PAGE)
 _LANE_HEAD = fast(_LANE_HEAD)
 _HELD = fast(_HELD)
 _SET_DUE = fast(_SET_DUE)
