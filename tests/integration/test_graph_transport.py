@@ -25,15 +25,17 @@ class Server:
         self.close_after_answer, self.say_close, self.silent = close_after_answer, say_close, silent
         self.connections = 0
         self.posts = 0
+        self.stopping = False
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self):
         while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
+            conn, _ = self.listener.accept()
+            if self.stopping:
+                conn.close()
                 return
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
@@ -64,6 +66,12 @@ class Server:
                     return
 
     def stop(self):
+        # The accepting thread is woken by a last connection and ends before the socket is closed:
+        # under eventlet, closing a socket another green thread waits on leaves the hub a listener
+        # on a descriptor number the next socket (a database connection) reuses.
+        self.stopping = True
+        socket.create_connection(self.listener.getsockname(), timeout=2).close()
+        self.thread.join(5)
         self.listener.close()
 
 
