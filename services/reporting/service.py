@@ -111,6 +111,7 @@ class SourceLogs(DependencyProvider):
                     raise Conflict("a rebuild is already running (another reporting replica)")
                 self.progress = {"events": 0, "phase": "starting", "running": True}
                 fetch = fetch or self.fetch
+                helper_reads = None
                 if fetch is None:
                     proxy = stack.enter_context(ClusterRpcProxy(self.container.config, timeout=120))
 
@@ -118,7 +119,9 @@ class SourceLogs(DependencyProvider):
                         return getattr(proxy, source).events_since(position, limit)
                     fetch = PrefetchingFetch(over_rpc)
                     stack.callback(fetch.close)
-                result = projection.rebuild(store, fetch, progress=self.progress)
+                    # Routing's log (the largest) read by a helper process over RPC too.
+                    helper_reads = {"routing": "rpc"}
+                result = projection.rebuild(store, fetch, progress=self.progress, helper_reads=helper_reads)
             self.progress.update(result, phase="done")
             return result
         finally:

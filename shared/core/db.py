@@ -167,11 +167,14 @@ def _prepare(cursor: Any, statement: str, name: str) -> tuple[str, list[str]] | 
 
     body = _NAMED_PARAMETER.sub(numbered, statement).replace("%%", "%")
     in_transaction = not cursor.connection.autocommit
+    if in_transaction:
+        # On its own: sent in one string with the PREPARE, a statement PostgreSQL cannot even parse
+        # would leave no savepoint to roll back to (the whole string is parsed before any of it runs).
+        cursor.execute("SAVEPOINT ntbcare_prepare")
     try:
+        cursor.execute(f"PREPARE {name} AS {body}")
         if in_transaction:
-            cursor.execute(f"SAVEPOINT ntbcare_prepare; PREPARE {name} AS {body}; RELEASE SAVEPOINT ntbcare_prepare")
-        else:
-            cursor.execute(f"PREPARE {name} AS {body}")
+            cursor.execute("RELEASE SAVEPOINT ntbcare_prepare")
     except Exception as error:
         if in_transaction:
             cursor.execute("ROLLBACK TO SAVEPOINT ntbcare_prepare; RELEASE SAVEPOINT ntbcare_prepare")

@@ -89,3 +89,14 @@ def test_a_new_session_after_a_lost_one_prepares_again(database, postgres_url):
             break
         except Exception:   # the dropped session fails once; the pool then opens fresh ones
             assert attempt == 0
+
+
+def test_a_statement_the_server_cannot_parse_fails_with_its_own_error(database):
+    """The savepoint around a PREPARE is its own statement: sent in one string with it, a
+    statement PostgreSQL cannot parse left no savepoint to roll back to, and the caller got
+    "savepoint ntbcare_prepare does not exist" instead of the statement's syntax error."""
+    from sqlalchemy.exc import ProgrammingError
+    with pytest.raises(ProgrammingError) as raised:
+        with database.transaction() as tx:
+            tx.connection.exec_driver_sql("SELECT name FROM (SELECT name FROM items) ORDER BY name FROM")
+    assert raised.value.orig.pgcode == "42601", raised.value.orig.pgcode   # syntax_error

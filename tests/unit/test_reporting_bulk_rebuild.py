@@ -345,3 +345,44 @@ def test_a_failing_derive_helper_fails_the_rebuild_and_the_live_generation_stays
         assert repository.current_generation(connection) == 1
     assert [path.name for path in tmp_path.iterdir() if "helper" in path.name] == []
     store.database.dispose()
+
+
+def test_a_rebuild_with_a_read_helper_equals_the_live_projection(tmp_path):
+    """Routing's log read by a real helper process straight from its store while the rebuild reads
+    the others, both sorted into the facts together: the same rows as the live path, the checkpoints
+    where the logs end, and the helper's file gone after."""
+    seeder = Seeder(tmp_path / "sources")
+    seeder.history(200, datetime(2020, 1, 1, tzinfo=timezone.utc), months=3)
+    seeder.flush()
+    logs = {source: json.loads(json.dumps(source_store.events_since(0, 1000)))
+            for source, source_store in seeder.stores.items()}
+    seeder.dispose()
+    store, _consumer = reporting(tmp_path / "rebuilt.db")
+    progress: dict = {}
+    result = repository.rebuild(store.database, fetch_from(logs), store.checkpoints, store.processed,
+                                store.failures, page=50, progress=progress,
+                                helper_reads={"routing": f"sqlite:///{tmp_path / 'sources' / 'routing.db'}"})
+    assert progress["read_helper"] is True
+    assert progress["read_helper_result"]["events"] == len(logs["routing"]) > 0
+    assert result["events"] == sum(map(len, logs.values())) and result["skipped"] == 0
+    live_store = live(tmp_path / "live.db", logs)
+    assert dump(store) == dump(live_store)
+    live_store.database.dispose()
+    with store.database.read() as connection:
+        assert dict(connection.execute(select(store.checkpoints.c.source, store.checkpoints.c.position)).all()) == \
+            {source: log[-1]["position"] for source, log in logs.items()}
+    assert [path.name for path in tmp_path.iterdir() if "helper" in path.name] == []
+    store.database.dispose()
+
+
+def test_a_failing_read_helper_leaves_its_log_to_the_rebuild_itself(tmp_path, logs, live_dump, caplog):
+    store, _consumer = reporting(tmp_path / "rebuilt.db")
+    progress: dict = {}
+    result = repository.rebuild(store.database, fetch_from(logs), store.checkpoints, store.processed,
+                                store.failures, progress=progress,
+                                helper_reads={"routing": f"sqlite:///{tmp_path / 'no-such-dir' / 'routing.db'}"})
+    assert progress["read_helper"] is False and "read helper failed" in caplog.text
+    assert result["events"] == sum(map(len, logs.values()))
+    assert dump(store) == live_dump
+    assert [path.name for path in tmp_path.iterdir() if "helper" in path.name] == []
+    store.database.dispose()

@@ -439,7 +439,7 @@ _PAUSE_LOCK = threading.Lock()
 
 def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
             sources: Iterable[str] = SOURCES, page: int = 1000, chunk: int = COMPLAINT_CHUNK,
-            progress: dict | None = None) -> dict:
+            progress: dict | None = None, helper_reads: dict[str, str] | None = None) -> dict:
     """Fill generation n+1 from every source's log, switch to it in one transaction (with the
     consumer's checkpoints set to where the rebuild read up to), drop the old generation.
 
@@ -452,14 +452,17 @@ def rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
     transaction. The new generation's rows are written without waiting for the disk
     (``Database.unsynced``): until the switch nothing reads them, and a power cut before it
     costs a rebuild again; the switch itself commits durably (and with it, on SQLite, the
-    write-ahead log those writes are in). The live generation keeps serving meanwhile."""
+    write-ahead log those writes are in). The live generation keeps serving meanwhile.
+
+    ``helper_reads``: sources whose log a helper process may read in phase 1 beside this one
+    (``_ReadHelper``), and how it reaches them (``rpc``, or a store's database URL)."""
     with _collector_paused():
         return _rebuild(database, fetch, checkpoints, processed, failures, list(sources), page, chunk,
-                        progress if progress is not None else {})
+                        progress if progress is not None else {}, helper_reads or {})
 
 
 def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures, sources: list[str],
-             page: int, chunk: int, progress: dict) -> dict:
+             page: int, chunk: int, progress: dict, helper_reads: dict[str, str]) -> dict:
     started = time.monotonic()
     with database.read() as connection:
         old_generation = current_generation(connection)
@@ -509,9 +512,15 @@ def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
         with _unsynced(database, bulk) as tx:
             tx.execute(DropTable(staging, if_exists=True))
             tx.execute(CreateTable(staging))
+        # Phase 1 on two cores where it pays: a helper process reads the largest log (routing's)
+        # while this one reads the others.
+        reader = _ReadHelper.start(database, sources, positions, page, helper_reads)
+        progress["read_helper"] = reader is not None
         try:
             buffer: list[tuple] = []
-            for source in sources:
+
+            def read_here(source: str) -> None:
+                nonlocal buffer, events, skipped, facts_staged
                 for batch in _pages(fetch, source, positions, page):
                     skipped += _facts_of_page(batch, source, buffer)
                     events += len(batch)
@@ -520,16 +529,46 @@ def _rebuild(database: Database, fetch: Fetch, checkpoints, processed, failures,
                         facts_staged += len(buffer)
                         write([(staging, buffer)], bulk)
                         buffer = []
+
+            for source in sources:
+                if reader is None or source != reader.source:
+                    read_here(source)
+            result = None
+            if reader is not None:
+                try:
+                    result = progress["read_helper_result"] = reader.finish()
+                except RuntimeError as error:
+                    # Its file is dropped; this process reads that log itself, as without a helper.
+                    log.warning("rebuild: %s; reading %s's log here", error, reader.source)
+                    progress["read_helper"] = False
+                    reader.abandon()
+                    read_here(reader.source)
+                    reader = None
             facts_staged += len(buffer)
             write([(staging, buffer)], bulk)
             buffer = []
+            sources_of_facts = [staging.name]
+            if reader is not None and result is not None:
+                log.info("rebuild: %s events of %s's log read by the helper process in %ss",
+                         result["events"], reader.source, result.get("seconds"))
+                events += result["events"]
+                skipped += result["skipped"]
+                facts_staged += result["facts"]
+                positions[reader.source] = max(positions[reader.source], result["position"])
+                progress["events"] = events
+                # Attached outside a transaction (SQLite refuses otherwise); detached when this
+                # connection is closed below.
+                bulk.connection.dbapi_connection.execute("ATTACH DATABASE ? AS read_helper", (str(reader.out_path),))
+                sources_of_facts.append(f"read_helper.{READ_HELPER_TABLE}")
             with _unsynced(database, bulk) as tx:
-                columns = [staging.c[name] for name in _FACT_COLUMNS]
-                tx.execute(new.facts.insert().from_select(
-                    list(_FACT_COLUMNS), select(*columns).order_by(staging.c.complaint_id, staging.c.source,
-                                                                   staging.c.version)))
+                columns = ", ".join(_FACT_COLUMNS)
+                union = " UNION ALL ".join(f"SELECT {columns} FROM {name}" for name in sources_of_facts)
+                tx.exec_driver_sql(f"INSERT INTO {new.facts.name} ({columns}) SELECT {columns} FROM ({union}) "
+                                   "AS read_facts ORDER BY complaint_id, source, version")
         finally:
             bulk.invalidate()
+            if reader is not None:
+                reader.abandon()
     create_indexes(new.facts)  # phase 2 reads the facts in complaint order
 
     read_at = time.monotonic()
@@ -611,6 +650,60 @@ DERIVATION_LOCK_CLASS = 20_517
 #: process (it starts in ≈0.3 s; at 100,000 events it already saved ≈0.4 s of 2.5).
 DERIVE_HELPER_MIN_FACTS = 50_000
 _ROOT = Path(__file__).resolve().parents[3]
+
+
+#: The table of facts a rebuild's read helper writes into its file.
+READ_HELPER_TABLE = "facts_read"
+
+
+class _ReadHelper:
+    """Part of phase 1 of a rebuild on two cores (SQLite): a process of its own (``read_helper``)
+    reads one source's log — the largest of those ``helper_reads`` names: routing's, about two
+    events in three — checks its events and writes their facts into a file of its own, while the
+    rebuild reads the other logs; then the rebuild sorts both into the facts table with one
+    statement. The helper reads as the service does (over RPC, with reporting's own broker
+    settings) or, for the bench and tests, straight from the store's database. Python runs one
+    thread at a time in a process, so a second process is what uses the second core. When the
+    helper fails, the rebuild reads that log itself (a warning says why); one left behind is
+    killed and its file removed."""
+
+    PREFERRED = ("routing", "intake", "notification")
+
+    def __init__(self, source: str, out_path: Path, process: subprocess.Popen):
+        self.source, self.out_path, self.process = source, out_path, process
+
+    @classmethod
+    def start(cls, database: Database, sources: list[str], positions: dict, page: int,
+              helper_reads: dict[str, str]) -> "_ReadHelper | None":
+        path = database.engine.url.database
+        source = next((name for name in cls.PREFERRED if name in sources and name in helper_reads), None)
+        if database.dialect != "sqlite" or source is None or len(sources) < 2 or not path or path == ":memory:":
+            return None
+        out_path = Path(f"{path}.read-helper-{source}")
+        _remove(out_path)
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.reporting.adapters.read_helper", str(out_path), source,
+             str(positions[source]), str(page), helper_reads[source]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_ROOT, env=environment)
+        return cls(source, out_path, process)
+
+    def finish(self) -> dict:
+        """Waits for the helper; what it reported (events, facts, skipped, the position read up
+        to, its seconds and peak RSS)."""
+        out, err = self.process.communicate()
+        if self.process.returncode != 0:
+            raise RuntimeError(f"the rebuild's read helper failed (exit {self.process.returncode}): "
+                               f"{err.decode('utf-8', 'replace')[-2000:]}")
+        result: dict = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+        return result
+
+    def abandon(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        _remove(self.out_path)
 
 
 class _DeriveHelper:

@@ -26,8 +26,10 @@ def live_path_open(store: ServiceStore) -> bool:
     return repository.shape_is_current(store.database)
 
 
-def rebuild(store: ServiceStore, fetch: repository.Fetch, progress: Optional[dict] = None) -> dict:
+def rebuild(store: ServiceStore, fetch: repository.Fetch, progress: Optional[dict] = None,
+            helper_reads: Optional[dict[str, str]] = None) -> dict:
     """A new generation from every source's log (``fetch(source, position, limit)``), switched to
-    in one transaction with the consumer's checkpoints."""
+    in one transaction with the consumer's checkpoints. ``helper_reads``: the logs a helper
+    process may read beside it, and how (``rpc``)."""
     return repository.rebuild(store.database, fetch, store.checkpoints, store.processed, store.failures,
-                              progress=progress)
+                              progress=progress, helper_reads=helper_reads)
