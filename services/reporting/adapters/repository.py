@@ -681,29 +681,17 @@ class _ReadHelper:
             return None
         out_path = Path(f"{path}.read-helper-{source}")
         _remove(out_path)
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.reporting.adapters.read_helper", str(out_path), source,
-             str(positions[source]), str(page), helper_reads[source]],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_ROOT, env=environment)
+        process = _spawn_helper("read_helper", str(out_path), source, str(positions[source]), str(page),
+                                helper_reads[source])
         return cls(source, out_path, process)
 
     def finish(self) -> dict:
         """Waits for the helper; what it reported (events, facts, skipped, the position read up
         to, its seconds and peak RSS)."""
-        out, err = self.process.communicate()
-        if self.process.returncode != 0:
-            raise RuntimeError(f"the rebuild's read helper failed (exit {self.process.returncode}): "
-                               f"{err.decode('utf-8', 'replace')[-2000:]}")
-        result: dict = json.loads(out.decode("utf-8").strip().splitlines()[-1])
-        return result
+        return _helper_report(self.process, "read helper")
 
     def abandon(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        _remove(self.out_path)
+        _stop_helper(self.process, self.out_path)
 
 
 class _DeriveHelper:
@@ -735,22 +723,14 @@ class _DeriveHelper:
             return None
         out_path = Path(f"{path}.g{projection.generation}-derive-helper")
         _remove(out_path)
-        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.reporting.adapters.derive_helper", str(path),
-             str(projection.generation), first, str(out_path), str(chunk)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_ROOT, env=environment)
+        process = _spawn_helper("derive_helper", str(path), str(projection.generation), first, str(out_path),
+                                str(chunk))
         return cls(database, projection, first, out_path, process)
 
     def finish(self) -> dict:
         """Waits for the helper, copies its rows in; what it reported (complaints, seconds, its
         peak RSS)."""
-        out, err = self.process.communicate()
-        if self.process.returncode != 0:
-            raise RuntimeError(f"the rebuild's derive helper failed (exit {self.process.returncode}): "
-                               f"{err.decode('utf-8', 'replace')[-2000:]}")
-        result = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+        result = _helper_report(self.process, "derive helper")
         with self.database.unsynced_engine.connect() as connection:
             # Attached on a connection of its own, closed after (detaching with it).
             connection.connection.dbapi_connection.execute("ATTACH DATABASE ? AS derive_helper",
@@ -765,10 +745,35 @@ class _DeriveHelper:
         return result
 
     def abandon(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        _remove(self.out_path)
+        _stop_helper(self.process, self.out_path)
+
+
+def _spawn_helper(module: str, *arguments: str) -> subprocess.Popen:
+    """``python -m services.reporting.adapters.<module> <arguments>``: this interpreter and this
+    environment, the project's root importable."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, "-m", f"services.reporting.adapters.{module}", *arguments],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_ROOT, env=environment)
+
+
+def _helper_report(process: subprocess.Popen, what: str) -> dict:
+    """Waits for a rebuild's helper process; the JSON line it printed last, or RuntimeError with
+    its exit code and the end of its error output."""
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the rebuild's {what} failed (exit {process.returncode}): "
+                           f"{err.decode('utf-8', 'replace')[-2000:]}")
+    result: dict = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+    return result
+
+
+def _stop_helper(process: subprocess.Popen, out_path: Path) -> None:
+    """A helper still running is killed; its file goes."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    _remove(out_path)
 
 
 def _remove(path: Path) -> None:
