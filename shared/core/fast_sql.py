@@ -77,6 +77,8 @@ class FastStatement:
     def __init__(self, statement: Any):
         self.statement = statement
         self._forms: dict[Any, _Form | None] = {}   # None: this form runs through Core
+        # INSERT and UPDATE set the columns named in the parameters: one form per set of names.
+        self._per_names = bool(getattr(statement, "is_dml", False)) and not getattr(statement, "is_delete", False)
 
     # SQLAlchemy's Connection.execute hands every executable to this method.
     def _execute_on_connection(self, connection: Any, distilled_parameters: list[Any], execution_options: Any) -> Any:
@@ -93,12 +95,6 @@ class FastStatement:
         if form is None:
             return connection.execute(self.statement, parameters)
         return self._run(connection, form, parameters)
-
-    @property
-    def _per_names(self) -> bool:
-        # INSERT and UPDATE set the columns named in the parameters: one form per set of names.
-        statement = self.statement
-        return bool(getattr(statement, "is_dml", False)) and not getattr(statement, "is_delete", False)
 
     def _compile(self, dialect: Any, names: tuple[str, ...]) -> _Form | None:
         statement = self.statement
@@ -145,7 +141,7 @@ class FastStatement:
         for name in form.names:
             value = parameters.get(name, _MISSING)
             if value is _MISSING:
-                value = fixed[name] if name in fixed else None
+                value = fixed.get(name)
             processor = processors.get(name)
             values[name] = value if processor is None else processor(value)
         arguments: Any = tuple(values[name] for name in form.names) if form.positional else values
@@ -207,9 +203,8 @@ class FastResult:
         return row
 
     def one_or_none(self) -> tuple[Any, ...] | None:
-        if len(self._rows) > 1:
-            raise MultipleResultsFound("Multiple rows were found when one or none was required")
-        return self._rows[0] if self._rows else None
+        row: tuple[Any, ...] | None = _one_or_none(self._rows)
+        return row
 
     def scalar(self) -> Any:
         return self._rows[0][0] if self._rows else None
@@ -256,9 +251,7 @@ class _Values:
         return _one(self._values)
 
     def one_or_none(self) -> Any:
-        if len(self._values) > 1:
-            raise MultipleResultsFound("Multiple rows were found when one or none was required")
-        return self._values[0] if self._values else None
+        return _one_or_none(self._values)
 
 
 def _one(values: Sequence[Any]) -> Any:
@@ -267,3 +260,9 @@ def _one(values: Sequence[Any]) -> Any:
     if len(values) > 1:
         raise MultipleResultsFound("Multiple rows were found when exactly one was required")
     return values[0]
+
+
+def _one_or_none(values: Sequence[Any]) -> Any:
+    if len(values) > 1:
+        raise MultipleResultsFound("Multiple rows were found when one or none was required")
+    return values[0] if values else None

@@ -54,7 +54,7 @@ _SET_DUE = update(_out).where(_out.c.message_id == bindparam("b_message_id"), _o
 _PUBLIC_REPLY_SENT = select(_out.c.message_id).where(
     _out.c.trigger_event_id == bindparam("b_trigger_event_id"), _out.c.kind == bindparam("b_kind"),
     _out.c.part_index < bindparam("b_part_index"), _out.c.channel == COMMENT_PUBLIC,
-    _out.c.state.in_((delivery.SENT, delivery.FOLDED)))
+    or_(_out.c.state == delivery.SENT, _out.c.state == delivery.FOLDED))   # equalities: see _HEADS_ORDER
 # SET: the columns named in the parameters dict (besides ``b_message_id``), if still pending.
 _UPDATE_PENDING = update(_out).where(_out.c.message_id == bindparam("b_message_id"), _out.c.state == "pending")
 _COMPLAINT = select(tables.complaints).where(tables.complaints.c.complaint_id == bindparam("b_complaint_id"))

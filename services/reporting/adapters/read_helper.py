@@ -56,22 +56,25 @@ def read_into(out_path: str, source: str, position: int, page: int, where: str) 
         out.execute(f"CREATE TABLE {TABLE} ({', '.join(_FACT_COLUMNS)})")
         insert = f"INSERT INTO {TABLE} VALUES ({', '.join('?' * len(_FACT_COLUMNS))})"
         positions = {source: position}
-        events = facts = skipped = 0
+        events = skipped = 0
         buffer: list[tuple] = []
+        written = [0]
+
+        def write() -> None:
+            out.execute("BEGIN")
+            out.executemany(insert, buffer)
+            out.execute("COMMIT")
+            written[0] += len(buffer)
+            buffer.clear()
+
         with _fetcher(source, where) as fetch:
             for batch in _pages(fetch, source, positions, page):
                 skipped += _facts_of_page(batch, source, buffer)
                 events += len(batch)
                 if len(buffer) >= FACT_CHUNK:
-                    out.execute("BEGIN")
-                    out.executemany(insert, buffer)
-                    out.execute("COMMIT")
-                    facts += len(buffer)
-                    buffer = []
-        out.execute("BEGIN")
-        out.executemany(insert, buffer)
-        out.execute("COMMIT")
-        facts += len(buffer)
+                    write()
+        write()
+        facts = written[0]
         return {"events": events, "facts": facts, "skipped": skipped, "position": positions[source]}
     finally:
         out.close()
